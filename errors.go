@@ -1,0 +1,29 @@
+package tenancy
+
+import "errors"
+
+// Sentinel errors. Functions document which they return; callers test with errors.Is.
+var (
+	// ErrNoTenant means the context carries no tenant. Code that needs a tenant never falls back to
+	// "all tenants": it fails with this error before touching data.
+	ErrNoTenant = errors.New("tenancy: no tenant in context: wrap the handler with tenancyhttp.Middleware " +
+		"or call tenancy.WithTenant (for background work, tenancy.Detach the request context)")
+	// ErrTenantNotFound means no tenant has that ID, slug or domain (or it was deleted).
+	ErrTenantNotFound = errors.New("tenancy: tenant not found")
+	// ErrTenantSuspended means the tenant exists but is suspended: it is refused until resumed.
+	ErrTenantSuspended = errors.New("tenancy: tenant is suspended: resume it to serve it again")
+	// ErrInvalidSlug means a slug breaks the DNS label rules; the SlugError says which.
+	ErrInvalidSlug = errors.New("tenancy: invalid slug")
+	// ErrReservedSlug means a slug is a valid DNS label but reserved (www, api, admin, ...).
+	ErrReservedSlug = errors.New("tenancy: reserved slug")
+	// ErrDuplicateSlug means another tenant already has the slug.
+	ErrDuplicateSlug = errors.New("tenancy: slug already taken")
+	// ErrInvalidDomain means a custom domain is not a valid host name.
+	ErrInvalidDomain = errors.New("tenancy: invalid domain")
+	// ErrDuplicateDomain means another tenant (or this one) already has the domain.
+	ErrDuplicateDomain = errors.New("tenancy: domain already taken")
+	// ErrInvalidStatus means a string names no Status.
+	ErrInvalidStatus = errors.New("tenancy: invalid status")
+	// ErrInvalidIsolation means a string names no Isolation.
+	ErrInvalidIsolation = errors.New("tenancy: invalid isolation")
+)

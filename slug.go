@@ -1,0 +1,96 @@
+package tenancy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// DefaultReservedSlugs are the labels no tenant may take: names a SaaS uses for itself, for mail and
+// DNS, for well-known services, and names that invite phishing. SlugRules.Reserved replaces them.
+var DefaultReservedSlugs = []string{
+	"about", "account", "accounts", "admin", "administrator", "api", "app", "apps", "assets", "auth",
+	"autoconfig", "autodiscover", "billing", "blog", "cdn", "dashboard", "dev", "docs", "email", "ftp",
+	"help", "imap", "internal", "localhost", "login", "logout", "mail", "manage", "mx", "news", "ns",
+	"ns1", "ns2", "oauth", "pop", "pop3", "portal", "root", "security", "signin", "signup", "smtp",
+	"sso", "staging", "static", "status", "support", "system", "test", "webmail", "www",
+}
+
+// SlugRules validates slugs: a DNS label ([a-z0-9], inner hyphens, 1 to 63 characters) that is not
+// reserved. The zero value reserves DefaultReservedSlugs.
+type SlugRules struct {
+	reserved map[string]struct{}
+}
+
+// NewSlugRules returns rules that reserve the given labels (compared lower-case). A nil slice means
+// DefaultReservedSlugs; an empty non-nil slice reserves nothing.
+func NewSlugRules(reserved []string) *SlugRules {
+	if reserved == nil {
+		reserved = DefaultReservedSlugs
+	}
+	r := &SlugRules{reserved: make(map[string]struct{}, len(reserved))}
+	for _, s := range reserved {
+		r.reserved[strings.ToLower(s)] = struct{}{}
+	}
+	return r
+}
+
+var defaultSlugRules = NewSlugRules(nil)
+
+// ValidateSlug checks slug against the default rules. See SlugRules.Validate.
+func ValidateSlug(slug string) error { return defaultSlugRules.Validate(slug) }
+
+// IsReserved reports whether label is reserved.
+func (r *SlugRules) IsReserved(label string) bool {
+	if r == nil || r.reserved == nil {
+		r = defaultSlugRules
+	}
+	_, ok := r.reserved[label]
+	return ok
+}
+
+// Validate returns nil for a usable slug, or a *SlugError that wraps ErrInvalidSlug (and says which
+// DNS label rule failed) or ErrReservedSlug. Slugs are not folded: "Acme" is invalid, not "acme".
+func (r *SlugRules) Validate(slug string) error {
+	if rule := labelRule(slug); rule != "" {
+		return &SlugError{Slug: slug, Rule: rule, err: ErrInvalidSlug}
+	}
+	if r.IsReserved(slug) {
+		return &SlugError{Slug: slug, Rule: "is reserved", err: ErrReservedSlug}
+	}
+	return nil
+}
+
+// labelRule returns "" when s is a lower-case DNS label, or the rule it breaks.
+// It does not allocate for a valid label.
+func labelRule(s string) string {
+	switch {
+	case s == "":
+		return "must not be empty"
+	case len(s) > 63:
+		return "must be at most 63 characters"
+	case s[0] == '-':
+		return "must not start with a hyphen"
+	case s[len(s)-1] == '-':
+		return "must not end with a hyphen"
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return fmt.Sprintf("must hold only a-z, 0-9 and hyphens (byte %d is %q)", i, c)
+		}
+	}
+	return ""
+}
+
+// SlugError says why a slug was refused. It wraps ErrInvalidSlug or ErrReservedSlug.
+type SlugError struct {
+	Slug string
+	Rule string // the rule that failed, e.g. "must not start with a hyphen"
+	err  error
+}
+
+func (e *SlugError) Error() string {
+	return fmt.Sprintf("%v %q: %s", e.err, e.Slug, e.Rule)
+}
+
+func (e *SlugError) Unwrap() error { return e.err }

@@ -1,0 +1,16 @@
+package tenancy
+
+import "context"
+
+// Store finds tenants. tenancypgx.Catalog implements it against PostgreSQL, with an in-process cache
+// in front (tenancypgx.Catalog.Cached).
+//
+// Each method returns ErrTenantNotFound when nothing matches, and any other error when the answer is
+// unknown (the database is unreachable, say): callers must never read such an error as "not found"
+// or "active". A found tenant is returned whatever its Status; Tenant.Err says whether to serve it.
+type Store interface {
+	TenantByID(ctx context.Context, id string) (*Tenant, error)
+	TenantBySlug(ctx context.Context, slug string) (*Tenant, error)
+	// TenantByDomain finds the tenant that owns a custom domain, given as a normalized host name.
+	TenantByDomain(ctx context.Context, domain string) (*Tenant, error)
+}

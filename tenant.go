@@ -1,0 +1,98 @@
+package tenancy
+
+import (
+	"fmt"
+	"time"
+)
+
+// Status is where a tenant is in its life. Only an active tenant reaches data.
+type Status string
+
+const (
+	// StatusActive tenants are served.
+	StatusActive Status = "active"
+	// StatusSuspended tenants are refused (HTTP 403) but keep their data; resume makes them active again.
+	StatusSuspended Status = "suspended"
+	// StatusDeleted tenants are refused as if unknown (HTTP 404). Deletion is soft: the data stays
+	// until it is purged.
+	StatusDeleted Status = "deleted"
+)
+
+// ParseStatus returns the Status named s, or ErrInvalidStatus.
+func ParseStatus(s string) (Status, error) {
+	switch st := Status(s); st {
+	case StatusActive, StatusSuspended, StatusDeleted:
+		return st, nil
+	}
+	return "", fmt.Errorf("%w: %q (want active, suspended or deleted)", ErrInvalidStatus, s)
+}
+
+// Isolation is where a tenant's rows live. It is chosen per tenant.
+type Isolation string
+
+const (
+	// IsolationShared keeps the tenant's rows in the shared tables, separated by row-level security.
+	IsolationShared Isolation = "shared"
+	// IsolationSchema gives the tenant a PostgreSQL schema of its own (row-level security stays on).
+	IsolationSchema Isolation = "schema"
+	// IsolationDatabase gives the tenant a database of its own (row-level security stays on).
+	IsolationDatabase Isolation = "database"
+)
+
+// ParseIsolation returns the Isolation named s, or ErrInvalidIsolation.
+func ParseIsolation(s string) (Isolation, error) {
+	switch iso := Isolation(s); iso {
+	case IsolationShared, IsolationSchema, IsolationDatabase:
+		return iso, nil
+	}
+	return "", fmt.Errorf("%w: %q (want shared, schema or database)", ErrInvalidIsolation, s)
+}
+
+// Tenant is one customer of the system.
+//
+// A Tenant handed out by a Store or carried in a context is shared between goroutines: treat it as
+// read-only. Its ID never changes; the slug, name and plan may (a rename is a new Tenant value).
+type Tenant struct {
+	// ID is the opaque, immutable identifier (a UUID). It is what the database stores in tenant_id.
+	ID string `json:"id"`
+	// Slug is the DNS label that names the tenant in URLs (acme in acme.example.com).
+	Slug string `json:"slug"`
+	// Name is the display name.
+	Name string `json:"name"`
+	// Plan names the commercial plan (free, pro, ...); limits are chosen by plan.
+	Plan string `json:"plan"`
+	// Status says whether the tenant is served.
+	Status Status `json:"status"`
+	// Isolation says where the tenant's rows live.
+	Isolation Isolation `json:"isolation"`
+	// Domains are the custom domains that name the tenant besides its subdomain.
+	Domains []string `json:"domains"`
+	// CreatedAt and UpdatedAt are set by the catalog.
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Err returns nil when the tenant may be served, ErrTenantSuspended when it is suspended and
+// ErrTenantNotFound when it is deleted (a deleted tenant is indistinguishable from an unknown one).
+// A nil tenant is ErrNoTenant.
+func (t *Tenant) Err() error {
+	if t == nil {
+		return ErrNoTenant
+	}
+	switch t.Status {
+	case StatusActive:
+		return nil
+	case StatusSuspended:
+		return ErrTenantSuspended
+	default:
+		return ErrTenantNotFound
+	}
+}
+
+// String returns the slug and ID, for logs.
+func (t *Tenant) String() string {
+	if t == nil {
+		return "<no tenant>"
+	}
+	return t.Slug + " (" + t.ID + ")"
+}
