@@ -98,6 +98,8 @@ func ExampleDetach() {
 	request, cancel := context.WithCancel(
 		tenancy.WithTenant(context.Background(), &tenancy.Tenant{ID: "7c0a…", Slug: "acme"}))
 
+	defer cancel()
+
 	bg, err := tenancy.Detach(request)
 	if err != nil {
 		return // no tenant: never start unscoped work

@@ -94,3 +94,27 @@ func (e *SlugError) Error() string {
 }
 
 func (e *SlugError) Unwrap() error { return e.err }
+
+// ValidateDomain checks that d is a custom domain in normal form: lower-case ASCII (IDNA names in
+// their xn-- form), at least two dot-separated labels, each a DNS label, at most 253 characters, no
+// trailing dot, not an IP address. It returns an error wrapping ErrInvalidDomain that says why.
+// tenancyhttp.NormalizeHost turns what users type into this form.
+func ValidateDomain(d string) error {
+	if d == "" || len(d) > 253 {
+		return fmt.Errorf("%w %q: must be 1 to 253 characters", ErrInvalidDomain, d)
+	}
+	labels := strings.Split(d, ".")
+	if len(labels) < 2 {
+		return fmt.Errorf("%w %q: must have at least two labels (shop.example.com)", ErrInvalidDomain, d)
+	}
+	for _, l := range labels {
+		if rule := labelRule(l); rule != "" {
+			return fmt.Errorf("%w %q: label %q %s", ErrInvalidDomain, d, l, rule)
+		}
+	}
+	last := labels[len(labels)-1]
+	if last[0] >= '0' && last[0] <= '9' {
+		return fmt.Errorf("%w %q: the last label must not start with a digit (IP addresses are not domains)", ErrInvalidDomain, d)
+	}
+	return nil
+}

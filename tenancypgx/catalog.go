@@ -1,0 +1,306 @@
+package tenancypgx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tenancy"
+)
+
+// CatalogConfig configures a Catalog. A nil *CatalogConfig means the defaults.
+type CatalogConfig struct {
+	// Slugs decides which slugs a new tenant may take. Defaults to tenancy.NewSlugRules(nil)
+	// (DNS labels, tenancy.DefaultReservedSlugs reserved).
+	Slugs *tenancy.SlugRules
+}
+
+// Catalog is the tenant registry in PostgreSQL (schema "tenancy"). It implements tenancy.Store
+// without caching; put a CachedStore in front of it on request paths.
+type Catalog struct {
+	pool  *pgxpool.Pool
+	slugs *tenancy.SlugRules
+}
+
+var _ tenancy.Store = (*Catalog)(nil)
+
+// NewCatalog returns a catalog on pool. Call MigrateCatalog once before using it.
+func NewCatalog(pool *pgxpool.Pool, cfg *CatalogConfig) (*Catalog, error) {
+	if pool == nil {
+		return nil, errors.New("tenancypgx: NewCatalog needs a pool")
+	}
+	c := &Catalog{pool: pool, slugs: tenancy.NewSlugRules(nil)}
+	if cfg != nil && cfg.Slugs != nil {
+		c.slugs = cfg.Slugs
+	}
+	return c, nil
+}
+
+// Pool returns the pool the catalog reads and writes with.
+func (c *Catalog) Pool() *pgxpool.Pool { return c.pool }
+
+// CreateOpts describes a new tenant.
+type CreateOpts struct {
+	Slug string
+	// Name defaults to the slug.
+	Name string
+	// Plan defaults to "free".
+	Plan string
+	// Isolation defaults to tenancy.IsolationShared.
+	Isolation tenancy.Isolation
+	// Domains are custom domains in normal form (see tenancy.ValidateDomain).
+	Domains []string
+}
+
+const selectTenant = `SELECT t.id::text, t.slug, t.name, t.plan, t.status, t.isolation, t.created_at, t.updated_at,
+	coalesce((SELECT array_agg(d.domain ORDER BY d.domain) FROM tenancy.domains d WHERE d.tenant_id = t.id), '{}')
+	FROM tenancy.tenants t `
+
+func scanTenant(row pgx.Row) (*tenancy.Tenant, error) {
+	var t tenancy.Tenant
+	err := row.Scan(&t.ID, &t.Slug, &t.Name, &t.Plan, &t.Status, &t.Isolation, &t.CreatedAt, &t.UpdatedAt, &t.Domains)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, tenancy.ErrTenantNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+	}
+	return &t, nil
+}
+
+// Create registers a new active tenant. It returns an error wrapping tenancy.ErrInvalidSlug,
+// tenancy.ErrReservedSlug, tenancy.ErrInvalidDomain, tenancy.ErrInvalidIsolation,
+// tenancy.ErrDuplicateSlug or tenancy.ErrDuplicateDomain when the request is refused.
+func (c *Catalog) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Tenant, error) {
+	if opts == nil {
+		return nil, errors.New("tenancypgx: Create needs CreateOpts")
+	}
+	if err := c.slugs.Validate(opts.Slug); err != nil {
+		return nil, err
+	}
+	name, plan, iso := opts.Name, opts.Plan, opts.Isolation
+	if name == "" {
+		name = opts.Slug
+	}
+	if len(name) > 200 {
+		return nil, errors.New("tenancypgx: tenant name must be at most 200 characters")
+	}
+	if plan == "" {
+		plan = "free"
+	}
+	if err := validatePlan(plan); err != nil {
+		return nil, err
+	}
+	if iso == "" {
+		iso = tenancy.IsolationShared
+	}
+	if _, err := tenancy.ParseIsolation(string(iso)); err != nil {
+		return nil, err
+	}
+	for _, d := range opts.Domains {
+		if err := tenancy.ValidateDomain(d); err != nil {
+			return nil, err
+		}
+	}
+	var id string
+	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `INSERT INTO tenancy.tenants (slug, name, plan, isolation)
+			VALUES ($1, $2, $3, $4) RETURNING id::text`, opts.Slug, name, plan, string(iso)).Scan(&id)
+		if err != nil {
+			return err
+		}
+		for _, d := range opts.Domains {
+			if _, err := tx.Exec(ctx, `INSERT INTO tenancy.domains (domain, tenant_id) VALUES ($1, $2)`, d, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, catalogError(err, opts.Slug)
+	}
+	return c.TenantByID(ctx, id)
+}
+
+func validatePlan(plan string) error {
+	if err := tenancy.ValidateSlug(plan); err != nil && !errors.Is(err, tenancy.ErrReservedSlug) {
+		return fmt.Errorf("tenancypgx: invalid plan %q: use a-z, 0-9 and hyphens", plan)
+	}
+	return nil
+}
+
+// catalogError maps constraint violations to the tenancy sentinels; other errors pass through.
+func catalogError(err error, subject string) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		switch pgErr.ConstraintName {
+		case "tenants_slug_key":
+			return fmt.Errorf("%w: %q", tenancy.ErrDuplicateSlug, subject)
+		case "domains_pkey":
+			return fmt.Errorf("%w: %s", tenancy.ErrDuplicateDomain, strings.TrimPrefix(pgErr.Detail, "Key "))
+		}
+	}
+	return fmt.Errorf("tenancypgx: catalog: %w", err)
+}
+
+// TenantByID returns the tenant with that ID, or tenancy.ErrTenantNotFound (also for a string that
+// is not a UUID).
+func (c *Catalog) TenantByID(ctx context.Context, id string) (*tenancy.Tenant, error) {
+	if !isUUID(id) {
+		return nil, tenancy.ErrTenantNotFound
+	}
+	return scanTenant(c.pool.QueryRow(ctx, selectTenant+"WHERE t.id = $1::uuid", id))
+}
+
+// TenantBySlug returns the tenant with that slug, or tenancy.ErrTenantNotFound.
+func (c *Catalog) TenantBySlug(ctx context.Context, slug string) (*tenancy.Tenant, error) {
+	return scanTenant(c.pool.QueryRow(ctx, selectTenant+"WHERE t.slug = $1", slug))
+}
+
+// TenantByDomain returns the tenant that owns the custom domain, or tenancy.ErrTenantNotFound.
+func (c *Catalog) TenantByDomain(ctx context.Context, domain string) (*tenancy.Tenant, error) {
+	return scanTenant(c.pool.QueryRow(ctx,
+		selectTenant+"WHERE t.id = (SELECT tenant_id FROM tenancy.domains WHERE domain = $1)", domain))
+}
+
+// ListOpts filters List. A nil *ListOpts lists every tenant that is not deleted.
+type ListOpts struct {
+	// Status lists only tenants with this status. Defaults to all but deleted ones.
+	Status tenancy.Status
+	// IncludeDeleted lists deleted tenants too when Status is empty.
+	IncludeDeleted bool
+}
+
+// List returns tenants ordered by slug.
+func (c *Catalog) List(ctx context.Context, opts *ListOpts) ([]*tenancy.Tenant, error) {
+	if opts == nil {
+		opts = &ListOpts{}
+	}
+	q, args := selectTenant+"WHERE t.status <> 'deleted' ORDER BY t.slug", []any{}
+	switch {
+	case opts.Status != "":
+		if _, err := tenancy.ParseStatus(string(opts.Status)); err != nil {
+			return nil, err
+		}
+		q, args = selectTenant+"WHERE t.status = $1 ORDER BY t.slug", []any{string(opts.Status)}
+	case opts.IncludeDeleted:
+		q = selectTenant + "ORDER BY t.slug"
+	}
+	rows, err := c.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+	}
+	defer rows.Close()
+	var out []*tenancy.Tenant
+	for rows.Next() {
+		t, err := scanTenant(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+	}
+	return out, nil
+}
+
+// Suspend refuses the tenant from now on, everywhere (see Watch), keeping its data. Suspending a
+// suspended tenant is a no-op; a deleted or unknown one is tenancy.ErrTenantNotFound.
+func (c *Catalog) Suspend(ctx context.Context, id string) (*tenancy.Tenant, error) {
+	return c.setStatus(ctx, id, tenancy.StatusSuspended)
+}
+
+// Resume serves a suspended tenant again. Resuming an active tenant is a no-op; a deleted or
+// unknown one is tenancy.ErrTenantNotFound.
+func (c *Catalog) Resume(ctx context.Context, id string) (*tenancy.Tenant, error) {
+	return c.setStatus(ctx, id, tenancy.StatusActive)
+}
+
+// Delete marks the tenant deleted: it is refused as unknown from now on, but its rows, slug and
+// domains are kept until it is purged. A deleted or unknown tenant is tenancy.ErrTenantNotFound.
+func (c *Catalog) Delete(ctx context.Context, id string) (*tenancy.Tenant, error) {
+	return c.setStatus(ctx, id, tenancy.StatusDeleted)
+}
+
+func (c *Catalog) setStatus(ctx context.Context, id string, st tenancy.Status) (*tenancy.Tenant, error) {
+	if !isUUID(id) {
+		return nil, tenancy.ErrTenantNotFound
+	}
+	tag, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET status = $2
+		WHERE id = $1::uuid AND status <> 'deleted' AND status IS DISTINCT FROM $2`, id, string(st))
+	if err != nil {
+		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+	}
+	t, err := c.TenantByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if tag.RowsAffected() == 0 && t.Status == tenancy.StatusDeleted {
+		return nil, tenancy.ErrTenantNotFound
+	}
+	return t, nil
+}
+
+// AddDomain gives the tenant a custom domain in normal form (see tenancy.ValidateDomain). It returns
+// an error wrapping tenancy.ErrInvalidDomain or tenancy.ErrDuplicateDomain, or
+// tenancy.ErrTenantNotFound.
+func (c *Catalog) AddDomain(ctx context.Context, id, domain string) (*tenancy.Tenant, error) {
+	if err := tenancy.ValidateDomain(domain); err != nil {
+		return nil, err
+	}
+	if !isUUID(id) {
+		return nil, tenancy.ErrTenantNotFound
+	}
+	tag, err := c.pool.Exec(ctx, `INSERT INTO tenancy.domains (domain, tenant_id)
+		SELECT $2, id FROM tenancy.tenants WHERE id = $1::uuid AND status <> 'deleted'`, id, domain)
+	if err != nil {
+		return nil, catalogError(err, domain)
+	}
+	if tag.RowsAffected() == 0 {
+		return nil, tenancy.ErrTenantNotFound
+	}
+	return c.TenantByID(ctx, id)
+}
+
+// RemoveDomain takes a custom domain away from the tenant. A domain the tenant does not have is
+// tenancy.ErrTenantNotFound.
+func (c *Catalog) RemoveDomain(ctx context.Context, id, domain string) (*tenancy.Tenant, error) {
+	if !isUUID(id) {
+		return nil, tenancy.ErrTenantNotFound
+	}
+	tag, err := c.pool.Exec(ctx, `DELETE FROM tenancy.domains WHERE tenant_id = $1::uuid AND domain = $2`, id, domain)
+	if err != nil {
+		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return nil, fmt.Errorf("%w: %q has no domain %q", tenancy.ErrTenantNotFound, id, domain)
+	}
+	return c.TenantByID(ctx, id)
+}
+
+// isUUID reports whether s is a UUID in its canonical text form (any hex case).
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}

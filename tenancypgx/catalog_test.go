@@ -1,0 +1,241 @@
+package tenancypgx_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tenancy"
+	"tenancy/tenancypgx"
+	"tenancy/tenancytest"
+)
+
+type bundle struct {
+	url     string
+	pool    *pgxpool.Pool
+	catalog *tenancypgx.Catalog
+}
+
+// setup gives the test a fresh database with the catalog migrated.
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	url := tenancytest.NewDatabase(t)
+	pool := newPool(t, url)
+	if _, err := tenancypgx.MigrateCatalog(context.Background(), pool); err != nil {
+		t.Fatal(err)
+	}
+	cat, err := tenancypgx.NewCatalog(pool, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &bundle{url: url, pool: pool, catalog: cat}
+}
+
+func newPool(t *testing.T, url string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+func mustCreate(t *testing.T, c *tenancypgx.Catalog, slug string, domains ...string) *tenancy.Tenant {
+	t.Helper()
+	tn, err := c.Create(context.Background(), &tenancypgx.CreateOpts{Slug: slug, Domains: domains})
+	if err != nil {
+		t.Fatalf("create %s: %v", slug, err)
+	}
+	return tn
+}
+
+func TestMigrateCatalogConcurrentStarts(t *testing.T) {
+	t.Parallel()
+	url := tenancytest.NewDatabase(t)
+	const starts = 6
+	var wg sync.WaitGroup
+	applied := make([][]int, starts)
+	errs := make([]error, starts)
+	for i := range starts {
+		pool := newPool(t, url)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			applied[i], errs[i] = tenancypgx.MigrateCatalog(context.Background(), pool)
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for i := range starts {
+		if errs[i] != nil {
+			t.Fatalf("start %d: %v", i, errs[i])
+		}
+		total += len(applied[i])
+	}
+	if total == 0 {
+		t.Fatal("no start applied the catalog migrations")
+	}
+	// Each version is applied exactly once across all starts.
+	seen := map[int]int{}
+	for _, a := range applied {
+		for _, v := range a {
+			seen[v]++
+		}
+	}
+	for v, n := range seen {
+		if n != 1 {
+			t.Errorf("version %d applied %d times", v, n)
+		}
+	}
+	again, err := tenancypgx.MigrateCatalog(context.Background(), newPool(t, url))
+	if err != nil || len(again) != 0 {
+		t.Fatalf("re-run applied %v, %v; want nothing", again, err)
+	}
+}
+
+func TestCatalogCRUD(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	acme, err := b.catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: "acme", Name: "Acme Inc", Plan: "pro",
+		Isolation: tenancy.IsolationShared, Domains: []string{"shop.acme.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acme.ID == "" || acme.Slug != "acme" || acme.Name != "Acme Inc" || acme.Plan != "pro" ||
+		acme.Status != tenancy.StatusActive || acme.Isolation != tenancy.IsolationShared ||
+		len(acme.Domains) != 1 || acme.CreatedAt.IsZero() {
+		t.Fatalf("created %+v", acme)
+	}
+	globex := mustCreate(t, b.catalog, "globex")
+	if globex.Name != "globex" || globex.Plan != "free" || globex.Isolation != tenancy.IsolationShared {
+		t.Fatalf("defaults not applied: %+v", globex)
+	}
+
+	for name, get := range map[string]func() (*tenancy.Tenant, error){
+		"id":     func() (*tenancy.Tenant, error) { return b.catalog.TenantByID(ctx, acme.ID) },
+		"slug":   func() (*tenancy.Tenant, error) { return b.catalog.TenantBySlug(ctx, "acme") },
+		"domain": func() (*tenancy.Tenant, error) { return b.catalog.TenantByDomain(ctx, "shop.acme.com") },
+	} {
+		got, err := get()
+		if err != nil || got.ID != acme.ID {
+			t.Errorf("by %s: %v, %v; want acme", name, got, err)
+		}
+	}
+	for name, get := range map[string]func() (*tenancy.Tenant, error){
+		"unknown id": func() (*tenancy.Tenant, error) {
+			return b.catalog.TenantByID(ctx, "00000000-0000-4000-8000-000000000000")
+		},
+		"id not a uuid":  func() (*tenancy.Tenant, error) { return b.catalog.TenantByID(ctx, "acme'; --") },
+		"unknown slug":   func() (*tenancy.Tenant, error) { return b.catalog.TenantBySlug(ctx, "initech") },
+		"unknown domain": func() (*tenancy.Tenant, error) { return b.catalog.TenantByDomain(ctx, "acme.com") },
+	} {
+		if got, err := get(); !errors.Is(err, tenancy.ErrTenantNotFound) {
+			t.Errorf("%s: %v, %v; want ErrTenantNotFound", name, got, err)
+		}
+	}
+
+	list, err := b.catalog.List(ctx, nil)
+	if err != nil || len(list) != 2 || list[0].Slug != "acme" || list[1].Slug != "globex" {
+		t.Fatalf("List = %v, %v", list, err)
+	}
+
+	s, err := b.catalog.Suspend(ctx, acme.ID)
+	if err != nil || s.Status != tenancy.StatusSuspended || !errors.Is(s.Err(), tenancy.ErrTenantSuspended) {
+		t.Fatalf("Suspend = %+v, %v", s, err)
+	}
+	if l, _ := b.catalog.List(ctx, &tenancypgx.ListOpts{Status: tenancy.StatusSuspended}); len(l) != 1 || l[0].ID != acme.ID {
+		t.Fatalf("List suspended = %v", l)
+	}
+	r, err := b.catalog.Resume(ctx, acme.ID)
+	if err != nil || r.Status != tenancy.StatusActive {
+		t.Fatalf("Resume = %+v, %v", r, err)
+	}
+	d, err := b.catalog.Delete(ctx, globex.ID)
+	if err != nil || d.Status != tenancy.StatusDeleted || !errors.Is(d.Err(), tenancy.ErrTenantNotFound) {
+		t.Fatalf("Delete = %+v, %v", d, err)
+	}
+	for name, op := range map[string]func(context.Context, string) (*tenancy.Tenant, error){
+		"suspend deleted": b.catalog.Suspend, "resume deleted": b.catalog.Resume, "delete deleted": b.catalog.Delete,
+	} {
+		if _, err := op(ctx, globex.ID); !errors.Is(err, tenancy.ErrTenantNotFound) {
+			t.Errorf("%s: %v, want ErrTenantNotFound", name, err)
+		}
+	}
+	if _, err := b.catalog.Suspend(ctx, "00000000-0000-4000-8000-000000000000"); !errors.Is(err, tenancy.ErrTenantNotFound) {
+		t.Errorf("suspend unknown: %v, want ErrTenantNotFound", err)
+	}
+	list, _ = b.catalog.List(ctx, nil)
+	if len(list) != 1 || list[0].ID != acme.ID {
+		t.Fatalf("List without deleted = %v", list)
+	}
+	if all, _ := b.catalog.List(ctx, &tenancypgx.ListOpts{IncludeDeleted: true}); len(all) != 2 {
+		t.Fatalf("List with deleted = %v", all)
+	}
+
+	withDomain, err := b.catalog.AddDomain(ctx, acme.ID, "acme.example.org")
+	if err != nil || len(withDomain.Domains) != 2 {
+		t.Fatalf("AddDomain = %+v, %v", withDomain, err)
+	}
+	if _, err := b.catalog.AddDomain(ctx, globex.ID, "globex.example.org"); !errors.Is(err, tenancy.ErrTenantNotFound) {
+		t.Errorf("AddDomain on a deleted tenant: %v", err)
+	}
+	without, err := b.catalog.RemoveDomain(ctx, acme.ID, "acme.example.org")
+	if err != nil || len(without.Domains) != 1 {
+		t.Fatalf("RemoveDomain = %+v, %v", without, err)
+	}
+	if _, err := b.catalog.RemoveDomain(ctx, acme.ID, "acme.example.org"); !errors.Is(err, tenancy.ErrTenantNotFound) {
+		t.Errorf("RemoveDomain twice: %v", err)
+	}
+}
+
+func TestCatalogRefusals(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	acme := mustCreate(t, b.catalog, "acme", "shop.acme.com")
+	tests := []struct {
+		name string
+		opts tenancypgx.CreateOpts
+		want error
+	}{
+		{"duplicate slug", tenancypgx.CreateOpts{Slug: "acme"}, tenancy.ErrDuplicateSlug},
+		{"duplicate domain", tenancypgx.CreateOpts{Slug: "acme2", Domains: []string{"shop.acme.com"}}, tenancy.ErrDuplicateDomain},
+		{"invalid slug", tenancypgx.CreateOpts{Slug: "Acme"}, tenancy.ErrInvalidSlug},
+		{"reserved slug", tenancypgx.CreateOpts{Slug: "www"}, tenancy.ErrReservedSlug},
+		{"invalid domain", tenancypgx.CreateOpts{Slug: "acme3", Domains: []string{"Shop.Acme.com"}}, tenancy.ErrInvalidDomain},
+		{"ip domain", tenancypgx.CreateOpts{Slug: "acme4", Domains: []string{"10.0.0.1"}}, tenancy.ErrInvalidDomain},
+		{"invalid isolation", tenancypgx.CreateOpts{Slug: "acme5", Isolation: "rows"}, tenancy.ErrInvalidIsolation},
+	}
+	for _, tt := range tests {
+		if _, err := b.catalog.Create(ctx, &tt.opts); !errors.Is(err, tt.want) {
+			t.Errorf("%s: got %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	// Nothing of the refused creates was kept (acme2 failed on its domain after its row was written).
+	list, err := b.catalog.List(ctx, &tenancypgx.ListOpts{IncludeDeleted: true})
+	if err != nil || len(list) != 1 || list[0].ID != acme.ID {
+		t.Fatalf("after refusals List = %v, %v; want only acme", list, err)
+	}
+	if _, err := b.catalog.AddDomain(ctx, acme.ID, "shop.acme.com"); !errors.Is(err, tenancy.ErrDuplicateDomain) {
+		t.Errorf("AddDomain duplicate: %v", err)
+	}
+}
+
+func TestCatalogDatabaseErrorIsNotNotFound(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	acme := mustCreate(t, b.catalog, "acme")
+	if got, err := b.catalog.TenantBySlug(context.Background(), "acme"); err != nil || got.ID != acme.ID {
+		t.Fatalf("control: %v, %v", got, err)
+	}
+	b.pool.Close()
+	got, err := b.catalog.TenantBySlug(context.Background(), "acme")
+	if err == nil || errors.Is(err, tenancy.ErrTenantNotFound) || got != nil {
+		t.Fatalf("with the pool closed: %v, %v; want an error that is not ErrTenantNotFound", got, err)
+	}
+}

@@ -1,0 +1,247 @@
+package tenancypgx
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"tenancy"
+)
+
+// CacheConfig configures a CachedStore. A nil *CacheConfig means the defaults.
+type CacheConfig struct {
+	// Size is the most lookups (slugs, domains, ids) kept. Defaults to 10,000.
+	Size int
+	// TTL bounds how long a found tenant is served from memory when a change notification is lost.
+	// Defaults to 30 seconds.
+	TTL time.Duration
+	// NegativeTTL is how long "no such tenant" is remembered, so a flood of requests for an unknown
+	// host costs one query. Defaults to 5 seconds.
+	NegativeTTL time.Duration
+	// LoadTimeout bounds one query to the source. The query runs on after the caller that started
+	// it gives up, because other callers wait for it too. Defaults to 5 seconds.
+	LoadTimeout time.Duration
+	// Now returns the current time. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// CachedStore is a tenancy.Store that remembers lookups in process: bounded in size, each entry
+// for at most TTL (NegativeTTL for "not found"), with concurrent misses for one name collapsed into
+// one query. Errors other than tenancy.ErrTenantNotFound are never cached: a database outage is
+// reported as the error it is, not as "unknown tenant".
+//
+// Feed it the catalog's change notifications (Catalog.Watch) so that a change reaches every
+// instance at once instead of after TTL.
+type CachedStore struct {
+	src         tenancy.Store
+	size        int
+	ttl, negTTL time.Duration
+	loadTimeout time.Duration
+	now         func() time.Time
+
+	mu      sync.RWMutex
+	entries map[lookupKey]cacheEntry
+	gen     atomic.Uint64 // bumped by every invalidation; a load that spans one is not cached
+	group   singleflight.Group
+
+	hits, misses, loads atomic.Uint64
+}
+
+var _ tenancy.Store = (*CachedStore)(nil)
+
+type lookupKind byte
+
+const (
+	byID lookupKind = iota + 1
+	bySlug
+	byDomain
+)
+
+type lookupKey struct {
+	kind lookupKind
+	name string
+}
+
+type cacheEntry struct {
+	t       *tenancy.Tenant // nil: not found
+	expires int64           // unix nanoseconds
+}
+
+// NewCachedStore returns a cache in front of src.
+func NewCachedStore(src tenancy.Store, cfg *CacheConfig) (*CachedStore, error) {
+	if src == nil {
+		return nil, errors.New("tenancypgx: NewCachedStore needs a source store")
+	}
+	c := &CachedStore{src: src, size: 10_000, ttl: 30 * time.Second, negTTL: 5 * time.Second,
+		loadTimeout: 5 * time.Second, now: time.Now}
+	if cfg != nil {
+		if cfg.Size < 0 || cfg.TTL < 0 || cfg.NegativeTTL < 0 || cfg.LoadTimeout < 0 {
+			return nil, errors.New("tenancypgx: CacheConfig fields must not be negative")
+		}
+		if cfg.Size > 0 {
+			c.size = cfg.Size
+		}
+		if cfg.TTL > 0 {
+			c.ttl = cfg.TTL
+		}
+		if cfg.NegativeTTL > 0 {
+			c.negTTL = cfg.NegativeTTL
+		}
+		if cfg.LoadTimeout > 0 {
+			c.loadTimeout = cfg.LoadTimeout
+		}
+		if cfg.Now != nil {
+			c.now = cfg.Now
+		}
+	}
+	c.entries = make(map[lookupKey]cacheEntry, min(c.size, 1024))
+	return c, nil
+}
+
+// TenantByID implements tenancy.Store.
+func (c *CachedStore) TenantByID(ctx context.Context, id string) (*tenancy.Tenant, error) {
+	return c.get(ctx, lookupKey{byID, id})
+}
+
+// TenantBySlug implements tenancy.Store.
+func (c *CachedStore) TenantBySlug(ctx context.Context, slug string) (*tenancy.Tenant, error) {
+	return c.get(ctx, lookupKey{bySlug, slug})
+}
+
+// TenantByDomain implements tenancy.Store.
+func (c *CachedStore) TenantByDomain(ctx context.Context, domain string) (*tenancy.Tenant, error) {
+	return c.get(ctx, lookupKey{byDomain, domain})
+}
+
+func (c *CachedStore) get(ctx context.Context, k lookupKey) (*tenancy.Tenant, error) {
+	now := c.now().UnixNano()
+	c.mu.RLock()
+	e, ok := c.entries[k]
+	c.mu.RUnlock()
+	if ok && now < e.expires {
+		c.hits.Add(1)
+		if e.t == nil {
+			return nil, tenancy.ErrTenantNotFound
+		}
+		return e.t, nil
+	}
+	c.misses.Add(1)
+	return c.load(ctx, k)
+}
+
+// load asks the source once for all concurrent callers of one key within one generation: a caller
+// that arrives after an invalidation never joins a load that began before it.
+func (c *CachedStore) load(ctx context.Context, k lookupKey) (*tenancy.Tenant, error) {
+	gen := c.gen.Load()
+	sfKey := strconv.FormatUint(gen, 36) + string(rune('0'+k.kind)) + k.name
+	ch := c.group.DoChan(sfKey, func() (any, error) {
+		c.loads.Add(1)
+		// The load serves every waiter: it must not end because the first caller's request did.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.loadTimeout)
+		defer cancel()
+		var t *tenancy.Tenant
+		var err error
+		switch k.kind {
+		case byID:
+			t, err = c.src.TenantByID(lctx, k.name)
+		case bySlug:
+			t, err = c.src.TenantBySlug(lctx, k.name)
+		default:
+			t, err = c.src.TenantByDomain(lctx, k.name)
+		}
+		switch {
+		case err == nil:
+			c.put(gen, k, t, c.ttl)
+		case errors.Is(err, tenancy.ErrTenantNotFound):
+			c.put(gen, k, nil, c.negTTL)
+		}
+		return t, err
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*tenancy.Tenant), nil
+	}
+}
+
+func (c *CachedStore) put(gen uint64, k lookupKey, t *tenancy.Tenant, ttl time.Duration) {
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen.Load() != gen {
+		return // invalidated while loading: the answer may predate the change
+	}
+	if _, ok := c.entries[k]; !ok && len(c.entries) >= c.size {
+		c.evictLocked(now.UnixNano())
+	}
+	c.entries[k] = cacheEntry{t: t, expires: now.Add(ttl).UnixNano()}
+}
+
+// evictLocked makes room for one entry: the first expired entry among a few sampled (map order is
+// random), else the sampled entry closest to expiry.
+func (c *CachedStore) evictLocked(now int64) {
+	const samples = 8
+	var victim lookupKey
+	var soonest int64
+	n := 0
+	for k, e := range c.entries {
+		if e.expires <= now {
+			victim = k
+			break
+		}
+		if n == 0 || e.expires < soonest {
+			victim, soonest = k, e.expires
+		}
+		if n++; n == samples {
+			break
+		}
+	}
+	delete(c.entries, victim)
+}
+
+// Invalidate drops every entry about the tenant with this ID and every "not found" entry (the
+// change may have created the name that was unknown). Catalog.Watch calls it for each change.
+func (c *CachedStore) Invalidate(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen.Add(1)
+	for k, e := range c.entries {
+		if e.t == nil || e.t.ID == id {
+			delete(c.entries, k)
+		}
+	}
+}
+
+// Purge drops every entry. Catalog.Watch calls it after (re)connecting, when changes may have been
+// missed.
+func (c *CachedStore) Purge() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen.Add(1)
+	clear(c.entries)
+}
+
+// CacheStats counts a CachedStore's work since it was made.
+type CacheStats struct {
+	Entries int    // entries held now
+	Hits    uint64 // lookups answered from memory
+	Misses  uint64 // lookups that were not
+	Loads   uint64 // queries sent to the source (Misses minus the ones that joined a load)
+}
+
+// Stats returns the counters.
+func (c *CachedStore) Stats() CacheStats {
+	c.mu.RLock()
+	n := len(c.entries)
+	c.mu.RUnlock()
+	return CacheStats{Entries: n, Hits: c.hits.Load(), Misses: c.misses.Load(), Loads: c.loads.Load()}
+}

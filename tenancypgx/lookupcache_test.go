@@ -1,0 +1,181 @@
+package tenancypgx_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"tenancy"
+	"tenancy/tenancypgx"
+)
+
+// countingStore counts the queries that reach the real catalog and can hold them at a gate.
+type countingStore struct {
+	tenancy.Store
+	n    atomic.Int64
+	gate chan struct{} // when non-nil, each query waits for it to close
+}
+
+func (s *countingStore) TenantBySlug(ctx context.Context, slug string) (*tenancy.Tenant, error) {
+	s.n.Add(1)
+	if s.gate != nil {
+		<-s.gate
+	}
+	return s.Store.TenantBySlug(ctx, slug)
+}
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func TestCachedStoreSingleFlight(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	acme := mustCreate(t, b.catalog, "acme")
+	src := &countingStore{Store: b.catalog, gate: make(chan struct{})}
+	cache, err := tenancypgx.NewCachedStore(src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const callers = 50
+	var wg sync.WaitGroup
+	got := make([]*tenancy.Tenant, callers)
+	errs := make([]error, callers)
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], errs[i] = cache.TenantBySlug(context.Background(), "acme")
+		}()
+	}
+	for cache.Stats().Misses < callers { // every caller has missed and is waiting on the one load
+		time.Sleep(time.Millisecond)
+	}
+	close(src.gate)
+	wg.Wait()
+	for i := range callers {
+		if errs[i] != nil || got[i].ID != acme.ID {
+			t.Fatalf("caller %d: %v, %v", i, got[i], errs[i])
+		}
+	}
+	if n := src.n.Load(); n != 1 {
+		t.Fatalf("%d concurrent misses cost %d queries, want 1", callers, n)
+	}
+	if _, err := cache.TenantBySlug(context.Background(), "acme"); err != nil || src.n.Load() != 1 {
+		t.Fatalf("a later lookup was not a hit: %v, queries %d", err, src.n.Load())
+	}
+}
+
+func TestCachedStoreTTLs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	src := &countingStore{Store: b.catalog}
+	cache, err := tenancypgx.NewCachedStore(src, &tenancypgx.CacheConfig{TTL: time.Minute, NegativeTTL: 2 * time.Second, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, b.catalog, "acme")
+
+	lookup := func(slug string, wantErr error, wantQueries int64) {
+		t.Helper()
+		_, err := cache.TenantBySlug(ctx, slug)
+		if !errors.Is(err, wantErr) || (wantErr == nil) != (err == nil) {
+			t.Fatalf("%s: err %v, want %v", slug, err, wantErr)
+		}
+		if n := src.n.Load(); n != wantQueries {
+			t.Fatalf("%s: %d queries so far, want %d", slug, n, wantQueries)
+		}
+	}
+	lookup("acme", nil, 1)
+	lookup("acme", nil, 1) // hit
+	lookup("nope", tenancy.ErrTenantNotFound, 2)
+	lookup("nope", tenancy.ErrTenantNotFound, 2) // negative hit
+	clock.Advance(3 * time.Second)
+	lookup("nope", tenancy.ErrTenantNotFound, 3) // negative entry expired
+	lookup("acme", nil, 3)                       // positive entry still fresh
+	clock.Advance(time.Minute)
+	lookup("acme", nil, 4)
+}
+
+func TestCachedStoreBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cache, err := tenancypgx.NewCachedStore(b.catalog, &tenancypgx.CacheConfig{Size: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, b.catalog, "acme")
+	for i := range 200 {
+		_, err := cache.TenantByDomain(context.Background(), "unknown"+string(rune('a'+i%26))+string(rune('a'+i/26))+".example.com")
+		if !errors.Is(err, tenancy.ErrTenantNotFound) {
+			t.Fatal(err)
+		}
+		if n := cache.Stats().Entries; n > 16 {
+			t.Fatalf("cache holds %d entries, bound is 16", n)
+		}
+	}
+	if _, err := cache.TenantBySlug(context.Background(), "acme"); err != nil {
+		t.Fatalf("control: acme after the flood: %v", err)
+	}
+}
+
+func TestCachedStoreDoesNotCacheErrors(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	acme := mustCreate(t, b.catalog, "acme")
+	broken := newPool(t, b.url)
+	brokenCatalog, _ := tenancypgx.NewCatalog(broken, nil)
+	broken.Close()
+	cache, _ := tenancypgx.NewCachedStore(brokenCatalog, nil)
+	for range 2 {
+		got, err := cache.TenantBySlug(context.Background(), "acme")
+		if err == nil || errors.Is(err, tenancy.ErrTenantNotFound) || got != nil {
+			t.Fatalf("with the database unreachable: %v, %v; want an error that is not ErrTenantNotFound", got, err)
+		}
+	}
+	if s := cache.Stats(); s.Entries != 0 || s.Loads != 2 {
+		t.Fatalf("errors were cached: %+v", s)
+	}
+	good, _ := tenancypgx.NewCachedStore(b.catalog, nil)
+	if got, err := good.TenantBySlug(context.Background(), "acme"); err != nil || got.ID != acme.ID {
+		t.Fatalf("control: %v, %v", got, err)
+	}
+}
+
+func TestCachedStoreInvalidateDuringLoad(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	mustCreate(t, b.catalog, "acme")
+	src := &countingStore{Store: b.catalog, gate: make(chan struct{})}
+	cache, _ := tenancypgx.NewCachedStore(src, nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cache.TenantBySlug(context.Background(), "acme")
+	}()
+	for src.n.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cache.Purge() // a change lands while the load is in flight
+	close(src.gate)
+	<-done
+	if n := cache.Stats().Entries; n != 0 {
+		t.Fatalf("a load that spanned an invalidation was cached (%d entries)", n)
+	}
+	if _, err := cache.TenantBySlug(context.Background(), "acme"); err != nil || src.n.Load() != 2 {
+		t.Fatalf("control: next lookup loads again: %v, queries %d", err, src.n.Load())
+	}
+}

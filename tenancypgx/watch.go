@@ -1,0 +1,115 @@
+package tenancypgx
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+)
+
+// catalogChannel is the NOTIFY channel the catalog's triggers signal on; the payload is a tenant ID.
+const catalogChannel = "tenancy_catalog"
+
+// Invalidator is what Watch tells about changes. *CachedStore implements it.
+type Invalidator interface {
+	// Invalidate is called with the ID of a tenant that changed (created, renamed, suspended,
+	// resumed, deleted, or given or stripped of a domain).
+	Invalidate(id string)
+	// Purge is called after every (re)connection: changes made while not listening are unknown.
+	Purge()
+}
+
+// WatchOpts tunes Watch. A nil *WatchOpts means the defaults.
+type WatchOpts struct {
+	// OnConnect is called each time the listener is connected and listening (after Purge).
+	OnConnect func()
+	// OnDisconnect is called with the error that broke the listener before it reconnects.
+	OnDisconnect func(error)
+	// Heartbeat is how often an idle listener checks its connection, so that a silently dead one
+	// is noticed. Defaults to 5 seconds.
+	Heartbeat time.Duration
+	// MaxBackoff caps the wait between reconnection attempts. Defaults to 5 seconds.
+	MaxBackoff time.Duration
+}
+
+// Watch pushes catalog changes to inv until ctx ends: it LISTENs on its own connection (not one
+// from the pool) and calls inv.Invalidate for every change committed by any process. When the
+// connection breaks it reconnects with backoff and calls inv.Purge, because notifications sent in
+// between are lost; until then entries expire by their TTL. It returns nil when ctx ends.
+func (c *Catalog) Watch(ctx context.Context, inv Invalidator, opts *WatchOpts) error {
+	if inv == nil {
+		return errors.New("tenancypgx: Watch needs an Invalidator")
+	}
+	o := WatchOpts{Heartbeat: 5 * time.Second, MaxBackoff: 5 * time.Second}
+	if opts != nil {
+		o.OnConnect, o.OnDisconnect = opts.OnConnect, opts.OnDisconnect
+		if opts.Heartbeat > 0 {
+			o.Heartbeat = opts.Heartbeat
+		}
+		if opts.MaxBackoff > 0 {
+			o.MaxBackoff = opts.MaxBackoff
+		}
+	}
+	backoff := 50 * time.Millisecond
+	for {
+		err := c.listen(ctx, inv, &o, func() { backoff = 50 * time.Millisecond })
+		if ctx.Err() != nil {
+			return nil
+		}
+		if o.OnDisconnect != nil {
+			o.OnDisconnect(err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, o.MaxBackoff)
+	}
+}
+
+func (c *Catalog) listen(ctx context.Context, inv Invalidator, o *WatchOpts, connected func()) error {
+	cfg := c.pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = "tenancy-watch"
+	// A heartbeat timeout must interrupt the wait without closing the connection.
+	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.DeadlineContextWatcherHandler{Conn: pc.Conn()}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+catalogChannel); err != nil {
+		return err
+	}
+	inv.Purge()
+	connected()
+	if o.OnConnect != nil {
+		o.OnConnect()
+	}
+	for {
+		wctx, cancel := context.WithTimeout(ctx, o.Heartbeat)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		switch {
+		case err == nil:
+			inv.Invalidate(n.Payload)
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, context.DeadlineExceeded):
+			// Idle: prove the connection still carries notifications.
+			pctx, cancel := context.WithTimeout(ctx, o.Heartbeat)
+			err = conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return err
+			}
+		default:
+			return err
+		}
+	}
+}
