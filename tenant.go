@@ -96,3 +96,22 @@ func (t *Tenant) String() string {
 	}
 	return t.Slug + " (" + t.ID + ")"
 }
+
+// IsID reports whether s has the form of a tenant ID: a UUID in its canonical text form
+// (8-4-4-4-12 hex digits, either case). It says nothing of whether such a tenant exists.
+func IsID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if c != '-' {
+				return false
+			}
+		} else if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}

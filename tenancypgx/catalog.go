@@ -151,7 +151,7 @@ func catalogError(err error, subject string) error {
 // TenantByID returns the tenant with that ID, or tenancy.ErrTenantNotFound (also for a string that
 // is not a UUID).
 func (c *Catalog) TenantByID(ctx context.Context, id string) (*tenancy.Tenant, error) {
-	if !isUUID(id) {
+	if !tenancy.IsID(id) {
 		return nil, tenancy.ErrTenantNotFound
 	}
 	return scanTenant(c.pool.QueryRow(ctx, selectTenant+"WHERE t.id = $1::uuid", id))
@@ -229,7 +229,7 @@ func (c *Catalog) Delete(ctx context.Context, id string) (*tenancy.Tenant, error
 }
 
 func (c *Catalog) setStatus(ctx context.Context, id string, st tenancy.Status) (*tenancy.Tenant, error) {
-	if !isUUID(id) {
+	if !tenancy.IsID(id) {
 		return nil, tenancy.ErrTenantNotFound
 	}
 	tag, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET status = $2
@@ -254,7 +254,7 @@ func (c *Catalog) AddDomain(ctx context.Context, id, domain string) (*tenancy.Te
 	if err := tenancy.ValidateDomain(domain); err != nil {
 		return nil, err
 	}
-	if !isUUID(id) {
+	if !tenancy.IsID(id) {
 		return nil, tenancy.ErrTenantNotFound
 	}
 	tag, err := c.pool.Exec(ctx, `INSERT INTO tenancy.domains (domain, tenant_id)
@@ -271,7 +271,7 @@ func (c *Catalog) AddDomain(ctx context.Context, id, domain string) (*tenancy.Te
 // RemoveDomain takes a custom domain away from the tenant. A domain the tenant does not have is
 // tenancy.ErrTenantNotFound.
 func (c *Catalog) RemoveDomain(ctx context.Context, id, domain string) (*tenancy.Tenant, error) {
-	if !isUUID(id) {
+	if !tenancy.IsID(id) {
 		return nil, tenancy.ErrTenantNotFound
 	}
 	tag, err := c.pool.Exec(ctx, `DELETE FROM tenancy.domains WHERE tenant_id = $1::uuid AND domain = $2`, id, domain)
@@ -282,25 +282,4 @@ func (c *Catalog) RemoveDomain(ctx context.Context, id, domain string) (*tenancy
 		return nil, fmt.Errorf("%w: %q has no domain %q", tenancy.ErrTenantNotFound, id, domain)
 	}
 	return c.TenantByID(ctx, id)
-}
-
-// isUUID reports whether s is a UUID in its canonical text form (any hex case).
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }
