@@ -22,6 +22,9 @@ var (
 	ErrInvalidDomain = errors.New("tenancy: invalid domain")
 	// ErrDuplicateDomain means another tenant (or this one) already has the domain.
 	ErrDuplicateDomain = errors.New("tenancy: domain already taken")
+	// ErrInvalidTenant means a tenant field other than the slug is unusable (a name too long, a plan
+	// that is not a label); the error says which.
+	ErrInvalidTenant = errors.New("tenancy: invalid tenant")
 	// ErrInvalidStatus means a string names no Status.
 	ErrInvalidStatus = errors.New("tenancy: invalid status")
 	// ErrInvalidIsolation means a string names no Isolation.

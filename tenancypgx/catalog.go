@@ -74,7 +74,7 @@ func scanTenant(row pgx.Row) (*tenancy.Tenant, error) {
 }
 
 // Create registers a new active tenant. It returns an error wrapping tenancy.ErrInvalidSlug,
-// tenancy.ErrReservedSlug, tenancy.ErrInvalidDomain, tenancy.ErrInvalidIsolation,
+// tenancy.ErrReservedSlug, tenancy.ErrInvalidTenant, tenancy.ErrInvalidDomain, tenancy.ErrInvalidIsolation,
 // tenancy.ErrDuplicateSlug or tenancy.ErrDuplicateDomain when the request is refused.
 func (c *Catalog) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Tenant, error) {
 	if opts == nil {
@@ -88,7 +88,7 @@ func (c *Catalog) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Tenant
 		name = opts.Slug
 	}
 	if len(name) > 200 {
-		return nil, errors.New("tenancypgx: tenant name must be at most 200 characters")
+		return nil, fmt.Errorf("%w: name must be at most 200 characters", tenancy.ErrInvalidTenant)
 	}
 	if plan == "" {
 		plan = "free"
@@ -129,7 +129,7 @@ func (c *Catalog) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Tenant
 
 func validatePlan(plan string) error {
 	if err := tenancy.ValidateSlug(plan); err != nil && !errors.Is(err, tenancy.ErrReservedSlug) {
-		return fmt.Errorf("tenancypgx: invalid plan %q: use a-z, 0-9 and hyphens", plan)
+		return fmt.Errorf("%w: plan %q: use a-z, 0-9 and hyphens", tenancy.ErrInvalidTenant, plan)
 	}
 	return nil
 }

@@ -1,0 +1,19 @@
+// Command tenancy runs the reference service and manages tenants. See tenancycli, or run
+// `tenancy help`.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"tenancy/cmd/tenancy/tenancycli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := tenancycli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,180 @@
+package tenancycli
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"tenancy"
+	"tenancy/tenancyhttp"
+	"tenancy/tenancypgx"
+)
+
+// admin serves the admin API, the CLI's tenant operations over HTTP. It is off (404) unless an
+// admin token is configured, and then every call must carry it as a bearer token.
+func (s *Server) admin() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /admin/tenants", s.adminList)
+	mux.HandleFunc("POST /admin/tenants", s.adminCreate)
+	mux.HandleFunc("GET /admin/tenants/{slug}", s.adminTenant(nil))
+	mux.HandleFunc("POST /admin/tenants/{slug}/suspend", s.adminTenant(s.catalog.Suspend))
+	mux.HandleFunc("POST /admin/tenants/{slug}/resume", s.adminTenant(s.catalog.Resume))
+	mux.HandleFunc("DELETE /admin/tenants/{slug}", s.adminTenant(s.catalog.Delete))
+	mux.HandleFunc("POST /admin/tenants/{slug}/domains", s.adminDomain(true))
+	mux.HandleFunc("DELETE /admin/tenants/{slug}/domains/{domain}", s.adminDomain(false))
+	want := sha256.Sum256([]byte(s.cfg.AdminToken))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.AdminToken == "" {
+			http.NotFound(w, r)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(got))
+		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tenancy-admin"`)
+			tenancyhttp.WriteProblem(w, &tenancyhttp.Problem{Type: tenancyhttp.ProblemUnauthorized,
+				Title: "Unauthorized", Status: http.StatusUnauthorized, Detail: "The admin API needs the admin bearer token."})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) adminList(w http.ResponseWriter, r *http.Request) {
+	opts := &tenancypgx.ListOpts{Status: tenancy.Status(r.URL.Query().Get("status")), IncludeDeleted: r.URL.Query().Get("all") == "1"}
+	ts, err := s.catalog.List(r.Context(), opts)
+	if err != nil {
+		s.adminError(w, r, err)
+		return
+	}
+	if ts == nil {
+		ts = []*tenancy.Tenant{}
+	}
+	writeJSONResponse(w, http.StatusOK, ts)
+}
+
+type createRequest struct {
+	Slug      string   `json:"slug"`
+	Name      string   `json:"name"`
+	Plan      string   `json:"plan"`
+	Isolation string   `json:"isolation"`
+	Domains   []string `json:"domains"`
+}
+
+func (s *Server) adminCreate(w http.ResponseWriter, r *http.Request) {
+	var req createRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		s.adminError(w, r, err)
+		return
+	}
+	iso := tenancy.IsolationShared
+	if req.Isolation != "" {
+		var err error
+		if iso, err = tenancy.ParseIsolation(req.Isolation); err != nil {
+			s.adminError(w, r, err)
+			return
+		}
+	}
+	domains, err := normalizeDomains(req.Domains)
+	if err != nil {
+		s.adminError(w, r, err)
+		return
+	}
+	t, err := s.catalog.Create(r.Context(), &tenancypgx.CreateOpts{Slug: req.Slug, Name: req.Name, Plan: req.Plan,
+		Isolation: iso, Domains: domains})
+	if err != nil {
+		s.adminError(w, r, err)
+		return
+	}
+	writeJSONResponse(w, http.StatusCreated, t)
+}
+
+type tenantOp func(ctx context.Context, id string) (*tenancy.Tenant, error)
+
+// adminTenant looks the tenant up by the {slug} in the path and applies op (nil: just show it).
+func (s *Server) adminTenant(op tenantOp) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		t, err := s.catalog.TenantBySlug(r.Context(), r.PathValue("slug"))
+		if err == nil && op != nil {
+			t, err = op(r.Context(), t.ID)
+		}
+		if err != nil {
+			s.adminError(w, r, err)
+			return
+		}
+		writeJSONResponse(w, http.StatusOK, t)
+	}
+}
+
+func (s *Server) adminDomain(add bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		raw := r.PathValue("domain")
+		if add {
+			var req struct {
+				Domain string `json:"domain"`
+			}
+			if err := decodeJSON(w, r, &req); err != nil {
+				s.adminError(w, r, err)
+				return
+			}
+			raw = req.Domain
+		}
+		norm, err := normalizeDomains([]string{raw})
+		if err != nil {
+			s.adminError(w, r, err)
+			return
+		}
+		t, err := s.catalog.TenantBySlug(r.Context(), r.PathValue("slug"))
+		if err == nil {
+			if add {
+				t, err = s.catalog.AddDomain(r.Context(), t.ID, norm[0])
+			} else {
+				t, err = s.catalog.RemoveDomain(r.Context(), t.ID, norm[0])
+			}
+		}
+		if err != nil {
+			s.adminError(w, r, err)
+			return
+		}
+		writeJSONResponse(w, http.StatusOK, t)
+	}
+}
+
+// errBadRequest marks errors in the request body.
+var errBadRequest = errors.New("bad request")
+
+// decodeJSON reads one JSON object of at most 64 KiB with no unknown fields.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", errBadRequest, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: more than one JSON value", errBadRequest)
+	}
+	return nil
+}
+
+func (s *Server) adminError(w http.ResponseWriter, r *http.Request, err error) {
+	p := &tenancyhttp.Problem{Type: tenancyhttp.ProblemBadRequest, Title: "Bad request", Status: http.StatusBadRequest, Detail: err.Error()}
+	switch {
+	case errors.Is(err, errBadRequest), errors.Is(err, tenancy.ErrInvalidSlug), errors.Is(err, tenancy.ErrReservedSlug),
+		errors.Is(err, tenancy.ErrInvalidDomain), errors.Is(err, tenancy.ErrInvalidIsolation), errors.Is(err, tenancy.ErrInvalidStatus),
+		errors.Is(err, tenancy.ErrInvalidTenant):
+	case errors.Is(err, tenancy.ErrDuplicateSlug), errors.Is(err, tenancy.ErrDuplicateDomain):
+		p.Type, p.Title, p.Status = tenancyhttp.ProblemConflict, "Conflict", http.StatusConflict
+	case errors.Is(err, tenancy.ErrTenantNotFound):
+		p.Type, p.Title, p.Status, p.Detail = tenancyhttp.ProblemNotFound, "Not found", http.StatusNotFound, "No such tenant."
+	default:
+		s.log.ErrorContext(r.Context(), "tenancy: admin API", "err", err, "path", r.URL.Path)
+		p.Type, p.Title, p.Status, p.Detail = tenancyhttp.ProblemUnavailable, "Service unavailable", http.StatusServiceUnavailable, ""
+		p.RetryAfter = 1
+	}
+	tenancyhttp.WriteProblem(w, p)
+}

@@ -1,0 +1,148 @@
+package tenancycli_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tenancy/cmd/tenancy/tenancycli"
+	"tenancy/tenancyhttp"
+	"tenancy/tenancypgx"
+	"tenancy/tenancytest"
+)
+
+func newServer(t *testing.T, token string) http.Handler {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, tenancytest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := tenancypgx.MigrateCatalog(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := tenancycli.NewServer(pool, &tenancycli.ServerConfig{AdminToken: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { srv.Run(runCtx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return srv.Handler()
+}
+
+func call(h http.Handler, method, host, path, token, body string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, path, strings.NewReader(body))
+	r.Host = host
+	if token != "" {
+		r.Header.Set("Authorization", "Bearer "+token)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+func TestAdminAPI(t *testing.T) {
+	t.Parallel()
+	h := newServer(t, "tok")
+	admin := func(method, path, body string) *httptest.ResponseRecorder {
+		return call(h, method, "localhost", path, "tok", body)
+	}
+	w := admin("POST", "/admin/tenants", `{"slug":"acme","name":"Acme","plan":"pro","domains":["Shop.Acme.COM"]}`)
+	if w.Code != 201 || !strings.Contains(w.Body.String(), `"shop.acme.com"`) {
+		t.Fatalf("create: %d %s", w.Code, w.Body)
+	}
+	if w := call(h, "GET", "shop.acme.com", "/whoami", "", ""); w.Code != 200 || !strings.Contains(w.Body.String(), `"acme"`) {
+		t.Fatalf("whoami on the custom domain: %d %s", w.Code, w.Body)
+	}
+
+	problems := []struct {
+		name, method, path, body string
+		status                   int
+		typ                      string
+	}{
+		{"duplicate slug", "POST", "/admin/tenants", `{"slug":"acme"}`, 409, tenancyhttp.ProblemConflict},
+		{"duplicate domain", "POST", "/admin/tenants", `{"slug":"acme2","domains":["shop.acme.com"]}`, 409, tenancyhttp.ProblemConflict},
+		{"invalid slug", "POST", "/admin/tenants", `{"slug":"-acme"}`, 400, tenancyhttp.ProblemBadRequest},
+		{"reserved slug", "POST", "/admin/tenants", `{"slug":"admin"}`, 400, tenancyhttp.ProblemBadRequest},
+		{"bad isolation", "POST", "/admin/tenants", `{"slug":"x","isolation":"rows"}`, 400, tenancyhttp.ProblemBadRequest},
+		{"bad plan", "POST", "/admin/tenants", `{"slug":"x","plan":"Gold Plan"}`, 400, tenancyhttp.ProblemBadRequest},
+		{"long name", "POST", "/admin/tenants", `{"slug":"x","name":"` + strings.Repeat("n", 201) + `"}`, 400, tenancyhttp.ProblemBadRequest},
+		{"unknown field", "POST", "/admin/tenants", `{"slug":"x","owner":"me"}`, 400, tenancyhttp.ProblemBadRequest},
+		{"bad JSON", "POST", "/admin/tenants", `{"slug":`, 400, tenancyhttp.ProblemBadRequest},
+		{"two values", "POST", "/admin/tenants", `{"slug":"x"}{"slug":"y"}`, 400, tenancyhttp.ProblemBadRequest},
+		{"oversized body", "POST", "/admin/tenants", `{"slug":"x","name":"` + strings.Repeat("n", 70<<10) + `"}`, 400, tenancyhttp.ProblemBadRequest},
+		{"unknown tenant", "GET", "/admin/tenants/nobody", "", 404, tenancyhttp.ProblemNotFound},
+		{"suspend unknown", "POST", "/admin/tenants/nobody/suspend", "", 404, tenancyhttp.ProblemNotFound},
+		{"bad domain", "POST", "/admin/tenants/acme/domains", `{"domain":"1.2.3.4"}`, 400, tenancyhttp.ProblemBadRequest},
+	}
+	for _, p := range problems {
+		w := admin(p.method, p.path, p.body)
+		var got tenancyhttp.Problem
+		if w.Code != p.status || json.Unmarshal(w.Body.Bytes(), &got) != nil || got.Type != p.typ {
+			t.Errorf("%s: %d %s; want %d %s", p.name, w.Code, w.Body, p.status, p.typ)
+		}
+	}
+
+	if w := admin("POST", "/admin/tenants/acme/suspend", ""); w.Code != 200 || !strings.Contains(w.Body.String(), `"suspended"`) {
+		t.Fatalf("suspend: %d %s", w.Code, w.Body)
+	}
+	waitStatus(t, h, "acme.localhost", 403)
+	if w := admin("POST", "/admin/tenants/acme/resume", ""); w.Code != 200 {
+		t.Fatalf("resume: %d %s", w.Code, w.Body)
+	}
+	waitStatus(t, h, "acme.localhost", 200)
+	if w := admin("POST", "/admin/tenants/acme/domains", `{"domain":"acme.example.org"}`); w.Code != 200 {
+		t.Fatalf("add domain: %d %s", w.Code, w.Body)
+	}
+	waitStatus(t, h, "acme.example.org", 200)
+	if w := admin("DELETE", "/admin/tenants/acme/domains/acme.example.org", ""); w.Code != 200 {
+		t.Fatalf("remove domain: %d %s", w.Code, w.Body)
+	}
+	waitStatus(t, h, "acme.example.org", 404)
+	if w := admin("DELETE", "/admin/tenants/acme", ""); w.Code != 200 || !strings.Contains(w.Body.String(), `"deleted"`) {
+		t.Fatalf("delete: %d %s", w.Code, w.Body)
+	}
+	waitStatus(t, h, "acme.localhost", 404)
+	if w := admin("GET", "/admin/tenants", ""); w.Code != 200 || strings.TrimSpace(w.Body.String()) != "[]" {
+		t.Fatalf("list after delete: %d %s", w.Code, w.Body)
+	}
+	if w := admin("GET", "/admin/tenants?all=1", ""); w.Code != 200 || !strings.Contains(w.Body.String(), `"acme"`) {
+		t.Fatalf("list all: %d %s", w.Code, w.Body)
+	}
+}
+
+// waitStatus waits (at most a second: the catalog pushes changes) until host's /whoami answers code.
+func waitStatus(t *testing.T, h http.Handler, host string, code int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for {
+		w := call(h, "GET", host, "/whoami", "", "")
+		if w.Code == code {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/whoami still %d after a second, want %d", host, w.Code, code)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestAdminAPIOffWithoutToken(t *testing.T) {
+	t.Parallel()
+	h := newServer(t, "")
+	if w := call(h, "GET", "localhost", "/admin/tenants", "", ""); w.Code != 404 {
+		t.Fatalf("admin API without a token configured: %d, want 404", w.Code)
+	}
+	if w := call(h, "GET", "localhost", "/admin/tenants", "anything", ""); w.Code != 404 {
+		t.Fatalf("admin API without a token configured, bearer sent: %d, want 404", w.Code)
+	}
+}

@@ -1,0 +1,190 @@
+package tenancycli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tenancy/tenancypgx"
+)
+
+// DefaultDatabaseURL is the local PostgreSQL as postgres, database tenancy (created if missing).
+const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/tenancy?sslmode=disable"
+
+const usage = `tenancy — multi-tenant toolkit: reference service and tenant administration
+
+Usage:
+  tenancy serve [--demo] [flags]          run the reference service
+  tenancy tenant create SLUG [flags]      register a tenant
+  tenancy tenant list [--json]            list tenants
+  tenancy tenant show SLUG [--json]       show one tenant
+  tenancy tenant suspend|resume|delete SLUG
+  tenancy tenant domain add|remove SLUG DOMAIN
+  tenancy migrate --shared                create or upgrade the catalog
+  tenancy help                            this text
+
+Every command reads --database-url (or TENANCY_DATABASE_URL); the default is the local
+PostgreSQL: ` + DefaultDatabaseURL + `
+Run "tenancy COMMAND -h" for a command's flags.
+`
+
+// Run runs the command line args (without the program name) and returns the exit code: 0 on
+// success, 1 when the command failed, 2 when it was called wrongly. Output goes to stdout, errors
+// (one line each) to stderr.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := run(ctx, args, stdout, stderr)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "tenancy: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "tenancy: %s\n", oneLine(err))
+		return 1
+	}
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg + " (see tenancy help)" }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usagef("no command")
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
+	case "tenant", "tenants":
+		return tenant(ctx, args[1:], stdout, stderr)
+	case "migrate":
+		return migrate(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return usagef("unknown command %q", args[0])
+}
+
+// newFlags returns a flag set that writes its usage to stderr and reports errors as usage errors.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("tenancy "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parse parses args, allowing flags after positional arguments (tenancy tenant show acme --json).
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usagef("%v", err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func databaseFlag(fs *flag.FlagSet) *string {
+	return fs.String("database-url", env("TENANCY_DATABASE_URL", DefaultDatabaseURL),
+		"PostgreSQL URL (env TENANCY_DATABASE_URL)")
+}
+
+// openCatalog connects to the database and checks that the catalog exists.
+func openCatalog(ctx context.Context, url string) (*tenancypgx.Catalog, func(), error) {
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, nil, fmt.Errorf("database URL: %w", err)
+	}
+	var ok bool
+	err = pool.QueryRow(ctx, "SELECT to_regclass('tenancy.tenants') IS NOT NULL").Scan(&ok)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "3D000", err == nil && !ok:
+		pool.Close()
+		return nil, nil, fmt.Errorf("no tenant catalog in database %q: run `tenancy migrate --shared` (or `tenancy serve`) first",
+			pool.Config().ConnConfig.Database)
+	case err != nil:
+		pool.Close()
+		return nil, nil, fmt.Errorf("connect to the database: %w", err)
+	}
+	cat, err := tenancypgx.NewCatalog(pool, nil)
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return cat, pool.Close, nil
+}
+
+// prepareDatabase creates the database if missing and applies the catalog migrations.
+func prepareDatabase(ctx context.Context, url string) (*pgxpool.Pool, []int, error) {
+	if _, err := tenancypgx.EnsureDatabase(ctx, url); err != nil {
+		return nil, nil, err
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, nil, fmt.Errorf("database URL: %w", err)
+	}
+	applied, err := tenancypgx.MigrateCatalog(ctx, pool)
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return pool, applied, nil
+}
+
+func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("migrate", stderr)
+	dbURL := databaseFlag(fs)
+	shared := fs.Bool("shared", false, "create or upgrade the tenant catalog (schema tenancy)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("migrate takes no arguments, got %q", pos)
+	}
+	if !*shared {
+		return usagef("migrate needs --shared")
+	}
+	pool, applied, err := prepareDatabase(ctx, *dbURL)
+	if err != nil {
+		return err
+	}
+	pool.Close()
+	if len(applied) == 0 {
+		fmt.Fprintln(stdout, "catalog is up to date")
+		return nil
+	}
+	fmt.Fprintf(stdout, "catalog migrated: applied versions %v\n", applied)
+	return nil
+}

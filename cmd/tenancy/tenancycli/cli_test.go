@@ -1,0 +1,251 @@
+package tenancycli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"tenancy"
+	"tenancy/cmd/tenancy/tenancycli"
+	"tenancy/tenancytest"
+)
+
+// newDatabaseURL returns the URL of a database that does not exist yet and is dropped after t.
+func newDatabaseURL(t *testing.T) string {
+	name := tenancytest.UniqueName("tenancy_cli")
+	t.Cleanup(func() { tenancytest.DropDatabase(t, name) })
+	return tenancytest.WithDatabase(tenancytest.AdminURL(), name)
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func run(t *testing.T, args ...string) result {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := tenancycli.Run(context.Background(), args, &out, &errOut)
+	return result{code, out.String(), errOut.String()}
+}
+
+func TestTenantCommands(t *testing.T) {
+	t.Parallel()
+	db := newDatabaseURL(t)
+
+	r := run(t, "tenant", "list", "--database-url", db)
+	if r.code != 1 || !strings.Contains(r.stderr, "tenancy migrate --shared") || strings.Count(r.stderr, "\n") != 1 {
+		t.Fatalf("before migrating: %+v; want exit 1 and one line naming the fix", r)
+	}
+	if r = run(t, "migrate", "--shared", "--database-url", db); r.code != 0 || !strings.Contains(r.stdout, "applied") {
+		t.Fatalf("migrate: %+v", r)
+	}
+	if r = run(t, "migrate", "--shared", "--database-url", db); r.code != 0 || !strings.Contains(r.stdout, "up to date") {
+		t.Fatalf("migrate again: %+v", r)
+	}
+	if r = run(t, "tenant", "create", "acme", "--name", "Acme Inc", "--plan", "pro", "--domain", "Shop.ACME.com.", "--database-url", db); r.code != 0 {
+		t.Fatalf("create: %+v", r)
+	}
+	if !strings.Contains(r.stdout, "shop.acme.com") || !strings.Contains(r.stdout, "Acme Inc") {
+		t.Fatalf("create printed %q", r.stdout)
+	}
+	run(t, "tenant", "create", "globex", "--database-url", db)
+
+	r = run(t, "tenant", "show", "acme", "--json", "--database-url", db)
+	var acme tenancy.Tenant
+	if err := json.Unmarshal([]byte(r.stdout), &acme); err != nil || acme.Slug != "acme" || acme.Plan != "pro" ||
+		acme.Status != tenancy.StatusActive || len(acme.Domains) != 1 {
+		t.Fatalf("show --json: %v %+v", err, r)
+	}
+	r = run(t, "tenant", "list", "--json", "--database-url", db)
+	var list []tenancy.Tenant
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list) != 2 {
+		t.Fatalf("list --json: %v %+v", err, r)
+	}
+	if r = run(t, "tenant", "list", "--database-url", db); !strings.Contains(r.stdout, "acme") || !strings.Contains(r.stdout, "globex") {
+		t.Fatalf("list: %+v", r)
+	}
+
+	for _, step := range []struct {
+		args   []string
+		status string
+	}{
+		{[]string{"suspend", "acme"}, "suspended"},
+		{[]string{"resume", "acme"}, "active"},
+		{[]string{"delete", "globex"}, "deleted"},
+	} {
+		r = run(t, append(append([]string{"tenant"}, step.args...), "--json", "--database-url", db)...)
+		var got tenancy.Tenant
+		if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || string(got.Status) != step.status {
+			t.Fatalf("%v: %+v", step.args, r)
+		}
+	}
+	if r = run(t, "tenant", "domain", "add", "acme", "bücher.example", "--json", "--database-url", db); r.code != 0 ||
+		!strings.Contains(r.stdout, "xn--bcher-kva.example") {
+		t.Fatalf("domain add: %+v", r)
+	}
+	if r = run(t, "tenant", "domain", "remove", "acme", "xn--bcher-kva.example", "--database-url", db); r.code != 0 {
+		t.Fatalf("domain remove: %+v", r)
+	}
+
+	failures := []struct {
+		name string
+		args []string
+		code int
+		says string
+	}{
+		{"duplicate slug", []string{"tenant", "create", "acme"}, 1, "slug already taken"},
+		{"invalid slug", []string{"tenant", "create", "-x"}, 2, ""}, // a flag, not a slug
+		{"invalid slug chars", []string{"tenant", "create", "Ac_me"}, 1, "only a-z"},
+		{"reserved slug", []string{"tenant", "create", "www"}, 1, "reserved"},
+		{"bad isolation", []string{"tenant", "create", "x1", "--isolation", "rows"}, 1, "invalid isolation"},
+		{"bad domain", []string{"tenant", "create", "x2", "--domain", "10.0.0.1"}, 1, "invalid domain"},
+		{"duplicate domain", []string{"tenant", "create", "x3", "--domain", "shop.acme.com"}, 1, "domain already taken"},
+		{"unknown tenant", []string{"tenant", "show", "nobody"}, 1, "not found"},
+		{"suspend deleted", []string{"tenant", "suspend", "globex"}, 1, "not found"},
+		{"missing argument", []string{"tenant", "show"}, 2, "argument"},
+		{"unknown subcommand", []string{"tenant", "rename", "acme"}, 2, "unknown tenant subcommand"},
+		{"unknown command", []string{"deploy"}, 2, "unknown command"},
+		{"migrate without a line", []string{"migrate"}, 2, "--shared"},
+	}
+	for _, f := range failures {
+		r = run(t, append(f.args, "--database-url", db)...)
+		if r.code != f.code || !strings.Contains(r.stderr, f.says) {
+			t.Errorf("%s: exit %d stderr %q; want exit %d saying %q", f.name, r.code, r.stderr, f.code, f.says)
+		}
+	}
+}
+
+func TestDatabaseUnreachable(t *testing.T) {
+	t.Parallel()
+	r := run(t, "tenant", "list", "--database-url", "postgres://postgres@127.0.0.1:1/tenancy?sslmode=disable&connect_timeout=2")
+	if r.code != 1 || strings.Count(r.stderr, "\n") != 1 {
+		t.Fatalf("%+v; want exit 1 and one line", r)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader in different goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// startServe runs `tenancy serve` with args on a free port and returns its address and a stop
+// function that cancels it (as SIGINT does) and returns its exit code.
+func startServe(t *testing.T, args ...string) (addr string, stop func() int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- tenancycli.Run(ctx, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...), &out, &errOut)
+	}()
+	stop = func() int {
+		cancel()
+		select {
+		case code := <-done:
+			return code
+		case <-time.After(15 * time.Second):
+			t.Fatal("serve did not shut down")
+			return -1
+		}
+	}
+	addrRE := regexp.MustCompile(`serving on (127\.0\.0\.1:\d+)`)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m := addrRE.FindStringSubmatch(out.String()); m != nil {
+			return m[1], stop
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("serve exited %d: %s", code, errOut.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("serve did not start: %s %s", out.String(), errOut.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func get(t *testing.T, addr, host, path, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+	req.Host = host
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// The README's first command, end to end: serve --demo on a database that does not exist yet.
+func TestServeDemo(t *testing.T) {
+	t.Parallel()
+	db := newDatabaseURL(t)
+	addr, stop := startServe(t, "--demo", "--database-url", db, "--admin-token", "s3cret")
+	for _, slug := range []string{"acme", "globex", "initech"} {
+		code, body := get(t, addr, slug+".localhost", "/whoami", "")
+		var who tenancy.Tenant
+		if code != 200 || json.Unmarshal([]byte(body), &who) != nil || who.Slug != slug || !tenancy.IsID(who.ID) {
+			t.Fatalf("whoami as %s: %d %s", slug, code, body)
+		}
+	}
+	if code, _ := get(t, addr, "localhost", "/whoami", ""); code != 400 {
+		t.Fatalf("bare localhost: %d, want 400", code)
+	}
+	waitHealthy := time.Now().Add(10 * time.Second)
+	for {
+		code, body := get(t, addr, "localhost", "/healthz", "")
+		if code == 200 && strings.Contains(body, `"status": "ok"`) {
+			break
+		}
+		if time.Now().After(waitHealthy) {
+			t.Fatalf("healthz: %d %s", code, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, _ := get(t, addr, "localhost", "/admin/tenants", ""); code != 401 {
+		t.Fatalf("admin without token: %d, want 401", code)
+	}
+	if code, _ := get(t, addr, "localhost", "/admin/tenants", "wrong"); code != 401 {
+		t.Fatalf("admin with a wrong token: %d, want 401", code)
+	}
+	if code, body := get(t, addr, "localhost", "/admin/tenants", "s3cret"); code != 200 || strings.Count(body, `"slug"`) != 3 {
+		t.Fatalf("admin list: %d %s", code, body)
+	}
+	if code := stop(); code != 0 {
+		t.Fatalf("serve exited %d on shutdown", code)
+	}
+	// Seeding is idempotent: a second start on the same database creates nothing and serves.
+	addr, stop = startServe(t, "--demo", "--database-url", db)
+	if code, _ := get(t, addr, "acme.localhost", "/whoami", ""); code != 200 {
+		t.Fatalf("second start: whoami %d", code)
+	}
+	if code, _ := get(t, addr, "localhost", "/admin/tenants", ""); code != 404 {
+		t.Fatalf("admin API without a configured token: %d, want 404 (off)", code)
+	}
+	if code := stop(); code != 0 {
+		t.Fatalf("second serve exited %d", code)
+	}
+}

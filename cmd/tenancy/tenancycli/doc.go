@@ -1,0 +1,23 @@
+// Package tenancycli is the tenancy command: the reference service (serve) and tenant
+// administration (tenant, migrate). Run calls it with arguments and writers, so it is tested like
+// any function; cmd/tenancy only wires it to the process.
+//
+//	tenancy serve --demo                         # the reference service on :8080, local PostgreSQL
+//	tenancy tenant create acme --domain shop.acme.com
+//	tenancy tenant list --json
+//	tenancy tenant suspend acme                  # refused on every instance within a second
+//	tenancy migrate --shared                     # create or upgrade the catalog
+//
+// Every command reads --database-url or TENANCY_DATABASE_URL (default: DefaultDatabaseURL). Errors
+// are one line on stderr; the exit code is 1 when a command fails and 2 when it is called wrongly.
+//
+// The service (NewServer) resolves tenants from subdomains of --base-domain and from custom
+// domains, answers GET /whoami with the tenant, GET /healthz with readiness (database, catalog
+// change listener, Redis when configured), and serves the admin API under /admin/tenants when
+// --admin-token is set:
+//
+//	GET    /admin/tenants[?status=S&all=1]   POST /admin/tenants {"slug","name","plan","isolation","domains"}
+//	GET    /admin/tenants/{slug}             DELETE /admin/tenants/{slug}
+//	POST   /admin/tenants/{slug}/suspend     POST /admin/tenants/{slug}/resume
+//	POST   /admin/tenants/{slug}/domains {"domain"}   DELETE /admin/tenants/{slug}/domains/{domain}
+package tenancycli

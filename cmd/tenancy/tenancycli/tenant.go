@@ -1,0 +1,175 @@
+package tenancycli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"tenancy"
+	"tenancy/tenancyhttp"
+	"tenancy/tenancypgx"
+)
+
+func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("tenant needs a subcommand: create, list, show, suspend, resume, delete or domain")
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlags("tenant "+sub, stderr)
+	dbURL := databaseFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	var (
+		name, plan, isolation, status *string
+		domains                       listFlag
+		all                           *bool
+	)
+	switch sub {
+	case "create":
+		name = fs.String("name", "", "display name (defaults to the slug)")
+		plan = fs.String("plan", "free", "plan")
+		isolation = fs.String("isolation", "shared", "shared, schema or database")
+		fs.Var(&domains, "domain", "custom domain (repeatable)")
+	case "list":
+		status = fs.String("status", "", "only tenants with this status (active, suspended, deleted)")
+		all = fs.Bool("all", false, "include deleted tenants")
+	case "show", "suspend", "resume", "delete", "domain":
+	default:
+		return usagef("unknown tenant subcommand %q", sub)
+	}
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	want := map[string]int{"create": 1, "list": 0, "show": 1, "suspend": 1, "resume": 1, "delete": 1, "domain": 3}[sub]
+	if len(pos) != want {
+		return usagef("tenant %s takes %d argument(s), got %d", sub, want, len(pos))
+	}
+	cat, closeDB, err := openCatalog(ctx, *dbURL)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+
+	switch sub {
+	case "create":
+		iso, err := tenancy.ParseIsolation(*isolation)
+		if err != nil {
+			return err
+		}
+		norm, err := normalizeDomains(domains)
+		if err != nil {
+			return err
+		}
+		t, err := cat.Create(ctx, &tenancypgx.CreateOpts{Slug: pos[0], Name: *name, Plan: *plan, Isolation: iso, Domains: norm})
+		if err != nil {
+			return err
+		}
+		return printTenant(stdout, t, *asJSON)
+	case "list":
+		opts := &tenancypgx.ListOpts{Status: tenancy.Status(*status), IncludeDeleted: *all}
+		ts, err := cat.List(ctx, opts)
+		if err != nil {
+			return err
+		}
+		return printTenants(stdout, ts, *asJSON)
+	case "domain":
+		op, slug := pos[0], pos[1]
+		d, err := tenancyhttp.NormalizeHost(pos[2])
+		if err != nil {
+			return fmt.Errorf("%w %q: %v", tenancy.ErrInvalidDomain, pos[2], err)
+		}
+		t, err := cat.TenantBySlug(ctx, slug)
+		if err != nil {
+			return tenantErr(err, slug)
+		}
+		switch op {
+		case "add":
+			t, err = cat.AddDomain(ctx, t.ID, d)
+		case "remove":
+			t, err = cat.RemoveDomain(ctx, t.ID, d)
+		default:
+			return usagef("tenant domain takes add or remove, got %q", op)
+		}
+		if err != nil {
+			return err
+		}
+		return printTenant(stdout, t, *asJSON)
+	}
+	t, err := cat.TenantBySlug(ctx, pos[0])
+	if err != nil {
+		return tenantErr(err, pos[0])
+	}
+	switch sub {
+	case "suspend":
+		t, err = cat.Suspend(ctx, t.ID)
+	case "resume":
+		t, err = cat.Resume(ctx, t.ID)
+	case "delete":
+		t, err = cat.Delete(ctx, t.ID)
+	}
+	if err != nil {
+		return tenantErr(err, pos[0])
+	}
+	return printTenant(stdout, t, *asJSON)
+}
+
+func tenantErr(err error, slug string) error {
+	if err == tenancy.ErrTenantNotFound {
+		return fmt.Errorf("%w: %q (tenancy tenant list shows the tenants)", err, slug)
+	}
+	return err
+}
+
+// normalizeDomains turns typed domains (any case, IDNA, trailing dot) into catalog form.
+func normalizeDomains(in []string) ([]string, error) {
+	out := make([]string, 0, len(in))
+	for _, d := range in {
+		n, err := tenancyhttp.NormalizeHost(d)
+		if err != nil {
+			return nil, fmt.Errorf("%w %q: %v", tenancy.ErrInvalidDomain, d, err)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func printTenant(w io.Writer, t *tenancy.Tenant, asJSON bool) error {
+	if asJSON {
+		return writeJSON(w, t)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "id:\t%s\nslug:\t%s\nname:\t%s\nplan:\t%s\nstatus:\t%s\nisolation:\t%s\ndomains:\t%s\ncreated:\t%s\nupdated:\t%s\n",
+		t.ID, t.Slug, t.Name, t.Plan, t.Status, t.Isolation, strings.Join(t.Domains, ", "),
+		t.CreatedAt.UTC().Format(time.RFC3339), t.UpdatedAt.UTC().Format(time.RFC3339))
+	return tw.Flush()
+}
+
+func printTenants(w io.Writer, ts []*tenancy.Tenant, asJSON bool) error {
+	if asJSON {
+		if ts == nil {
+			ts = []*tenancy.Tenant{}
+		}
+		return writeJSON(w, ts)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SLUG\tSTATUS\tISOLATION\tPLAN\tNAME\tID")
+	for _, t := range ts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.Slug, t.Status, t.Isolation, t.Plan, t.Name, t.ID)
+	}
+	return tw.Flush()
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
