@@ -60,9 +60,26 @@ func (r *SlugRules) Validate(slug string) error {
 	return nil
 }
 
+// IsLabel reports whether s is a lower-case DNS label (a-z, 0-9, inner hyphens, 1 to 63
+// characters), the form of every slug. Unlike Validate it ignores the reserved list and does not
+// allocate.
+func IsLabel(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
 // labelRule returns "" when s is a lower-case DNS label, or the rule it breaks.
-// It does not allocate for a valid label.
 func labelRule(s string) string {
+	if IsLabel(s) {
+		return ""
+	}
 	switch {
 	case s == "":
 		return "must not be empty"

@@ -77,6 +77,9 @@ func FuzzValidateSlug(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		err := tenancy.ValidateSlug(s)
+		if label := err == nil || errors.Is(err, tenancy.ErrReservedSlug); tenancy.IsLabel(s) != label {
+			t.Fatalf("IsLabel(%q) = %v, but ValidateSlug says %v", s, !label, err)
+		}
 		if err != nil {
 			if !errors.Is(err, tenancy.ErrInvalidSlug) && !errors.Is(err, tenancy.ErrReservedSlug) {
 				t.Fatalf("ValidateSlug(%q) = %v: neither sentinel", s, err)

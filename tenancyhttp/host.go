@@ -35,6 +35,9 @@ func NormalizeHost(raw string) (string, error) {
 		h = h[:i]
 	}
 	h = strings.TrimSuffix(h, ".")
+	if normal(h) {
+		return h, nil
+	}
 	if h == "" {
 		return "", fmt.Errorf("%w: empty", ErrInvalidHost)
 	}
@@ -59,6 +62,32 @@ func NormalizeHost(raw string) (string, error) {
 		return "", err
 	}
 	return h, nil
+}
+
+// normal reports, in one pass, whether h is already a valid lower-case host name: the fast path.
+// The slow path after it says why a host is not.
+func normal(h string) bool {
+	if len(h) == 0 || len(h) > 253 {
+		return false
+	}
+	start := 0 // of the current label
+	for i := 0; i <= len(h); i++ {
+		if i == len(h) || h[i] == '.' {
+			n := i - start
+			if n == 0 || n > 63 || h[start] == '-' || h[i-1] == '-' {
+				return false
+			}
+			if i == len(h) {
+				return h[start] > '9' // a last label starting with a digit is an IP literal
+			}
+			start = i + 1
+			continue
+		}
+		if c := h[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return false
 }
 
 func validPort(p string) bool {

@@ -58,7 +58,7 @@ func Middleware(store tenancy.Store, cfg *Config) (func(http.Handler) http.Handl
 		if r.err != nil {
 			return nil, r.err
 		}
-		if r.resolve == nil {
+		if r.kind == resolverZero {
 			return nil, fmt.Errorf("tenancyhttp: resolver %d is the zero Resolver; build it with a From… function", i)
 		}
 		m.bases = append(m.bases, r.bases...)
@@ -98,7 +98,7 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 func (m *middleware) resolve(r *http.Request) (*tenancy.Tenant, string, error) {
 	host := r.Host
 	if len(m.trusted) > 0 {
-		if fwd := r.Header.Get("X-Forwarded-Host"); fwd != "" && fromTrusted(r, m.trusted) {
+		if fwd := headerValue(r.Header, "X-Forwarded-Host"); fwd != "" && fromTrusted(r, m.trusted) {
 			if i := strings.LastIndexByte(fwd, ','); i >= 0 {
 				fwd = fwd[i+1:]
 			}
@@ -107,8 +107,8 @@ func (m *middleware) resolve(r *http.Request) (*tenancy.Tenant, string, error) {
 	}
 	q := request{r: r, bases: m.bases, slugs: m.slugs}
 	q.host, _ = NormalizeHost(host) // an invalid host leaves "": only header and path resolvers can name the tenant
-	for _, res := range m.resolvers {
-		ref, err := res.resolve(&q)
+	for i := range m.resolvers {
+		ref, err := m.resolvers[i].resolve(&q)
 		if err != nil {
 			return nil, "", err
 		}
@@ -151,15 +151,23 @@ func (e *storeError) Error() string { return "tenancyhttp: tenant lookup failed:
 func (e *storeError) Unwrap() error { return e.err }
 
 func (m *middleware) refuse(w http.ResponseWriter, r *http.Request, err error) {
-	var se *storeError
-	if errors.As(err, &se) && !errors.Is(err, context.Canceled) {
+	if _, ok := err.(*storeError); ok && !errors.Is(err, context.Canceled) {
 		m.log.ErrorContext(r.Context(), "tenancy: tenant lookup failed", "err", err, "host", r.Host)
-		WriteProblem(w, &Problem{Type: ProblemUnavailable, Title: "Service unavailable",
-			Status: http.StatusServiceUnavailable, Detail: "The tenant catalog is unavailable; try again.", RetryAfter: 1})
+		cannedCatalogDown.write(w)
 		return
 	}
-	p := ProblemFor(err)
-	m.log.DebugContext(r.Context(), "tenancy: request refused", "status", p.Status, "type", p.Type,
-		"host", r.Host, "path", url.PathEscape(r.URL.Path))
-	WriteProblem(w, p)
+	c := cannedFor(err)
+	if m.log.Enabled(r.Context(), slog.LevelDebug) {
+		m.log.DebugContext(r.Context(), "tenancy: request refused", "status", c.p.Status, "type", c.p.Type,
+			"host", r.Host, "path", url.PathEscape(r.URL.Path))
+	}
+	c.write(w)
+}
+
+// headerValue is Header.Get for a key already in canonical form: no canonicalization per request.
+func headerValue(h http.Header, canonicalKey string) string {
+	if v := h[canonicalKey]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }

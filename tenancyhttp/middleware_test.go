@@ -73,6 +73,19 @@ func newMiddleware(t *testing.T, store tenancy.Store) http.Handler {
 	}))
 }
 
+// bareMiddleware is the middleware with the subdomain and domain resolvers in front of a handler
+// that only calls served.
+func (b *bundle) bareMiddleware(t *testing.T, served func()) http.Handler {
+	t.Helper()
+	mw, err := tenancyhttp.Middleware(b.store, &tenancyhttp.Config{
+		Resolvers: []tenancyhttp.Resolver{tenancyhttp.FromSubdomain("localhost"), tenancyhttp.FromDomain()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { served() }))
+}
+
 type call struct {
 	host, path, remote string
 	header             map[string]string

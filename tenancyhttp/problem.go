@@ -37,41 +37,106 @@ type Problem struct {
 
 // WriteProblem writes p as application/problem+json.
 func WriteProblem(w http.ResponseWriter, p *Problem) {
-	h := w.Header()
-	h.Set("Content-Type", "application/problem+json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	if p.RetryAfter > 0 {
-		h.Set("Retry-After", strconv.Itoa(p.RetryAfter))
+	body, err := json.Marshal(p)
+	if err != nil { // a Problem always marshals; keep the status anyway
+		body = nil
 	}
-	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p)
+	writeProblemBody(w, p.Status, p.RetryAfter, append(body, '\n'))
 }
 
-// ProblemFor maps an error of the toolkit to the problem a client should see. Errors it does not
-// know are a 500 whose detail says nothing of the error (log it yourself).
-func ProblemFor(err error) *Problem {
+// Header values shared by every problem response, so a refusal allocates nothing for them.
+var (
+	problemContentType = []string{"application/problem+json"}
+	nosniff            = []string{"nosniff"}
+	noStore            = []string{"no-store"}
+	retryAfterOne      = []string{"1"}
+)
+
+func writeProblemBody(w http.ResponseWriter, status, retryAfter int, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = problemContentType
+	h["X-Content-Type-Options"] = nosniff
+	h["Cache-Control"] = noStore
 	switch {
-	case errors.Is(err, tenancy.ErrNoTenant), errors.Is(err, tenancy.ErrInvalidSlug), errors.Is(err, ErrInvalidHost):
-		return &Problem{Type: ProblemNoTenant, Title: "No tenant", Status: http.StatusBadRequest,
-			Detail: "The request does not name a tenant."}
-	case errors.Is(err, tenancy.ErrReservedSlug):
-		return &Problem{Type: ProblemReservedTenant, Title: "Reserved name", Status: http.StatusBadRequest,
-			Detail: "The name is reserved and belongs to no tenant."}
-	case errors.Is(err, errUntrustedHeader):
-		return &Problem{Type: ProblemNoTenant, Title: "No tenant", Status: http.StatusBadRequest,
-			Detail: "The tenant header is accepted only from trusted callers."}
-	case errors.Is(err, tenancy.ErrTenantNotFound):
-		return &Problem{Type: ProblemUnknownTenant, Title: "Unknown tenant", Status: http.StatusNotFound,
-			Detail: "No tenant has this name."}
-	case errors.Is(err, tenancy.ErrTenantSuspended):
-		return &Problem{Type: ProblemTenantSuspended, Title: "Tenant suspended", Status: http.StatusForbidden,
-			Detail: "This tenant is suspended."}
-	case errors.Is(err, context.Canceled):
-		return &Problem{Type: ProblemUnavailable, Title: "Request cancelled", Status: 499}
-	case errors.Is(err, context.DeadlineExceeded):
-		return &Problem{Type: ProblemUnavailable, Title: "Service unavailable", Status: http.StatusServiceUnavailable,
-			Detail: "A dependency did not answer in time; try again.", RetryAfter: 1}
+	case retryAfter == 1:
+		h["Retry-After"] = retryAfterOne
+	case retryAfter > 1:
+		h.Set("Retry-After", strconv.Itoa(retryAfter))
 	}
-	return &Problem{Type: ProblemInternal, Title: "Internal error", Status: http.StatusInternalServerError}
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
 }
+
+// canned is a problem with its body encoded once: the middleware's refusals cost no encoding.
+type canned struct {
+	p    Problem
+	body []byte
+}
+
+func newCanned(p Problem) *canned {
+	b, err := json.Marshal(p)
+	if err != nil {
+		panic(err)
+	}
+	return &canned{p: p, body: append(b, '\n')}
+}
+
+func (c *canned) write(w http.ResponseWriter) {
+	writeProblemBody(w, c.p.Status, c.p.RetryAfter, c.body)
+}
+
+var (
+	cannedNoTenant = newCanned(Problem{Type: ProblemNoTenant, Title: "No tenant", Status: http.StatusBadRequest,
+		Detail: "The request does not name a tenant."})
+	cannedUntrustedHeader = newCanned(Problem{Type: ProblemNoTenant, Title: "No tenant", Status: http.StatusBadRequest,
+		Detail: "The tenant header is accepted only from trusted callers."})
+	cannedReserved = newCanned(Problem{Type: ProblemReservedTenant, Title: "Reserved name", Status: http.StatusBadRequest,
+		Detail: "The name is reserved and belongs to no tenant."})
+	cannedUnknown = newCanned(Problem{Type: ProblemUnknownTenant, Title: "Unknown tenant", Status: http.StatusNotFound,
+		Detail: "No tenant has this name."})
+	cannedSuspended = newCanned(Problem{Type: ProblemTenantSuspended, Title: "Tenant suspended", Status: http.StatusForbidden,
+		Detail: "This tenant is suspended."})
+	cannedCatalogDown = newCanned(Problem{Type: ProblemUnavailable, Title: "Service unavailable",
+		Status: http.StatusServiceUnavailable, Detail: "The tenant catalog is unavailable; try again.", RetryAfter: 1})
+	cannedTimeout = newCanned(Problem{Type: ProblemUnavailable, Title: "Service unavailable", Status: http.StatusServiceUnavailable,
+		Detail: "A dependency did not answer in time; try again.", RetryAfter: 1})
+	cannedCancelled = newCanned(Problem{Type: ProblemUnavailable, Title: "Request cancelled", Status: 499})
+	cannedInternal  = newCanned(Problem{Type: ProblemInternal, Title: "Internal error", Status: http.StatusInternalServerError})
+)
+
+// cannedFor maps an error of the toolkit to its problem.
+func cannedFor(err error) *canned {
+	switch err { // the middleware's own refusals, without unwrapping
+	case tenancy.ErrTenantNotFound:
+		return cannedUnknown
+	case tenancy.ErrNoTenant:
+		return cannedNoTenant
+	case tenancy.ErrTenantSuspended:
+		return cannedSuspended
+	case tenancy.ErrReservedSlug:
+		return cannedReserved
+	}
+	switch {
+	case errors.Is(err, errUntrustedHeader):
+		return cannedUntrustedHeader
+	case errors.Is(err, tenancy.ErrNoTenant), errors.Is(err, tenancy.ErrInvalidSlug), errors.Is(err, ErrInvalidHost):
+		return cannedNoTenant
+	case errors.Is(err, tenancy.ErrReservedSlug):
+		return cannedReserved
+	case errors.Is(err, tenancy.ErrTenantNotFound):
+		return cannedUnknown
+	case errors.Is(err, tenancy.ErrTenantSuspended):
+		return cannedSuspended
+	case errors.Is(err, context.Canceled):
+		return cannedCancelled
+	case errors.Is(err, context.DeadlineExceeded):
+		return cannedTimeout
+	}
+	return cannedInternal
+}
+
+// ProblemFor maps an error of the toolkit to the problem a client should see: tenancy.ErrNoTenant
+// and malformed names 400, reserved names 400, tenancy.ErrTenantNotFound 404,
+// tenancy.ErrTenantSuspended 403, deadlines 503. Errors it does not know are a 500 whose detail
+// says nothing of the error (log it yourself).
+func ProblemFor(err error) Problem { return cannedFor(err).p }

@@ -249,3 +249,31 @@ func TestServeDemo(t *testing.T) {
 		t.Fatalf("second serve exited %d", code)
 	}
 }
+
+func TestServeWithRedis(t *testing.T) {
+	t.Parallel()
+	db := newDatabaseURL(t)
+	addr, stop := startServe(t, "--demo", "--database-url", db, "--redis-url", tenancytest.RedisURL())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := get(t, addr, "localhost", "/healthz", "")
+		if code == 200 && strings.Contains(body, `"redis": "ok"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("healthz with Redis: %d %s", code, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code := stop(); code != 0 {
+		t.Fatalf("serve exited %d", code)
+	}
+	r := run(t, "serve", "--addr", "127.0.0.1:0", "--database-url", db, "--redis-url", "redis://127.0.0.1:1/0")
+	if r.code != 1 || !strings.Contains(r.stderr, "redis") || strings.Count(r.stderr, "\n") != 1 {
+		t.Fatalf("serve with Redis unreachable: %+v; want exit 1 and one line naming Redis", r)
+	}
+	r = run(t, "serve", "--addr", "127.0.0.1:0", "--database-url", db, "--redis-url", "mysql://x")
+	if r.code != 1 || !strings.Contains(r.stderr, "redis URL") {
+		t.Fatalf("serve with a bad Redis URL: %+v", r)
+	}
+}
