@@ -1,0 +1,310 @@
+package tenancypgx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tenancy"
+)
+
+// DefaultRole is the runtime role that MigrateCatalog creates and tenant transactions run as.
+const DefaultRole = "tenancy_app"
+
+// Config configures a DB. A nil *Config means the defaults.
+type Config struct {
+	// Role is the runtime role that every tenant transaction switches to (SET LOCAL ROLE): not a
+	// superuser, no BYPASSRLS, owner of no tenant table. The pool's login role must be able to
+	// switch to it (a superuser, or a member). Defaults to DefaultRole.
+	Role string
+	// PoolRoleIsRuntime says that the pool already logs in as the runtime role, so transactions do
+	// not switch roles. Verify checks that the login role is fit for it. Defaults to false.
+	PoolRoleIsRuntime bool
+	// Store, when set, is asked for the tenant's current status at the start of every transaction
+	// (use a CachedStore: a hit costs no query), so that work holding an old context — a job, a
+	// detached goroutine — stops when its tenant is suspended or deleted. Defaults to nil: the
+	// tenant in the context is trusted as it is.
+	Store tenancy.Store
+}
+
+// DB runs transactions bound to the tenant in the context. See Tx.
+type DB struct {
+	pool     *pgxpool.Pool
+	role     string
+	scopeSQL string
+	store    tenancy.Store
+	sql      sqlDB
+}
+
+// Scoping statements: the role and the tenant setting exist only inside the transaction
+// (is_local = true), so nothing survives on a pooled connection or behind a transaction pooler.
+const (
+	scopeWithRole = "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true)"
+	scopeNoRole   = "SELECT set_config('app.tenant_id', $1, true)"
+)
+
+// New returns a DB on pool.
+func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
+	if pool == nil {
+		return nil, errors.New("tenancypgx: New needs a pool")
+	}
+	db := &DB{pool: pool, role: DefaultRole, scopeSQL: scopeWithRole}
+	if cfg != nil {
+		if cfg.Role != "" {
+			db.role = cfg.Role
+		}
+		if cfg.PoolRoleIsRuntime {
+			if cfg.Role != "" {
+				return nil, errors.New("tenancypgx: set either Config.Role or Config.PoolRoleIsRuntime, not both")
+			}
+			db.role, db.scopeSQL = "", scopeNoRole
+		}
+		db.store = cfg.Store
+	}
+	return db, nil
+}
+
+// Pool returns the pool transactions run on.
+func (db *DB) Pool() *pgxpool.Pool { return db.pool }
+
+// ErrIsolationNotSupported means the tenant's isolation model is not one this DB can serve yet.
+var ErrIsolationNotSupported = errors.New("tenancypgx: isolation model not supported by this DB")
+
+// tenant returns the tenant of ctx, fit to be served.
+func (db *DB) tenant(ctx context.Context) (*tenancy.Tenant, error) {
+	t, ok := tenancy.FromContext(ctx)
+	if !ok {
+		return nil, tenancy.ErrNoTenant
+	}
+	if !tenancy.IsID(t.ID) {
+		return nil, fmt.Errorf("%w: the tenant in the context has no valid ID", tenancy.ErrNoTenant)
+	}
+	if db.store != nil {
+		fresh, err := db.store.TenantByID(ctx, t.ID)
+		if err != nil {
+			return nil, err
+		}
+		t = fresh
+	}
+	if err := t.Err(); err != nil {
+		return nil, err
+	}
+	if t.Isolation != tenancy.IsolationShared && t.Isolation != "" {
+		return nil, fmt.Errorf("%w: %s (tenant %s)", ErrIsolationNotSupported, t.Isolation, t.Slug)
+	}
+	return t, nil
+}
+
+// queueScope queues the statement that binds the transaction to t.
+func (db *DB) queueScope(b *pgx.Batch, t *tenancy.Tenant) {
+	if db.role == "" {
+		b.Queue(db.scopeSQL, t.ID)
+		return
+	}
+	b.Queue(db.scopeSQL, db.role, t.ID)
+}
+
+// Tx runs fn in a transaction bound to the tenant in ctx and commits it when fn returns nil.
+//
+// Inside, the transaction runs as the runtime role with app.tenant_id set to the tenant's ID, so
+// row-level security on tenant tables (tenancy.isolate) shows and accepts only that tenant's rows;
+// an INSERT need not name the tenant. BEGIN and the scoping go to the server in one round trip,
+// so a scoped transaction costs what a plain one does. The role and the setting live only inside
+// the transaction: the pooled connection goes back clean.
+//
+// Tx rolls back when fn returns an error, when fn panics (the panic goes on), and when ctx ends.
+// Without a tenant in ctx it returns tenancy.ErrNoTenant before any SQL is sent; for a suspended
+// tenant tenancy.ErrTenantSuspended, for a deleted one tenancy.ErrTenantNotFound.
+func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
+	t, err := db.tenant(ctx)
+	if err != nil {
+		return err
+	}
+	b := &pgx.Batch{}
+	b.BeginTx(pgx.TxOptions{})
+	db.queueScope(b, t)
+	br := db.pool.SendBatch(ctx, b)
+	tx := br.Tx()
+	if err := br.Close(); err != nil {
+		rollback(ctx, tx)
+		return fmt.Errorf("tenancypgx: begin tenant transaction: %w", err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			rollback(ctx, tx)
+			panic(p)
+		}
+		if err != nil {
+			rollback(ctx, tx)
+		}
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// rollback ends tx even when ctx has ended, within a bound; a closed tx is left alone.
+func rollback(ctx context.Context, tx pgx.Tx) {
+	if tx == nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = tx.Rollback(rctx)
+}
+
+// Exec runs one statement as the tenant in ctx: BEGIN, scoping, the statement and COMMIT go to the
+// server in one round trip. It fails like Tx without a tenant.
+func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	st, err := db.single(ctx, sql, args)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	tag, err := st.br.Exec()
+	if err = st.finish(err); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return tag, nil
+}
+
+// QueryRow runs one query as the tenant in ctx in one round trip, like Exec. As with pgx, the
+// connection is held until Scan is called: always call it.
+func (db *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	st, err := db.single(ctx, sql, args)
+	if err != nil {
+		return errRow{err}
+	}
+	return &singleRow{st: st}
+}
+
+// Query runs one query as the tenant in ctx in one round trip, like Exec. The transaction commits
+// when the rows are closed (pgx.CollectRows and friends close them): always close them.
+func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	st, err := db.single(ctx, sql, args)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.br.Query()
+	if err != nil {
+		return nil, st.finish(err)
+	}
+	return &singleRows{Rows: rows, st: st}, nil
+}
+
+// single is a one-statement transaction in flight: its batch has been sent and its BEGIN and
+// scoping results read; the statement's result is next, then COMMIT's.
+type single struct {
+	ctx  context.Context
+	conn *pgxpool.Conn
+	br   pgx.BatchResults
+	done bool
+	err  error
+}
+
+func (db *DB) single(ctx context.Context, sql string, args []any) (*single, error) {
+	t, err := db.tenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	db.queueScope(b, t)
+	b.Queue(sql, args...)
+	b.Queue("COMMIT")
+	st := &single{ctx: ctx, conn: conn, br: conn.SendBatch(ctx, b)}
+	for range 2 { // BEGIN, scoping
+		if _, err := st.br.Exec(); err != nil {
+			return nil, st.finish(err)
+		}
+	}
+	return st, nil
+}
+
+// finish reads COMMIT's result, rolls back if the statement failed, and releases the connection.
+// It returns the first error: the statement's (stmtErr), then the commit's.
+func (st *single) finish(stmtErr error) error {
+	if st.done {
+		return st.err
+	}
+	st.done = true
+	err := stmtErr
+	if err == nil {
+		tag, cerr := st.br.Exec()
+		switch {
+		case cerr != nil:
+			err = cerr
+		case tag.String() == "ROLLBACK":
+			err = pgx.ErrTxCommitRollback
+		}
+	}
+	if cerr := st.br.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if pc := st.conn.Conn().PgConn(); !pc.IsClosed() && pc.TxStatus() != 'I' {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(st.ctx), 5*time.Second)
+		if _, rerr := st.conn.Exec(rctx, "ROLLBACK"); rerr != nil {
+			_ = st.conn.Conn().Close(rctx) // the pool discards a closed connection
+		}
+		cancel()
+	}
+	st.conn.Release()
+	st.err = err
+	return err
+}
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+type singleRow struct{ st *single }
+
+func (r *singleRow) Scan(dest ...any) error {
+	err := r.st.br.QueryRow().Scan(dest...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if ferr := r.st.finish(nil); ferr != nil {
+			return ferr
+		}
+		return err
+	}
+	return r.st.finish(err)
+}
+
+type singleRows struct {
+	pgx.Rows
+	st *single
+}
+
+// Next closes the rows (and so ends the transaction) when they are exhausted, as pgx does, so a
+// loop that stops at the last row leaks nothing.
+func (r *singleRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
+func (r *singleRows) Close() {
+	r.Rows.Close()
+	_ = r.st.finish(r.Rows.Err())
+}
+
+func (r *singleRows) Err() error {
+	if err := r.Rows.Err(); err != nil {
+		return err
+	}
+	if r.st.done {
+		return r.st.err
+	}
+	return nil
+}
