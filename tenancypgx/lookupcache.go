@@ -49,7 +49,7 @@ type CachedStore struct {
 	mu      sync.RWMutex
 	entries [kinds]map[string]cacheEntry // one map per lookupKind: string keys hash fastest
 	n       int                          // entries across the maps
-	gen     atomic.Uint64 // bumped by every invalidation; a load that spans one is not cached
+	gen     atomic.Uint64                // bumped by every invalidation; a load that spans one is not cached
 	group   singleflight.Group
 
 	hits, misses, loads atomic.Uint64
