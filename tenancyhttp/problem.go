@@ -31,6 +31,8 @@ type Problem struct {
 	Title  string `json:"title"`
 	Status int    `json:"status"`
 	Detail string `json:"detail,omitempty"`
+	// Field names the request field at fault, for a 400 about the body (an extension member).
+	Field string `json:"field,omitempty"`
 	// RetryAfter, when positive, is sent as the Retry-After header (seconds).
 	RetryAfter int `json:"-"`
 }

@@ -19,6 +19,12 @@ import (
 
 func newServer(t *testing.T, token string) http.Handler {
 	t.Helper()
+	h, _ := newServerWithCatalog(t, token)
+	return h
+}
+
+func newServerWithCatalog(t *testing.T, token string) (http.Handler, *tenancypgx.Catalog) {
+	t.Helper()
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, tenancytest.NewDatabase(t))
 	if err != nil {
@@ -26,6 +32,9 @@ func newServer(t *testing.T, token string) http.Handler {
 	}
 	t.Cleanup(pool.Close)
 	if _, err := tenancypgx.MigrateCatalog(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tenancycli.MigrateApp(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
 	srv, err := tenancycli.NewServer(pool, &tenancycli.ServerConfig{AdminToken: token})
@@ -36,7 +45,7 @@ func newServer(t *testing.T, token string) http.Handler {
 	done := make(chan struct{})
 	go func() { srv.Run(runCtx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return srv.Handler()
+	return srv.Handler(), srv.Catalog()
 }
 
 func call(h http.Handler, method, host, path, token, body string) *httptest.ResponseRecorder {

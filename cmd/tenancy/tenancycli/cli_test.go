@@ -214,6 +214,21 @@ func TestServeDemo(t *testing.T) {
 	if code, _ := get(t, addr, "localhost", "/whoami", ""); code != 400 {
 		t.Fatalf("bare localhost: %d, want 400", code)
 	}
+	// Each demo tenant has projects of its own, and only its own.
+	seen := map[string]string{}
+	for _, slug := range []string{"acme", "globex", "initech"} {
+		code, body := get(t, addr, slug+".localhost", "/projects", "")
+		var projects []struct{ ID, Name string }
+		if code != 200 || json.Unmarshal([]byte(body), &projects) != nil || len(projects) == 0 {
+			t.Fatalf("%s's demo projects: %d %s", slug, code, body)
+		}
+		for _, p := range projects {
+			if other, dup := seen[p.ID]; dup {
+				t.Fatalf("project %s is listed by %s and %s", p.ID, other, slug)
+			}
+			seen[p.ID] = slug
+		}
+	}
 	waitHealthy := time.Now().Add(10 * time.Second)
 	for {
 		code, body := get(t, addr, "localhost", "/healthz", "")

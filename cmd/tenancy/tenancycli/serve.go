@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -38,14 +39,15 @@ type Server struct {
 	pool    *pgxpool.Pool
 	catalog *tenancypgx.Catalog
 	cache   *tenancypgx.CachedStore
+	db      *tenancypgx.DB
 	cfg     ServerConfig
 	log     *slog.Logger
 	handler http.Handler
 	watchUp atomic.Bool
 }
 
-// NewServer builds the service on a pool whose database has the catalog. Call Run to keep the
-// lookup cache current; Handler serves requests.
+// NewServer builds the service on a pool whose database has the catalog and the service's tables
+// (MigrateCatalog, MigrateApp). Call Run to keep the lookup cache current; Handler serves requests.
 func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 	s := &Server{pool: pool}
 	if cfg != nil {
@@ -72,8 +74,11 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("base domain: %w", err)
 	}
+	if s.db, err = tenancypgx.New(pool, &tenancypgx.Config{Store: s.cache}); err != nil {
+		return nil, err
+	}
 	app := http.NewServeMux()
-	app.HandleFunc("GET /whoami", s.whoami)
+	s.appRoutes(app)
 
 	root := http.NewServeMux()
 	root.HandleFunc("GET /healthz", s.healthz)
@@ -136,24 +141,64 @@ func writeJSONResponse(w http.ResponseWriter, code int, v any) {
 	_ = writeJSON(w, v)
 }
 
-// demoTenants are what --demo seeds.
-var demoTenants = []tenancypgx.CreateOpts{
-	{Slug: "acme", Name: "Acme Corporation", Plan: "pro"},
-	{Slug: "globex", Name: "Globex Corporation", Plan: "free"},
-	{Slug: "initech", Name: "Initech", Plan: "free"},
+// demoTenants are what --demo seeds, with their projects and each project's tasks.
+var demoTenants = []struct {
+	opts     tenancypgx.CreateOpts
+	projects map[string][]string
+}{
+	{tenancypgx.CreateOpts{Slug: "acme", Name: "Acme Corporation", Plan: "pro"}, map[string][]string{
+		"Rocket skates": {"Order springs", "Test on the mesa"},
+		"Giant magnet":  {"Find a bigger battery"},
+	}},
+	{tenancypgx.CreateOpts{Slug: "globex", Name: "Globex Corporation", Plan: "free"}, map[string][]string{
+		"Doomsday device": {"Hire henchmen", "Volcano lease"},
+	}},
+	{tenancypgx.CreateOpts{Slug: "initech", Name: "Initech", Plan: "free"}, map[string][]string{
+		"TPS reports": {"New cover sheets"},
+		"Migration":   {"Find the red stapler"},
+	}},
 }
 
-// SeedDemo creates the demo tenants that do not exist yet.
-func SeedDemo(ctx context.Context, cat *tenancypgx.Catalog) ([]string, error) {
+// SeedDemo creates the demo tenants that do not exist yet and gives each demo tenant that has no
+// project its demo projects, through db as the tenant itself.
+func (s *Server) SeedDemo(ctx context.Context) ([]string, error) {
 	var created []string
 	for _, d := range demoTenants {
-		_, err := cat.Create(ctx, &d)
+		t, err := s.catalog.Create(ctx, &d.opts)
 		switch {
 		case err == nil:
-			created = append(created, d.Slug)
+			created = append(created, d.opts.Slug)
 		case errors.Is(err, tenancy.ErrDuplicateSlug):
+			if t, err = s.catalog.TenantBySlug(ctx, d.opts.Slug); err != nil {
+				return created, fmt.Errorf("demo tenant %s: %w", d.opts.Slug, err)
+			}
 		default:
-			return created, fmt.Errorf("demo tenant %s: %w", d.Slug, err)
+			return created, fmt.Errorf("demo tenant %s: %w", d.opts.Slug, err)
+		}
+		if t.Err() != nil {
+			continue // suspended or deleted by hand: leave it alone
+		}
+		tctx := tenancy.WithTenant(ctx, t)
+		err = s.db.Tx(tctx, func(tx pgx.Tx) error {
+			var n int
+			if err := tx.QueryRow(tctx, `SELECT count(*) FROM projects`).Scan(&n); err != nil || n > 0 {
+				return err
+			}
+			for name, tasks := range d.projects {
+				var id string
+				if err := tx.QueryRow(tctx, `INSERT INTO projects (name) VALUES ($1) RETURNING id`, name).Scan(&id); err != nil {
+					return err
+				}
+				for _, title := range tasks {
+					if _, err := tx.Exec(tctx, `INSERT INTO tasks (project_id, title) VALUES ($1, $2)`, id, title); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return created, fmt.Errorf("demo projects of %s: %w", d.opts.Slug, err)
 		}
 	}
 	return created, nil
@@ -184,6 +229,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(applied) > 0 {
 		log.Info("tenancy: catalog migrated", "versions", applied)
 	}
+	if applied, err = MigrateApp(ctx, pool); err != nil {
+		return err
+	}
+	if len(applied) > 0 {
+		log.Info("tenancy: reference service tables migrated", "versions", applied)
+	}
 	cfg := &ServerConfig{BaseDomain: *base, AdminToken: *token, Logger: log}
 	if *redisURL != "" {
 		opts, err := redis.ParseURL(*redisURL)
@@ -202,7 +253,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *demo {
-		created, err := SeedDemo(ctx, srv.Catalog())
+		created, err := srv.SeedDemo(ctx)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,195 @@
+package tenancycli_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"tenancy/tenancyhttp"
+	"tenancy/tenancypgx"
+)
+
+type apiClient struct {
+	t    *testing.T
+	h    http.Handler
+	host string
+}
+
+func (c apiClient) do(method, path, body string) *httptest.ResponseRecorder {
+	return call(c.h, method, c.host, path, "", body)
+}
+
+// must does the call, checks the status and decodes the JSON body into out (when not nil).
+func (c apiClient) must(method, path, body string, status int, out any) {
+	c.t.Helper()
+	w := c.do(method, path, body)
+	if w.Code != status {
+		c.t.Fatalf("%s %s %s as %s: %d %s, want %d", method, path, body, c.host, w.Code, w.Body, status)
+	}
+	if out != nil {
+		if err := json.Unmarshal(w.Body.Bytes(), out); err != nil {
+			c.t.Fatalf("%s %s: %v: %s", method, path, err, w.Body)
+		}
+	}
+}
+
+type apiProject struct {
+	ID, Name  string
+	CreatedAt string `json:"created_at"`
+}
+
+type apiTask struct {
+	ID        string
+	ProjectID string `json:"project_id"`
+	Title     string
+	Done      bool
+}
+
+type apiStats struct{ Projects, Tasks int }
+
+func setupAPI(t *testing.T) (acme, globex apiClient) {
+	t.Helper()
+	h, cat := newServerWithCatalog(t, "")
+	for _, slug := range []string{"acme", "globex"} {
+		if _, err := cat.Create(context.Background(), &tenancypgx.CreateOpts{Slug: slug}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return apiClient{t, h, "acme.localhost"}, apiClient{t, h, "globex.localhost"}
+}
+
+func TestAPIIsolation(t *testing.T) {
+	t.Parallel()
+	acme, globex := setupAPI(t)
+	var p apiProject
+	acme.must("POST", "/projects", `{"name":"Secret plan"}`, 201, &p)
+	var task apiTask
+	acme.must("POST", "/projects/"+p.ID+"/tasks", `{"title":"Step one"}`, 201, &task)
+	if p.ID == "" || p.Name != "Secret plan" || p.CreatedAt == "" || task.ProjectID != p.ID {
+		t.Fatalf("created %+v and %+v", p, task)
+	}
+
+	// Globex: nothing of acme's, by list, id, count, or any write.
+	var list []apiProject
+	globex.must("GET", "/projects", "", 200, &list)
+	if len(list) != 0 {
+		t.Fatalf("globex lists %v", list)
+	}
+	var st apiStats
+	globex.must("GET", "/stats", "", 200, &st)
+	if st != (apiStats{}) {
+		t.Fatalf("globex stats %+v, want zeros", st)
+	}
+	missing := "00000000-0000-4000-8000-000000000000"
+	notFound := globex.do("GET", "/projects/"+missing, "").Body.String()
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/projects/" + p.ID, ""},
+		{"PATCH", "/projects/" + p.ID, `{"name":"pwned"}`},
+		{"DELETE", "/projects/" + p.ID, ""},
+		{"GET", "/projects/" + p.ID + "/tasks", ""},
+		{"POST", "/projects/" + p.ID + "/tasks", `{"title":"planted"}`},
+		{"PATCH", "/tasks/" + task.ID, `{"done":true}`},
+	} {
+		w := globex.do(c.method, c.path, c.body)
+		if w.Code != 404 || w.Body.String() != notFound {
+			t.Errorf("globex %s %s: %d %s; want exactly the 404 of an id that does not exist (%s)", c.method, c.path, w.Code, w.Body, notFound)
+		}
+	}
+
+	// Acme (the positive control) still sees and owns everything, unchanged.
+	var got apiProject
+	acme.must("GET", "/projects/"+p.ID, "", 200, &got)
+	if got.Name != "Secret plan" {
+		t.Fatalf("acme's project after globex's attempts: %+v", got)
+	}
+	var tasks []apiTask
+	acme.must("GET", "/projects/"+p.ID+"/tasks", "", 200, &tasks)
+	if len(tasks) != 1 || tasks[0].Done || tasks[0].Title != "Step one" {
+		t.Fatalf("acme's tasks after globex's attempts: %+v", tasks)
+	}
+	acme.must("GET", "/stats", "", 200, &st)
+	if st != (apiStats{Projects: 1, Tasks: 1}) {
+		t.Fatalf("acme stats %+v, want 1 and 1", st)
+	}
+}
+
+func TestAPIProjectsAndTasks(t *testing.T) {
+	t.Parallel()
+	acme, _ := setupAPI(t)
+	var p apiProject
+	acme.must("POST", "/projects", `{"name":"Skates"}`, 201, &p)
+	acme.must("PATCH", "/projects/"+p.ID, `{"name":"Rocket skates"}`, 200, &p)
+	if p.Name != "Rocket skates" {
+		t.Fatalf("renamed to %q", p.Name)
+	}
+	var task apiTask
+	acme.must("POST", "/projects/"+p.ID+"/tasks", `{"title":"Order springs"}`, 201, &task)
+	acme.must("PATCH", "/tasks/"+task.ID, `{"done":true}`, 200, &task)
+	if !task.Done || task.Title != "Order springs" {
+		t.Fatalf("after done: %+v", task)
+	}
+	acme.must("PATCH", "/tasks/"+task.ID, `{"title":"Order more springs"}`, 200, &task)
+	if !task.Done || task.Title != "Order more springs" {
+		t.Fatalf("after retitle: %+v", task)
+	}
+	var list []apiProject
+	acme.must("GET", "/projects", "", 200, &list)
+	if len(list) != 1 || list[0].ID != p.ID {
+		t.Fatalf("list %+v", list)
+	}
+	acme.must("DELETE", "/projects/"+p.ID, "", 204, nil)
+	acme.must("GET", "/projects/"+p.ID, "", 404, nil)
+	acme.must("PATCH", "/tasks/"+task.ID, `{"done":false}`, 404, nil) // deleted with its project
+	var st apiStats
+	acme.must("GET", "/stats", "", 200, &st)
+	if st != (apiStats{}) {
+		t.Fatalf("stats after delete %+v", st)
+	}
+}
+
+func TestAPIBadInput(t *testing.T) {
+	t.Parallel()
+	acme, _ := setupAPI(t)
+	var p apiProject
+	acme.must("POST", "/projects", `{"name":"Valid"}`, 201, &p)
+	long := strings.Repeat("é", 201)
+	cases := []struct {
+		name, method, path, body string
+		status                   int
+		field                    string
+	}{
+		{"bad JSON", "POST", "/projects", `{"name":`, 400, ""},
+		{"not an object", "POST", "/projects", `["x"]`, 400, ""},
+		{"two objects", "POST", "/projects", `{"name":"a"}{"name":"b"}`, 400, ""},
+		{"unknown field", "POST", "/projects", `{"name":"a","owner":"me"}`, 400, "owner"},
+		{"missing name", "POST", "/projects", `{}`, 400, "name"},
+		{"empty name", "POST", "/projects", `{"name":""}`, 400, "name"},
+		{"blank name", "POST", "/projects", `{"name":"   "}`, 400, "name"},
+		{"long name", "POST", "/projects", `{"name":"` + long + `"}`, 400, "name"},
+		{"name not a string", "POST", "/projects", `{"name":5}`, 400, "name"},
+		{"oversized body", "POST", "/projects", `{"name":"` + strings.Repeat("a", 70<<10) + `"}`, 413, ""},
+		{"rename to empty", "PATCH", "/projects/" + p.ID, `{"name":""}`, 400, "name"},
+		{"empty title", "POST", "/projects/" + p.ID + "/tasks", `{"title":""}`, 400, "title"},
+		{"missing title", "POST", "/projects/" + p.ID + "/tasks", `{}`, 400, "title"},
+		{"done not a boolean", "PATCH", "/tasks/00000000-0000-4000-8000-000000000000", `{"done":"yes"}`, 400, "done"},
+		{"nothing to update", "PATCH", "/tasks/00000000-0000-4000-8000-000000000000", `{}`, 400, ""},
+		{"id not a uuid", "GET", "/projects/1%20OR%201=1", "", 404, ""},
+		{"id not a uuid, tasks", "GET", "/projects/abc/tasks", "", 404, ""},
+	}
+	for _, c := range cases {
+		w := acme.do(c.method, c.path, c.body)
+		var prob tenancyhttp.Problem
+		if w.Code != c.status || json.Unmarshal(w.Body.Bytes(), &prob) != nil || prob.Field != c.field ||
+			w.Header().Get("Content-Type") != "application/problem+json" {
+			t.Errorf("%s: %d %s; want %d problem+json naming field %q", c.name, w.Code, w.Body, c.status, c.field)
+		}
+	}
+	var list []apiProject
+	acme.must("GET", "/projects", "", 200, &list)
+	if len(list) != 1 {
+		t.Fatalf("bad requests changed data: %+v", list)
+	}
+}
