@@ -28,6 +28,7 @@ Usage:
   tenancy tenant suspend|resume|delete SLUG
   tenancy tenant domain add|remove SLUG DOMAIN
   tenancy migrate --shared                create or upgrade the catalog
+  tenancy doctor [--json]                 audit the database for isolation holes
   tenancy help                            this text
 
 Every command reads --database-url (or TENANCY_DATABASE_URL); the default is the local
@@ -74,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return tenant(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		return migrate(ctx, args[1:], stdout, stderr)
+	case "doctor":
+		return doctor(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"tenancy"
 	"tenancy/cmd/tenancy/tenancycli"
 	"tenancy/tenancytest"
@@ -290,5 +292,41 @@ func TestServeWithRedis(t *testing.T) {
 	r = run(t, "serve", "--addr", "127.0.0.1:0", "--database-url", db, "--redis-url", "mysql://x")
 	if r.code != 1 || !strings.Contains(r.stderr, "redis URL") {
 		t.Fatalf("serve with a bad Redis URL: %+v", r)
+	}
+}
+
+func TestDoctorCommand(t *testing.T) {
+	t.Parallel()
+	db := newDatabaseURL(t)
+	if r := run(t, "migrate", "--shared", "--database-url", db); r.code != 0 {
+		t.Fatalf("migrate: %+v", r)
+	}
+	r := run(t, "doctor", "--database-url", db)
+	if r.code != 0 || !strings.Contains(r.stdout, "OK") {
+		t.Fatalf("doctor on a clean database: %+v", r)
+	}
+	pool, err := pgxpool.New(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(context.Background(), `CREATE TABLE leaky (tenant_id uuid NOT NULL, secret text)`); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, "doctor", "--database-url", db)
+	if r.code != 1 || !strings.Contains(r.stdout, "rls-disabled") || !strings.Contains(r.stdout, "leaky") {
+		t.Fatalf("doctor with an unprotected tenant table: %+v", r)
+	}
+	r = run(t, "doctor", "--json", "--database-url", db)
+	var rep struct {
+		Findings []struct{ Check, Object string }
+	}
+	if r.code != 1 || json.Unmarshal([]byte(r.stdout), &rep) != nil || len(rep.Findings) == 0 {
+		t.Fatalf("doctor --json: %+v", r)
+	}
+	// serve runs the same audit and refuses to start.
+	r = run(t, "serve", "--addr", "127.0.0.1:0", "--database-url", db)
+	if r.code != 1 || !strings.Contains(r.stderr, "refusing to serve") || !strings.Contains(r.stderr, "leaky") {
+		t.Fatalf("serve on a database with a hole: %+v", r)
 	}
 }

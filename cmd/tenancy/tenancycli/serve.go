@@ -235,6 +235,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(applied) > 0 {
 		log.Info("tenancy: reference service tables migrated", "versions", applied)
 	}
+	if err := auditOrRefuse(ctx, pool, stderr); err != nil {
+		return err
+	}
 	cfg := &ServerConfig{BaseDomain: *base, AdminToken: *token, Logger: log}
 	if *redisURL != "" {
 		opts, err := redis.ParseURL(*redisURL)
