@@ -47,6 +47,7 @@ type scenario struct {
 
 var scenarios = []scenario{
 	{"middleware", benchMiddleware},
+	{"rls", benchRLS},
 }
 
 func main() {

@@ -159,8 +159,10 @@ func rollback(ctx context.Context, tx pgx.Tx) {
 	_ = tx.Rollback(rctx)
 }
 
-// Exec runs one statement as the tenant in ctx: BEGIN, scoping, the statement and COMMIT go to the
-// server in one round trip. It fails like Tx without a tenant.
+// Exec runs one statement as the tenant in ctx. The scoping and the statement go to the server in
+// one round trip and run in one implicit transaction (a pipeline ends its transaction at its
+// Sync), so the scope ends with the statement: it commits when the statement succeeds and rolls
+// back when it fails. It fails like Tx without a tenant.
 func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	st, err := db.single(ctx, sql, args)
 	if err != nil {
@@ -173,7 +175,7 @@ func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.Command
 	return tag, nil
 }
 
-// QueryRow runs one query as the tenant in ctx in one round trip, like Exec. As with pgx, the
+// QueryRow runs one query as the tenant in ctx in one round trip and one transaction, like Exec. As with pgx, the
 // connection is held until Scan is called: always call it.
 func (db *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	st, err := db.single(ctx, sql, args)
@@ -183,8 +185,8 @@ func (db *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	return &singleRow{st: st}
 }
 
-// Query runs one query as the tenant in ctx in one round trip, like Exec. The transaction commits
-// when the rows are closed (pgx.CollectRows and friends close them): always close them.
+// Query runs one query as the tenant in ctx in one round trip and one transaction, like Exec. The
+// connection is released when the rows are closed (pgx.CollectRows and friends close them): always close them.
 func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	st, err := db.single(ctx, sql, args)
 	if err != nil {
@@ -197,8 +199,8 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 	return &singleRows{Rows: rows, st: st}, nil
 }
 
-// single is a one-statement transaction in flight: its batch has been sent and its BEGIN and
-// scoping results read; the statement's result is next, then COMMIT's.
+// single is a one-statement transaction in flight: its batch has been sent and the scoping's
+// result read; the statement's result is next.
 type single struct {
 	ctx  context.Context
 	conn *pgxpool.Conn
@@ -217,36 +219,24 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 		return nil, err
 	}
 	b := &pgx.Batch{}
-	b.Queue("BEGIN")
 	db.queueScope(b, t)
 	b.Queue(sql, args...)
-	b.Queue("COMMIT")
 	st := &single{ctx: ctx, conn: conn, br: conn.SendBatch(ctx, b)}
-	for range 2 { // BEGIN, scoping
-		if _, err := st.br.Exec(); err != nil {
-			return nil, st.finish(err)
-		}
+	if _, err := st.br.Exec(); err != nil { // the scoping
+		return nil, st.finish(err)
 	}
 	return st, nil
 }
 
-// finish reads COMMIT's result, rolls back if the statement failed, and releases the connection.
-// It returns the first error: the statement's (stmtErr), then the commit's.
+// finish ends the batch (its Sync commits, or rolls back after an error), makes sure the
+// connection is outside any transaction (the statement may have been a BEGIN), and releases it.
+// It returns the statement's error (stmtErr), else the batch's.
 func (st *single) finish(stmtErr error) error {
 	if st.done {
 		return st.err
 	}
 	st.done = true
 	err := stmtErr
-	if err == nil {
-		tag, cerr := st.br.Exec()
-		switch {
-		case cerr != nil:
-			err = cerr
-		case tag.String() == "ROLLBACK":
-			err = pgx.ErrTxCommitRollback
-		}
-	}
 	if cerr := st.br.Close(); err == nil && cerr != nil {
 		err = cerr
 	}

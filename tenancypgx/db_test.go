@@ -422,6 +422,18 @@ func TestSingleStatementHelpers(t *testing.T) {
 	if _, err := tb.db.Exec(tb.ctxA, `INSERT INTO notes (tenant_id, body) VALUES ($1, 'planted')`, tb.b.ID); err == nil {
 		t.Fatal("Exec as A into B was accepted")
 	}
+	// One statement is one transaction: a failure on its second row keeps its first.
+	if _, err := tb.db.Exec(tb.ctxA, `INSERT INTO notes (body)
+		SELECT CASE WHEN i = 2 THEN NULL ELSE 'half' END FROM generate_series(1, 2) i`); err == nil {
+		t.Fatal("a NOT NULL violation was accepted")
+	}
+	if err := tb.db.QueryRow(tb.ctxA, `SELECT count(*) FROM notes WHERE body = 'half'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("a failed statement left %d rows, %v", n, err)
+	}
+	// A statement that opens a transaction block does not leave it open on the pooled connection.
+	if _, err := tb.db.Exec(tb.ctxA, `BEGIN`); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := tb.db.Exec(tb.ctxA, `SELEC nonsense`); err == nil {
 		t.Fatal("a syntax error was accepted")
 	}
