@@ -99,6 +99,14 @@ func TestAPIIsolation(t *testing.T) {
 		}
 	}
 
+	// No tenant is an error, never every tenant's rows.
+	for _, path := range []string{"/projects", "/stats", "/projects/" + p.ID} {
+		w := call(acme.h, "GET", "localhost", path, "", "")
+		if w.Code != 400 || strings.Contains(w.Body.String(), p.ID) || strings.Contains(w.Body.String(), "Secret") {
+			t.Errorf("GET %s without a tenant: %d %s; want 400 and nothing of acme's", path, w.Code, w.Body)
+		}
+	}
+
 	// Acme (the positive control) still sees and owns everything, unchanged.
 	var got apiProject
 	acme.must("GET", "/projects/"+p.ID, "", 200, &got)
