@@ -30,16 +30,9 @@ type bundle struct {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, tenancytest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := tenancypgx.MigrateCatalog(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	cat, _ := tenancypgx.NewCatalog(pool, nil)
+	_, cat := tenancytest.NewCatalog(t)
 	b := &bundle{catalog: cat}
+	var err error
 	b.acme, err = cat.Create(ctx, &tenancypgx.CreateOpts{Slug: "acme", Domains: []string{"shop.acme.com"}})
 	if err != nil {
 		t.Fatal(err)

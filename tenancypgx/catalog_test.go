@@ -22,16 +22,8 @@ type bundle struct {
 // setup gives the test a fresh database with the catalog migrated.
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	url := tenancytest.NewDatabase(t)
-	pool := newPool(t, url)
-	if _, err := tenancypgx.MigrateCatalog(context.Background(), pool); err != nil {
-		t.Fatal(err)
-	}
-	cat, err := tenancypgx.NewCatalog(pool, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &bundle{url: url, pool: pool, catalog: cat}
+	pool, cat := tenancytest.NewCatalog(t)
+	return &bundle{url: pool.Config().ConnString(), pool: pool, catalog: cat}
 }
 
 func newPool(t *testing.T, url string) *pgxpool.Pool {

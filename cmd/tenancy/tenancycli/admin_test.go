@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"tenancy/cmd/tenancy/tenancycli"
 	"tenancy/tenancyhttp"
 	"tenancy/tenancypgx"
@@ -26,14 +24,7 @@ func newServer(t *testing.T, token string) http.Handler {
 func newServerWithCatalog(t *testing.T, token string) (http.Handler, *tenancypgx.Catalog) {
 	t.Helper()
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, tenancytest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := tenancypgx.MigrateCatalog(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	pool, _ := tenancytest.NewCatalog(t)
 	if _, err := tenancycli.MigrateApp(ctx, pool); err != nil {
 		t.Fatal(err)
 	}

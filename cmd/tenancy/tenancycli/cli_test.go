@@ -201,6 +201,22 @@ func get(t *testing.T, addr, host, path, token string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// waitHealthy waits up to 10 s for /healthz to answer 200 with a body containing want.
+func waitHealthy(t *testing.T, addr, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := get(t, addr, "localhost", "/healthz", "")
+		if code == 200 && strings.Contains(body, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("healthz: %d %s, want 200 with %s", code, body, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // The README's first command, end to end: serve --demo on a database that does not exist yet.
 func TestServeDemo(t *testing.T) {
 	t.Parallel()
@@ -231,17 +247,7 @@ func TestServeDemo(t *testing.T) {
 			seen[p.ID] = slug
 		}
 	}
-	waitHealthy := time.Now().Add(10 * time.Second)
-	for {
-		code, body := get(t, addr, "localhost", "/healthz", "")
-		if code == 200 && strings.Contains(body, `"status": "ok"`) {
-			break
-		}
-		if time.Now().After(waitHealthy) {
-			t.Fatalf("healthz: %d %s", code, body)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitHealthy(t, addr, `"status": "ok"`)
 	if code, _ := get(t, addr, "localhost", "/admin/tenants", ""); code != 401 {
 		t.Fatalf("admin without token: %d, want 401", code)
 	}
@@ -271,17 +277,7 @@ func TestServeWithRedis(t *testing.T) {
 	t.Parallel()
 	db := newDatabaseURL(t)
 	addr, stop := startServe(t, "--demo", "--database-url", db, "--redis-url", tenancytest.RedisURL())
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		code, body := get(t, addr, "localhost", "/healthz", "")
-		if code == 200 && strings.Contains(body, `"redis": "ok"`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("healthz with Redis: %d %s", code, body)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitHealthy(t, addr, `"redis": "ok"`)
 	if code := stop(); code != 0 {
 		t.Fatalf("serve exited %d", code)
 	}
