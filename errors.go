@@ -12,6 +12,9 @@ var (
 	ErrTenantNotFound = errors.New("tenancy: tenant not found")
 	// ErrTenantSuspended means the tenant exists but is suspended: it is refused until resumed.
 	ErrTenantSuspended = errors.New("tenancy: tenant is suspended: resume it to serve it again")
+	// ErrTenantNotReady means the tenant is still being provisioned (or its provisioning failed and
+	// waits to be resumed): try again later.
+	ErrTenantNotReady = errors.New("tenancy: tenant is being provisioned")
 	// ErrInvalidSlug means a slug breaks the DNS label rules; the SlugError says which.
 	ErrInvalidSlug = errors.New("tenancy: invalid slug")
 	// ErrReservedSlug means a slug is a valid DNS label but reserved (www, api, admin, ...).

@@ -123,6 +123,7 @@ func TestTenantErr(t *testing.T) {
 		{tenancy.StatusActive, nil},
 		{tenancy.StatusSuspended, tenancy.ErrTenantSuspended},
 		{tenancy.StatusDeleted, tenancy.ErrTenantNotFound},
+		{tenancy.StatusProvisioning, tenancy.ErrTenantNotReady},
 		{"", tenancy.ErrTenantNotFound},
 	}
 	for _, tt := range tests {

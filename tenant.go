@@ -16,15 +16,18 @@ const (
 	// StatusDeleted tenants are refused as if unknown (HTTP 404). Deletion is soft: the data stays
 	// until it is purged.
 	StatusDeleted Status = "deleted"
+	// StatusProvisioning tenants are being set up (their schema or database made and migrated) and
+	// are refused (HTTP 503) until provisioning ends; a provisioning that failed can be resumed.
+	StatusProvisioning Status = "provisioning"
 )
 
 // ParseStatus returns the Status named s, or ErrInvalidStatus.
 func ParseStatus(s string) (Status, error) {
 	switch st := Status(s); st {
-	case StatusActive, StatusSuspended, StatusDeleted:
+	case StatusActive, StatusSuspended, StatusDeleted, StatusProvisioning:
 		return st, nil
 	}
-	return "", fmt.Errorf("%w: %q (want active, suspended or deleted)", ErrInvalidStatus, s)
+	return "", fmt.Errorf("%w: %q (want active, suspended, deleted or provisioning)", ErrInvalidStatus, s)
 }
 
 // Isolation is where a tenant's rows live. It is chosen per tenant.
@@ -67,14 +70,16 @@ type Tenant struct {
 	Isolation Isolation `json:"isolation"`
 	// Domains are the custom domains that name the tenant besides its subdomain.
 	Domains []string `json:"domains"`
+	// ProvisionError says why the last provisioning failed, while Status is provisioning.
+	ProvisionError string `json:"provision_error,omitempty"`
 	// CreatedAt and UpdatedAt are set by the catalog.
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
-// Err returns nil when the tenant may be served, ErrTenantSuspended when it is suspended and
-// ErrTenantNotFound when it is deleted (a deleted tenant is indistinguishable from an unknown one).
-// A nil tenant is ErrNoTenant.
+// Err returns nil when the tenant may be served, ErrTenantSuspended when it is suspended,
+// ErrTenantNotReady while it is being provisioned, and ErrTenantNotFound when it is deleted (a
+// deleted tenant is indistinguishable from an unknown one). A nil tenant is ErrNoTenant.
 func (t *Tenant) Err() error {
 	if t == nil {
 		return ErrNoTenant
@@ -84,6 +89,8 @@ func (t *Tenant) Err() error {
 		return nil
 	case StatusSuspended:
 		return ErrTenantSuspended
+	case StatusProvisioning:
+		return ErrTenantNotReady
 	default:
 		return ErrTenantNotFound
 	}

@@ -16,6 +16,7 @@ const (
 	ProblemReservedTenant  = "urn:tenancy:problem:reserved-tenant"  // 400: the name is reserved (www, api, ...)
 	ProblemUnknownTenant   = "urn:tenancy:problem:unknown-tenant"   // 404: no such tenant (or deleted)
 	ProblemTenantSuspended = "urn:tenancy:problem:tenant-suspended" // 403
+	ProblemTenantNotReady  = "urn:tenancy:problem:tenant-not-ready" // 503: being provisioned
 	ProblemUnavailable     = "urn:tenancy:problem:unavailable"      // 503: a dependency is down
 	ProblemBadRequest      = "urn:tenancy:problem:bad-request"      // 400: the body or a parameter is wrong
 	ProblemNotFound        = "urn:tenancy:problem:not-found"        // 404: the resource does not exist
@@ -98,6 +99,8 @@ var (
 		Detail: "No tenant has this name."})
 	cannedSuspended = newCanned(Problem{Type: ProblemTenantSuspended, Title: "Tenant suspended", Status: http.StatusForbidden,
 		Detail: "This tenant is suspended."})
+	cannedNotReady = newCanned(Problem{Type: ProblemTenantNotReady, Title: "Tenant not ready", Status: http.StatusServiceUnavailable,
+		Detail: "This tenant is being set up; try again shortly.", RetryAfter: 5})
 	cannedCatalogDown = newCanned(Problem{Type: ProblemUnavailable, Title: "Service unavailable",
 		Status: http.StatusServiceUnavailable, Detail: "The tenant catalog is unavailable; try again.", RetryAfter: 1})
 	cannedTimeout = newCanned(Problem{Type: ProblemUnavailable, Title: "Service unavailable", Status: http.StatusServiceUnavailable,
@@ -117,6 +120,8 @@ func cannedFor(err error) *canned {
 		return cannedSuspended
 	case tenancy.ErrReservedSlug:
 		return cannedReserved
+	case tenancy.ErrTenantNotReady:
+		return cannedNotReady
 	}
 	switch {
 	case errors.Is(err, errUntrustedHeader):
@@ -129,6 +134,8 @@ func cannedFor(err error) *canned {
 		return cannedUnknown
 	case errors.Is(err, tenancy.ErrTenantSuspended):
 		return cannedSuspended
+	case errors.Is(err, tenancy.ErrTenantNotReady):
+		return cannedNotReady
 	case errors.Is(err, context.Canceled):
 		return cannedCancelled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -139,6 +146,6 @@ func cannedFor(err error) *canned {
 
 // ProblemFor maps an error of the toolkit to the problem a client should see: tenancy.ErrNoTenant
 // and malformed names 400, reserved names 400, tenancy.ErrTenantNotFound 404,
-// tenancy.ErrTenantSuspended 403, deadlines 503. Errors it does not know are a 500 whose detail
+// tenancy.ErrTenantSuspended 403, tenancy.ErrTenantNotReady and deadlines 503. Errors it does not know are a 500 whose detail
 // says nothing of the error (log it yourself).
 func ProblemFor(err error) Problem { return cannedFor(err).p }

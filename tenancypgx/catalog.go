@@ -58,12 +58,14 @@ type CreateOpts struct {
 }
 
 const selectTenant = `SELECT t.id::text, t.slug, t.name, t.plan, t.status, t.isolation, t.created_at, t.updated_at,
-	coalesce((SELECT array_agg(d.domain ORDER BY d.domain) FROM tenancy.domains d WHERE d.tenant_id = t.id), '{}')
+	coalesce((SELECT array_agg(d.domain ORDER BY d.domain) FROM tenancy.domains d WHERE d.tenant_id = t.id), '{}'),
+	coalesce(t.provision_error, '')
 	FROM tenancy.tenants t `
 
 func scanTenant(row pgx.Row) (*tenancy.Tenant, error) {
 	var t tenancy.Tenant
-	err := row.Scan(&t.ID, &t.Slug, &t.Name, &t.Plan, &t.Status, &t.Isolation, &t.CreatedAt, &t.UpdatedAt, &t.Domains)
+	err := row.Scan(&t.ID, &t.Slug, &t.Name, &t.Plan, &t.Status, &t.Isolation, &t.CreatedAt, &t.UpdatedAt, &t.Domains,
+		&t.ProvisionError)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, tenancy.ErrTenantNotFound
 	}
@@ -73,7 +75,8 @@ func scanTenant(row pgx.Row) (*tenancy.Tenant, error) {
 	return &t, nil
 }
 
-// Create registers a new active tenant. It returns an error wrapping tenancy.ErrInvalidSlug,
+// Create registers a new tenant: active for the shared model; provisioning for the schema and
+// database models, until Provision has made and migrated its schema or database. It returns an error wrapping tenancy.ErrInvalidSlug,
 // tenancy.ErrReservedSlug, tenancy.ErrInvalidTenant, tenancy.ErrInvalidDomain, tenancy.ErrInvalidIsolation,
 // tenancy.ErrDuplicateSlug or tenancy.ErrDuplicateDomain when the request is refused.
 func (c *Catalog) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Tenant, error) {
@@ -109,8 +112,12 @@ func (c *Catalog) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Tenant
 	}
 	var id string
 	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `INSERT INTO tenancy.tenants (slug, name, plan, isolation)
-			VALUES ($1, $2, $3, $4) RETURNING id::text`, opts.Slug, name, plan, string(iso)).Scan(&id)
+		status := tenancy.StatusActive
+		if iso != tenancy.IsolationShared {
+			status = tenancy.StatusProvisioning
+		}
+		err := tx.QueryRow(ctx, `INSERT INTO tenancy.tenants (slug, name, plan, isolation, status)
+			VALUES ($1, $2, $3, $4, $5) RETURNING id::text`, opts.Slug, name, plan, string(iso), string(status)).Scan(&id)
 		if err != nil {
 			return err
 		}
@@ -232,8 +239,10 @@ func (c *Catalog) setStatus(ctx context.Context, id string, st tenancy.Status) (
 	if !tenancy.IsID(id) {
 		return nil, tenancy.ErrTenantNotFound
 	}
+	// A provisioning tenant becomes active only through Provision; it may be deleted.
 	tag, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET status = $2
-		WHERE id = $1::uuid AND status <> 'deleted' AND status IS DISTINCT FROM $2`, id, string(st))
+		WHERE id = $1::uuid AND status <> 'deleted' AND status IS DISTINCT FROM $2
+		  AND (status <> 'provisioning' OR $2 = 'deleted')`, id, string(st))
 	if err != nil {
 		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
 	}
@@ -243,6 +252,9 @@ func (c *Catalog) setStatus(ctx context.Context, id string, st tenancy.Status) (
 	}
 	if tag.RowsAffected() == 0 && t.Status == tenancy.StatusDeleted {
 		return nil, tenancy.ErrTenantNotFound
+	}
+	if tag.RowsAffected() == 0 && t.Status == tenancy.StatusProvisioning {
+		return nil, fmt.Errorf("%w: %s: provision it first (tenancy tenant provision %s)", tenancy.ErrTenantNotReady, t.Slug, t.Slug)
 	}
 	return t, nil
 }

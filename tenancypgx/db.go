@@ -34,18 +34,20 @@ type Config struct {
 
 // DB runs transactions bound to the tenant in the context. See Tx.
 type DB struct {
-	pool     *pgxpool.Pool
-	role     string
-	scopeSQL string
-	store    tenancy.Store
-	sql      sqlDB
+	pool  *pgxpool.Pool
+	role  string // "" when the pool's login role is the runtime role
+	store tenancy.Store
+	sql   sqlDBs
 }
 
 // Scoping statements: the role and the tenant setting exist only inside the transaction
 // (is_local = true), so nothing survives on a pooled connection or behind a transaction pooler.
+// Schema-model tenants also get search_path set to their schema alone: no fall-through to public.
 const (
-	scopeWithRole = "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true)"
-	scopeNoRole   = "SELECT set_config('app.tenant_id', $1, true)"
+	scopeWithRole       = "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true)"
+	scopeNoRole         = "SELECT set_config('app.tenant_id', $1, true)"
+	scopeSchemaWithRole = "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true), set_config('search_path', $3, true)"
+	scopeSchemaNoRole   = "SELECT set_config('app.tenant_id', $1, true), set_config('search_path', $2, true)"
 )
 
 // New returns a DB on pool.
@@ -53,7 +55,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
 	if pool == nil {
 		return nil, errors.New("tenancypgx: New needs a pool")
 	}
-	db := &DB{pool: pool, role: DefaultRole, scopeSQL: scopeWithRole}
+	db := &DB{pool: pool, role: DefaultRole}
 	if cfg != nil {
 		if cfg.Role != "" {
 			db.role = cfg.Role
@@ -62,7 +64,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
 			if cfg.Role != "" {
 				return nil, errors.New("tenancypgx: set either Config.Role or Config.PoolRoleIsRuntime, not both")
 			}
-			db.role, db.scopeSQL = "", scopeNoRole
+			db.role = ""
 		}
 		db.store = cfg.Store
 	}
@@ -75,38 +77,58 @@ func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 // ErrIsolationNotSupported means the tenant's isolation model is not one this DB can serve yet.
 var ErrIsolationNotSupported = errors.New("tenancypgx: isolation model not supported by this DB")
 
-// tenant returns the tenant of ctx, fit to be served.
-func (db *DB) tenant(ctx context.Context) (*tenancy.Tenant, error) {
+// scope is how a transaction is bound to one tenant.
+type scope struct {
+	tenant *tenancy.Tenant
+	schema string // the quoted schema of a schema-model tenant, else ""
+}
+
+// tenant returns the scope of the tenant in ctx, fit to be served.
+func (db *DB) tenant(ctx context.Context) (scope, error) {
 	t, ok := tenancy.FromContext(ctx)
 	if !ok {
-		return nil, tenancy.ErrNoTenant
+		return scope{}, tenancy.ErrNoTenant
 	}
 	if !tenancy.IsID(t.ID) {
-		return nil, fmt.Errorf("%w: the tenant in the context has no valid ID", tenancy.ErrNoTenant)
+		return scope{}, fmt.Errorf("%w: the tenant in the context has no valid ID", tenancy.ErrNoTenant)
 	}
 	if db.store != nil {
 		fresh, err := db.store.TenantByID(ctx, t.ID)
 		if err != nil {
-			return nil, err
+			return scope{}, err
 		}
 		t = fresh
 	}
 	if err := t.Err(); err != nil {
-		return nil, err
+		return scope{}, err
 	}
-	if t.Isolation != tenancy.IsolationShared && t.Isolation != "" {
-		return nil, fmt.Errorf("%w: %s (tenant %s)", ErrIsolationNotSupported, t.Isolation, t.Slug)
+	switch t.Isolation {
+	case tenancy.IsolationShared, "":
+		return scope{tenant: t}, nil
+	case tenancy.IsolationSchema:
+		schema, err := quotedSchema(t.ID)
+		return scope{tenant: t, schema: schema}, err
 	}
-	return t, nil
+	return scope{}, fmt.Errorf("%w: %s (tenant %s)", ErrIsolationNotSupported, t.Isolation, t.Slug)
 }
 
-// queueScope queues the statement that binds the transaction to t.
-func (db *DB) queueScope(b *pgx.Batch, t *tenancy.Tenant) {
-	if db.role == "" {
-		b.Queue(db.scopeSQL, t.ID)
-		return
+// scopeArgs returns the statement that binds a transaction to s, with its arguments.
+func (db *DB) scopeArgs(s scope) (string, []any) {
+	switch {
+	case db.role == "" && s.schema == "":
+		return scopeNoRole, []any{s.tenant.ID}
+	case db.role == "":
+		return scopeSchemaNoRole, []any{s.tenant.ID, s.schema}
+	case s.schema == "":
+		return scopeWithRole, []any{db.role, s.tenant.ID}
 	}
-	b.Queue(db.scopeSQL, db.role, t.ID)
+	return scopeSchemaWithRole, []any{db.role, s.tenant.ID, s.schema}
+}
+
+// queueScope queues the statement that binds the transaction to s.
+func (db *DB) queueScope(b *pgx.Batch, s scope) {
+	sql, args := db.scopeArgs(s)
+	b.Queue(sql, args...)
 }
 
 // Tx runs fn in a transaction bound to the tenant in ctx and commits it when fn returns nil.
@@ -121,13 +143,13 @@ func (db *DB) queueScope(b *pgx.Batch, t *tenancy.Tenant) {
 // Without a tenant in ctx it returns tenancy.ErrNoTenant before any SQL is sent; for a suspended
 // tenant tenancy.ErrTenantSuspended, for a deleted one tenancy.ErrTenantNotFound.
 func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
-	t, err := db.tenant(ctx)
+	s, err := db.tenant(ctx)
 	if err != nil {
 		return err
 	}
 	b := &pgx.Batch{}
 	b.BeginTx(pgx.TxOptions{})
-	db.queueScope(b, t)
+	db.queueScope(b, s)
 	br := db.pool.SendBatch(ctx, b)
 	tx := br.Tx()
 	if err := br.Close(); err != nil {
@@ -143,7 +165,11 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 			rollback(ctx, tx)
 		}
 	}()
-	if err := fn(tx); err != nil {
+	inner := tx
+	if s.schema != "" {
+		inner = &schemaTx{Tx: tx, tag: schemaTag(s.schema)}
+	}
+	if err := fn(inner); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)
@@ -162,7 +188,8 @@ func rollback(ctx context.Context, tx pgx.Tx) {
 // Exec runs one statement as the tenant in ctx. The scoping and the statement go to the server in
 // one round trip and run in one implicit transaction (a pipeline ends its transaction at its
 // Sync), so the scope ends with the statement: it commits when the statement succeeds and rolls
-// back when it fails. It fails like Tx without a tenant.
+// back when it fails. For a schema-model tenant it takes two round trips (see single). It fails
+// like Tx without a tenant.
 func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	st, err := db.single(ctx, sql, args)
 	if err != nil {
@@ -210,7 +237,7 @@ type single struct {
 }
 
 func (db *DB) single(ctx context.Context, sql string, args []any) (*single, error) {
-	t, err := db.tenant(ctx)
+	s, err := db.tenant(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -218,10 +245,26 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 	if err != nil {
 		return nil, err
 	}
+	st := &single{ctx: ctx, conn: conn}
 	b := &pgx.Batch{}
-	db.queueScope(b, t)
+	if s.schema != "" {
+		// pgx prepares a batch's new statements before it runs any of them, so in one batch the
+		// statement would be parsed under the connection's search_path, not the tenant's. A
+		// schema tenant's statement goes in a second batch, after the scoping: two round trips.
+		b.Queue("BEGIN")
+		db.queueScope(b, s)
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return nil, st.finish(err)
+		}
+		b = &pgx.Batch{}
+		b.Queue(schemaTag(s.schema)+sql, args...)
+		b.Queue("COMMIT")
+		st.br = conn.SendBatch(ctx, b)
+		return st, nil
+	}
+	db.queueScope(b, s)
 	b.Queue(sql, args...)
-	st := &single{ctx: ctx, conn: conn, br: conn.SendBatch(ctx, b)}
+	st.br = conn.SendBatch(ctx, b)
 	if _, err := st.br.Exec(); err != nil { // the scoping
 		return nil, st.finish(err)
 	}
@@ -237,8 +280,10 @@ func (st *single) finish(stmtErr error) error {
 	}
 	st.done = true
 	err := stmtErr
-	if cerr := st.br.Close(); err == nil && cerr != nil {
-		err = cerr
+	if st.br != nil {
+		if cerr := st.br.Close(); err == nil && cerr != nil { // reads COMMIT's result too, where there is one
+			err = cerr
+		}
 	}
 	if pc := st.conn.Conn().PgConn(); !pc.IsClosed() && pc.TxStatus() != 'I' {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(st.ctx), 5*time.Second)

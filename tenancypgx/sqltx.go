@@ -6,32 +6,65 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// sqlDB is the database/sql view of a DB's pool, opened on first use.
-type sqlDB struct {
-	once sync.Once
-	db   *sql.DB
+// sqlDBs are the database/sql views of a DB, opened on first use: one over the pool, and one for
+// schema-model tenants whose connections cache no prepared statement (see SQLTx).
+type sqlDBs struct {
+	once, onceExec sync.Once
+	pooled, exec   *sql.DB
 }
 
 // SQLDB returns a *sql.DB over the same pool, for code that needs one outside tenant transactions
 // (migrations, admin tasks). It runs as the pool's login role: use SQLTx for tenant data.
 func (db *DB) SQLDB() *sql.DB {
-	db.sql.once.Do(func() { db.sql.db = stdlib.OpenDBFromPool(db.pool) })
-	return db.sql.db
+	db.sql.once.Do(func() { db.sql.pooled = stdlib.OpenDBFromPool(db.pool) })
+	return db.sql.pooled
+}
+
+// execSQLDB is a *sql.DB on the pool's configuration whose queries are never prepared and cached:
+// database/sql gives no way to tell a cached statement of one tenant schema from another's.
+func (db *DB) execSQLDB() *sql.DB {
+	db.sql.onceExec.Do(func() {
+		cfg := db.pool.Config().ConnConfig.Copy()
+		cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+		db.sql.exec = stdlib.OpenDB(*cfg)
+		db.sql.exec.SetMaxOpenConns(int(db.pool.Config().MaxConns))
+	})
+	return db.sql.exec
+}
+
+// Close closes the database/sql handles SQLDB and SQLTx opened. It does not close the pool.
+func (db *DB) Close() error {
+	var err error
+	for _, d := range []*sql.DB{db.sql.pooled, db.sql.exec} {
+		if d != nil {
+			if cerr := d.Close(); err == nil {
+				err = cerr
+			}
+		}
+	}
+	return err
 }
 
 // SQLTx is Tx for database/sql users (sqlc, GORM, ent, sqlx): fn gets a *sql.Tx with the same
 // guarantees — the runtime role, app.tenant_id set for this transaction only, rollback on error,
 // panic or cancellation, tenancy.ErrNoTenant without a tenant. database/sql cannot pipeline, so
-// BEGIN and the scoping are two round trips here instead of one.
+// BEGIN and the scoping are two round trips here instead of one. Schema-model tenants get
+// connections that prepare nothing (pgx's exec mode), so a statement cached for one tenant's
+// schema is never run against another's; Close releases them.
 func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
-	t, err := db.tenant(ctx)
+	s, err := db.tenant(ctx)
 	if err != nil {
 		return err
 	}
-	tx, err := db.SQLDB().BeginTx(ctx, nil)
+	handle := db.SQLDB()
+	if s.schema != "" {
+		handle = db.execSQLDB()
+	}
+	tx, err := handle.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("tenancypgx: begin tenant transaction: %w", err)
 	}
@@ -44,12 +77,8 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 			_ = tx.Rollback()
 		}
 	}()
-	if db.role == "" {
-		_, err = tx.ExecContext(ctx, db.scopeSQL, t.ID)
-	} else {
-		_, err = tx.ExecContext(ctx, db.scopeSQL, db.role, t.ID)
-	}
-	if err != nil {
+	scopeSQL, args := db.scopeArgs(s)
+	if _, err = tx.ExecContext(ctx, scopeSQL, args...); err != nil {
 		return fmt.Errorf("tenancypgx: scope tenant transaction: %w", err)
 	}
 	if err := fn(tx); err != nil {

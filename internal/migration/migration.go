@@ -61,6 +61,9 @@ type Line struct {
 	Ledger pgx.Identifier
 	// Lock is the advisory lock key that serializes runs of this line.
 	Lock int64
+	// SearchPath, when set, is the transaction's search_path while the migrations run (a quoted
+	// schema list), so unqualified names land there.
+	SearchPath string
 }
 
 // Beginner is what Apply runs on: a pool or a connection.
@@ -96,6 +99,11 @@ func Apply(ctx context.Context, db Beginner, line Line) ([]int, error) {
 		done := make(map[int]bool, len(versions))
 		for _, v := range versions {
 			done[v] = true
+		}
+		if line.SearchPath != "" {
+			if _, err := tx.Exec(ctx, "SELECT set_config('search_path', $1, true)", line.SearchPath); err != nil {
+				return err
+			}
 		}
 		for _, m := range line.Migrations {
 			if done[m.Version] {

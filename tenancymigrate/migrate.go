@@ -1,0 +1,487 @@
+package tenancymigrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tenancy"
+	"tenancy/internal/migration"
+	"tenancy/tenancypgx"
+)
+
+// Config configures a Migrator. A nil *Config means the defaults (and no lines at all).
+type Config struct {
+	// Shared is the shared line: NNNN_name.sql files at the root of the FS, applied once to the
+	// database, in the shared schema. Defaults to none.
+	Shared fs.FS
+	// Tenant is the tenant line, applied to the shared schema (for every shared-model tenant at
+	// once) and to every schema-model tenant's schema. Defaults to none.
+	Tenant fs.FS
+	// SharedSchema is where the shared line and the shared-model tenants' tables live. Defaults to
+	// "public".
+	SharedSchema string
+	// Workers is how many tenants are migrated at once. Defaults to twice the CPUs, at most the
+	// pool's size.
+	Workers int
+}
+
+// Migrator applies the shared and tenant lines across a database and its tenants.
+type Migrator struct {
+	pool         *pgxpool.Pool
+	shared       []migration.Migration
+	tenant       []migration.Migration
+	sharedSchema string
+	workers      int
+}
+
+var _ tenancypgx.TenantMigrator = (*Migrator)(nil)
+
+// sharedLockKey serializes runs of the shared line.
+const sharedLockKey int64 = 0x74656e616e6373 // "tenancs"
+
+// New reads the lines of cfg and returns a Migrator on pool, whose database has the catalog.
+func New(pool *pgxpool.Pool, cfg *Config) (*Migrator, error) {
+	if pool == nil {
+		return nil, errors.New("tenancymigrate: New needs a pool")
+	}
+	m := &Migrator{pool: pool, sharedSchema: "public", workers: 2 * runtime.GOMAXPROCS(0)}
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	var err error
+	if cfg.Shared != nil {
+		if m.shared, err = migration.Read(cfg.Shared, "."); err != nil {
+			return nil, fmt.Errorf("tenancymigrate: shared line: %w", err)
+		}
+	}
+	if cfg.Tenant != nil {
+		if m.tenant, err = migration.Read(cfg.Tenant, "."); err != nil {
+			return nil, fmt.Errorf("tenancymigrate: tenant line: %w", err)
+		}
+		for i, mg := range m.tenant {
+			if mg.Version != i+1 {
+				return nil, fmt.Errorf("tenancymigrate: tenant line: versions must run 1, 2, 3, … without gaps; %s is version %d at position %d",
+					mg.Name, mg.Version, i+1)
+			}
+		}
+	}
+	if cfg.SharedSchema != "" {
+		m.sharedSchema = cfg.SharedSchema
+	}
+	if cfg.Workers < 0 {
+		return nil, errors.New("tenancymigrate: Workers must not be negative")
+	}
+	if cfg.Workers > 0 {
+		m.workers = cfg.Workers
+	}
+	m.workers = min(m.workers, int(pool.Config().MaxConns))
+	return m, nil
+}
+
+// Latest is the version of the last migration of the tenant line (0 without one).
+func (m *Migrator) Latest() int { return len(m.tenant) }
+
+// Opts says what Migrate does. A nil *Opts migrates the shared line and every tenant.
+type Opts struct {
+	// Shared applies the shared line.
+	Shared bool
+	// Tenant applies the tenant line to the shared schema and every schema tenant, or to the
+	// tenants of Slugs only.
+	Tenant bool
+	// Slugs restricts Tenant to these tenants (migrate --tenant --schema acme).
+	Slugs []string
+	// DryRun reports what would be applied, changing nothing.
+	DryRun bool
+	// Workers overrides Config.Workers for this run (1 is the sequential loop).
+	Workers int
+	// Progress, when set, is called after each target with the counts so far.
+	Progress func(Progress)
+}
+
+// Progress is how far a run is.
+type Progress struct {
+	Done, Total, Failed, Skipped int
+}
+
+// Target is one place the tenant line is applied to: "shared" or one tenant.
+type Target struct {
+	Name      string            `json:"target"`              // "shared" or the tenant's slug
+	TenantID  string            `json:"tenant_id,omitempty"` // "" for shared
+	Isolation tenancy.Isolation `json:"isolation"`
+	Status    tenancy.Status    `json:"status,omitempty"`
+	Version   int               `json:"version"`    // last migration applied
+	Pending   int               `json:"pending"`    // migrations still to apply
+	LastError string            `json:"last_error"` // why the last run failed here, if it did
+}
+
+// TargetResult is what a run did to one target.
+type TargetResult struct {
+	Target
+	From    int    `json:"from"`
+	To      int    `json:"to"`
+	Applied []int  `json:"applied"`
+	Skipped bool   `json:"skipped,omitempty"` // another runner held the target's lock
+	Err     error  `json:"-"`
+	Error   string `json:"error,omitempty"`
+}
+
+// Result is what a run did.
+type Result struct {
+	SharedApplied []int          `json:"shared_applied"`
+	Targets       []TargetResult `json:"targets"` // every target the run looked at, in name order
+	DryRun        bool           `json:"dry_run"`
+	Elapsed       time.Duration  `json:"elapsed_ns"`
+}
+
+// Failed returns the targets that failed.
+func (r *Result) Failed() []TargetResult {
+	var out []TargetResult
+	for _, t := range r.Targets {
+		if t.Err != nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// MigrateError lists the targets a run could not migrate; the others were migrated.
+type MigrateError struct {
+	Failed []TargetResult
+}
+
+func (e *MigrateError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "tenancymigrate: %d target(s) failed:", len(e.Failed))
+	for _, f := range e.Failed {
+		fmt.Fprintf(&b, " %s (at version %d): %v;", f.Name, f.Version, f.Err)
+	}
+	return strings.TrimSuffix(b.String(), ";")
+}
+
+// Unwrap returns each failure, for errors.Is and errors.As.
+func (e *MigrateError) Unwrap() []error {
+	errs := make([]error, len(e.Failed))
+	for i, f := range e.Failed {
+		errs[i] = f.Err
+	}
+	return errs
+}
+
+// Migrate applies what opts asks. Each tenant's pending migrations apply in one transaction of
+// their own, under a lock that another runner cannot take at the same time (it skips the tenant
+// and says so). A tenant that fails keeps its previous version and the error (see Status); the
+// run goes on with the others and returns a *MigrateError listing the failures with the Result.
+// Running it again applies only what is still pending. Finding nothing pending costs one query.
+func (m *Migrator) Migrate(ctx context.Context, opts *Opts) (*Result, error) {
+	if opts == nil {
+		opts = &Opts{Shared: true, Tenant: true}
+	}
+	start := time.Now()
+	res := &Result{DryRun: opts.DryRun, Targets: []TargetResult{}}
+	if opts.Shared && len(m.shared) > 0 {
+		if opts.DryRun {
+			pending, err := m.sharedPending(ctx)
+			if err != nil {
+				return nil, err
+			}
+			res.SharedApplied = pending
+		} else {
+			applied, err := m.applyShared(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("tenancymigrate: shared line: %w", err)
+			}
+			res.SharedApplied = applied
+		}
+	}
+	if opts.Tenant || len(opts.Slugs) > 0 {
+		targets, err := m.pendingTargets(ctx, opts.Slugs)
+		if err != nil {
+			return nil, err
+		}
+		res.Targets = m.run(ctx, targets, opts)
+	}
+	res.Elapsed = time.Since(start)
+	if failed := res.Failed(); len(failed) > 0 {
+		return res, &MigrateError{Failed: failed}
+	}
+	return res, nil
+}
+
+// MigrateTenant applies the pending tenant line to one tenant (Provision calls it).
+func (m *Migrator) MigrateTenant(ctx context.Context, t *tenancy.Tenant) error {
+	target := Target{Name: t.Slug, TenantID: t.ID, Isolation: t.Isolation, Status: t.Status}
+	if t.Isolation == tenancy.IsolationShared {
+		target = Target{Name: "shared", Isolation: tenancy.IsolationShared}
+	}
+	r := m.migrateTarget(ctx, target)
+	if r.Skipped {
+		return fmt.Errorf("tenancymigrate: %s is being migrated by another runner", target.Name)
+	}
+	return r.Err
+}
+
+func (m *Migrator) run(ctx context.Context, targets []Target, opts *Opts) []TargetResult {
+	results := make([]TargetResult, len(targets))
+	workers := m.workers
+	if opts.Workers > 0 {
+		workers = min(opts.Workers, int(m.pool.Config().MaxConns))
+	}
+	var (
+		mu   sync.Mutex
+		prog = Progress{Total: len(targets)}
+		next = make(chan int)
+		wg   sync.WaitGroup
+	)
+	for range min(workers, len(targets)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if opts.DryRun {
+					t := targets[i]
+					results[i] = TargetResult{Target: t, From: t.Version, To: m.Latest(), Applied: versions(t.Version+1, m.Latest())}
+				} else {
+					results[i] = m.migrateTarget(ctx, targets[i])
+				}
+				mu.Lock()
+				prog.Done++
+				if results[i].Err != nil {
+					prog.Failed++
+				}
+				if results[i].Skipped {
+					prog.Skipped++
+				}
+				p := prog
+				if opts.Progress != nil {
+					opts.Progress(p)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := range targets {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return results
+}
+
+func versions(from, to int) []int {
+	var out []int
+	for v := from; v <= to; v++ {
+		out = append(out, v)
+	}
+	return out
+}
+
+// migrateTarget applies the pending tenant line to one target in one transaction.
+func (m *Migrator) migrateTarget(ctx context.Context, t Target) TargetResult {
+	r := TargetResult{Target: t, From: t.Version, To: t.Version}
+	key := "shared"
+	if t.TenantID != "" {
+		key = t.TenantID
+	}
+	var applied []int
+	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+		var locked bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended('tenancy.migrate.' || $1, 0))`, key).Scan(&locked); err != nil {
+			return err
+		}
+		if !locked {
+			r.Skipped = true
+			return nil
+		}
+		var version int
+		err := tx.QueryRow(ctx, `SELECT version FROM tenancy.tenant_line WHERE target = $1`, key).Scan(&version)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		r.From, r.To = version, version
+		if version >= m.Latest() {
+			return nil // migrated meanwhile by another runner
+		}
+		schema, err := m.schemaOf(t)
+		if err != nil {
+			return err
+		}
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			return fmt.Errorf("schema %s does not exist: provision the tenant (tenancy tenant provision %s)", schema, t.Name)
+		}
+		if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1, true)`, pgx.Identifier{schema}.Sanitize()); err != nil {
+			return err
+		}
+		for _, mg := range m.tenant[version:] {
+			if _, err := tx.Exec(ctx, mg.SQL); err != nil {
+				return fmt.Errorf("migration %s: %w", mg.Name, err)
+			}
+			applied = append(applied, mg.Version)
+		}
+		var tenantID any
+		if t.TenantID != "" {
+			tenantID = t.TenantID
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO tenancy.tenant_line (target, tenant_id, version, last_error, updated_at)
+			VALUES ($1, $2, $3, NULL, now())
+			ON CONFLICT (target) DO UPDATE SET version = EXCLUDED.version, last_error = NULL, updated_at = now()`,
+			key, tenantID, m.Latest()); err != nil {
+			return err
+		}
+		r.To = m.Latest()
+		return nil
+	})
+	if err != nil {
+		r.Err, r.Error, r.To = err, err.Error(), r.From
+		r.LastError = err.Error()
+		m.recordError(ctx, key, t.TenantID, err)
+		return r
+	}
+	r.Applied = applied
+	r.Version, r.Pending = r.To, m.Latest()-r.To
+	return r
+}
+
+// recordError keeps why a target failed, for Status, outside the rolled-back transaction.
+func (m *Migrator) recordError(ctx context.Context, key, tenantID string, cause error) {
+	var id any
+	if tenantID != "" {
+		id = tenantID
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_, _ = m.pool.Exec(rctx, `INSERT INTO tenancy.tenant_line (target, tenant_id, version, last_error, updated_at)
+		VALUES ($1, $2, 0, $3, now())
+		ON CONFLICT (target) DO UPDATE SET last_error = EXCLUDED.last_error, updated_at = now()`, key, id, cause.Error())
+}
+
+// schemaOf returns the unquoted schema a target's tenant line lives in.
+func (m *Migrator) schemaOf(t Target) (string, error) {
+	switch t.Isolation {
+	case tenancy.IsolationShared:
+		return m.sharedSchema, nil
+	case tenancy.IsolationSchema:
+		if s := tenancypgx.SchemaName(t.TenantID); s != "" {
+			return s, nil
+		}
+		return "", fmt.Errorf("no schema for tenant id %q", t.TenantID)
+	}
+	return "", fmt.Errorf("%w: %s", tenancypgx.ErrIsolationNotSupported, t.Isolation)
+}
+
+// statusSQL lists every target of the tenant line, behind or not: the shared schema and each
+// schema tenant that is not deleted or still provisioning, with its ledger entry.
+const statusSQL = `
+SELECT 'shared' AS name, '' AS tenant_id, 'shared' AS isolation, '' AS status,
+       coalesce(l.version, 0) AS version, coalesce(l.last_error, '') AS last_error
+  FROM (SELECT 1) one LEFT JOIN tenancy.tenant_line l ON l.target = 'shared'
+UNION ALL
+SELECT t.slug, t.id::text, t.isolation, t.status, coalesce(l.version, 0), coalesce(l.last_error, '')
+  FROM tenancy.tenants t LEFT JOIN tenancy.tenant_line l ON l.tenant_id = t.id
+ WHERE t.isolation <> 'shared' AND t.status NOT IN ('deleted', 'provisioning')`
+
+// Status returns every target of the tenant line with its version, pending count and last error,
+// in one query.
+func (m *Migrator) Status(ctx context.Context) ([]Target, error) {
+	return m.query(ctx, statusSQL+" ORDER BY 1", nil)
+}
+
+// Pending returns the targets that are behind the tenant line, in one query against the ledger:
+// a no-op deploy over thousands of tenants opens no connection to any of them.
+func (m *Migrator) Pending(ctx context.Context) ([]Target, error) {
+	return m.query(ctx, "SELECT * FROM ("+statusSQL+") s WHERE s.version < $1 ORDER BY 1", []any{m.Latest()})
+}
+
+func (m *Migrator) pendingTargets(ctx context.Context, slugs []string) ([]Target, error) {
+	pending, err := m.Pending(ctx)
+	if err != nil || len(slugs) == 0 {
+		return pending, err
+	}
+	all, err := m.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	known := map[string]bool{}
+	for _, t := range all {
+		known[t.Name] = true
+	}
+	want := map[string]bool{}
+	for _, s := range slugs {
+		if !known[s] || s == "shared" {
+			return nil, fmt.Errorf("tenancymigrate: %w: %q is not a schema tenant (tenancy migrate status lists them)", tenancy.ErrTenantNotFound, s)
+		}
+		want[s] = true
+	}
+	var out []Target
+	for _, t := range pending {
+		if want[t.Name] {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+func (m *Migrator) query(ctx context.Context, sql string, args []any) ([]Target, error) {
+	rows, err := m.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("tenancymigrate: read the ledger: %w", err)
+	}
+	targets, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Target, error) {
+		var t Target
+		err := r.Scan(&t.Name, &t.TenantID, &t.Isolation, &t.Status, &t.Version, &t.LastError)
+		t.Pending = max(0, m.Latest()-t.Version)
+		return t, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tenancymigrate: read the ledger: %w", err)
+	}
+	sort.SliceStable(targets, func(i, j int) bool { return targets[i].Name < targets[j].Name })
+	return targets, nil
+}
+
+// applyShared applies the shared line, once, in the shared schema.
+func (m *Migrator) applyShared(ctx context.Context) ([]int, error) {
+	return migration.Apply(ctx, m.pool, migration.Line{Migrations: m.shared, Ledger: sharedLedger,
+		Lock: sharedLockKey, SearchPath: pgx.Identifier{m.sharedSchema}.Sanitize()})
+}
+
+var sharedLedger = pgx.Identifier{"tenancy", "shared_line"}
+
+func (m *Migrator) sharedPending(ctx context.Context) ([]int, error) {
+	var done []int
+	var exists bool
+	err := m.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, sharedLedger.Sanitize()).Scan(&exists)
+	if err == nil && exists {
+		var rows pgx.Rows
+		if rows, err = m.pool.Query(ctx, `SELECT version FROM `+sharedLedger.Sanitize()); err == nil {
+			done, err = pgx.CollectRows(rows, pgx.RowTo[int])
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	have := map[int]bool{}
+	for _, v := range done {
+		have[v] = true
+	}
+	var out []int
+	for _, mg := range m.shared {
+		if !have[mg.Version] {
+			out = append(out, mg.Version)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,227 @@
+package tenancypgx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"tenancy"
+)
+
+// SchemaName is the schema of a schema-model tenant: "tenant_" and the ID's 32 hex digits. It is
+// derived from the immutable ID, never from a slug or other input, so it never changes and never
+// collides. It returns "" for a string that is not a tenant ID.
+func SchemaName(id string) string {
+	if !tenancy.IsID(id) {
+		return ""
+	}
+	return "tenant_" + strings.ToLower(strings.ReplaceAll(id, "-", ""))
+}
+
+// schemaPattern is what a tenant schema name must look like before it is quoted into SQL.
+var schemaPattern = regexp.MustCompile(`^tenant_[0-9a-f]{32}$`)
+
+// quotedSchema returns the quoted schema of t, or an error if the name breaks the pattern.
+func quotedSchema(id string) (string, error) {
+	name := SchemaName(id)
+	if !schemaPattern.MatchString(name) {
+		return "", fmt.Errorf("tenancypgx: no schema name for tenant id %q", id)
+	}
+	return pgx.Identifier{name}.Sanitize(), nil
+}
+
+// TenantMigrator applies the tenant migration line to one tenant's schema or database.
+// tenancymigrate.Migrator implements it.
+type TenantMigrator interface {
+	MigrateTenant(ctx context.Context, t *tenancy.Tenant) error
+}
+
+// ProvisionOpts tunes Provision. A nil *ProvisionOpts means the defaults.
+type ProvisionOpts struct {
+	// Role is the runtime role that is granted the tenant's schema. Defaults to DefaultRole.
+	Role string
+}
+
+// ErrNotProvisioning means Provision was asked to set up a tenant that is not provisioning.
+var ErrNotProvisioning = errors.New("tenancypgx: tenant is not provisioning")
+
+// Provision sets up a provisioning tenant and makes it active: for the schema model it creates
+// the schema, grants the runtime role its use, and applies the tenant line with m; only then is
+// the tenant marked active. When a step fails, what was made is removed, the error is recorded in
+// the catalog (Tenant.ProvisionError, shown by `tenancy tenant show`) and returned; the tenant
+// stays provisioning, refused to requests, and Provision may simply be called again.
+func (c *Catalog) Provision(ctx context.Context, id string, m TenantMigrator, opts *ProvisionOpts) (*tenancy.Tenant, error) {
+	if m == nil {
+		return nil, errors.New("tenancypgx: Provision needs a TenantMigrator (tenancymigrate.New)")
+	}
+	role := DefaultRole
+	if opts != nil && opts.Role != "" {
+		role = opts.Role
+	}
+	t, err := c.TenantByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if t.Status != tenancy.StatusProvisioning {
+		return nil, fmt.Errorf("%w: %s is %s", ErrNotProvisioning, t.Slug, t.Status)
+	}
+	if err := c.provision(ctx, t, m, role); err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if cerr := c.unprovision(cctx, t, err); cerr != nil {
+			return nil, fmt.Errorf("tenancypgx: provision %s: %w (and cleaning up failed: %v)", t.Slug, err, cerr)
+		}
+		return nil, fmt.Errorf("tenancypgx: provision %s: %w", t.Slug, err)
+	}
+	if _, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET status = 'active', provision_error = NULL
+		WHERE id = $1 AND status = 'provisioning'`, t.ID); err != nil {
+		return nil, fmt.Errorf("tenancypgx: provision %s: %w", t.Slug, err)
+	}
+	return c.TenantByID(ctx, t.ID)
+}
+
+func (c *Catalog) provision(ctx context.Context, t *tenancy.Tenant, m TenantMigrator, role string) error {
+	switch t.Isolation {
+	case tenancy.IsolationSchema:
+		schema, err := quotedSchema(t.ID)
+		if err != nil {
+			return err
+		}
+		if _, err := c.pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+schema+"; GRANT USAGE ON SCHEMA "+schema+" TO "+
+			pgx.Identifier{role}.Sanitize()); err != nil {
+			return err
+		}
+	case tenancy.IsolationShared:
+		// Nothing to make: the shared schema carries the tenant line for every shared tenant.
+		return nil
+	default:
+		return fmt.Errorf("%w: %s", ErrIsolationNotSupported, t.Isolation)
+	}
+	return m.MigrateTenant(ctx, t)
+}
+
+// unprovision removes what a failed provisioning made and records why it failed.
+func (c *Catalog) unprovision(ctx context.Context, t *tenancy.Tenant, cause error) error {
+	return pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		if t.Isolation == tenancy.IsolationSchema {
+			schema, err := quotedSchema(t.ID)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM tenancy.tenant_line WHERE tenant_id = $1`, t.ID); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE tenancy.tenants SET provision_error = $2 WHERE id = $1`, t.ID, cause.Error())
+		return err
+	})
+}
+
+// ErrNotDeleted means Purge was asked to remove a tenant that is not deleted.
+var ErrNotDeleted = errors.New("tenancypgx: only a deleted tenant can be purged: delete it first")
+
+// Purge removes a deleted tenant for good: its schema (schema model) or its rows in the shared
+// tables (shared model), its catalog entry, domains and ledger. Deleting is a separate, earlier
+// step (Delete), so no single mistaken call destroys a live tenant's data. It returns
+// ErrNotDeleted for a tenant that is not deleted, tenancy.ErrTenantNotFound for an unknown one.
+func (c *Catalog) Purge(ctx context.Context, id string) error {
+	t, err := c.TenantByID(ctx, id)
+	if err != nil {
+		return err
+	}
+	if t.Status != tenancy.StatusDeleted {
+		return fmt.Errorf("%w (%s is %s)", ErrNotDeleted, t.Slug, t.Status)
+	}
+	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		switch t.Isolation {
+		case tenancy.IsolationSchema:
+			schema, err := quotedSchema(t.ID)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
+				return err
+			}
+		case tenancy.IsolationShared:
+			if err := purgeSharedRows(ctx, tx, t.ID); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: %s", ErrIsolationNotSupported, t.Isolation)
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM tenancy.tenants WHERE id = $1 AND status = 'deleted'`, t.ID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("tenancypgx: purge %s: %w", t.Slug, err)
+	}
+	return nil
+}
+
+// sharedTenantTables lists the tenant tables outside tenant schemas and the catalog.
+const sharedTenantTables = `
+SELECT c.oid::regclass::text
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
+ WHERE c.relkind IN ('r', 'p')
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenancy') AND n.nspname NOT LIKE 'pg_toast%'
+   AND n.nspname !~ '^tenant_[0-9a-f]{32}$'`
+
+// purgeSharedRows deletes the tenant's rows from every shared tenant table. Tables referencing
+// others must be emptied first; without knowing the order it retries the tables a foreign key
+// held back until a pass makes no progress.
+func purgeSharedRows(ctx context.Context, tx pgx.Tx, id string) error {
+	// Through row-level security too, for an owner that is not a superuser.
+	if _, err := tx.Exec(ctx, `SELECT set_config('app.tenant_id', $1, true)`, id); err != nil {
+		return err
+	}
+	rows, err := tx.Query(ctx, sharedTenantTables)
+	if err != nil {
+		return err
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for len(tables) > 0 {
+		var held []string
+		var lastErr error
+		for _, table := range tables {
+			sp, err := tx.Begin(ctx)
+			if err != nil {
+				return err
+			}
+			// table comes from regclass output: already a quoted, qualified name.
+			_, err = sp.Exec(ctx, "DELETE FROM "+table+" WHERE tenant_id = $1", id)
+			var pgErr *pgconn.PgError
+			switch {
+			case err == nil:
+				if err := sp.Commit(ctx); err != nil {
+					return err
+				}
+			case errors.As(err, &pgErr) && pgErr.Code == "23503": // still referenced: later
+				if err := sp.Rollback(ctx); err != nil {
+					return err
+				}
+				held, lastErr = append(held, table), err
+			default:
+				return err
+			}
+		}
+		if len(held) == len(tables) {
+			return lastErr
+		}
+		tables = held
+	}
+	return nil
+}

@@ -1,0 +1,302 @@
+package tenancypgx_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tenancy"
+	"tenancy/tenancymigrate"
+	"tenancy/tenancypgx"
+)
+
+var tenantLine = fstest.MapFS{
+	"0001_projects.sql": {Data: []byte(`CREATE TABLE projects (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+		name text NOT NULL, PRIMARY KEY (tenant_id, id)); SELECT tenancy.isolate('projects');`)},
+}
+
+type schemaBundle struct {
+	*bundle
+	migrator       *tenancymigrate.Migrator
+	db             *tenancypgx.DB
+	shared, s1, s2 *tenancy.Tenant
+}
+
+// setupSchemas makes a shared tenant and two schema tenants, all carrying the tenant line.
+func setupSchemas(t *testing.T) *schemaBundle {
+	t.Helper()
+	b := setup(t)
+	ctx := context.Background()
+	m, err := tenancymigrate.New(b.pool, &tenancymigrate.Config{Tenant: tenantLine})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Migrate(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	sb := &schemaBundle{bundle: b, migrator: m, shared: mustCreate(t, b.catalog, "shared-co")}
+	sb.s1 = sb.provisioned(t, "schema-one")
+	sb.s2 = sb.provisioned(t, "schema-two")
+	sb.db, _ = tenancypgx.New(b.pool, nil)
+	return sb
+}
+
+func (sb *schemaBundle) provisioned(t *testing.T, slug string) *tenancy.Tenant {
+	t.Helper()
+	ctx := context.Background()
+	tn, err := sb.catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: slug, Isolation: tenancy.IsolationSchema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tn, err = sb.catalog.Provision(ctx, tn.ID, sb.migrator, nil); err != nil {
+		t.Fatal(err)
+	}
+	return tn
+}
+
+func as(t *tenancy.Tenant) context.Context { return tenancy.WithTenant(context.Background(), t) }
+
+func TestSchemaTenantIsolation(t *testing.T) {
+	t.Parallel()
+	sb := setupSchemas(t)
+	for _, tn := range []*tenancy.Tenant{sb.shared, sb.s1, sb.s2} {
+		if _, err := sb.db.Exec(as(tn), `INSERT INTO projects (name) VALUES ($1)`, tn.Slug+"'s project"); err != nil {
+			t.Fatalf("%s: %v", tn.Slug, err)
+		}
+	}
+	// Each tenant sees exactly its own project, wherever its rows live.
+	for _, tn := range []*tenancy.Tenant{sb.shared, sb.s1, sb.s2} {
+		rows, _ := sb.db.Query(as(tn), `SELECT name FROM projects`)
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil || len(names) != 1 || names[0] != tn.Slug+"'s project" {
+			t.Errorf("%s sees %v, %v", tn.Slug, names, err)
+		}
+	}
+	// The rows really are in the schemas: s1's schema holds one row, the shared table two... no,
+	// one (the shared tenant's), as the owner sees them.
+	var inSchema, inPublic int
+	sb.pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM `+tenancypgx.SchemaName(sb.s1.ID)+`.projects),
+		(SELECT count(*) FROM public.projects)`).Scan(&inSchema, &inPublic)
+	if inSchema != 1 || inPublic != 1 {
+		t.Fatalf("rows in s1's schema %d, in public %d; want 1 and 1", inSchema, inPublic)
+	}
+
+	// A schema-qualified query into another tenant's schema, or into the shared table, returns
+	// nothing: row-level security holds there too.
+	for _, q := range []string{
+		`SELECT count(*) FROM ` + tenancypgx.SchemaName(sb.s2.ID) + `.projects`,
+		`SELECT count(*) FROM public.projects`,
+	} {
+		var n int
+		if err := sb.db.QueryRow(as(sb.s1), q).Scan(&n); err != nil || n != 0 {
+			t.Errorf("s1: %s = %d, %v; want 0", q, n, err)
+		}
+	}
+	// Nor can s1 write there.
+	if _, err := sb.db.Exec(as(sb.s1), `INSERT INTO `+tenancypgx.SchemaName(sb.s2.ID)+`.projects (tenant_id, name) VALUES ($1, 'planted')`, sb.s2.ID); err == nil {
+		t.Error("s1 planted a row in s2's schema")
+	}
+	// search_path is the tenant's schema alone: a table that exists only in public is not found.
+	if _, err := sb.pool.Exec(context.Background(), `CREATE TABLE public.only_public (x int); GRANT SELECT ON public.only_public TO tenancy_app`); err != nil {
+		t.Fatal(err)
+	}
+	err := sb.db.QueryRow(as(sb.s1), `SELECT count(*) FROM only_public`).Scan(new(int))
+	if err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("a schema tenant fell through to public: %v", err)
+	}
+	if err := sb.db.QueryRow(as(sb.shared), `SELECT count(*) FROM only_public`).Scan(new(int)); err != nil {
+		t.Fatalf("control: the shared tenant reads public: %v", err)
+	}
+}
+
+// Mid-rollout, one schema has a column another lacks. The same SQL, prepared and cached per
+// connection, runs against both on one connection, alternately: every call gets its own
+// tenant's columns and rows, and no "cached plan must not change result type" reaches the caller.
+func TestSchemaTenantsMidRolloutStatementCache(t *testing.T) {
+	t.Parallel()
+	sb := setupSchemas(t)
+	ctx := context.Background()
+	if _, err := sb.pool.Exec(ctx, `ALTER TABLE `+tenancypgx.SchemaName(sb.s1.ID)+`.projects ADD COLUMN archived boolean NOT NULL DEFAULT true`); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := pgxpool.ParseConfig(sb.url)
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	db, _ := tenancypgx.New(pool, nil)
+	for _, tn := range []*tenancy.Tenant{sb.s1, sb.s2} {
+		if _, err := db.Exec(as(tn), `INSERT INTO projects (name) VALUES ($1)`, tn.Slug); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 12 {
+		tn, wantCols := sb.s1, 4
+		if i%2 == 1 {
+			tn, wantCols = sb.s2, 3
+		}
+		check := func(rows pgx.Rows, err error) {
+			t.Helper()
+			if err != nil {
+				t.Fatalf("round %d as %s: %v", i, tn.Slug, err)
+			}
+			defer rows.Close()
+			n := 0
+			for rows.Next() {
+				vals, err := rows.Values()
+				if err != nil {
+					t.Fatalf("round %d as %s: %v", i, tn.Slug, err)
+				}
+				if len(vals) != wantCols || vals[2] != tn.Slug {
+					t.Fatalf("round %d as %s: row %v, want %d columns of its own row", i, tn.Slug, vals, wantCols)
+				}
+				n++
+			}
+			if err := rows.Err(); err != nil || n != 1 {
+				t.Fatalf("round %d as %s: %d rows, %v", i, tn.Slug, n, err)
+			}
+		}
+		if i%3 == 0 {
+			check(db.Query(as(tn), `SELECT * FROM projects`))
+			continue
+		}
+		err := db.Tx(as(tn), func(tx pgx.Tx) error {
+			rows, err := tx.Query(as(tn), `SELECT * FROM projects`)
+			check(rows, err)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+	}
+}
+
+func TestProvisionFailureCleansUpAndResumes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	broken, _ := tenancymigrate.New(b.pool, &tenancymigrate.Config{Tenant: fstest.MapFS{
+		"0001_projects.sql": tenantLine["0001_projects.sql"],
+		"0002_broken.sql":   {Data: []byte(`ALTER TABLE nowhere ADD COLUMN x int`)},
+	}})
+	tn, err := b.catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: "fragile", Isolation: tenancy.IsolationSchema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.catalog.Provision(ctx, tn.ID, broken, nil); err == nil {
+		t.Fatal("provisioning with a broken tenant line succeeded")
+	}
+	got, _ := b.catalog.TenantByID(ctx, tn.ID)
+	if got.Status != tenancy.StatusProvisioning || !strings.Contains(got.ProvisionError, "nowhere") {
+		t.Fatalf("after a failed provisioning: %s %q", got.Status, got.ProvisionError)
+	}
+	if !errors.Is(got.Err(), tenancy.ErrTenantNotReady) {
+		t.Fatalf("a half-made tenant is servable: %v", got.Err())
+	}
+	var exists bool
+	b.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)`, tenancypgx.SchemaName(tn.ID)).Scan(&exists)
+	if exists {
+		t.Fatal("the failed provisioning left its schema behind")
+	}
+	if _, err := b.catalog.Resume(ctx, tn.ID); !errors.Is(err, tenancy.ErrTenantNotReady) {
+		t.Fatalf("resume of a provisioning tenant: %v", err)
+	}
+	good, _ := tenancymigrate.New(b.pool, &tenancymigrate.Config{Tenant: tenantLine})
+	got, err = b.catalog.Provision(ctx, tn.ID, good, nil)
+	if err != nil || got.Status != tenancy.StatusActive || got.ProvisionError != "" {
+		t.Fatalf("resumed provisioning: %+v, %v", got, err)
+	}
+	if _, err := b.catalog.Provision(ctx, tn.ID, good, nil); !errors.Is(err, tenancypgx.ErrNotProvisioning) {
+		t.Fatalf("provisioning an active tenant: %v", err)
+	}
+}
+
+func TestPurge(t *testing.T) {
+	t.Parallel()
+	sb := setupSchemas(t)
+	ctx := context.Background()
+	other := mustCreate(t, sb.catalog, "other-shared")
+	for _, tn := range []*tenancy.Tenant{sb.shared, other, sb.s1} {
+		if _, err := sb.db.Exec(as(tn), `INSERT INTO projects (name) VALUES ('p')`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sb.catalog.Purge(ctx, sb.s1.ID); !errors.Is(err, tenancypgx.ErrNotDeleted) {
+		t.Fatalf("purging a live tenant: %v", err)
+	}
+	for _, tn := range []*tenancy.Tenant{sb.s1, sb.shared} {
+		if _, err := sb.catalog.Delete(ctx, tn.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := sb.catalog.Purge(ctx, tn.ID); err != nil {
+			t.Fatalf("purge %s: %v", tn.Slug, err)
+		}
+		if _, err := sb.catalog.TenantByID(ctx, tn.ID); !errors.Is(err, tenancy.ErrTenantNotFound) {
+			t.Fatalf("%s still in the catalog: %v", tn.Slug, err)
+		}
+	}
+	var schemaLeft bool
+	var sharedRows, otherRows int
+	sb.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1),
+		(SELECT count(*) FROM public.projects WHERE tenant_id = $2), (SELECT count(*) FROM public.projects WHERE tenant_id = $3)`,
+		tenancypgx.SchemaName(sb.s1.ID), sb.shared.ID, other.ID).Scan(&schemaLeft, &sharedRows, &otherRows)
+	if schemaLeft || sharedRows != 0 {
+		t.Fatalf("after purge: schema left %v, shared tenant's rows %d", schemaLeft, sharedRows)
+	}
+	if otherRows != 1 {
+		t.Fatalf("purge took another tenant's rows: %d left, want 1", otherRows)
+	}
+}
+
+// The same through database/sql.
+func TestSchemaTenantsMidRolloutSQLTx(t *testing.T) {
+	t.Parallel()
+	sb := setupSchemas(t)
+	ctx := context.Background()
+	t.Cleanup(func() { sb.db.Close() })
+	if _, err := sb.pool.Exec(ctx, `ALTER TABLE `+tenancypgx.SchemaName(sb.s1.ID)+`.projects ADD COLUMN archived boolean NOT NULL DEFAULT true`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tn := range []*tenancy.Tenant{sb.s1, sb.s2} {
+		if _, err := sb.db.Exec(as(tn), `INSERT INTO projects (name) VALUES ($1)`, tn.Slug); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 8 {
+		tn, wantCols := sb.s1, 4
+		if i%2 == 1 {
+			tn, wantCols = sb.s2, 3
+		}
+		err := sb.db.SQLTx(as(tn), func(tx *sql.Tx) error {
+			rows, err := tx.QueryContext(as(tn), `SELECT * FROM projects`)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			cols, err := rows.Columns()
+			if err != nil || len(cols) != wantCols {
+				return fmt.Errorf("columns %v, %v; want %d", cols, err, wantCols)
+			}
+			n := 0
+			for rows.Next() {
+				n++
+			}
+			if n != 1 {
+				return fmt.Errorf("%d rows, want 1", n)
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			t.Fatalf("round %d as %s: %v", i, tn.Slug, err)
+		}
+	}
+}
