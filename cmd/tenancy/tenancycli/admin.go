@@ -25,6 +25,7 @@ func (s *Server) admin() http.Handler {
 	mux.HandleFunc("POST /admin/tenants/{slug}/suspend", s.adminTenant(s.catalog.Suspend))
 	mux.HandleFunc("POST /admin/tenants/{slug}/resume", s.adminTenant(s.catalog.Resume))
 	mux.HandleFunc("DELETE /admin/tenants/{slug}", s.adminTenant(s.catalog.Delete))
+	mux.HandleFunc("POST /admin/tenants/{slug}/provision", s.adminProvision)
 	mux.HandleFunc("POST /admin/tenants/{slug}/domains", s.adminDomain(true))
 	mux.HandleFunc("DELETE /admin/tenants/{slug}/domains/{domain}", s.adminDomain(false))
 	want := sha256.Sum256([]byte(s.cfg.AdminToken))
@@ -91,7 +92,41 @@ func (s *Server) adminCreate(w http.ResponseWriter, r *http.Request) {
 		s.adminError(w, r, err)
 		return
 	}
+	if t.Status == tenancy.StatusProvisioning {
+		if t, err = s.catalog.Provision(r.Context(), t.ID, s.cfg.Migrator, nil); err != nil {
+			s.provisionError(w, r, err)
+			return
+		}
+	}
 	writeJSONResponse(w, http.StatusCreated, t)
+}
+
+// adminProvision resumes a provisioning that failed.
+func (s *Server) adminProvision(w http.ResponseWriter, r *http.Request) {
+	t, err := s.catalog.TenantBySlug(r.Context(), r.PathValue("slug"))
+	if err == nil {
+		t, err = s.catalog.Provision(r.Context(), t.ID, s.cfg.Migrator, nil)
+	}
+	switch {
+	case errors.Is(err, tenancypgx.ErrNotProvisioning):
+		tenancyhttp.WriteProblem(w, &tenancyhttp.Problem{Type: tenancyhttp.ProblemConflict, Title: "Conflict",
+			Status: http.StatusConflict, Detail: err.Error()})
+	case errors.Is(err, tenancy.ErrTenantNotFound):
+		s.adminError(w, r, err)
+	case err != nil:
+		s.provisionError(w, r, err)
+	default:
+		writeJSONResponse(w, http.StatusOK, t)
+	}
+}
+
+// provisionError answers for a provisioning that failed: the tenant exists, refused, with the
+// error recorded; POST /admin/tenants/{slug}/provision resumes it.
+func (s *Server) provisionError(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.ErrorContext(r.Context(), "tenancy: provisioning failed", "err", err)
+	tenancyhttp.WriteProblem(w, &tenancyhttp.Problem{Type: tenancyhttp.ProblemUnavailable, Title: "Provisioning failed",
+		Status: http.StatusBadGateway, Detail: "The tenant was registered but its provisioning failed; " +
+			"POST /admin/tenants/{slug}/provision resumes it. " + err.Error()})
 }
 
 type tenantOp func(ctx context.Context, id string) (*tenancy.Tenant, error)

@@ -11,6 +11,7 @@ import (
 
 	"tenancy/cmd/tenancy/tenancycli"
 	"tenancy/tenancyhttp"
+	"tenancy/tenancymigrate"
 	"tenancy/tenancypgx"
 	"tenancy/tenancytest"
 )
@@ -25,7 +26,11 @@ func newServerWithCatalog(t *testing.T, token string) (http.Handler, *tenancypgx
 	t.Helper()
 	ctx := context.Background()
 	pool, _ := tenancytest.NewCatalog(t)
-	if _, err := tenancycli.MigrateApp(ctx, pool); err != nil {
+	m, err := tenancymigrate.New(pool, tenancycli.ReferenceLines())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Migrate(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	srv, err := tenancycli.NewServer(pool, &tenancycli.ServerConfig{AdminToken: token})

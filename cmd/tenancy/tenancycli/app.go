@@ -2,7 +2,6 @@ package tenancycli
 
 import (
 	"context"
-	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,30 +12,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tenancy"
-	"tenancy/internal/migration"
 	"tenancy/tenancyhttp"
 )
-
-//go:embed sql/app/*.sql
-var appSQL embed.FS
-
-// MigrateApp creates or upgrades the reference service's tables (projects, tasks).
-func MigrateApp(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
-	ms, err := migration.Read(appSQL, "sql/app")
-	if err != nil {
-		return nil, err
-	}
-	applied, err := migration.Apply(ctx, pool, migration.Line{
-		Migrations: ms, Ledger: pgx.Identifier{"tenancy", "app_migrations"}, Lock: 0x74656e616e6370, // "tenancp"
-	})
-	if err != nil {
-		return nil, fmt.Errorf("migrate the reference service's tables: %w", err)
-	}
-	return applied, nil
-}
 
 type project struct {
 	ID        string    `json:"id"`

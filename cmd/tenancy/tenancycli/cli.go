@@ -26,8 +26,12 @@ Usage:
   tenancy tenant list [--json]            list tenants
   tenancy tenant show SLUG [--json]       show one tenant
   tenancy tenant suspend|resume|delete SLUG
+  tenancy tenant delete SLUG --purge --yes   remove a deleted tenant's data for good
+  tenancy tenant provision SLUG           resume a provisioning that failed
   tenancy tenant domain add|remove SLUG DOMAIN
-  tenancy migrate --shared                create or upgrade the catalog
+  tenancy migrate --shared                the catalog and the shared line
+  tenancy migrate --tenant [--schema SLUG]... [--workers N] [--dry-run] [--json]
+  tenancy migrate status [--json]         per tenant: version, pending, last error
   tenancy doctor [--json]                 audit the database for isolation holes
   tenancy help                            this text
 
@@ -163,31 +167,4 @@ func prepareDatabase(ctx context.Context, url string) (*pgxpool.Pool, []int, err
 		return nil, nil, err
 	}
 	return pool, applied, nil
-}
-
-func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("migrate", stderr)
-	dbURL := databaseFlag(fs)
-	shared := fs.Bool("shared", false, "create or upgrade the tenant catalog (schema tenancy)")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usagef("migrate takes no arguments, got %q", pos)
-	}
-	if !*shared {
-		return usagef("migrate needs --shared")
-	}
-	pool, applied, err := prepareDatabase(ctx, *dbURL)
-	if err != nil {
-		return err
-	}
-	pool.Close()
-	if len(applied) == 0 {
-		fmt.Fprintln(stdout, "catalog is up to date")
-		return nil
-	}
-	fmt.Fprintf(stdout, "catalog migrated: applied versions %v\n", applied)
-	return nil
 }

@@ -26,6 +26,16 @@ func newDatabaseURL(t *testing.T) string {
 	return tenancytest.WithDatabase(tenancytest.AdminURL(), name)
 }
 
+func openPool(t *testing.T, url string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
 type result struct {
 	code           int
 	stdout, stderr string
@@ -227,6 +237,9 @@ func TestServeDemo(t *testing.T) {
 		var who tenancy.Tenant
 		if code != 200 || json.Unmarshal([]byte(body), &who) != nil || who.Slug != slug || !tenancy.IsID(who.ID) {
 			t.Fatalf("whoami as %s: %d %s", slug, code, body)
+		}
+		if wantSchema := slug == "globex"; wantSchema != (who.Isolation == tenancy.IsolationSchema) {
+			t.Fatalf("%s has isolation %s", slug, who.Isolation)
 		}
 	}
 	if code, _ := get(t, addr, "localhost", "/whoami", ""); code != 400 {

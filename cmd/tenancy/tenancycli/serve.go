@@ -17,6 +17,7 @@ import (
 
 	"tenancy"
 	"tenancy/tenancyhttp"
+	"tenancy/tenancymigrate"
 	"tenancy/tenancypgx"
 )
 
@@ -29,6 +30,9 @@ type ServerConfig struct {
 	AdminToken string
 	// Redis, when set, is checked by /healthz. Defaults to nil: everything stays in memory.
 	Redis redis.UniversalClient
+	// Migrator provisions new schema tenants (the admin API, --demo). Defaults to one with the
+	// reference service's lines (ReferenceLines).
+	Migrator *tenancymigrate.Migrator
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -47,7 +51,8 @@ type Server struct {
 }
 
 // NewServer builds the service on a pool whose database has the catalog and the service's tables
-// (MigrateCatalog, MigrateApp). Call Run to keep the lookup cache current; Handler serves requests.
+// (MigrateCatalog, then the lines of ServerConfig.Migrator). Call Run to keep the lookup cache
+// current; Handler serves requests.
 func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 	s := &Server{pool: pool}
 	if cfg != nil {
@@ -63,6 +68,11 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 	var err error
 	if s.catalog, err = tenancypgx.NewCatalog(pool, nil); err != nil {
 		return nil, err
+	}
+	if s.cfg.Migrator == nil {
+		if s.cfg.Migrator, err = tenancymigrate.New(pool, ReferenceLines()); err != nil {
+			return nil, err
+		}
 	}
 	if s.cache, err = tenancypgx.NewCachedStore(s.catalog, nil); err != nil {
 		return nil, err
@@ -150,7 +160,7 @@ var demoTenants = []struct {
 		"Rocket skates": {"Order springs", "Test on the mesa"},
 		"Giant magnet":  {"Find a bigger battery"},
 	}},
-	{tenancypgx.CreateOpts{Slug: "globex", Name: "Globex Corporation", Plan: "free"}, map[string][]string{
+	{tenancypgx.CreateOpts{Slug: "globex", Name: "Globex Corporation", Plan: "free", Isolation: tenancy.IsolationSchema}, map[string][]string{
 		"Doomsday device": {"Hire henchmen", "Volcano lease"},
 	}},
 	{tenancypgx.CreateOpts{Slug: "initech", Name: "Initech", Plan: "free"}, map[string][]string{
@@ -159,8 +169,9 @@ var demoTenants = []struct {
 	}},
 }
 
-// SeedDemo creates the demo tenants that do not exist yet and gives each demo tenant that has no
-// project its demo projects, through db as the tenant itself.
+// SeedDemo creates the demo tenants that do not exist yet (acme and initech shared, globex with a
+// schema of its own), and gives each demo tenant that has no project its demo projects, through
+// db as the tenant itself.
 func (s *Server) SeedDemo(ctx context.Context) ([]string, error) {
 	var created []string
 	for _, d := range demoTenants {
@@ -174,6 +185,11 @@ func (s *Server) SeedDemo(ctx context.Context) ([]string, error) {
 			}
 		default:
 			return created, fmt.Errorf("demo tenant %s: %w", d.opts.Slug, err)
+		}
+		if t.Status == tenancy.StatusProvisioning {
+			if t, err = s.catalog.Provision(ctx, t.ID, s.cfg.Migrator, nil); err != nil {
+				return created, fmt.Errorf("demo tenant %s: %w", d.opts.Slug, err)
+			}
 		}
 		if t.Err() != nil {
 			continue // suspended or deleted by hand: leave it alone
@@ -212,6 +228,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	base := fs.String("base-domain", env("TENANCY_BASE_DOMAIN", "localhost"), "tenants are subdomains of this domain (env TENANCY_BASE_DOMAIN)")
 	token := fs.String("admin-token", env("TENANCY_ADMIN_TOKEN", ""), "bearer token that enables the admin API (env TENANCY_ADMIN_TOKEN)")
 	demo := fs.Bool("demo", false, "seed the demo tenants acme, globex and initech if absent")
+	migrations := migrationsFlag(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -229,16 +246,33 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(applied) > 0 {
 		log.Info("tenancy: catalog migrated", "versions", applied)
 	}
-	if applied, err = MigrateApp(ctx, pool); err != nil {
+	lines, err := loadLines(*migrations)
+	if err != nil {
 		return err
 	}
-	if len(applied) > 0 {
-		log.Info("tenancy: reference service tables migrated", "versions", applied)
+	migrator, err := tenancymigrate.New(pool, lines)
+	if err != nil {
+		return err
+	}
+	res, err := migrator.Migrate(ctx, nil)
+	var merr *tenancymigrate.MigrateError
+	switch {
+	case errors.As(err, &merr):
+		// Tenants that failed keep their version and are listed by `tenancy migrate status`; the
+		// others are served.
+		for _, f := range merr.Failed {
+			log.Warn("tenancy: tenant migration failed", "target", f.Name, "version", f.Version, "err", f.Err)
+		}
+	case err != nil:
+		return err
+	}
+	if res != nil && (len(res.SharedApplied) > 0 || len(res.Targets) > 0) {
+		log.Info("tenancy: migrated", "shared_applied", res.SharedApplied, "tenant_targets", len(res.Targets))
 	}
 	if err := auditOrRefuse(ctx, pool, stderr); err != nil {
 		return err
 	}
-	cfg := &ServerConfig{BaseDomain: *base, AdminToken: *token, Logger: log}
+	cfg := &ServerConfig{BaseDomain: *base, AdminToken: *token, Logger: log, Migrator: migrator}
 	if *redisURL != "" {
 		opts, err := redis.ParseURL(*redisURL)
 		if err != nil {

@@ -3,6 +3,7 @@ package tenancycli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"tenancy"
 	"tenancy/tenancyhttp"
+	"tenancy/tenancymigrate"
 	"tenancy/tenancypgx"
 )
 
@@ -23,9 +25,9 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dbURL := databaseFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	var (
-		name, plan, isolation, status *string
-		domains                       listFlag
-		all                           *bool
+		name, plan, isolation, status, migrations *string
+		domains                                   listFlag
+		all, purge, yes                           *bool
 	)
 	switch sub {
 	case "create":
@@ -33,10 +35,16 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		plan = fs.String("plan", "free", "plan")
 		isolation = fs.String("isolation", "shared", "shared, schema or database")
 		fs.Var(&domains, "domain", "custom domain (repeatable)")
+		migrations = migrationsFlag(fs)
+	case "provision":
+		migrations = migrationsFlag(fs)
 	case "list":
-		status = fs.String("status", "", "only tenants with this status (active, suspended, deleted)")
+		status = fs.String("status", "", "only tenants with this status (active, suspended, deleted, provisioning)")
 		all = fs.Bool("all", false, "include deleted tenants")
-	case "show", "suspend", "resume", "delete", "domain":
+	case "delete":
+		purge = fs.Bool("purge", false, "remove a deleted tenant's schema or rows and its catalog entry, for good")
+		yes = fs.Bool("yes", false, "confirm --purge")
+	case "show", "suspend", "resume", "domain":
 	default:
 		return usagef("unknown tenant subcommand %q", sub)
 	}
@@ -44,7 +52,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	want := map[string]int{"create": 1, "list": 0, "show": 1, "suspend": 1, "resume": 1, "delete": 1, "domain": 3}[sub]
+	want := map[string]int{"create": 1, "list": 0, "show": 1, "suspend": 1, "resume": 1, "delete": 1, "domain": 3, "provision": 1}[sub]
 	if len(pos) != want {
 		return usagef("tenant %s takes %d argument(s), got %d", sub, want, len(pos))
 	}
@@ -67,6 +75,11 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		t, err := cat.Create(ctx, &tenancypgx.CreateOpts{Slug: pos[0], Name: *name, Plan: *plan, Isolation: iso, Domains: norm})
 		if err != nil {
 			return err
+		}
+		if t.Status == tenancy.StatusProvisioning {
+			if t, err = provision(ctx, cat, t, *migrations); err != nil {
+				return err
+			}
 		}
 		return printTenant(stdout, t, *asJSON)
 	case "list":
@@ -109,12 +122,47 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "resume":
 		t, err = cat.Resume(ctx, t.ID)
 	case "delete":
+		if *purge {
+			if !*yes {
+				return usagef("--purge destroys %s's data for good: add --yes to confirm", t.Slug)
+			}
+			if err := cat.Purge(ctx, t.ID); err != nil {
+				if errors.Is(err, tenancypgx.ErrNotDeleted) {
+					return fmt.Errorf("%w: tenancy tenant delete %s, then purge", err, t.Slug)
+				}
+				return err
+			}
+			fmt.Fprintf(stdout, "purged %s (%s)\n", t.Slug, t.ID)
+			return nil
+		}
+		if *yes {
+			return usagef("--yes confirms --purge; a plain delete needs none")
+		}
 		t, err = cat.Delete(ctx, t.ID)
+	case "provision":
+		t, err = provision(ctx, cat, t, *migrations)
 	}
 	if err != nil {
 		return tenantErr(err, pos[0])
 	}
 	return printTenant(stdout, t, *asJSON)
+}
+
+// provision makes and migrates a provisioning tenant's schema with the tenant line of migrations.
+func provision(ctx context.Context, cat *tenancypgx.Catalog, t *tenancy.Tenant, migrations string) (*tenancy.Tenant, error) {
+	lines, err := loadLines(migrations)
+	if err != nil {
+		return nil, err
+	}
+	m, err := tenancymigrate.New(cat.Pool(), lines)
+	if err != nil {
+		return nil, err
+	}
+	p, err := cat.Provision(ctx, t.ID, m, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w; %s stays provisioning (refused): fix the cause and run tenancy tenant provision %s", err, t.Slug, t.Slug)
+	}
+	return p, nil
 }
 
 func tenantErr(err error, slug string) error {
@@ -147,8 +195,15 @@ func printTenant(w io.Writer, t *tenancy.Tenant, asJSON bool) error {
 		return writeJSON(w, t)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "id:\t%s\nslug:\t%s\nname:\t%s\nplan:\t%s\nstatus:\t%s\nisolation:\t%s\ndomains:\t%s\ncreated:\t%s\nupdated:\t%s\n",
-		t.ID, t.Slug, t.Name, t.Plan, t.Status, t.Isolation, strings.Join(t.Domains, ", "),
+	fmt.Fprintf(tw, "id:\t%s\nslug:\t%s\nname:\t%s\nplan:\t%s\nstatus:\t%s\nisolation:\t%s\n",
+		t.ID, t.Slug, t.Name, t.Plan, t.Status, t.Isolation)
+	if t.Isolation == tenancy.IsolationSchema {
+		fmt.Fprintf(tw, "schema:\t%s\n", tenancypgx.SchemaName(t.ID))
+	}
+	if t.ProvisionError != "" {
+		fmt.Fprintf(tw, "provisioning failed:\t%s (tenancy tenant provision %s resumes it)\n", t.ProvisionError, t.Slug)
+	}
+	fmt.Fprintf(tw, "domains:\t%s\ncreated:\t%s\nupdated:\t%s\n", strings.Join(t.Domains, ", "),
 		t.CreatedAt.UTC().Format(time.RFC3339), t.UpdatedAt.UTC().Format(time.RFC3339))
 	return tw.Flush()
 }

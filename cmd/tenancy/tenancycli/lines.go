@@ -1,0 +1,56 @@
+package tenancycli
+
+import (
+	"embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"tenancy/tenancymigrate"
+)
+
+//go:embed sql/tenant/*.sql
+var referenceSQL embed.FS
+
+// ReferenceLines are the reference service's migration lines: no shared line, and a tenant line
+// that makes the projects and tasks tables (in the shared schema and in each schema tenant's).
+func ReferenceLines() *tenancymigrate.Config {
+	tenant, err := fs.Sub(referenceSQL, "sql/tenant")
+	if err != nil {
+		panic(err) // the directory is embedded: it exists
+	}
+	return &tenancymigrate.Config{Tenant: tenant}
+}
+
+func migrationsFlag(fs *flag.FlagSet) *string {
+	return fs.String("migrations", env("TENANCY_MIGRATIONS", ""),
+		"directory with shared/ and tenant/ migration lines (env TENANCY_MIGRATIONS); default: the reference service's")
+}
+
+// loadLines returns the lines in dir/shared and dir/tenant, or the reference service's for "".
+func loadLines(dir string) (*tenancymigrate.Config, error) {
+	if dir == "" {
+		return ReferenceLines(), nil
+	}
+	cfg := &tenancymigrate.Config{}
+	for name, dst := range map[string]*fs.FS{"shared": &cfg.Shared, "tenant": &cfg.Tenant} {
+		path := filepath.Join(dir, name)
+		info, err := os.Stat(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue
+		case err != nil:
+			return nil, err
+		case !info.IsDir():
+			return nil, fmt.Errorf("migrations: %s is not a directory", path)
+		}
+		*dst = os.DirFS(path)
+	}
+	if cfg.Shared == nil && cfg.Tenant == nil {
+		return nil, fmt.Errorf("migrations: %s has neither a shared/ nor a tenant/ directory", dir)
+	}
+	return cfg, nil
+}
