@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -48,6 +49,7 @@ type scenario struct {
 var scenarios = []scenario{
 	{"middleware", benchMiddleware},
 	{"rls", benchRLS},
+	{"migrate", benchMigrate},
 }
 
 func main() {
@@ -101,6 +103,8 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+func gomaxprocs() int { return runtime.GOMAXPROCS(0) }
 
 // measure runs fn as a Go benchmark and returns ns/op and allocs/op.
 func measure(fn func(b *testing.B)) (nsPerOp, allocsPerOp float64) {

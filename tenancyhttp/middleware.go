@@ -36,6 +36,7 @@ type Config struct {
 //     ProblemReservedTenant);
 //   - 404 when no tenant has the name, or it was deleted (ProblemUnknownTenant);
 //   - 403 when the tenant is suspended (ProblemTenantSuspended);
+//   - 503 while the tenant is being provisioned (ProblemTenantNotReady);
 //   - 503 when the store fails (ProblemUnavailable): never "unknown", never served.
 //
 // It returns an error when cfg is incomplete or a resolver was built with bad arguments.
