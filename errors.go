@@ -15,6 +15,12 @@ var (
 	// ErrTenantNotReady means the tenant is still being provisioned (or its provisioning failed and
 	// waits to be resumed): try again later.
 	ErrTenantNotReady = errors.New("tenancy: tenant is being provisioned")
+	// ErrTenantUnavailable means the tenant's own database cannot be reached right now: its
+	// requests fail fast while other tenants are served. Try again later.
+	ErrTenantUnavailable = errors.New("tenancy: tenant's database is unavailable")
+	// ErrCapacityExhausted means every connection the service may open to tenant databases is in
+	// use and none came free in time. Try again later.
+	ErrCapacityExhausted = errors.New("tenancy: tenant capacity exhausted: every tenant database connection is busy")
 	// ErrInvalidSlug means a slug breaks the DNS label rules; the SlugError says which.
 	ErrInvalidSlug = errors.New("tenancy: invalid slug")
 	// ErrReservedSlug means a slug is a valid DNS label but reserved (www, api, admin, ...).

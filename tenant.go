@@ -70,6 +70,10 @@ type Tenant struct {
 	Isolation Isolation `json:"isolation"`
 	// Domains are the custom domains that name the tenant besides its subdomain.
 	Domains []string `json:"domains"`
+	// Server and Database place a database-model tenant: the alias of the server (its address and
+	// credentials come from configuration, never from the catalog) and the database's name.
+	Server   string `json:"server,omitempty"`
+	Database string `json:"database,omitempty"`
 	// ProvisionError says why the last provisioning failed, while Status is provisioning.
 	ProvisionError string `json:"provision_error,omitempty"`
 	// CreatedAt and UpdatedAt are set by the catalog.

@@ -12,17 +12,19 @@ import (
 
 // Problem types: the stable "type" member of every problem+json body this package writes.
 const (
-	ProblemNoTenant        = "urn:tenancy:problem:no-tenant"        // 400: the request names no tenant
-	ProblemReservedTenant  = "urn:tenancy:problem:reserved-tenant"  // 400: the name is reserved (www, api, ...)
-	ProblemUnknownTenant   = "urn:tenancy:problem:unknown-tenant"   // 404: no such tenant (or deleted)
-	ProblemTenantSuspended = "urn:tenancy:problem:tenant-suspended" // 403
-	ProblemTenantNotReady  = "urn:tenancy:problem:tenant-not-ready" // 503: being provisioned
-	ProblemUnavailable     = "urn:tenancy:problem:unavailable"      // 503: a dependency is down
-	ProblemBadRequest      = "urn:tenancy:problem:bad-request"      // 400: the body or a parameter is wrong
-	ProblemNotFound        = "urn:tenancy:problem:not-found"        // 404: the resource does not exist
-	ProblemConflict        = "urn:tenancy:problem:conflict"         // 409: the name is taken
-	ProblemUnauthorized    = "urn:tenancy:problem:unauthorized"     // 401
-	ProblemInternal        = "urn:tenancy:problem:internal"         // 500
+	ProblemNoTenant          = "urn:tenancy:problem:no-tenant"          // 400: the request names no tenant
+	ProblemReservedTenant    = "urn:tenancy:problem:reserved-tenant"    // 400: the name is reserved (www, api, ...)
+	ProblemUnknownTenant     = "urn:tenancy:problem:unknown-tenant"     // 404: no such tenant (or deleted)
+	ProblemTenantSuspended   = "urn:tenancy:problem:tenant-suspended"   // 403
+	ProblemTenantNotReady    = "urn:tenancy:problem:tenant-not-ready"   // 503: being provisioned
+	ProblemTenantUnavailable = "urn:tenancy:problem:tenant-unavailable" // 503: the tenant's database is down
+	ProblemCapacity          = "urn:tenancy:problem:capacity"           // 503: no tenant database connection free
+	ProblemUnavailable       = "urn:tenancy:problem:unavailable"        // 503: a dependency is down
+	ProblemBadRequest        = "urn:tenancy:problem:bad-request"        // 400: the body or a parameter is wrong
+	ProblemNotFound          = "urn:tenancy:problem:not-found"          // 404: the resource does not exist
+	ProblemConflict          = "urn:tenancy:problem:conflict"           // 409: the name is taken
+	ProblemUnauthorized      = "urn:tenancy:problem:unauthorized"       // 401
+	ProblemInternal          = "urn:tenancy:problem:internal"           // 500
 )
 
 // Problem is an RFC 9457 problem details object. Detail must not carry request input: clients and
@@ -101,6 +103,10 @@ var (
 		Detail: "This tenant is suspended."})
 	cannedNotReady = newCanned(Problem{Type: ProblemTenantNotReady, Title: "Tenant not ready", Status: http.StatusServiceUnavailable,
 		Detail: "This tenant is being set up; try again shortly.", RetryAfter: 5})
+	cannedTenantDown = newCanned(Problem{Type: ProblemTenantUnavailable, Title: "Tenant unavailable", Status: http.StatusServiceUnavailable,
+		Detail: "This tenant's database cannot be reached; try again shortly.", RetryAfter: 5})
+	cannedCapacity = newCanned(Problem{Type: ProblemCapacity, Title: "Capacity exhausted", Status: http.StatusServiceUnavailable,
+		Detail: "The service is at its connection capacity; try again.", RetryAfter: 1})
 	cannedCatalogDown = newCanned(Problem{Type: ProblemUnavailable, Title: "Service unavailable",
 		Status: http.StatusServiceUnavailable, Detail: "The tenant catalog is unavailable; try again.", RetryAfter: 1})
 	cannedTimeout = newCanned(Problem{Type: ProblemUnavailable, Title: "Service unavailable", Status: http.StatusServiceUnavailable,
@@ -136,6 +142,10 @@ func cannedFor(err error) *canned {
 		return cannedSuspended
 	case errors.Is(err, tenancy.ErrTenantNotReady):
 		return cannedNotReady
+	case errors.Is(err, tenancy.ErrTenantUnavailable):
+		return cannedTenantDown
+	case errors.Is(err, tenancy.ErrCapacityExhausted):
+		return cannedCapacity
 	case errors.Is(err, context.Canceled):
 		return cannedCancelled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -146,6 +156,7 @@ func cannedFor(err error) *canned {
 
 // ProblemFor maps an error of the toolkit to the problem a client should see: tenancy.ErrNoTenant
 // and malformed names 400, reserved names 400, tenancy.ErrTenantNotFound 404,
-// tenancy.ErrTenantSuspended 403, tenancy.ErrTenantNotReady and deadlines 503. Errors it does not know are a 500 whose detail
+// tenancy.ErrTenantSuspended 403, tenancy.ErrTenantNotReady, tenancy.ErrTenantUnavailable,
+// tenancy.ErrCapacityExhausted and deadlines 503 with Retry-After. Errors it does not know are a 500 whose detail
 // says nothing of the error (log it yourself).
 func ProblemFor(err error) Problem { return cannedFor(err).p }

@@ -2,6 +2,8 @@ package tenancymigrate
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -33,6 +35,9 @@ type Config struct {
 	// Workers is how many tenants are migrated at once. Defaults to twice the CPUs, at most the
 	// pool's size.
 	Workers int
+	// Servers holds the servers of database-model tenants by alias. Defaults to one, "default":
+	// the server of the pool.
+	Servers tenancypgx.Servers
 }
 
 // Migrator applies the shared and tenant lines across a database and its tenants.
@@ -42,6 +47,7 @@ type Migrator struct {
 	tenant       []migration.Migration
 	sharedSchema string
 	workers      int
+	servers      tenancypgx.Servers
 }
 
 var _ tenancypgx.TenantMigrator = (*Migrator)(nil)
@@ -85,11 +91,24 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Migrator, error) {
 		m.workers = cfg.Workers
 	}
 	m.workers = min(m.workers, int(pool.Config().MaxConns))
+	m.servers = cfg.Servers
+	if m.servers == nil {
+		m.servers = tenancypgx.Servers{tenancypgx.DefaultServer: pool.Config().ConnString()}
+	}
 	return m, nil
 }
 
 // Latest is the version of the last migration of the tenant line (0 without one).
 func (m *Migrator) Latest() int { return len(m.tenant) }
+
+// LineHash is a digest of the tenant line's files: names and SQL.
+func (m *Migrator) LineHash() string {
+	h := sha256.New()
+	for _, mg := range m.tenant {
+		fmt.Fprintf(h, "%d\x00%s\x00%s\x00", mg.Version, mg.Name, mg.SQL)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
 
 // Opts says what Migrate does. A nil *Opts migrates the shared line and every tenant.
 type Opts struct {
@@ -119,9 +138,11 @@ type Target struct {
 	TenantID  string            `json:"tenant_id,omitempty"` // "" for shared
 	Isolation tenancy.Isolation `json:"isolation"`
 	Status    tenancy.Status    `json:"status,omitempty"`
-	Version   int               `json:"version"`    // last migration applied
-	Pending   int               `json:"pending"`    // migrations still to apply
-	LastError string            `json:"last_error"` // why the last run failed here, if it did
+	Server    string            `json:"server,omitempty"`   // database tenants: the server alias
+	Database  string            `json:"database,omitempty"` // database tenants: the database
+	Version   int               `json:"version"`            // last migration applied
+	Pending   int               `json:"pending"`            // migrations still to apply
+	LastError string            `json:"last_error"`         // why the last run failed here, if it did
 }
 
 // TargetResult is what a run did to one target.
@@ -219,7 +240,7 @@ func (m *Migrator) Migrate(ctx context.Context, opts *Opts) (*Result, error) {
 
 // MigrateTenant applies the pending tenant line to one tenant (Provision calls it).
 func (m *Migrator) MigrateTenant(ctx context.Context, t *tenancy.Tenant) error {
-	target := Target{Name: t.Slug, TenantID: t.ID, Isolation: t.Isolation, Status: t.Status}
+	target := Target{Name: t.Slug, TenantID: t.ID, Isolation: t.Isolation, Status: t.Status, Server: t.Server, Database: t.Database}
 	if t.Isolation == tenancy.IsolationShared {
 		target = Target{Name: "shared", Isolation: tenancy.IsolationShared}
 	}
@@ -287,6 +308,9 @@ func versions(from, to int) []int {
 
 // migrateTarget applies the pending tenant line to one target in one transaction.
 func (m *Migrator) migrateTarget(ctx context.Context, t Target) TargetResult {
+	if t.Isolation == tenancy.IsolationDatabase {
+		return m.migrateDatabaseTarget(ctx, t)
+	}
 	r := TargetResult{Target: t, From: t.Version, To: t.Version}
 	key := "shared"
 	if t.TenantID != "" {
@@ -355,6 +379,70 @@ func (m *Migrator) migrateTarget(ctx context.Context, t Target) TargetResult {
 	return r
 }
 
+// migrateDatabaseTarget applies the pending tenant line in a database tenant's own database,
+// where its truth is kept (tenancy.tenant_migrations), then mirrors the version into the catalog's
+// ledger. Should the mirror fail, the next run finds the tenant pending, connects, finds nothing
+// to apply and mirrors again.
+func (m *Migrator) migrateDatabaseTarget(ctx context.Context, t Target) TargetResult {
+	r := TargetResult{Target: t, From: t.Version, To: t.Version}
+	fail := func(err error) TargetResult {
+		r.Err, r.Error, r.LastError = err, err.Error(), err.Error()
+		m.recordError(ctx, t.TenantID, t.TenantID, err)
+		return r
+	}
+	cfg, err := m.servers.ConnConfig(t.Server, t.Database)
+	if err != nil {
+		return fail(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	applied, version, err := m.migrateDatabase(ctx, conn, true)
+	if errors.Is(err, migration.ErrLocked) {
+		r.Skipped = true
+		return r
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := m.pool.Exec(ctx, `INSERT INTO tenancy.tenant_line (target, tenant_id, version, last_error, updated_at)
+		VALUES ($1, $2, $3, NULL, now())
+		ON CONFLICT (target) DO UPDATE SET version = EXCLUDED.version, last_error = NULL, updated_at = now()`,
+		t.TenantID, t.TenantID, version); err != nil {
+		return fail(err)
+	}
+	r.Applied, r.To, r.Version, r.Pending = applied, version, version, m.Latest()-version
+	return r
+}
+
+// tenantDatabaseLock serializes runs of the tenant line inside one tenant database.
+const tenantDatabaseLock int64 = 0x74656e616e6374
+
+// MigrateDatabase installs the isolation support and applies the pending tenant line in the
+// database behind conn (a database tenant's, or the template new ones are copied from), waiting
+// for a concurrent run. It returns the database's version afterwards.
+func (m *Migrator) MigrateDatabase(ctx context.Context, conn *pgx.Conn) (int, error) {
+	_, v, err := m.migrateDatabase(ctx, conn, false)
+	return v, err
+}
+
+func (m *Migrator) migrateDatabase(ctx context.Context, conn *pgx.Conn, tryLock bool) ([]int, int, error) {
+	if err := tenancypgx.InstallSupport(ctx, conn); err != nil {
+		return nil, 0, err
+	}
+	applied, err := migration.Apply(ctx, conn, migration.Line{Migrations: m.tenant,
+		Ledger: pgx.Identifier{"tenancy", "tenant_migrations"}, Lock: tenantDatabaseLock,
+		SearchPath: pgx.Identifier{"public"}.Sanitize(), TryLock: tryLock})
+	if err != nil {
+		return nil, 0, err
+	}
+	var version int
+	err = conn.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM tenancy.tenant_migrations`).Scan(&version)
+	return applied, version, err
+}
+
 // recordError keeps why a target failed, for Status, outside the rolled-back transaction.
 func (m *Migrator) recordError(ctx context.Context, key, tenantID string, cause error) {
 	var id any
@@ -383,13 +471,14 @@ func (m *Migrator) schemaOf(t Target) (string, error) {
 }
 
 // statusSQL lists every target of the tenant line, behind or not: the shared schema and each
-// schema tenant that is not deleted or still provisioning, with its ledger entry.
+// schema or database tenant that is not deleted or still provisioning, with its ledger entry.
 const statusSQL = `
-SELECT 'shared' AS name, '' AS tenant_id, 'shared' AS isolation, '' AS status,
+SELECT 'shared' AS name, '' AS tenant_id, 'shared' AS isolation, '' AS status, '' AS server, '' AS database,
        coalesce(l.version, 0) AS version, coalesce(l.last_error, '') AS last_error
   FROM (SELECT 1) one LEFT JOIN tenancy.tenant_line l ON l.target = 'shared'
 UNION ALL
-SELECT t.slug, t.id::text, t.isolation, t.status, coalesce(l.version, 0), coalesce(l.last_error, '')
+SELECT t.slug, t.id::text, t.isolation, t.status, coalesce(t.server, ''), coalesce(t.database_name, ''),
+       coalesce(l.version, 0), coalesce(l.last_error, '')
   FROM tenancy.tenants t LEFT JOIN tenancy.tenant_line l ON l.tenant_id = t.id
  WHERE t.isolation <> 'shared' AND t.status NOT IN ('deleted', 'provisioning')`
 
@@ -421,7 +510,7 @@ func (m *Migrator) pendingTargets(ctx context.Context, slugs []string) ([]Target
 	want := map[string]bool{}
 	for _, s := range slugs {
 		if !known[s] || s == "shared" {
-			return nil, fmt.Errorf("tenancymigrate: %w: %q is not a schema tenant (tenancy migrate status lists them)", tenancy.ErrTenantNotFound, s)
+			return nil, fmt.Errorf("tenancymigrate: %w: %q is not a schema or database tenant (tenancy migrate status lists them)", tenancy.ErrTenantNotFound, s)
 		}
 		want[s] = true
 	}
@@ -441,7 +530,7 @@ func (m *Migrator) query(ctx context.Context, sql string, args []any) ([]Target,
 	}
 	targets, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Target, error) {
 		var t Target
-		err := r.Scan(&t.Name, &t.TenantID, &t.Isolation, &t.Status, &t.Version, &t.LastError)
+		err := r.Scan(&t.Name, &t.TenantID, &t.Isolation, &t.Status, &t.Server, &t.Database, &t.Version, &t.LastError)
 		t.Pending = max(0, m.Latest()-t.Version)
 		return t, err
 	})

@@ -18,13 +18,17 @@ type CatalogConfig struct {
 	// Slugs decides which slugs a new tenant may take. Defaults to tenancy.NewSlugRules(nil)
 	// (DNS labels, tenancy.DefaultReservedSlugs reserved).
 	Slugs *tenancy.SlugRules
+	// Servers are where database-model tenants are provisioned and purged. Defaults to one,
+	// DefaultServer: the server of the pool.
+	Servers Servers
 }
 
 // Catalog is the tenant registry in PostgreSQL (schema "tenancy"). It implements tenancy.Store
 // without caching; put a CachedStore in front of it on request paths.
 type Catalog struct {
-	pool  *pgxpool.Pool
-	slugs *tenancy.SlugRules
+	pool    *pgxpool.Pool
+	slugs   *tenancy.SlugRules
+	servers Servers
 }
 
 var _ tenancy.Store = (*Catalog)(nil)
@@ -34,9 +38,15 @@ func NewCatalog(pool *pgxpool.Pool, cfg *CatalogConfig) (*Catalog, error) {
 	if pool == nil {
 		return nil, errors.New("tenancypgx: NewCatalog needs a pool")
 	}
-	c := &Catalog{pool: pool, slugs: tenancy.NewSlugRules(nil)}
+	c := &Catalog{pool: pool, slugs: tenancy.NewSlugRules(nil), servers: Servers{DefaultServer: pool.Config().ConnString()}}
 	if cfg != nil && cfg.Slugs != nil {
 		c.slugs = cfg.Slugs
+	}
+	if cfg != nil && cfg.Servers != nil {
+		if err := cfg.Servers.validate(); err != nil {
+			return nil, err
+		}
+		c.servers = cfg.Servers
 	}
 	return c, nil
 }
@@ -59,13 +69,13 @@ type CreateOpts struct {
 
 const selectTenant = `SELECT t.id::text, t.slug, t.name, t.plan, t.status, t.isolation, t.created_at, t.updated_at,
 	coalesce((SELECT array_agg(d.domain ORDER BY d.domain) FROM tenancy.domains d WHERE d.tenant_id = t.id), '{}'),
-	coalesce(t.provision_error, '')
+	coalesce(t.provision_error, ''), coalesce(t.server, ''), coalesce(t.database_name, '')
 	FROM tenancy.tenants t `
 
 func scanTenant(row pgx.Row) (*tenancy.Tenant, error) {
 	var t tenancy.Tenant
 	err := row.Scan(&t.ID, &t.Slug, &t.Name, &t.Plan, &t.Status, &t.Isolation, &t.CreatedAt, &t.UpdatedAt, &t.Domains,
-		&t.ProvisionError)
+		&t.ProvisionError, &t.Server, &t.Database)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, tenancy.ErrTenantNotFound
 	}

@@ -25,6 +25,9 @@ type Config struct {
 	// PoolRoleIsRuntime says that the pool already logs in as the runtime role, so transactions do
 	// not switch roles. Verify checks that the login role is fit for it. Defaults to false.
 	PoolRoleIsRuntime bool
+	// Router serves database-model tenants (each from its own database). Defaults to nil: their
+	// transactions fail with ErrIsolationNotSupported.
+	Router *Router
 	// Store, when set, is asked for the tenant's current status at the start of every transaction
 	// (use a CachedStore: a hit costs no query), so that work holding an old context — a job, a
 	// detached goroutine — stops when its tenant is suspended or deleted. Defaults to nil: the
@@ -34,10 +37,11 @@ type Config struct {
 
 // DB runs transactions bound to the tenant in the context. See Tx.
 type DB struct {
-	pool  *pgxpool.Pool
-	role  string // "" when the pool's login role is the runtime role
-	store tenancy.Store
-	sql   sqlDBs
+	pool   *pgxpool.Pool
+	role   string // "" when the pool's login role is the runtime role
+	store  tenancy.Store
+	router *Router
+	sql    sqlDBs
 }
 
 // Scoping statements: the role and the tenant setting exist only inside the transaction
@@ -66,7 +70,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
 			}
 			db.role = ""
 		}
-		db.store = cfg.Store
+		db.store, db.router = cfg.Store, cfg.Router
 	}
 	return db, nil
 }
@@ -108,6 +112,11 @@ func (db *DB) tenant(ctx context.Context) (scope, error) {
 	case tenancy.IsolationSchema:
 		schema, err := quotedSchema(t.ID)
 		return scope{tenant: t, schema: schema}, err
+	case tenancy.IsolationDatabase:
+		if db.router == nil {
+			return scope{}, fmt.Errorf("%w: database (tenant %s): give tenancypgx.Config a Router", ErrIsolationNotSupported, t.Slug)
+		}
+		return scope{tenant: t}, nil
 	}
 	return scope{}, fmt.Errorf("%w: %s (tenant %s)", ErrIsolationNotSupported, t.Isolation, t.Slug)
 }
@@ -147,23 +156,30 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 	if err != nil {
 		return err
 	}
+	conn, release, err := db.acquire(ctx, s)
+	if err != nil {
+		return err
+	}
 	b := &pgx.Batch{}
 	b.BeginTx(pgx.TxOptions{})
 	db.queueScope(b, s)
-	br := db.pool.SendBatch(ctx, b)
+	br := conn.SendBatch(ctx, b)
 	tx := br.Tx()
 	if err := br.Close(); err != nil {
 		rollback(ctx, tx)
+		release(err)
 		return fmt.Errorf("tenancypgx: begin tenant transaction: %w", err)
 	}
 	defer func() {
 		if p := recover(); p != nil {
 			rollback(ctx, tx)
+			release(nil)
 			panic(p)
 		}
 		if err != nil {
 			rollback(ctx, tx)
 		}
+		release(err)
 	}()
 	inner := tx
 	if s.schema != "" {
@@ -173,6 +189,19 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 		return err
 	}
 	return tx.Commit(ctx)
+}
+
+// acquire takes a connection for s: from the tenant's own pool for the database model, else from
+// the shared pool. release gives it back with the outcome of the work.
+func (db *DB) acquire(ctx context.Context, s scope) (*pgxpool.Conn, func(error), error) {
+	if s.tenant.Isolation == tenancy.IsolationDatabase {
+		return db.router.acquire(ctx, s.tenant)
+	}
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return conn, func(error) { conn.Release() }, nil
 }
 
 // rollback ends tx even when ctx has ended, within a bound; a closed tx is left alone.
@@ -229,11 +258,12 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 // single is a one-statement transaction in flight: its batch has been sent and the scoping's
 // result read; the statement's result is next.
 type single struct {
-	ctx  context.Context
-	conn *pgxpool.Conn
-	br   pgx.BatchResults
-	done bool
-	err  error
+	ctx     context.Context
+	conn    *pgxpool.Conn
+	release func(error)
+	br      pgx.BatchResults
+	done    bool
+	err     error
 }
 
 func (db *DB) single(ctx context.Context, sql string, args []any) (*single, error) {
@@ -241,11 +271,11 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 	if err != nil {
 		return nil, err
 	}
-	conn, err := db.pool.Acquire(ctx)
+	conn, release, err := db.acquire(ctx, s)
 	if err != nil {
 		return nil, err
 	}
-	st := &single{ctx: ctx, conn: conn}
+	st := &single{ctx: ctx, conn: conn, release: release}
 	b := &pgx.Batch{}
 	if s.schema != "" {
 		// pgx prepares a batch's new statements before it runs any of them, so in one batch the
@@ -292,7 +322,7 @@ func (st *single) finish(stmtErr error) error {
 		}
 		cancel()
 	}
-	st.conn.Release()
+	st.release(err)
 	st.err = err
 	return err
 }

@@ -36,16 +36,24 @@ func quotedSchema(id string) (string, error) {
 	return pgx.Identifier{name}.Sanitize(), nil
 }
 
-// TenantMigrator applies the tenant migration line to one tenant's schema or database.
-// tenancymigrate.Migrator implements it.
+// TenantMigrator applies the tenant migration line. tenancymigrate.Migrator implements it.
 type TenantMigrator interface {
+	// MigrateTenant applies the pending tenant line to one tenant's schema or database.
 	MigrateTenant(ctx context.Context, t *tenancy.Tenant) error
+	// MigrateDatabase installs the isolation support and applies the pending tenant line in the
+	// database behind conn, returning its version afterwards (for the template database).
+	MigrateDatabase(ctx context.Context, conn *pgx.Conn) (int, error)
+	// LineHash identifies the tenant line's content: templates are kept per line.
+	LineHash() string
 }
 
 // ProvisionOpts tunes Provision. A nil *ProvisionOpts means the defaults.
 type ProvisionOpts struct {
 	// Role is the runtime role that is granted the tenant's schema. Defaults to DefaultRole.
 	Role string
+	// Server is the alias of the server a database-model tenant's database is made on. Defaults
+	// to DefaultServer.
+	Server string
 }
 
 // ErrNotProvisioning means Provision was asked to set up a tenant that is not provisioning.
@@ -60,9 +68,12 @@ func (c *Catalog) Provision(ctx context.Context, id string, m TenantMigrator, op
 	if m == nil {
 		return nil, errors.New("tenancypgx: Provision needs a TenantMigrator (tenancymigrate.New)")
 	}
-	role := DefaultRole
+	role, server := DefaultRole, DefaultServer
 	if opts != nil && opts.Role != "" {
 		role = opts.Role
+	}
+	if opts != nil && opts.Server != "" {
+		server = opts.Server
 	}
 	t, err := c.TenantByID(ctx, id)
 	if err != nil {
@@ -71,7 +82,7 @@ func (c *Catalog) Provision(ctx context.Context, id string, m TenantMigrator, op
 	if t.Status != tenancy.StatusProvisioning {
 		return nil, fmt.Errorf("%w: %s is %s", ErrNotProvisioning, t.Slug, t.Status)
 	}
-	if err := c.provision(ctx, t, m, role); err != nil {
+	if err := c.provision(ctx, t, m, role, server); err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		if cerr := c.unprovision(cctx, t, err); cerr != nil {
@@ -86,8 +97,12 @@ func (c *Catalog) Provision(ctx context.Context, id string, m TenantMigrator, op
 	return c.TenantByID(ctx, t.ID)
 }
 
-func (c *Catalog) provision(ctx context.Context, t *tenancy.Tenant, m TenantMigrator, role string) error {
+func (c *Catalog) provision(ctx context.Context, t *tenancy.Tenant, m TenantMigrator, role, server string) error {
 	switch t.Isolation {
+	case tenancy.IsolationDatabase:
+		if err := c.createTenantDatabase(ctx, t, m, server); err != nil {
+			return err
+		}
 	case tenancy.IsolationSchema:
 		schema, err := quotedSchema(t.ID)
 		if err != nil {
@@ -108,6 +123,11 @@ func (c *Catalog) provision(ctx context.Context, t *tenancy.Tenant, m TenantMigr
 
 // unprovision removes what a failed provisioning made and records why it failed.
 func (c *Catalog) unprovision(ctx context.Context, t *tenancy.Tenant, cause error) error {
+	if t.Isolation == tenancy.IsolationDatabase {
+		if err := c.dropTenantDatabase(ctx, t); err != nil {
+			return err
+		}
+	}
 	return pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
 		if t.Isolation == tenancy.IsolationSchema {
 			schema, err := quotedSchema(t.ID)
@@ -121,7 +141,8 @@ func (c *Catalog) unprovision(ctx context.Context, t *tenancy.Tenant, cause erro
 		if _, err := tx.Exec(ctx, `DELETE FROM tenancy.tenant_line WHERE tenant_id = $1`, t.ID); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `UPDATE tenancy.tenants SET provision_error = $2 WHERE id = $1`, t.ID, cause.Error())
+		_, err := tx.Exec(ctx, `UPDATE tenancy.tenants SET provision_error = $2, server = NULL, database_name = NULL
+			WHERE id = $1`, t.ID, cause.Error())
 		return err
 	})
 }
@@ -141,8 +162,14 @@ func (c *Catalog) Purge(ctx context.Context, id string) error {
 	if t.Status != tenancy.StatusDeleted {
 		return fmt.Errorf("%w (%s is %s)", ErrNotDeleted, t.Slug, t.Status)
 	}
+	if t.Isolation == tenancy.IsolationDatabase {
+		if err := c.dropTenantDatabase(ctx, t); err != nil {
+			return fmt.Errorf("tenancypgx: purge %s: %w", t.Slug, err)
+		}
+	}
 	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
 		switch t.Isolation {
+		case tenancy.IsolationDatabase: // dropped above
 		case tenancy.IsolationSchema:
 			schema, err := quotedSchema(t.ID)
 			if err != nil {

@@ -22,6 +22,12 @@ var tenantLine = fstest.MapFS{
 		name text NOT NULL, PRIMARY KEY (tenant_id, id)); SELECT tenancy.isolate('projects');`)},
 }
 
+var tenantLineV2 = fstest.MapFS{
+	"0001_projects.sql": tenantLine["0001_projects.sql"],
+	"0002_labels.sql": {Data: []byte(`CREATE TABLE labels (tenant_id uuid NOT NULL, name text NOT NULL,
+		PRIMARY KEY (tenant_id, name)); SELECT tenancy.isolate('labels');`)},
+}
+
 type schemaBundle struct {
 	*bundle
 	migrator       *tenancymigrate.Migrator

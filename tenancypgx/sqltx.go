@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"tenancy"
 )
 
 // sqlDBs are the database/sql views of a DB, opened on first use: one over the pool, and one for
@@ -61,8 +63,16 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		return err
 	}
 	handle := db.SQLDB()
-	if s.schema != "" {
+	switch {
+	case s.schema != "":
 		handle = db.execSQLDB()
+	case s.tenant.Isolation == tenancy.IsolationDatabase:
+		lease, err := db.router.Lease(ctx, s.tenant)
+		if err != nil {
+			return err
+		}
+		defer func() { lease.Done(err) }()
+		handle = lease.SQLDB()
 	}
 	tx, err := handle.BeginTx(ctx, nil)
 	if err != nil {

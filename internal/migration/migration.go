@@ -5,6 +5,7 @@ package migration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -64,7 +65,13 @@ type Line struct {
 	// SearchPath, when set, is the transaction's search_path while the migrations run (a quoted
 	// schema list), so unqualified names land there.
 	SearchPath string
+	// TryLock makes Apply return ErrLocked at once when another run holds the lock, instead of
+	// waiting for it.
+	TryLock bool
 }
+
+// ErrLocked means another run of the line holds its lock.
+var ErrLocked = errors.New("another run holds the migration lock")
 
 // Beginner is what Apply runs on: a pool or a connection.
 type Beginner interface {
@@ -77,7 +84,15 @@ type Beginner interface {
 func Apply(ctx context.Context, db Beginner, line Line) ([]int, error) {
 	var applied []int
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", line.Lock); err != nil {
+		if line.TryLock {
+			var locked bool
+			if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", line.Lock).Scan(&locked); err != nil {
+				return err
+			}
+			if !locked {
+				return ErrLocked
+			}
+		} else if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", line.Lock); err != nil {
 			return err
 		}
 		ledger := line.Ledger.Sanitize()

@@ -65,6 +65,7 @@ type createRequest struct {
 	Plan      string   `json:"plan"`
 	Isolation string   `json:"isolation"`
 	Domains   []string `json:"domains"`
+	Server    string   `json:"server"`
 }
 
 func (s *Server) adminCreate(w http.ResponseWriter, r *http.Request) {
@@ -93,7 +94,7 @@ func (s *Server) adminCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if t.Status == tenancy.StatusProvisioning {
-		if t, err = s.catalog.Provision(r.Context(), t.ID, s.cfg.Migrator, nil); err != nil {
+		if t, err = s.catalog.Provision(r.Context(), t.ID, s.cfg.Migrator, &tenancypgx.ProvisionOpts{Server: req.Server}); err != nil {
 			s.provisionError(w, r, err)
 			return
 		}

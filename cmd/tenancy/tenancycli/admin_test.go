@@ -26,6 +26,7 @@ func newServerWithCatalog(t *testing.T, token string) (http.Handler, *tenancypgx
 	t.Helper()
 	ctx := context.Background()
 	pool, _ := tenancytest.NewCatalog(t)
+	t.Cleanup(func() { dropTenantDatabases(t, pool.Config().ConnString()) })
 	m, err := tenancymigrate.New(pool, tenancycli.ReferenceLines())
 	if err != nil {
 		t.Fatal(err)
@@ -37,6 +38,7 @@ func newServerWithCatalog(t *testing.T, token string) (http.Handler, *tenancypgx
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(srv.Close)
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { srv.Run(runCtx); close(done) }()

@@ -314,7 +314,9 @@ func (s *Server) dbError(w http.ResponseWriter, r *http.Request, err error) {
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.Is(err, tenancy.ErrNoTenant), errors.Is(err, tenancy.ErrTenantNotFound),
-		errors.Is(err, tenancy.ErrTenantSuspended), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		errors.Is(err, tenancy.ErrTenantSuspended), errors.Is(err, tenancy.ErrTenantNotReady),
+		errors.Is(err, tenancy.ErrTenantUnavailable), errors.Is(err, tenancy.ErrCapacityExhausted),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		p := tenancyhttp.ProblemFor(err)
 		tenancyhttp.WriteProblem(w, &p)
 	case errors.As(err, &pgErr):

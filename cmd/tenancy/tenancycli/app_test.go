@@ -10,6 +10,7 @@ import (
 
 	"tenancy/tenancyhttp"
 	"tenancy/tenancypgx"
+	"tenancy/tenancytest"
 )
 
 type apiClient struct {
@@ -199,5 +200,44 @@ func TestAPIBadInput(t *testing.T) {
 	acme.must("GET", "/projects", "", 200, &list)
 	if len(list) != 1 {
 		t.Fatalf("bad requests changed data: %+v", list)
+	}
+}
+
+// The API works unchanged for a database tenant made through the admin API; when that tenant's
+// database disappears, its requests get 503 problem+json while another tenant's are served.
+func TestAPIDatabaseTenant(t *testing.T) {
+	t.Parallel()
+	h, cat := newServerWithCatalog(t, "tok")
+	w := call(h, "POST", "localhost", "/admin/tenants", "tok", `{"slug":"dbco","isolation":"database"}`)
+	if w.Code != 201 || !strings.Contains(w.Body.String(), `"active"`) {
+		t.Fatalf("create a database tenant: %d %s", w.Code, w.Body)
+	}
+	if _, err := cat.Create(context.Background(), &tenancypgx.CreateOpts{Slug: "shared-co"}); err != nil {
+		t.Fatal(err)
+	}
+	dbco, shared := apiClient{t, h, "dbco.localhost"}, apiClient{t, h, "shared-co.localhost"}
+	var p apiProject
+	dbco.must("POST", "/projects", `{"name":"In its own database"}`, 201, &p)
+	var st apiStats
+	dbco.must("GET", "/stats", "", 200, &st)
+	if st.Projects != 1 {
+		t.Fatalf("dbco stats %+v", st)
+	}
+	shared.must("GET", "/projects/"+p.ID, "", 404, nil)
+
+	tn, err := cat.TenantBySlug(context.Background(), "dbco")
+	if err != nil || tn.Database == "" {
+		t.Fatalf("placement: %+v, %v", tn, err)
+	}
+	tenancytest.DropDatabase(t, tn.Database)
+	var last *httptest.ResponseRecorder
+	for range 5 {
+		last = dbco.do("GET", "/projects", "")
+		shared.must("GET", "/projects", "", 200, nil)
+	}
+	var prob tenancyhttp.Problem
+	if last.Code != 503 || json.Unmarshal(last.Body.Bytes(), &prob) != nil || prob.Type != tenancyhttp.ProblemTenantUnavailable ||
+		last.Header().Get("Retry-After") == "" {
+		t.Fatalf("dbco with its database gone: %d %s", last.Code, last.Body)
 	}
 }

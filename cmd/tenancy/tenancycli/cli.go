@@ -121,14 +121,35 @@ func env(name, def string) string {
 	return def
 }
 
-func databaseFlag(fs *flag.FlagSet) *string {
-	return fs.String("database-url", env("TENANCY_DATABASE_URL", DefaultDatabaseURL),
-		"PostgreSQL URL (env TENANCY_DATABASE_URL)")
+// dbFlags are the database settings every command reads.
+type dbFlags struct {
+	url, servers *string
+}
+
+func databaseFlags(fs *flag.FlagSet) dbFlags {
+	return dbFlags{
+		url: fs.String("database-url", env("TENANCY_DATABASE_URL", DefaultDatabaseURL),
+			"PostgreSQL URL of the catalog (env TENANCY_DATABASE_URL)"),
+		servers: fs.String("servers", env("TENANCY_SERVERS", ""),
+			"servers of database tenants, alias=url,… (env TENANCY_SERVERS); default: \"default\", the catalog's server"),
+	}
+}
+
+// serverMap returns the configured servers, or the catalog's server as "default".
+func (f dbFlags) serverMap() (tenancypgx.Servers, error) {
+	if *f.servers == "" {
+		return tenancypgx.Servers{tenancypgx.DefaultServer: *f.url}, nil
+	}
+	return tenancypgx.ParseServers(*f.servers)
 }
 
 // openCatalog connects to the database and checks that the catalog exists.
-func openCatalog(ctx context.Context, url string) (*tenancypgx.Catalog, func(), error) {
-	pool, err := pgxpool.New(ctx, url)
+func openCatalog(ctx context.Context, f dbFlags) (*tenancypgx.Catalog, func(), error) {
+	servers, err := f.serverMap()
+	if err != nil {
+		return nil, nil, err
+	}
+	pool, err := pgxpool.New(ctx, *f.url)
 	if err != nil {
 		return nil, nil, fmt.Errorf("database URL: %w", err)
 	}
@@ -144,7 +165,7 @@ func openCatalog(ctx context.Context, url string) (*tenancypgx.Catalog, func(), 
 		pool.Close()
 		return nil, nil, fmt.Errorf("connect to the database: %w", err)
 	}
-	cat, err := tenancypgx.NewCatalog(pool, nil)
+	cat, err := tenancypgx.NewCatalog(pool, &tenancypgx.CatalogConfig{Servers: servers})
 	if err != nil {
 		pool.Close()
 		return nil, nil, err

@@ -12,18 +12,45 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tenancy"
 	"tenancy/cmd/tenancy/tenancycli"
+	"tenancy/tenancymigrate"
+	"tenancy/tenancypgx"
 	"tenancy/tenancytest"
 )
 
-// newDatabaseURL returns the URL of a database that does not exist yet and is dropped after t.
+// newDatabaseURL returns the URL of a database that does not exist yet and is dropped after t,
+// with the databases of its database tenants and their template.
 func newDatabaseURL(t *testing.T) string {
 	name := tenancytest.UniqueName("tenancy_cli")
+	url := tenancytest.WithDatabase(tenancytest.AdminURL(), name)
 	t.Cleanup(func() { tenancytest.DropDatabase(t, name) })
-	return tenancytest.WithDatabase(tenancytest.AdminURL(), name)
+	t.Cleanup(func() { dropTenantDatabases(t, url) })
+	return url
+}
+
+func dropTenantDatabases(t *testing.T, url string) {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return
+	}
+	defer pool.Close()
+	rows, err := pool.Query(ctx, `SELECT database_name FROM tenancy.tenants WHERE database_name IS NOT NULL`)
+	if err != nil {
+		return // no catalog: nothing was made
+	}
+	names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+	for _, n := range names {
+		tenancytest.DropDatabase(t, n)
+	}
+	cat, _ := tenancypgx.NewCatalog(pool, nil)
+	if m, err := tenancymigrate.New(pool, tenancycli.ReferenceLines()); err == nil {
+		cat.DropTemplate(ctx, tenancypgx.DefaultServer, m)
+	}
 }
 
 func openPool(t *testing.T, url string) *pgxpool.Pool {
@@ -238,8 +265,10 @@ func TestServeDemo(t *testing.T) {
 		if code != 200 || json.Unmarshal([]byte(body), &who) != nil || who.Slug != slug || !tenancy.IsID(who.ID) {
 			t.Fatalf("whoami as %s: %d %s", slug, code, body)
 		}
-		if wantSchema := slug == "globex"; wantSchema != (who.Isolation == tenancy.IsolationSchema) {
-			t.Fatalf("%s has isolation %s", slug, who.Isolation)
+		want := map[string]tenancy.Isolation{"acme": tenancy.IsolationShared, "globex": tenancy.IsolationSchema,
+			"initech": tenancy.IsolationDatabase}[slug]
+		if who.Isolation != want {
+			t.Fatalf("%s has isolation %s, want %s", slug, who.Isolation, want)
 		}
 	}
 	if code, _ := get(t, addr, "localhost", "/whoami", ""); code != 400 {

@@ -16,7 +16,7 @@ var errAuditFailed = errors.New("isolation is at risk: see the findings above")
 
 func doctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("doctor", stderr)
-	dbURL := databaseFlag(fs)
+	dbURL := databaseFlags(fs).url
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	role := fs.String("role", tenancypgx.DefaultRole, "the runtime role tenant transactions run as")
 	poolRole := fs.Bool("login-role-is-runtime", false, "audit the login role of --database-url as the runtime role")

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"tenancy/tenancymigrate"
 )
 
@@ -28,6 +30,18 @@ func ReferenceLines() *tenancymigrate.Config {
 func migrationsFlag(fs *flag.FlagSet) *string {
 	return fs.String("migrations", env("TENANCY_MIGRATIONS", ""),
 		"directory with shared/ and tenant/ migration lines (env TENANCY_MIGRATIONS); default: the reference service's")
+}
+
+// newMigrator returns a migrator on pool for the lines in dir (see loadLines) and the servers of f.
+func newMigrator(pool *pgxpool.Pool, dir string, f dbFlags) (*tenancymigrate.Migrator, error) {
+	lines, err := loadLines(dir)
+	if err != nil {
+		return nil, err
+	}
+	if lines.Servers, err = f.serverMap(); err != nil {
+		return nil, err
+	}
+	return tenancymigrate.New(pool, lines)
 }
 
 // loadLines returns the lines in dir/shared and dir/tenant, or the reference service's for "".

@@ -19,7 +19,7 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return migrateStatus(ctx, args[1:], stdout, stderr)
 	}
 	fs := newFlags("migrate", stderr)
-	dbURL := databaseFlag(fs)
+	dbf := databaseFlags(fs)
 	migrations := migrationsFlag(fs)
 	shared := fs.Bool("shared", false, "create or upgrade the catalog and apply the shared line")
 	tenant := fs.Bool("tenant", false, "apply the tenant line to the shared schema and every schema tenant")
@@ -42,16 +42,15 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case *workers < 0:
 		return usagef("--workers must be positive")
 	}
-	lines, err := loadLines(*migrations)
-	if err != nil {
+	if _, err := loadLines(*migrations); err != nil {
 		return err
 	}
-	pool, applied, err := prepareDatabase(ctx, *dbURL)
+	pool, applied, err := prepareDatabase(ctx, *dbf.url)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	m, err := tenancymigrate.New(pool, lines)
+	m, err := newMigrator(pool, *migrations, dbf)
 	if err != nil {
 		return err
 	}
@@ -164,7 +163,7 @@ func progressPrinter(w io.Writer) (progress func(tenancymigrate.Progress), done 
 
 func migrateStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("migrate status", stderr)
-	dbURL := databaseFlag(fs)
+	dbf := databaseFlags(fs)
 	migrations := migrationsFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parse(fs, args)
@@ -174,16 +173,12 @@ func migrateStatus(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if len(pos) > 0 {
 		return usagef("migrate status takes no arguments, got %q", pos)
 	}
-	lines, err := loadLines(*migrations)
-	if err != nil {
-		return err
-	}
-	cat, closeDB, err := openCatalog(ctx, *dbURL)
+	cat, closeDB, err := openCatalog(ctx, dbf)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
-	m, err := tenancymigrate.New(cat.Pool(), lines)
+	m, err := newMigrator(cat.Pool(), *migrations, dbf)
 	if err != nil {
 		return err
 	}

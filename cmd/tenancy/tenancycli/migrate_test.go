@@ -108,7 +108,7 @@ func TestMigrateCommands(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2", bad, r.code)
 		}
 	}
-	if r := run(t, with("migrate", "--tenant", "--schema", "nobody")...); r.code != 1 || !strings.Contains(r.stderr, "not a schema tenant") {
+	if r := run(t, with("migrate", "--tenant", "--schema", "nobody")...); r.code != 1 || !strings.Contains(r.stderr, "not a schema or database tenant") {
 		t.Errorf("unknown --schema: %+v", r)
 	}
 }

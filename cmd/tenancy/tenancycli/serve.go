@@ -30,9 +30,14 @@ type ServerConfig struct {
 	AdminToken string
 	// Redis, when set, is checked by /healthz. Defaults to nil: everything stays in memory.
 	Redis redis.UniversalClient
-	// Migrator provisions new schema tenants (the admin API, --demo). Defaults to one with the
-	// reference service's lines (ReferenceLines).
+	// Migrator provisions new schema and database tenants (the admin API, --demo). Defaults to one
+	// with the reference service's lines (ReferenceLines).
 	Migrator *tenancymigrate.Migrator
+	// Servers hold database tenants. Defaults to the pool's server as tenancypgx.DefaultServer.
+	Servers tenancypgx.Servers
+	// Router serves database tenants. Defaults to one on Servers with the router's defaults;
+	// Close closes the one it made.
+	Router *tenancypgx.Router
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -48,6 +53,7 @@ type Server struct {
 	log     *slog.Logger
 	handler http.Handler
 	watchUp atomic.Bool
+	closers []func()
 }
 
 // NewServer builds the service on a pool whose database has the catalog and the service's tables
@@ -65,14 +71,25 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	if s.cfg.Servers == nil {
+		s.cfg.Servers = tenancypgx.Servers{tenancypgx.DefaultServer: pool.Config().ConnString()}
+	}
 	var err error
-	if s.catalog, err = tenancypgx.NewCatalog(pool, nil); err != nil {
+	if s.catalog, err = tenancypgx.NewCatalog(pool, &tenancypgx.CatalogConfig{Servers: s.cfg.Servers}); err != nil {
 		return nil, err
 	}
 	if s.cfg.Migrator == nil {
-		if s.cfg.Migrator, err = tenancymigrate.New(pool, ReferenceLines()); err != nil {
+		lines := ReferenceLines()
+		lines.Servers = s.cfg.Servers
+		if s.cfg.Migrator, err = tenancymigrate.New(pool, lines); err != nil {
 			return nil, err
 		}
+	}
+	if s.cfg.Router == nil {
+		if s.cfg.Router, err = tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: s.cfg.Servers}); err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, s.cfg.Router.Close)
 	}
 	if s.cache, err = tenancypgx.NewCachedStore(s.catalog, nil); err != nil {
 		return nil, err
@@ -84,7 +101,7 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("base domain: %w", err)
 	}
-	if s.db, err = tenancypgx.New(pool, &tenancypgx.Config{Store: s.cache}); err != nil {
+	if s.db, err = tenancypgx.New(pool, &tenancypgx.Config{Store: s.cache, Router: s.cfg.Router}); err != nil {
 		return nil, err
 	}
 	app := http.NewServeMux()
@@ -96,6 +113,14 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 	root.Handle("/", mw(app))
 	s.handler = root
 	return s, nil
+}
+
+// Close releases what NewServer opened (the router it made, the database/sql handles).
+func (s *Server) Close() {
+	for _, c := range s.closers {
+		c()
+	}
+	_ = s.db.Close()
 }
 
 // Handler returns the service's HTTP handler.
@@ -163,14 +188,14 @@ var demoTenants = []struct {
 	{tenancypgx.CreateOpts{Slug: "globex", Name: "Globex Corporation", Plan: "free", Isolation: tenancy.IsolationSchema}, map[string][]string{
 		"Doomsday device": {"Hire henchmen", "Volcano lease"},
 	}},
-	{tenancypgx.CreateOpts{Slug: "initech", Name: "Initech", Plan: "free"}, map[string][]string{
+	{tenancypgx.CreateOpts{Slug: "initech", Name: "Initech", Plan: "free", Isolation: tenancy.IsolationDatabase}, map[string][]string{
 		"TPS reports": {"New cover sheets"},
 		"Migration":   {"Find the red stapler"},
 	}},
 }
 
-// SeedDemo creates the demo tenants that do not exist yet (acme and initech shared, globex with a
-// schema of its own), and gives each demo tenant that has no project its demo projects, through
+// SeedDemo creates the demo tenants that do not exist yet (acme shared, globex with a schema of
+// its own, initech with a database of its own), and gives each demo tenant that has no project its demo projects, through
 // db as the tenant itself.
 func (s *Server) SeedDemo(ctx context.Context) ([]string, error) {
 	var created []string
@@ -222,7 +247,7 @@ func (s *Server) SeedDemo(ctx context.Context) ([]string, error) {
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
-	dbURL := databaseFlag(fs)
+	dbf := databaseFlags(fs)
 	addr := fs.String("addr", env("TENANCY_ADDR", ":8080"), "listen address (env TENANCY_ADDR)")
 	redisURL := fs.String("redis-url", env("TENANCY_REDIS_URL", ""), "Redis URL (env TENANCY_REDIS_URL); empty keeps everything in memory")
 	base := fs.String("base-domain", env("TENANCY_BASE_DOMAIN", "localhost"), "tenants are subdomains of this domain (env TENANCY_BASE_DOMAIN)")
@@ -238,7 +263,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(tenancy.NewLogHandler(slog.NewTextHandler(stderr, nil)))
 
-	pool, applied, err := prepareDatabase(ctx, *dbURL)
+	servers, err := dbf.serverMap()
+	if err != nil {
+		return err
+	}
+	pool, applied, err := prepareDatabase(ctx, *dbf.url)
 	if err != nil {
 		return err
 	}
@@ -246,11 +275,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(applied) > 0 {
 		log.Info("tenancy: catalog migrated", "versions", applied)
 	}
-	lines, err := loadLines(*migrations)
-	if err != nil {
-		return err
-	}
-	migrator, err := tenancymigrate.New(pool, lines)
+	migrator, err := newMigrator(pool, *migrations, dbf)
 	if err != nil {
 		return err
 	}
@@ -272,7 +297,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := auditOrRefuse(ctx, pool, stderr); err != nil {
 		return err
 	}
-	cfg := &ServerConfig{BaseDomain: *base, AdminToken: *token, Logger: log, Migrator: migrator}
+	cfg := &ServerConfig{BaseDomain: *base, AdminToken: *token, Logger: log, Migrator: migrator, Servers: servers}
 	if *redisURL != "" {
 		opts, err := redis.ParseURL(*redisURL)
 		if err != nil {
@@ -289,6 +314,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer srv.Close()
 	if *demo {
 		created, err := srv.SeedDemo(ctx)
 		if err != nil {

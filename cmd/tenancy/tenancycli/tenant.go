@@ -12,7 +12,6 @@ import (
 
 	"tenancy"
 	"tenancy/tenancyhttp"
-	"tenancy/tenancymigrate"
 	"tenancy/tenancypgx"
 )
 
@@ -22,12 +21,12 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlags("tenant "+sub, stderr)
-	dbURL := databaseFlag(fs)
+	dbf := databaseFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	var (
-		name, plan, isolation, status, migrations *string
-		domains                                   listFlag
-		all, purge, yes                           *bool
+		name, plan, isolation, status, migrations, server *string
+		domains                                           listFlag
+		all, purge, yes                                   *bool
 	)
 	switch sub {
 	case "create":
@@ -36,8 +35,10 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		isolation = fs.String("isolation", "shared", "shared, schema or database")
 		fs.Var(&domains, "domain", "custom domain (repeatable)")
 		migrations = migrationsFlag(fs)
+		server = fs.String("server", tenancypgx.DefaultServer, "with --isolation database: the alias of the server to make its database on")
 	case "provision":
 		migrations = migrationsFlag(fs)
+		server = fs.String("server", tenancypgx.DefaultServer, "for a database tenant: the alias of the server to make its database on")
 	case "list":
 		status = fs.String("status", "", "only tenants with this status (active, suspended, deleted, provisioning)")
 		all = fs.Bool("all", false, "include deleted tenants")
@@ -56,7 +57,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(pos) != want {
 		return usagef("tenant %s takes %d argument(s), got %d", sub, want, len(pos))
 	}
-	cat, closeDB, err := openCatalog(ctx, *dbURL)
+	cat, closeDB, err := openCatalog(ctx, dbf)
 	if err != nil {
 		return err
 	}
@@ -77,7 +78,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		if t.Status == tenancy.StatusProvisioning {
-			if t, err = provision(ctx, cat, t, *migrations); err != nil {
+			if t, err = provision(ctx, cat, t, *migrations, *server, dbf); err != nil {
 				return err
 			}
 		}
@@ -140,7 +141,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		t, err = cat.Delete(ctx, t.ID)
 	case "provision":
-		t, err = provision(ctx, cat, t, *migrations)
+		t, err = provision(ctx, cat, t, *migrations, *server, dbf)
 	}
 	if err != nil {
 		return tenantErr(err, pos[0])
@@ -148,17 +149,14 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return printTenant(stdout, t, *asJSON)
 }
 
-// provision makes and migrates a provisioning tenant's schema with the tenant line of migrations.
-func provision(ctx context.Context, cat *tenancypgx.Catalog, t *tenancy.Tenant, migrations string) (*tenancy.Tenant, error) {
-	lines, err := loadLines(migrations)
+// provision makes and migrates a provisioning tenant's schema or database with the tenant line
+// of migrations.
+func provision(ctx context.Context, cat *tenancypgx.Catalog, t *tenancy.Tenant, migrations, server string, dbf dbFlags) (*tenancy.Tenant, error) {
+	m, err := newMigrator(cat.Pool(), migrations, dbf)
 	if err != nil {
 		return nil, err
 	}
-	m, err := tenancymigrate.New(cat.Pool(), lines)
-	if err != nil {
-		return nil, err
-	}
-	p, err := cat.Provision(ctx, t.ID, m, nil)
+	p, err := cat.Provision(ctx, t.ID, m, &tenancypgx.ProvisionOpts{Server: server})
 	if err != nil {
 		return nil, fmt.Errorf("%w; %s stays provisioning (refused): fix the cause and run tenancy tenant provision %s", err, t.Slug, t.Slug)
 	}
@@ -199,6 +197,9 @@ func printTenant(w io.Writer, t *tenancy.Tenant, asJSON bool) error {
 		t.ID, t.Slug, t.Name, t.Plan, t.Status, t.Isolation)
 	if t.Isolation == tenancy.IsolationSchema {
 		fmt.Fprintf(tw, "schema:\t%s\n", tenancypgx.SchemaName(t.ID))
+	}
+	if t.Database != "" {
+		fmt.Fprintf(tw, "database:\t%s on server %s\n", t.Database, t.Server)
 	}
 	if t.ProvisionError != "" {
 		fmt.Fprintf(tw, "provisioning failed:\t%s (tenancy tenant provision %s resumes it)\n", t.ProvisionError, t.Slug)

@@ -1,0 +1,575 @@
+package tenancypgx
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"tenancy"
+	"tenancy/internal/clock"
+)
+
+// RouterConfig configures a Router. Servers is required; every other field has a default.
+type RouterConfig struct {
+	// Servers holds the tenant databases' servers by alias (see Tenant.Server).
+	Servers Servers
+	// MaxPools is the most tenant pools open at once. Defaults to 50.
+	MaxPools int
+	// MaxConns is the budget of connections across all tenant pools: the pools open never reserve
+	// more, so the router never has more backends open. Defaults to 100.
+	MaxConns int
+	// MaxConnsPerPool is each tenant pool's size, reserved from MaxConns while the pool is open; it
+	// is also each tenant's bulkhead. Defaults to 2.
+	MaxConnsPerPool int
+	// IdleTimeout closes a tenant pool unused for this long. Defaults to 5 minutes.
+	IdleTimeout time.Duration
+	// AcquireTimeout bounds how long a request waits for room (a pool under the caps, a free
+	// connection in its pool) before ErrCapacityExhausted. Defaults to 2 seconds.
+	AcquireTimeout time.Duration
+	// ConnectTimeout bounds connecting to a tenant database. Defaults to 2 seconds.
+	ConnectTimeout time.Duration
+	// FailureThreshold is how many consecutive failures to connect open a tenant's breaker.
+	// Defaults to 3.
+	FailureThreshold int
+	// OpenFor is how long an open breaker fails the tenant's requests fast before they try its
+	// database again. Defaults to 5 seconds.
+	OpenFor time.Duration
+	// Configure, when set, adjusts each tenant pool's configuration (tracing, TLS) before it opens.
+	// MaxConns and MinConns are set by the router after it runs. Defaults to nil.
+	Configure func(*pgxpool.Config)
+	// Now returns the current time. Defaults to a coarse clock cheaper than time.Now.
+	Now func() time.Time
+}
+
+// Router opens, shares and closes the connection pools of database-model tenants: one pool per
+// tenant, created on first use (concurrent first requests create one), within a cap of open pools
+// and a budget of connections that are never exceeded; the least recently used idle pool makes
+// room for a new one, and idle pools are closed after IdleTimeout. A pool that is evicted while in
+// use drains: its connections finish their work, new requests get a fresh pool. When every pool is
+// busy and the caps are reached, a request waits up to AcquireTimeout, then gets
+// tenancy.ErrCapacityExhausted. A tenant whose database cannot be reached fails fast with
+// tenancy.ErrTenantUnavailable once its breaker opens, without slowing other tenants.
+type Router struct {
+	cfg    RouterConfig
+	now    func() int64
+	seed   maphash.Seed
+	shards [64]routerShard
+
+	mu       sync.Mutex // pool creation and eviction, the budget, breakers, waiters
+	pools    int
+	reserved int
+	changed  chan struct{} // closed and replaced when room may have come free
+	waiting  atomic.Int32
+	breakers map[string]*breaker
+	closed   bool
+
+	hits, misses, waits, capacityErrors, failFast atomic.Uint64
+	evictedLRU, evictedIdle, evictedBreaker       atomic.Uint64
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type routerShard struct {
+	mu sync.RWMutex
+	m  map[string]*poolEntry
+}
+
+type poolEntry struct {
+	id       string
+	pool     *pgxpool.Pool
+	reserved int
+	refs     atomic.Int64
+	lastUsed atomic.Int64 // unix nanoseconds
+	failures atomic.Int32 // consecutive failures to connect
+	retired  atomic.Bool  // removed from the map: closes when its last lease ends
+
+	sqlOnce sync.Once
+	sqlDB   *sql.DB // database/sql over pool, for SQLTx
+}
+
+// close closes the entry's database/sql handle and pool, waiting for connections in use.
+func (e *poolEntry) close() {
+	e.sqlOnce.Do(func() {}) // no handle may be opened from now on
+	if e.sqlDB != nil {
+		_ = e.sqlDB.Close()
+	}
+	e.pool.Close()
+}
+
+type breaker struct {
+	openUntil int64
+}
+
+// ErrRouterClosed is returned by a Router that has been closed.
+var ErrRouterClosed = errors.New("tenancypgx: router closed")
+
+// NewRouter returns a router and starts its idle reaper; Close stops it.
+func NewRouter(cfg *RouterConfig) (*Router, error) {
+	if cfg == nil || len(cfg.Servers) == 0 {
+		return nil, errors.New("tenancypgx: NewRouter needs RouterConfig.Servers")
+	}
+	if err := cfg.Servers.validate(); err != nil {
+		return nil, err
+	}
+	c := *cfg
+	setDefault := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	setDefault(&c.MaxPools, 50)
+	setDefault(&c.MaxConns, 100)
+	setDefault(&c.MaxConnsPerPool, 2)
+	setDefault(&c.FailureThreshold, 3)
+	for _, d := range []struct {
+		v *time.Duration
+		d time.Duration
+	}{{&c.IdleTimeout, 5 * time.Minute}, {&c.AcquireTimeout, 2 * time.Second}, {&c.ConnectTimeout, 2 * time.Second}, {&c.OpenFor, 5 * time.Second}} {
+		if *d.v == 0 {
+			*d.v = d.d
+		}
+	}
+	switch {
+	case c.MaxPools < 0, c.MaxConns < 0, c.MaxConnsPerPool < 0, c.FailureThreshold < 0,
+		c.IdleTimeout < 0, c.AcquireTimeout < 0, c.ConnectTimeout < 0, c.OpenFor < 0:
+		return nil, errors.New("tenancypgx: RouterConfig fields must not be negative")
+	case c.MaxConnsPerPool > c.MaxConns:
+		return nil, fmt.Errorf("tenancypgx: MaxConnsPerPool (%d) exceeds the budget MaxConns (%d)", c.MaxConnsPerPool, c.MaxConns)
+	}
+	r := &Router{cfg: c, now: clock.Now, seed: maphash.MakeSeed(), changed: make(chan struct{}),
+		breakers: map[string]*breaker{}, stop: make(chan struct{}), done: make(chan struct{})}
+	if c.Now != nil {
+		r.now = func() int64 { return c.Now().UnixNano() }
+	}
+	for i := range r.shards {
+		r.shards[i].m = map[string]*poolEntry{}
+	}
+	go r.reap()
+	return r, nil
+}
+
+// Lease is the right to use a tenant's pool until Done. It is a value: taking one allocates nothing.
+type Lease struct {
+	e *poolEntry
+	r *Router
+}
+
+// Pool returns the tenant's pool. Do not close it; call Done when finished.
+func (l Lease) Pool() *pgxpool.Pool { return l.e.pool }
+
+// SQLDB returns a database/sql handle over the tenant's pool, opened on first use and closed
+// with the pool. Do not close it.
+func (l Lease) SQLDB() *sql.DB {
+	l.e.sqlOnce.Do(func() { l.e.sqlDB = stdlib.OpenDBFromPool(l.e.pool) })
+	return l.e.sqlDB
+}
+
+// Done ends the lease. err is the outcome of the work: a failure to connect counts toward the
+// tenant's breaker, anything else (nil included) resets it.
+func (l Lease) Done(err error) {
+	e := l.e
+	if isConnectFailure(err) {
+		if int(e.failures.Add(1)) >= l.r.cfg.FailureThreshold {
+			l.r.trip(e)
+		}
+	} else if e.failures.Load() != 0 {
+		e.failures.Store(0)
+	}
+	if e.refs.Add(-1) == 0 {
+		if e.retired.Load() {
+			l.r.closeRetired(e)
+		} else if l.r.waiting.Load() > 0 {
+			l.r.notify()
+		}
+	}
+}
+
+func isConnectFailure(err error) bool {
+	var ce *pgconn.ConnectError
+	return err != nil && errors.As(err, &ce)
+}
+
+func (r *Router) shard(id string) *routerShard {
+	return &r.shards[maphash.String(r.seed, id)%uint64(len(r.shards))]
+}
+
+// Lease returns a lease on the pool of t, a database-model tenant, opening the pool if needed.
+// It returns tenancy.ErrTenantUnavailable while t's breaker is open, tenancy.ErrCapacityExhausted
+// when no room came free within AcquireTimeout, ErrUnknownServer for a server not configured.
+func (r *Router) Lease(ctx context.Context, t *tenancy.Tenant) (Lease, error) {
+	sh := r.shard(t.ID)
+	sh.mu.RLock()
+	e := sh.m[t.ID]
+	if e != nil {
+		e.refs.Add(1)
+	}
+	sh.mu.RUnlock()
+	if e != nil {
+		e.lastUsed.Store(r.now())
+		r.hits.Add(1)
+		return Lease{e, r}, nil
+	}
+	return r.slowLease(ctx, t, sh)
+}
+
+func (r *Router) slowLease(ctx context.Context, t *tenancy.Tenant, sh *routerShard) (Lease, error) {
+	if t.Server == "" || t.Database == "" {
+		return Lease{}, fmt.Errorf("tenancypgx: tenant %s has no database placement", t.Slug)
+	}
+	var timer <-chan time.Time
+	for {
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return Lease{}, ErrRouterClosed
+		}
+		sh.mu.RLock()
+		e := sh.m[t.ID]
+		if e != nil {
+			e.refs.Add(1)
+		}
+		sh.mu.RUnlock()
+		if e != nil { // opened by a concurrent first request
+			r.mu.Unlock()
+			e.lastUsed.Store(r.now())
+			r.hits.Add(1)
+			return Lease{e, r}, nil
+		}
+		if b := r.breakers[t.ID]; b != nil {
+			if r.now() < b.openUntil {
+				r.mu.Unlock()
+				r.failFast.Add(1)
+				return Lease{}, fmt.Errorf("%w: %s (breaker open)", tenancy.ErrTenantUnavailable, t.Slug)
+			}
+			delete(r.breakers, t.ID) // half-open: let requests try the database again
+		}
+		per := r.cfg.MaxConnsPerPool
+		var victims []*poolEntry
+		for r.pools >= r.cfg.MaxPools || r.reserved+per > r.cfg.MaxConns {
+			v := r.evictLRULocked()
+			if v == nil {
+				break
+			}
+			victims = append(victims, v)
+		}
+		if r.pools < r.cfg.MaxPools && r.reserved+per <= r.cfg.MaxConns {
+			e, err := r.openLocked(t, sh)
+			r.mu.Unlock()
+			closeAll(victims)
+			if err != nil {
+				return Lease{}, err
+			}
+			r.misses.Add(1)
+			return Lease{e, r}, nil
+		}
+		// Every pool is busy: wait for a lease to end.
+		ch := r.changed
+		r.waiting.Add(1)
+		r.mu.Unlock()
+		closeAll(victims)
+		if timer == nil {
+			r.waits.Add(1)
+			tm := time.NewTimer(r.cfg.AcquireTimeout)
+			defer tm.Stop()
+			timer = tm.C
+		}
+		select {
+		case <-ch:
+			r.waiting.Add(-1)
+		case <-ctx.Done():
+			r.waiting.Add(-1)
+			return Lease{}, ctx.Err()
+		case <-timer:
+			r.waiting.Add(-1)
+			r.capacityErrors.Add(1)
+			return Lease{}, fmt.Errorf("%w (%d pools, %d of %d connections reserved, all in use)",
+				tenancy.ErrCapacityExhausted, r.cfg.MaxPools, r.cfg.MaxConns, r.cfg.MaxConns)
+		}
+	}
+}
+
+// openLocked opens t's pool (no connection yet) and publishes it with one lease taken.
+func (r *Router) openLocked(t *tenancy.Tenant, sh *routerShard) (*poolEntry, error) {
+	cfg, err := r.cfg.Servers.PoolConfig(t.Server, t.Database)
+	if err != nil {
+		return nil, err
+	}
+	if r.cfg.Configure != nil {
+		r.cfg.Configure(cfg)
+	}
+	cfg.MaxConns, cfg.MinConns = int32(r.cfg.MaxConnsPerPool), 0
+	cfg.MaxConnIdleTime = min(cfg.MaxConnIdleTime, r.cfg.IdleTimeout)
+	cfg.ConnConfig.ConnectTimeout = r.cfg.ConnectTimeout
+	cfg.HealthCheckPeriod = max(time.Second, min(cfg.HealthCheckPeriod, r.cfg.IdleTimeout))
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	e := &poolEntry{id: t.ID, pool: pool, reserved: r.cfg.MaxConnsPerPool}
+	e.refs.Store(1)
+	e.lastUsed.Store(r.now())
+	sh.mu.Lock()
+	sh.m[t.ID] = e
+	sh.mu.Unlock()
+	r.pools++
+	r.reserved += e.reserved
+	return e, nil
+}
+
+// evictLRULocked removes the least recently used idle pool and returns it for closing, or nil
+// when every pool is in use.
+func (r *Router) evictLRULocked() *poolEntry {
+	var victim *poolEntry
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.RLock()
+		for _, e := range sh.m {
+			if e.refs.Load() == 0 && (victim == nil || e.lastUsed.Load() < victim.lastUsed.Load()) {
+				victim = e
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	if victim == nil || !r.removeIfIdleLocked(victim) {
+		return nil
+	}
+	r.evictedLRU.Add(1)
+	return victim
+}
+
+// removeIfIdleLocked takes e out of its shard if no lease holds it, releasing its reservation.
+func (r *Router) removeIfIdleLocked(e *poolEntry) bool {
+	sh := r.shard(e.id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e.refs.Load() != 0 || sh.m[e.id] != e {
+		return false
+	}
+	delete(sh.m, e.id)
+	r.pools--
+	r.reserved -= e.reserved
+	return true
+}
+
+func closeAll(es []*poolEntry) {
+	for _, e := range es {
+		e.close()
+	}
+}
+
+// trip opens e's tenant's breaker and retires its pool: leases in flight finish, then it closes.
+func (r *Router) trip(e *poolEntry) {
+	r.mu.Lock()
+	r.breakers[e.id] = &breaker{openUntil: r.now() + int64(r.cfg.OpenFor)}
+	sh := r.shard(e.id)
+	sh.mu.Lock()
+	retire := sh.m[e.id] == e
+	if retire {
+		delete(sh.m, e.id)
+		e.retired.Store(true)
+	}
+	sh.mu.Unlock()
+	r.mu.Unlock()
+	if retire {
+		r.evictedBreaker.Add(1)
+	}
+}
+
+// closeRetired closes a retired pool whose last lease ended and releases its reservation.
+func (r *Router) closeRetired(e *poolEntry) {
+	if !e.retired.CompareAndSwap(true, false) {
+		return // closed already
+	}
+	e.close()
+	r.mu.Lock()
+	if !r.closed {
+		r.pools--
+		r.reserved -= e.reserved
+	}
+	r.mu.Unlock()
+	r.notify()
+}
+
+func (r *Router) notify() {
+	r.mu.Lock()
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// EvictIdle closes the pools unused for IdleTimeout and returns how many. The router's reaper
+// calls it periodically.
+func (r *Router) EvictIdle() int {
+	cutoff := r.now() - int64(r.cfg.IdleTimeout)
+	r.mu.Lock()
+	var victims []*poolEntry
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.RLock()
+		for _, e := range sh.m {
+			if e.refs.Load() == 0 && e.lastUsed.Load() <= cutoff {
+				victims = append(victims, e)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	evicted := victims[:0]
+	for _, e := range victims {
+		if r.removeIfIdleLocked(e) {
+			evicted = append(evicted, e)
+		}
+	}
+	r.mu.Unlock()
+	closeAll(evicted)
+	r.evictedIdle.Add(uint64(len(evicted)))
+	if len(evicted) > 0 {
+		r.notify()
+	}
+	return len(evicted)
+}
+
+func (r *Router) reap() {
+	defer close(r.done)
+	t := time.NewTicker(max(r.cfg.IdleTimeout/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+			r.EvictIdle()
+		}
+	}
+}
+
+// Forget closes t's pool (after its leases end) so the next request opens a new one: for a
+// tenant whose database was moved or purged.
+func (r *Router) Forget(id string) {
+	r.mu.Lock()
+	sh := r.shard(id)
+	sh.mu.Lock()
+	e := sh.m[id]
+	if e != nil {
+		delete(sh.m, id)
+		e.retired.Store(true)
+	}
+	sh.mu.Unlock()
+	delete(r.breakers, id)
+	r.mu.Unlock()
+	if e != nil && e.refs.Load() == 0 {
+		r.closeRetired(e)
+	}
+}
+
+// RouterStats is a snapshot of a Router.
+type RouterStats struct {
+	Pools          int               `json:"pools"`           // open tenant pools, draining ones included
+	ReservedConns  int               `json:"reserved_conns"`  // connections reserved by open pools (≤ MaxConns)
+	OpenConns      int               `json:"open_conns"`      // connections actually open in published pools
+	AcquiredConns  int               `json:"acquired_conns"`  // of which in use
+	Hits           uint64            `json:"hits"`            // leases on an open pool
+	Misses         uint64            `json:"misses"`          // leases that opened a pool
+	Waits          uint64            `json:"waits"`           // leases that waited for room
+	CapacityErrors uint64            `json:"capacity_errors"` // leases refused with ErrCapacityExhausted
+	FailFast       uint64            `json:"fail_fast"`       // leases refused by an open breaker
+	Evictions      map[string]uint64 `json:"evictions"`       // by reason: lru, idle, breaker
+	OpenBreakers   []string          `json:"open_breakers"`   // tenant IDs
+}
+
+// Stats returns counters and the current state.
+func (r *Router) Stats() RouterStats {
+	s := RouterStats{Hits: r.hits.Load(), Misses: r.misses.Load(), Waits: r.waits.Load(),
+		CapacityErrors: r.capacityErrors.Load(), FailFast: r.failFast.Load(),
+		Evictions:    map[string]uint64{"lru": r.evictedLRU.Load(), "idle": r.evictedIdle.Load(), "breaker": r.evictedBreaker.Load()},
+		OpenBreakers: []string{}}
+	r.mu.Lock()
+	s.Pools, s.ReservedConns = r.pools, r.reserved
+	now := r.now()
+	for id, b := range r.breakers {
+		if now < b.openUntil {
+			s.OpenBreakers = append(s.OpenBreakers, id)
+		}
+	}
+	r.mu.Unlock()
+	sort.Strings(s.OpenBreakers)
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.RLock()
+		for _, e := range sh.m {
+			st := e.pool.Stat()
+			s.OpenConns += int(st.TotalConns())
+			s.AcquiredConns += int(st.AcquiredConns())
+		}
+		sh.mu.RUnlock()
+	}
+	return s
+}
+
+// Close closes every pool, waiting for connections in use to be released, and stops the reaper.
+// Leases taken afterwards fail with ErrRouterClosed.
+func (r *Router) Close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	var all []*poolEntry
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		for id, e := range sh.m {
+			all = append(all, e)
+			delete(sh.m, id)
+		}
+		sh.mu.Unlock()
+	}
+	close(r.stop)
+	r.mu.Unlock()
+	<-r.done
+	var wg sync.WaitGroup
+	for _, e := range all {
+		wg.Add(1)
+		go func() { defer wg.Done(); e.close() }()
+	}
+	wg.Wait()
+	r.mu.Lock()
+	r.pools, r.reserved = 0, 0
+	r.mu.Unlock()
+}
+
+// acquire leases t's pool and takes a connection from it. release must be called with the outcome
+// of the work. A failure to connect is tenancy.ErrTenantUnavailable; no free connection in t's
+// pool within AcquireTimeout is tenancy.ErrCapacityExhausted.
+func (r *Router) acquire(ctx context.Context, t *tenancy.Tenant) (*pgxpool.Conn, func(error), error) {
+	lease, err := r.Lease(ctx, t)
+	if err != nil {
+		return nil, nil, err
+	}
+	actx, cancel := context.WithTimeout(ctx, r.cfg.AcquireTimeout)
+	conn, err := lease.Pool().Acquire(actx)
+	cancel()
+	if err != nil {
+		lease.Done(err)
+		switch {
+		case isConnectFailure(err):
+			return nil, nil, fmt.Errorf("%w: %s: %v", tenancy.ErrTenantUnavailable, t.Slug, err)
+		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			r.capacityErrors.Add(1)
+			return nil, nil, fmt.Errorf("%w: all %d connections of %s are in use", tenancy.ErrCapacityExhausted, r.cfg.MaxConnsPerPool, t.Slug)
+		}
+		return nil, nil, err
+	}
+	return conn, func(err error) { conn.Release(); lease.Done(err) }, nil
+}

@@ -1,0 +1,339 @@
+package tenancypgx_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"tenancy"
+	"tenancy/tenancypgx"
+	"tenancy/tenancytest"
+)
+
+// tenantDatabases creates n empty databases named like tenant databases and returns tenants
+// placed on them; they are dropped when t ends.
+func tenantDatabases(t *testing.T, n int) []*tenancy.Tenant {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, tenancytest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	tenants := make([]*tenancy.Tenant, n)
+	for i := range tenants {
+		id := fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", rand.Uint32(), rand.Uint32()&0xffff, rand.Uint32()&0xfff, rand.Uint32()&0xfff, rand.Uint64()&0xffffffffffff)
+		tn := &tenancy.Tenant{ID: id, Slug: fmt.Sprintf("db-%d", i), Status: tenancy.StatusActive,
+			Isolation: tenancy.IsolationDatabase, Server: tenancypgx.DefaultServer, Database: tenancypgx.DatabaseName(id)}
+		if _, err := admin.Exec(ctx, "CREATE DATABASE "+tn.Database+" STRATEGY FILE_COPY"); err != nil {
+			t.Fatal(err)
+		}
+		name := tn.Database
+		t.Cleanup(func() { tenancytest.DropDatabase(t, name) })
+		tenants[i] = tn
+	}
+	return tenants
+}
+
+func newRouter(t *testing.T, cfg tenancypgx.RouterConfig) *tenancypgx.Router {
+	t.Helper()
+	if cfg.Servers == nil {
+		cfg.Servers = tenancypgx.Servers{tenancypgx.DefaultServer: tenancytest.AdminURL()}
+	}
+	r, err := tenancypgx.NewRouter(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+// backends counts the server's sessions on the given databases.
+func backends(t *testing.T, dbs []string) int {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), tenancytest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE datname = ANY($1)`, dbs).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func ping(ctx context.Context, r *tenancypgx.Router, tn *tenancy.Tenant) error {
+	lease, err := r.Lease(ctx, tn)
+	if err != nil {
+		return err
+	}
+	var one int
+	err = lease.Pool().QueryRow(ctx, "SELECT 1").Scan(&one)
+	lease.Done(err)
+	return err
+}
+
+// Many goroutines churn through many tenant databases; the caps hold at every sample, nothing
+// fails but with the capacity error, and closed pools leave no backend behind.
+func TestRouterChurnKeepsItsCaps(t *testing.T) {
+	t.Parallel()
+	n := 500
+	if testing.Short() {
+		n = 60
+	}
+	tenants := tenantDatabases(t, n)
+	dbs := make([]string, n)
+	for i, tn := range tenants {
+		dbs[i] = tn.Database
+	}
+	const maxPools, budget = 20, 40
+	r := newRouter(t, tenancypgx.RouterConfig{MaxPools: maxPools, MaxConns: budget, MaxConnsPerPool: 2, AcquireTimeout: 5 * time.Second})
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var violations, capacity, other, ok atomic.Int64
+	var sampler sync.WaitGroup
+	sampler.Add(1)
+	go func() {
+		defer sampler.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			s := r.Stats()
+			if s.Pools > maxPools || s.ReservedConns > budget || s.OpenConns > budget {
+				violations.Add(1)
+			}
+			if b := backends(t, dbs); b > budget {
+				violations.Add(1)
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 3 * n / 24 {
+				err := ping(ctx, r, tenants[rand.IntN(n)])
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, tenancy.ErrCapacityExhausted):
+					capacity.Add(1)
+				default:
+					other.Add(1)
+					t.Log(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	sampler.Wait()
+	s := r.Stats()
+	t.Logf("%d ok, %d capacity errors; stats %+v", ok.Load(), capacity.Load(), s)
+	if violations.Load() > 0 {
+		t.Fatalf("the caps were exceeded at %d samples", violations.Load())
+	}
+	if other.Load() > 0 {
+		t.Fatalf("%d requests failed with an error other than the capacity error", other.Load())
+	}
+	if ok.Load() == 0 || s.Misses < uint64(maxPools) || s.Evictions["lru"] == 0 {
+		t.Fatalf("control: the churn did not churn: %d ok, stats %+v", ok.Load(), s)
+	}
+	r.Close()
+	if b := backends(t, dbs); b != 0 {
+		t.Fatalf("%d backends left after Close", b)
+	}
+}
+
+func TestRouterSingleFlight(t *testing.T) {
+	t.Parallel()
+	tn := tenantDatabases(t, 1)[0]
+	r := newRouter(t, tenancypgx.RouterConfig{})
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ping(context.Background(), r, tn); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if s := r.Stats(); s.Misses != 1 || s.Pools != 1 {
+		t.Fatalf("50 concurrent first requests: %+v, want one pool opened", s)
+	}
+}
+
+func TestRouterIdlePoolsClose(t *testing.T) {
+	t.Parallel()
+	tenants := tenantDatabases(t, 2)
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	r := newRouter(t, tenancypgx.RouterConfig{IdleTimeout: time.Minute, Now: clock.Now})
+	for _, tn := range tenants {
+		if err := ping(context.Background(), r, tn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(30 * time.Second)
+	ping(context.Background(), r, tenants[1]) // still in use
+	if n := r.EvictIdle(); n != 0 {
+		t.Fatalf("evicted %d pools before their idle timeout", n)
+	}
+	clock.Advance(45 * time.Second)
+	if n := r.EvictIdle(); n != 1 {
+		t.Fatalf("evicted %d pools, want tenants[0]'s", n)
+	}
+	if s := r.Stats(); s.Pools != 1 || s.Evictions["idle"] != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	if b := backends(t, []string{tenants[0].Database}); b != 0 {
+		t.Fatalf("the idle pool left %d backends", b)
+	}
+	if b := backends(t, []string{tenants[1].Database}); b == 0 {
+		t.Fatal("control: the pool in use has no backend")
+	}
+}
+
+func TestRouterCapacityExhausted(t *testing.T) {
+	t.Parallel()
+	tenants := tenantDatabases(t, 2)
+	r := newRouter(t, tenancypgx.RouterConfig{MaxPools: 1, MaxConns: 1, MaxConnsPerPool: 1, AcquireTimeout: 100 * time.Millisecond})
+	ctx := context.Background()
+	held, err := r.Lease(ctx, tenants[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Lease(ctx, tenants[1]); !errors.Is(err, tenancy.ErrCapacityExhausted) {
+		t.Fatalf("with the only pool busy: %v, want ErrCapacityExhausted", err)
+	}
+	released := make(chan error)
+	go func() { released <- ping(ctx, r, tenants[1]) }()
+	time.Sleep(20 * time.Millisecond) // the second request is waiting for room
+	held.Done(nil)
+	if err := <-released; err != nil {
+		t.Fatalf("after the lease ended, the waiting request: %v", err)
+	}
+	if s := r.Stats(); s.Pools != 1 || s.Evictions["lru"] != 1 || s.CapacityErrors != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// One tenant's database disappears mid-load: its requests fail, fast once the breaker opens,
+// while another tenant's keep succeeding; when the database returns, so does the tenant.
+func TestRouterFailureStaysWithOneTenant(t *testing.T) {
+	t.Parallel()
+	tenants := tenantDatabases(t, 2)
+	broken, healthy := tenants[0], tenants[1]
+	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	r := newRouter(t, tenancypgx.RouterConfig{FailureThreshold: 3, OpenFor: 10 * time.Second, Now: clock.Now})
+	ctx := context.Background()
+	for _, tn := range tenants {
+		if err := ping(ctx, r, tn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tenancytest.DropDatabase(t, broken.Database)
+	var brokenErrs int
+	for i := range 10 {
+		err := ping(ctx, r, broken)
+		if err != nil {
+			brokenErrs++
+		}
+		if i >= 5 && !errors.Is(err, tenancy.ErrTenantUnavailable) {
+			t.Fatalf("request %d to the dropped database: %v, want ErrTenantUnavailable (breaker open)", i, err)
+		}
+		if err := ping(ctx, r, healthy); err != nil {
+			t.Fatalf("the healthy tenant failed while the other's database was gone: %v", err)
+		}
+	}
+	if brokenErrs != 10 {
+		t.Fatalf("%d of 10 requests to a dropped database failed", brokenErrs)
+	}
+	s := r.Stats()
+	if len(s.OpenBreakers) != 1 || s.OpenBreakers[0] != broken.ID || s.FailFast == 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	// The database comes back; once the breaker's time is up the tenant is served again.
+	admin, _ := pgx.Connect(ctx, tenancytest.AdminURL())
+	admin.Exec(ctx, "CREATE DATABASE "+broken.Database)
+	admin.Close(ctx)
+	if err := ping(ctx, r, broken); !errors.Is(err, tenancy.ErrTenantUnavailable) {
+		t.Fatalf("before OpenFor: %v, want still failing fast", err)
+	}
+	clock.Advance(11 * time.Second)
+	if err := ping(ctx, r, broken); err != nil {
+		t.Fatalf("after the database returned: %v", err)
+	}
+	if s := r.Stats(); len(s.OpenBreakers) != 0 {
+		t.Fatalf("breaker still open: %+v", s)
+	}
+}
+
+// Killing a tenant's backends mid-load fails only the work on them; the tenant reconnects and the
+// other tenant never notices.
+func TestRouterBackendsKilled(t *testing.T) {
+	t.Parallel()
+	tenants := tenantDatabases(t, 2)
+	victim, other := tenants[0], tenants[1]
+	r := newRouter(t, tenancypgx.RouterConfig{})
+	ctx := context.Background()
+	for _, tn := range tenants {
+		if err := ping(ctx, r, tn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin, _ := pgx.Connect(ctx, tenancytest.AdminURL())
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, victim.Database); err != nil {
+		t.Fatal(err)
+	}
+	recovered := false
+	for range 5 {
+		if err := ping(ctx, r, other); err != nil {
+			t.Fatalf("the other tenant failed: %v", err)
+		}
+		if ping(ctx, r, victim) == nil {
+			recovered = true
+		}
+	}
+	if !recovered {
+		t.Fatal("the tenant whose backends were killed never reconnected")
+	}
+}
+
+// A pool retired while in use drains: the lease in flight finishes on it; new requests get a new pool.
+func TestRouterForgetDrains(t *testing.T) {
+	t.Parallel()
+	tn := tenantDatabases(t, 1)[0]
+	r := newRouter(t, tenancypgx.RouterConfig{})
+	ctx := context.Background()
+	old, err := r.Lease(ctx, tn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Forget(tn.ID)
+	if err := ping(ctx, r, tn); err != nil {
+		t.Fatal(err)
+	}
+	var one int
+	if err := old.Pool().QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		t.Fatalf("the lease in flight lost its pool: %v", err)
+	}
+	old.Done(nil)
+	if s := r.Stats(); s.Pools != 1 || s.Misses != 2 {
+		t.Fatalf("stats %+v; want the drained pool closed and one open", s)
+	}
+}
