@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"regexp"
 	"runtime"
@@ -50,6 +51,8 @@ var scenarios = []scenario{
 	{"middleware", benchMiddleware},
 	{"rls", benchRLS},
 	{"migrate", benchMigrate},
+	{"router", benchRouter},
+	{"provision", benchProvision},
 }
 
 func main() {
@@ -86,10 +89,18 @@ func main() {
 			continue
 		}
 		for _, r := range results {
-			if r.Baseline != 0 {
+			switch {
+			case r.Baseline != 0:
 				r.Ratio = r.Ours / r.Baseline
+			case r.Ours == 0:
+				r.Ratio = 1 // both free: neither costs more
+			default:
+				r.Ratio = math.Inf(1)
 			}
 			if *asJSON {
+				if math.IsInf(r.Ratio, 0) {
+					r.Ratio = math.MaxFloat64 // JSON has no infinity
+				}
 				b, _ := json.Marshal(r)
 				fmt.Println(string(b))
 				continue
@@ -112,5 +123,7 @@ func measure(fn func(b *testing.B)) (nsPerOp, allocsPerOp float64) {
 		b.ReportAllocs()
 		fn(b)
 	})
-	return float64(r.T.Nanoseconds()) / float64(r.N), float64(r.MemAllocs) / float64(r.N)
+	// Allocations are rounded to hundredths: a parallel benchmark's setup leaves fractions that
+	// are not allocations of the code measured.
+	return float64(r.T.Nanoseconds()) / float64(r.N), math.Round(100*float64(r.MemAllocs)/float64(r.N)) / 100
 }

@@ -38,6 +38,20 @@
 // policy, keys without tenant_id, views without security_invoker, a runtime role that bypasses
 // RLS, SECURITY DEFINER functions without a search_path.
 //
+// # Schema and database tenants
+//
+// Catalog.Provision makes a schema tenant's schema (tenant_ and its ID's hex) or a database
+// tenant's database (copied from a migrated template) and applies the tenant line
+// (tenancymigrate) before the tenant is active. Tx sets search_path to a schema tenant's schema
+// alone, and serves a database tenant from its own pool through a Router: one pool per tenant,
+// opened on first use, under a cap on pools and a budget of connections that are never exceeded,
+// with idle reaping, LRU eviction, draining, and a per-tenant breaker that fails a tenant with an
+// unreachable database fast (tenancy.ErrTenantUnavailable) without slowing the others.
+//
+//	router, _ := tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: tenancypgx.Servers{"default": url}})
+//	defer router.Close()
+//	db, _ := tenancypgx.New(pool, &tenancypgx.Config{Router: router})
+//
 // # The catalog
 //
 // The catalog lives in the schema "tenancy" and is created by embedded, versioned migrations;

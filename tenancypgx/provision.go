@@ -45,6 +45,8 @@ type TenantMigrator interface {
 	MigrateDatabase(ctx context.Context, conn *pgx.Conn) (int, error)
 	// LineHash identifies the tenant line's content: templates are kept per line.
 	LineHash() string
+	// Latest is the version of the tenant line's last migration.
+	Latest() int
 }
 
 // ProvisionOpts tunes Provision. A nil *ProvisionOpts means the defaults.
@@ -100,9 +102,7 @@ func (c *Catalog) Provision(ctx context.Context, id string, m TenantMigrator, op
 func (c *Catalog) provision(ctx context.Context, t *tenancy.Tenant, m TenantMigrator, role, server string) error {
 	switch t.Isolation {
 	case tenancy.IsolationDatabase:
-		if err := c.createTenantDatabase(ctx, t, m, server); err != nil {
-			return err
-		}
+		return c.createTenantDatabase(ctx, t, m, server)
 	case tenancy.IsolationSchema:
 		schema, err := quotedSchema(t.ID)
 		if err != nil {

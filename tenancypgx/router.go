@@ -196,8 +196,11 @@ func (l Lease) Done(err error) {
 }
 
 func isConnectFailure(err error) bool {
+	if err == nil {
+		return false // before ce: declaring it would allocate on the hot path
+	}
 	var ce *pgconn.ConnectError
-	return err != nil && errors.As(err, &ce)
+	return errors.As(err, &ce)
 }
 
 func (r *Router) shard(id string) *routerShard {

@@ -113,8 +113,13 @@ func TestRouterChurnKeepsItsCaps(t *testing.T) {
 			if s.Pools > maxPools || s.ReservedConns > budget || s.OpenConns > budget {
 				violations.Add(1)
 			}
+			// A backend ends a moment after its client closes the connection: a count over the
+			// budget must still be there a little later to be the router's doing.
 			if b := backends(t, dbs); b > budget {
-				violations.Add(1)
+				time.Sleep(100 * time.Millisecond)
+				if b := backends(t, dbs); b > budget {
+					violations.Add(1)
+				}
 			}
 		}
 	}()
@@ -152,9 +157,7 @@ func TestRouterChurnKeepsItsCaps(t *testing.T) {
 		t.Fatalf("control: the churn did not churn: %d ok, stats %+v", ok.Load(), s)
 	}
 	r.Close()
-	if b := backends(t, dbs); b != 0 {
-		t.Fatalf("%d backends left after Close", b)
-	}
+	waitFor(t, 5*time.Second, "every backend ends after Close", func() bool { return backends(t, dbs) == 0 })
 }
 
 func TestRouterSingleFlight(t *testing.T) {
@@ -199,9 +202,7 @@ func TestRouterIdlePoolsClose(t *testing.T) {
 	if s := r.Stats(); s.Pools != 1 || s.Evictions["idle"] != 1 {
 		t.Fatalf("stats %+v", s)
 	}
-	if b := backends(t, []string{tenants[0].Database}); b != 0 {
-		t.Fatalf("the idle pool left %d backends", b)
-	}
+	waitFor(t, 5*time.Second, "the idle pool's backends end", func() bool { return backends(t, []string{tenants[0].Database}) == 0 })
 	if b := backends(t, []string{tenants[1].Database}); b == 0 {
 		t.Fatal("control: the pool in use has no backend")
 	}
@@ -335,5 +336,28 @@ func TestRouterForgetDrains(t *testing.T) {
 	old.Done(nil)
 	if s := r.Stats(); s.Pools != 1 || s.Misses != 2 {
 		t.Fatalf("stats %+v; want the drained pool closed and one open", s)
+	}
+}
+
+// The hot path — the tenant's pool is open — allocates nothing.
+func TestRouterLeaseDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	tn := tenantDatabases(t, 1)[0]
+	r := newRouter(t, tenancypgx.RouterConfig{})
+	if err := ping(context.Background(), r, tn); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	n := testing.AllocsPerRun(1000, func() {
+		l, err := r.Lease(ctx, tn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Done(nil)
+	})
+	if n != 0 {
+		t.Fatalf("Lease+Done on an open pool: %v allocations", n)
 	}
 }

@@ -59,16 +59,32 @@ func (c *Catalog) createTenantDatabase(ctx context.Context, t *tenancy.Tenant, m
 		return fmt.Errorf("template database on %s: %w", server, err)
 	}
 	quoted := pgx.Identifier{name}.Sanitize()
-	if _, err := maint.Exec(ctx, "CREATE DATABASE "+quoted+" TEMPLATE "+pgx.Identifier{template}.Sanitize()+" STRATEGY FILE_COPY"); err != nil {
+	if _, err := maint.Exec(ctx, "CREATE DATABASE "+quoted+" TEMPLATE "+pgx.Identifier{template}.Sanitize()); err != nil {
 		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	// The copy carries the whole tenant line: record it, with no connection to the new database.
+	if _, err := c.pool.Exec(ctx, `INSERT INTO tenancy.tenant_line (target, tenant_id, version, last_error, updated_at)
+		VALUES ($1, $2, $3, NULL, now())
+		ON CONFLICT (target) DO UPDATE SET version = EXCLUDED.version, last_error = NULL, updated_at = now()`,
+		t.ID, t.ID, m.Latest()); err != nil {
+		return err
 	}
 	return nil
 }
 
 // refreshTemplate makes sure the server's template exists and carries the whole tenant line; it
-// leaves no connection to it (a database with connections cannot be copied).
+// leaves no connection to it (a database with connections cannot be copied). A template marked
+// IS_TEMPLATE is complete — its name fixes its tenant line — so it is not even connected to.
 func (c *Catalog) refreshTemplate(ctx context.Context, server, template string, maint *pgx.Conn, m TenantMigrator) error {
-	_, err := maint.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{template}.Sanitize())
+	var complete bool
+	err := maint.QueryRow(ctx, `SELECT datistemplate FROM pg_database WHERE datname = $1`, template).Scan(&complete)
+	if err == nil && complete {
+		return nil
+	}
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	_, err = maint.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{template}.Sanitize())
 	var pgErr *pgconn.PgError
 	if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42P04") { // exists already
 		return err
@@ -81,10 +97,17 @@ func (c *Catalog) refreshTemplate(ctx context.Context, server, template string, 
 	if err != nil {
 		return err
 	}
-	_, err = m.MigrateDatabase(ctx, conn)
+	version, err := m.MigrateDatabase(ctx, conn)
 	if cerr := conn.Close(ctx); err == nil {
 		err = cerr
 	}
+	if err != nil {
+		return err
+	}
+	if version != m.Latest() {
+		return fmt.Errorf("template %s is at version %d after migrating, want %d", template, version, m.Latest())
+	}
+	_, err = maint.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{template}.Sanitize()+" IS_TEMPLATE true")
 	return err
 }
 
@@ -120,6 +143,15 @@ func (c *Catalog) DropTemplate(ctx context.Context, server string, m TenantMigra
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{c.TemplateDatabase(m)}.Sanitize()+" WITH (FORCE)")
+	name := c.TemplateDatabase(m)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil || !exists {
+		return err
+	}
+	tpl := pgx.Identifier{name}.Sanitize()
+	if _, err := conn.Exec(ctx, "ALTER DATABASE "+tpl+" IS_TEMPLATE false"); err != nil { // a template cannot be dropped
+		return err
+	}
+	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+tpl+" WITH (FORCE)")
 	return err
 }

@@ -1,0 +1,5 @@
+//go:build race
+
+package tenancypgx_test
+
+const raceEnabled = true
