@@ -74,6 +74,9 @@ type Tenant struct {
 	// credentials come from configuration, never from the catalog) and the database's name.
 	Server   string `json:"server,omitempty"`
 	Database string `json:"database,omitempty"`
+	// RateLimit overrides the plan's request rate for this tenant ("500/min"); "" means the
+	// plan's. See tenancyrate.Policy.
+	RateLimit string `json:"rate_limit,omitempty"`
 	// ProvisionError says why the last provisioning failed, while Status is provisioning.
 	ProvisionError string `json:"provision_error,omitempty"`
 	// CreatedAt and UpdatedAt are set by the catalog.

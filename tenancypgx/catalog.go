@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tenancy"
+	"tenancy/tenancyrate"
 )
 
 // CatalogConfig configures a Catalog. A nil *CatalogConfig means the defaults.
@@ -69,13 +70,13 @@ type CreateOpts struct {
 
 const selectTenant = `SELECT t.id::text, t.slug, t.name, t.plan, t.status, t.isolation, t.created_at, t.updated_at,
 	coalesce((SELECT array_agg(d.domain ORDER BY d.domain) FROM tenancy.domains d WHERE d.tenant_id = t.id), '{}'),
-	coalesce(t.provision_error, ''), coalesce(t.server, ''), coalesce(t.database_name, '')
+	coalesce(t.provision_error, ''), coalesce(t.server, ''), coalesce(t.database_name, ''), coalesce(t.rate_limit, '')
 	FROM tenancy.tenants t `
 
 func scanTenant(row pgx.Row) (*tenancy.Tenant, error) {
 	var t tenancy.Tenant
 	err := row.Scan(&t.ID, &t.Slug, &t.Name, &t.Plan, &t.Status, &t.Isolation, &t.CreatedAt, &t.UpdatedAt, &t.Domains,
-		&t.ProvisionError, &t.Server, &t.Database)
+		&t.ProvisionError, &t.Server, &t.Database, &t.RateLimit)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, tenancy.ErrTenantNotFound
 	}
@@ -302,6 +303,32 @@ func (c *Catalog) RemoveDomain(ctx context.Context, id, domain string) (*tenancy
 	}
 	if tag.RowsAffected() == 0 {
 		return nil, fmt.Errorf("%w: %q has no domain %q", tenancy.ErrTenantNotFound, id, domain)
+	}
+	return c.TenantByID(ctx, id)
+}
+
+// SetRateLimit overrides the tenant's request rate ("500/min", see tenancyrate.ParseLimit), or
+// with "" returns it to its plan's. The change reaches every instance like any catalog change.
+// It returns an error wrapping tenancyrate.ErrInvalidLimit for a limit that does not parse, and
+// tenancy.ErrTenantNotFound.
+func (c *Catalog) SetRateLimit(ctx context.Context, id, limit string) (*tenancy.Tenant, error) {
+	var value any
+	if limit != "" {
+		l, err := tenancyrate.ParseLimit(limit)
+		if err != nil {
+			return nil, err
+		}
+		value = l.String()
+	}
+	if !tenancy.IsID(id) {
+		return nil, tenancy.ErrTenantNotFound
+	}
+	tag, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET rate_limit = $2 WHERE id = $1 AND status <> 'deleted'`, id, value)
+	if err != nil {
+		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return nil, tenancy.ErrTenantNotFound
 	}
 	return c.TenantByID(ctx, id)
 }

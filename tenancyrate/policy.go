@@ -1,0 +1,46 @@
+package tenancyrate
+
+import (
+	"tenancy"
+)
+
+// DefaultPlans are the limits by plan when Policy.Plans is nil: the reference article's 100
+// requests a minute for the free plan, more for paid ones.
+var DefaultPlans = map[string]Limit{
+	"free":       PerMinute(100),
+	"pro":        PerMinute(1000),
+	"enterprise": PerMinute(10000),
+}
+
+// Policy chooses each tenant's limit: the tenant's own override (Tenant.RateLimit, set with
+// `tenancy tenant set-limit`), else its plan's, else Default.
+type Policy struct {
+	// Plans maps plan names to limits. Defaults to DefaultPlans.
+	Plans map[string]Limit
+	// Default applies to plans not in Plans. Defaults to the "free" plan's limit.
+	Default Limit
+}
+
+// For returns the limit for t. An override that does not parse is ignored for the plan's limit:
+// the catalog refuses such overrides, so it can only come from a hand-edited row.
+func (p *Policy) For(t *tenancy.Tenant) Limit {
+	if t.RateLimit != "" {
+		if l, err := ParseLimit(t.RateLimit); err == nil {
+			return l
+		}
+	}
+	plans := DefaultPlans
+	if p != nil && p.Plans != nil {
+		plans = p.Plans
+	}
+	if l, ok := plans[t.Plan]; ok {
+		return l
+	}
+	if p != nil && p.Default.valid() {
+		return p.Default
+	}
+	if l, ok := plans["free"]; ok {
+		return l
+	}
+	return DefaultPlans["free"]
+}

@@ -1,0 +1,33 @@
+package tenancyredis
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// NewClient returns a client for a redis:// URL with timeouts fit for a request path: a Redis
+// that hangs costs a request milliseconds, not go-redis's default seconds, and the policy for
+// failures (LimiterConfig.OnFailure) applies at once. Settings in the URL win.
+func NewClient(url string) (*redis.Client, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("tenancyredis: %w", err)
+	}
+	if opts.DialTimeout == 5*time.Second { // go-redis's default: the URL did not set it
+		opts.DialTimeout = 250 * time.Millisecond
+	}
+	if opts.ReadTimeout == 0 || opts.ReadTimeout == 3*time.Second {
+		opts.ReadTimeout = 100 * time.Millisecond
+	}
+	if opts.WriteTimeout == 0 || opts.WriteTimeout == 3*time.Second {
+		opts.WriteTimeout = 100 * time.Millisecond
+	}
+	if opts.PoolTimeout == 0 {
+		opts.PoolTimeout = 100 * time.Millisecond
+	}
+	opts.ContextTimeoutEnabled = true
+	opts.MaxRetries = 1
+	return redis.NewClient(opts), nil
+}

@@ -1,0 +1,208 @@
+package tenancyredis_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"tenancy/tenancyrate"
+	"tenancy/tenancyredis"
+	"tenancy/tenancytest"
+)
+
+// client returns a client on the test Redis, closed when t ends.
+func client(t *testing.T) *redis.Client {
+	t.Helper()
+	rdb, err := tenancyredis.NewClient(tenancytest.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("Redis at %s (set TEST_REDIS_URL): %v", tenancytest.RedisURL(), err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// prefix returns a key prefix no other test uses; its keys are deleted when t ends.
+func prefix(t *testing.T, rdb *redis.Client) string {
+	p := tenancytest.UniqueName("tenancy-test") + ":"
+	t.Cleanup(func() {
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, p+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+	})
+	return p
+}
+
+func TestRedisLimiterSuite(t *testing.T) {
+	t.Parallel()
+	rdb := client(t)
+	tenancytest.LimiterSuite(t, func(t *testing.T) tenancyrate.Limiter {
+		l, err := tenancyredis.NewLimiter(rdb, &tenancyredis.LimiterConfig{Prefix: prefix(t, rdb), Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	})
+}
+
+// Two instances sharing Redis enforce one limit between them, with one key per tenant.
+func TestRedisLimiterSharedByInstances(t *testing.T) {
+	t.Parallel()
+	rdb := client(t)
+	p := prefix(t, rdb)
+	a, _ := tenancyredis.NewLimiter(rdb, &tenancyredis.LimiterConfig{Prefix: p, Timeout: time.Second})
+	b, _ := tenancyredis.NewLimiter(client(t), &tenancyredis.LimiterConfig{Prefix: p, Timeout: time.Second})
+	limit := tenancyrate.PerHour(50)
+	ctx := context.Background()
+	allowed := 0
+	for i := range 100 {
+		l := a
+		if i%2 == 1 {
+			l = b
+		}
+		r, err := l.Allow(ctx, "tenant-1", limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Allowed {
+			allowed++
+		}
+	}
+	if allowed != 50 {
+		t.Fatalf("two instances allowed %d of 100 under 50/h, want 50", allowed)
+	}
+	keys, _ := rdb.Keys(ctx, p+"*").Result()
+	if len(keys) != 1 || keys[0] != p+"{tenant-1}" {
+		t.Fatalf("keys %v, want one, with the tenant in a hash tag", keys)
+	}
+	if s := a.Stats(); s.RedisFailures != 0 || s.Fallbacks != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// privateRedis runs a Redis of the test's own on a free port, so it can be stopped and started.
+type privateRedis struct {
+	t    *testing.T
+	port int
+	cmd  *exec.Cmd
+}
+
+func startPrivateRedis(t *testing.T) *privateRedis {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server is not installed")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	p := &privateRedis{t: t, port: port}
+	p.start()
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *privateRedis) start() {
+	p.cmd = exec.Command("redis-server", "--port", strconv.Itoa(p.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: p.addr()})
+	defer rdb.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for rdb.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			p.t.Fatal("the private redis-server did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (p *privateRedis) stop() {
+	if p.cmd != nil && p.cmd.Process != nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		p.cmd = nil
+	}
+}
+
+func (p *privateRedis) addr() string { return "127.0.0.1:" + strconv.Itoa(p.port) }
+
+// Redis stops mid-test: each policy decides as documented, every such decision is counted, and
+// enforcement on Redis resumes when it is back.
+func TestRedisLimiterOutage(t *testing.T) {
+	t.Parallel()
+	for _, policy := range []tenancyredis.FailurePolicy{tenancyredis.FallbackLocal, tenancyredis.FailOpen, tenancyredis.FailClosed} {
+		t.Run(policy.String(), func(t *testing.T) {
+			t.Parallel()
+			srv := startPrivateRedis(t)
+			rdb, err := tenancyredis.NewClient("redis://" + srv.addr() + "/0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rdb.Close()
+			l, _ := tenancyredis.NewLimiter(rdb, &tenancyredis.LimiterConfig{OnFailure: policy, Instances: 2,
+				RetryAfter: 50 * time.Millisecond})
+			ctx := context.Background()
+			limit := tenancyrate.PerHour(10)
+			key := fmt.Sprintf("tenant-%d", rand.Int())
+			// Healthy: Redis decides.
+			for i := range 10 {
+				if r, err := l.Allow(ctx, key, limit); err != nil || !r.Allowed {
+					t.Fatalf("healthy event %d: %+v, %v", i, r, err)
+				}
+			}
+			if r, _ := l.Allow(ctx, key, limit); r.Allowed {
+				t.Fatal("control: the healthy limit did not hold")
+			}
+			srv.stop()
+			start := time.Now()
+			allowed := 0
+			for range 10 {
+				r, err := l.Allow(ctx, "fresh-"+key, limit)
+				if err != nil {
+					t.Fatalf("during the outage: %v", err)
+				}
+				if r.Allowed {
+					allowed++
+				}
+			}
+			if elapsed := time.Since(start); elapsed > 5*time.Second {
+				t.Fatalf("ten decisions during the outage took %v", elapsed)
+			}
+			want := map[tenancyredis.FailurePolicy]int{tenancyredis.FallbackLocal: 5, tenancyredis.FailOpen: 10, tenancyredis.FailClosed: 0}[policy]
+			if allowed != want {
+				t.Fatalf("during the outage %d of 10 allowed, want %d", allowed, want)
+			}
+			if s := l.Stats(); s.Fallbacks != 10 || s.RedisFailures == 0 {
+				t.Fatalf("stats %+v; want every outage decision counted", s)
+			}
+			srv.start()
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				before := l.Stats().Fallbacks
+				r, err := l.Allow(ctx, "after-"+key, limit)
+				if err == nil && r.Allowed && l.Stats().Fallbacks == before {
+					break // decided by Redis again
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("enforcement did not resume on Redis: %+v", l.Stats())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
