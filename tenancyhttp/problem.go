@@ -19,6 +19,8 @@ const (
 	ProblemTenantNotReady    = "urn:tenancy:problem:tenant-not-ready"   // 503: being provisioned
 	ProblemTenantUnavailable = "urn:tenancy:problem:tenant-unavailable" // 503: the tenant's database is down
 	ProblemCapacity          = "urn:tenancy:problem:capacity"           // 503: no tenant database connection free
+	ProblemRateLimited       = "urn:tenancy:problem:rate-limited"       // 429: over the tenant's rate
+	ProblemTenantBusy        = "urn:tenancy:problem:tenant-busy"        // 503: too many of the tenant's requests in flight
 	ProblemUnavailable       = "urn:tenancy:problem:unavailable"        // 503: a dependency is down
 	ProblemBadRequest        = "urn:tenancy:problem:bad-request"        // 400: the body or a parameter is wrong
 	ProblemNotFound          = "urn:tenancy:problem:not-found"          // 404: the resource does not exist

@@ -26,7 +26,8 @@ type MemoryConfig struct {
 // changing any decision; when MaxKeys is reached, the key closest to that point goes first.
 //
 // Keys are stored by a 64-bit hash, not by their bytes: two keys would share a limit only on a
-// hash collision (about one chance in 10^19 per pair).
+// hash collision (about one chance in 10^19 per pair). The limit is part of the hash: when a
+// tenant's limit changes, its state starts afresh under the new one.
 type MemoryLimiter struct {
 	seed        maphash.Seed
 	shards      [memShards]memShard
@@ -88,7 +89,7 @@ func (m *MemoryLimiter) allowAt(now int64, key string, limit Limit, n int) (Resu
 	if n > limit.Burst {
 		return Result{Limit: limit}, nil
 	}
-	h := maphash.String(m.seed, key)
+	h := maphash.String(m.seed, key) ^ limitHash(limit)
 	sh := &m.shards[h%memShards]
 	sh.mu.Lock()
 	tat, known := sh.tats[h]
@@ -101,6 +102,14 @@ func (m *MemoryLimiter) allowAt(now int64, key string, limit Limit, n int) (Resu
 	}
 	sh.mu.Unlock()
 	return res, nil
+}
+
+// limitHash mixes the limit into a key's hash: a tenant whose limit changes starts afresh under
+// the new one, instead of carrying the old one's debt (a raised limit takes effect at once).
+func limitHash(l Limit) uint64 {
+	x := uint64(l.Rate)*0x9e3779b97f4a7c15 ^ uint64(l.Period)*0xbf58476d1ce4e5b9 ^ uint64(l.Burst)*0x94d049bb133111eb
+	x ^= x >> 31
+	return x * 0xd6e8feb86659fd93
 }
 
 func invalid(limit Limit, n int) error {

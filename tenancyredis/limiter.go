@@ -134,7 +134,7 @@ func (l *Limiter) AllowN(ctx context.Context, key string, limit tenancyrate.Limi
 	}
 	interval := max(1, limit.Period.Microseconds()/int64(limit.Rate))
 	rctx, cancel := context.WithTimeout(ctx, l.timeout)
-	vals, err := gcraScript.Run(rctx, l.rdb, []string{l.Key(key)}, interval, interval*int64(limit.Burst), n).Int64Slice()
+	vals, err := gcraScript.Run(rctx, l.rdb, []string{l.Key(key, limit)}, interval, interval*int64(limit.Burst), n).Int64Slice()
 	cancel()
 	if err != nil || len(vals) != 3 {
 		if ctx.Err() != nil {
@@ -152,8 +152,11 @@ func (l *Limiter) AllowN(ctx context.Context, key string, limit tenancyrate.Limi
 	return res, nil
 }
 
-// Key returns the Redis key that holds key's state: the prefix and the key in a hash tag.
-func (l *Limiter) Key(key string) string { return l.prefix + "{" + key + "}" }
+// Key returns the Redis key that holds key's state under limit: the prefix, the key in a hash tag,
+// and the limit — when a tenant's limit changes, its state starts afresh under the new one.
+func (l *Limiter) Key(key string, limit tenancyrate.Limit) string {
+	return l.prefix + "{" + key + "}:" + limit.String()
+}
 
 func (l *Limiter) onFailure(ctx context.Context, key string, limit tenancyrate.Limit, n int) (tenancyrate.Result, error) {
 	l.fallbacks.Add(1)

@@ -13,6 +13,7 @@ import (
 	"tenancy"
 	"tenancy/tenancyhttp"
 	"tenancy/tenancypgx"
+	"tenancy/tenancyrate"
 )
 
 // admin serves the admin API, the CLI's tenant operations over HTTP. It is off (404) unless an
@@ -26,6 +27,7 @@ func (s *Server) admin() http.Handler {
 	mux.HandleFunc("POST /admin/tenants/{slug}/resume", s.adminTenant(s.catalog.Resume))
 	mux.HandleFunc("DELETE /admin/tenants/{slug}", s.adminTenant(s.catalog.Delete))
 	mux.HandleFunc("POST /admin/tenants/{slug}/provision", s.adminProvision)
+	mux.HandleFunc("PUT /admin/tenants/{slug}/rate-limit", s.adminRateLimit)
 	mux.HandleFunc("POST /admin/tenants/{slug}/domains", s.adminDomain(true))
 	mux.HandleFunc("DELETE /admin/tenants/{slug}/domains/{domain}", s.adminDomain(false))
 	want := sha256.Sum256([]byte(s.cfg.AdminToken))
@@ -100,6 +102,29 @@ func (s *Server) adminCreate(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSONResponse(w, http.StatusCreated, t)
+}
+
+// adminRateLimit sets the tenant's own rate ({"rate_limit": "500/min"}; "" for its plan's).
+func (s *Server) adminRateLimit(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		RateLimit *string `json:"rate_limit"`
+	}
+	if err := decodeJSON(w, r, &req); err != nil || req.RateLimit == nil {
+		if err == nil {
+			err = fmt.Errorf("%w: rate_limit is required (\"\" for the plan's)", errBadRequest)
+		}
+		s.adminError(w, r, err)
+		return
+	}
+	t, err := s.catalog.TenantBySlug(r.Context(), r.PathValue("slug"))
+	if err == nil {
+		t, err = s.catalog.SetRateLimit(r.Context(), t.ID, *req.RateLimit)
+	}
+	if err != nil {
+		s.adminError(w, r, err)
+		return
+	}
+	writeJSONResponse(w, http.StatusOK, t)
 }
 
 // adminProvision resumes a provisioning that failed.
@@ -202,7 +227,7 @@ func (s *Server) adminError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, errBadRequest), errors.Is(err, tenancy.ErrInvalidSlug), errors.Is(err, tenancy.ErrReservedSlug),
 		errors.Is(err, tenancy.ErrInvalidDomain), errors.Is(err, tenancy.ErrInvalidIsolation), errors.Is(err, tenancy.ErrInvalidStatus),
-		errors.Is(err, tenancy.ErrInvalidTenant):
+		errors.Is(err, tenancy.ErrInvalidTenant), errors.Is(err, tenancyrate.ErrInvalidLimit):
 	case errors.Is(err, tenancy.ErrDuplicateSlug), errors.Is(err, tenancy.ErrDuplicateDomain):
 		p.Type, p.Title, p.Status = tenancyhttp.ProblemConflict, "Conflict", http.StatusConflict
 	case errors.Is(err, tenancy.ErrTenantNotFound):

@@ -99,6 +99,32 @@ func TestAdminAPI(t *testing.T) {
 		}
 	}
 
+	if w := admin("PUT", "/admin/tenants/acme/rate-limit", `{"rate_limit":"2/min"}`); w.Code != 200 || !strings.Contains(w.Body.String(), `"2/min"`) {
+		t.Fatalf("set the rate limit: %d %s", w.Code, w.Body)
+	}
+	if w := admin("PUT", "/admin/tenants/acme/rate-limit", `{"rate_limit":"often"}`); w.Code != 400 {
+		t.Fatalf("a bad rate limit: %d %s", w.Code, w.Body)
+	}
+	deadline := time.Now().Add(time.Second)
+	for { // the change reaches the serving cache through the catalog's notification
+		w := call(h, "GET", "acme.localhost", "/whoami", "", "")
+		if w.Header().Get("RateLimit-Policy") == `"tenant";q=2;w=60` {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the new rate limit did not apply within a second: %v", w.Header())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for range 3 {
+		call(h, "GET", "acme.localhost", "/whoami", "", "")
+	}
+	if w := call(h, "GET", "acme.localhost", "/whoami", "", ""); w.Code != 429 || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("over the new limit: %d %v", w.Code, w.Header())
+	}
+	if w := admin("PUT", "/admin/tenants/acme/rate-limit", `{"rate_limit":""}`); w.Code != 200 || strings.Contains(w.Body.String(), "rate_limit") {
+		t.Fatalf("back to the plan's limit: %d %s", w.Code, w.Body)
+	}
 	if w := admin("POST", "/admin/tenants/acme/suspend", ""); w.Code != 200 || !strings.Contains(w.Body.String(), `"suspended"`) {
 		t.Fatalf("suspend: %d %s", w.Code, w.Body)
 	}

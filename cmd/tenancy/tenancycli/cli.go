@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -28,6 +29,7 @@ Usage:
   tenancy tenant suspend|resume|delete SLUG
   tenancy tenant delete SLUG --purge --yes   remove a deleted tenant's data for good
   tenancy tenant provision SLUG           resume a provisioning that failed
+  tenancy tenant set-limit SLUG 500/min   the tenant's own request rate ("plan" for its plan's)
   tenancy tenant domain add|remove SLUG DOMAIN
   tenancy migrate --shared                the catalog and the shared line
   tenancy migrate --tenant [--schema SLUG]... [--workers N] [--dry-run] [--json]
@@ -112,6 +114,13 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
 }
 
 func env(name, def string) string {

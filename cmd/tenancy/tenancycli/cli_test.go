@@ -126,6 +126,15 @@ func TestTenantCommands(t *testing.T) {
 			t.Fatalf("%v: %+v", step.args, r)
 		}
 	}
+	if r = run(t, "tenant", "set-limit", "acme", "500/min", "--database-url", db); r.code != 0 || !strings.Contains(r.stdout, "rate limit:  500/min") {
+		t.Fatalf("set-limit: %+v", r)
+	}
+	if r = run(t, "tenant", "set-limit", "acme", "lots", "--database-url", db); r.code != 1 || !strings.Contains(r.stderr, "invalid limit") {
+		t.Fatalf("set-limit with a bad limit: %+v", r)
+	}
+	if r = run(t, "tenant", "set-limit", "acme", "plan", "--database-url", db); r.code != 0 || strings.Contains(r.stdout, "rate limit") {
+		t.Fatalf("set-limit plan: %+v", r)
+	}
 	if r = run(t, "tenant", "domain", "add", "acme", "bücher.example", "--json", "--database-url", db); r.code != 0 ||
 		!strings.Contains(r.stdout, "xn--bcher-kva.example") {
 		t.Fatalf("domain add: %+v", r)

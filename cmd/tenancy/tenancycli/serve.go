@@ -19,6 +19,8 @@ import (
 	"tenancy/tenancyhttp"
 	"tenancy/tenancymigrate"
 	"tenancy/tenancypgx"
+	"tenancy/tenancyrate"
+	"tenancy/tenancyredis"
 )
 
 // ServerConfig configures the reference service.
@@ -38,6 +40,13 @@ type ServerConfig struct {
 	// Router serves database tenants. Defaults to one on Servers with the router's defaults;
 	// Close closes the one it made.
 	Router *tenancypgx.Router
+	// Limiter limits each tenant's request rate by its Policy. Defaults to a memory limiter (give
+	// a tenancyredis.Limiter when instances share the limits).
+	Limiter tenancyrate.Limiter
+	// Policy picks each tenant's rate. Defaults to &tenancyrate.Policy{} (by plan).
+	Policy *tenancyrate.Policy
+	// PerTenantConcurrency is how many requests of one tenant may be in flight. Defaults to 32.
+	PerTenantConcurrency int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -106,11 +115,27 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 	}
 	app := http.NewServeMux()
 	s.appRoutes(app)
+	if s.cfg.Limiter == nil {
+		if s.cfg.Limiter, err = tenancyrate.NewMemoryLimiter(nil); err != nil {
+			return nil, err
+		}
+	}
+	if s.cfg.PerTenantConcurrency == 0 {
+		s.cfg.PerTenantConcurrency = 32
+	}
+	rateLimit, err := tenancyhttp.RateLimit(&tenancyhttp.RateLimitConfig{Limiter: s.cfg.Limiter, Policy: s.cfg.Policy, Logger: s.log})
+	if err != nil {
+		return nil, err
+	}
+	bulkhead, err := tenancyhttp.ConcurrencyLimit(&tenancyhttp.ConcurrencyConfig{PerTenant: s.cfg.PerTenantConcurrency})
+	if err != nil {
+		return nil, err
+	}
 
 	root := http.NewServeMux()
 	root.HandleFunc("GET /healthz", s.healthz)
 	root.Handle("/admin/", s.admin())
-	root.Handle("/", mw(app))
+	root.Handle("/", mw(rateLimit(bulkhead(app))))
 	s.handler = root
 	return s, nil
 }
@@ -253,6 +278,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	base := fs.String("base-domain", env("TENANCY_BASE_DOMAIN", "localhost"), "tenants are subdomains of this domain (env TENANCY_BASE_DOMAIN)")
 	token := fs.String("admin-token", env("TENANCY_ADMIN_TOKEN", ""), "bearer token that enables the admin API (env TENANCY_ADMIN_TOKEN)")
 	demo := fs.Bool("demo", false, "seed the demo tenants acme, globex and initech if absent")
+	concurrency := fs.Int("concurrency", envInt("TENANCY_CONCURRENCY", 32), "requests of one tenant in flight at once (env TENANCY_CONCURRENCY)")
+	instances := fs.Int("instances", envInt("TENANCY_INSTANCES", 1), "instances sharing the rate limits, for the fallback while Redis is down (env TENANCY_INSTANCES)")
 	migrations := migrationsFlag(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -297,18 +324,24 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := auditOrRefuse(ctx, pool, stderr); err != nil {
 		return err
 	}
-	cfg := &ServerConfig{BaseDomain: *base, AdminToken: *token, Logger: log, Migrator: migrator, Servers: servers}
+	if *concurrency < 1 || *instances < 1 {
+		return usagef("--concurrency and --instances must be at least 1")
+	}
+	cfg := &ServerConfig{BaseDomain: *base, AdminToken: *token, Logger: log, Migrator: migrator, Servers: servers,
+		PerTenantConcurrency: *concurrency}
 	if *redisURL != "" {
-		opts, err := redis.ParseURL(*redisURL)
+		rdb, err := tenancyredis.NewClient(*redisURL)
 		if err != nil {
 			return fmt.Errorf("redis URL: %w", err)
 		}
-		rdb := redis.NewClient(opts)
 		defer rdb.Close()
 		if err := rdb.Ping(ctx).Err(); err != nil {
-			return fmt.Errorf("redis at %s: %w", opts.Addr, err)
+			return fmt.Errorf("redis at %s: %w", rdb.Options().Addr, err)
 		}
 		cfg.Redis = rdb
+		if cfg.Limiter, err = tenancyredis.NewLimiter(rdb, &tenancyredis.LimiterConfig{Instances: *instances}); err != nil {
+			return err
+		}
 	}
 	srv, err := NewServer(pool, cfg)
 	if err != nil {

@@ -45,7 +45,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "delete":
 		purge = fs.Bool("purge", false, "remove a deleted tenant's schema or rows and its catalog entry, for good")
 		yes = fs.Bool("yes", false, "confirm --purge")
-	case "show", "suspend", "resume", "domain":
+	case "show", "suspend", "resume", "domain", "set-limit":
 	default:
 		return usagef("unknown tenant subcommand %q", sub)
 	}
@@ -53,7 +53,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	want := map[string]int{"create": 1, "list": 0, "show": 1, "suspend": 1, "resume": 1, "delete": 1, "domain": 3, "provision": 1}[sub]
+	want := map[string]int{"create": 1, "list": 0, "show": 1, "suspend": 1, "resume": 1, "delete": 1, "domain": 3, "provision": 1, "set-limit": 2}[sub]
 	if len(pos) != want {
 		return usagef("tenant %s takes %d argument(s), got %d", sub, want, len(pos))
 	}
@@ -142,6 +142,12 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		t, err = cat.Delete(ctx, t.ID)
 	case "provision":
 		t, err = provision(ctx, cat, t, *migrations, *server, dbf)
+	case "set-limit":
+		limit := pos[1]
+		if limit == "plan" {
+			limit = ""
+		}
+		t, err = cat.SetRateLimit(ctx, t.ID, limit)
 	}
 	if err != nil {
 		return tenantErr(err, pos[0])
@@ -203,6 +209,9 @@ func printTenant(w io.Writer, t *tenancy.Tenant, asJSON bool) error {
 	}
 	if t.ProvisionError != "" {
 		fmt.Fprintf(tw, "provisioning failed:\t%s (tenancy tenant provision %s resumes it)\n", t.ProvisionError, t.Slug)
+	}
+	if t.RateLimit != "" {
+		fmt.Fprintf(tw, "rate limit:\t%s (the tenant's own)\n", t.RateLimit)
 	}
 	fmt.Fprintf(tw, "domains:\t%s\ncreated:\t%s\nupdated:\t%s\n", strings.Join(t.Domains, ", "),
 		t.CreatedAt.UTC().Format(time.RFC3339), t.UpdatedAt.UTC().Format(time.RFC3339))

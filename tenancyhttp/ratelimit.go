@@ -1,0 +1,166 @@
+package tenancyhttp
+
+import (
+	"errors"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"tenancy"
+	"tenancy/tenancyrate"
+)
+
+// RateLimitConfig configures RateLimit.
+type RateLimitConfig struct {
+	// Limiter decides; tenancyrate.MemoryLimiter for one instance, tenancyredis.Limiter for many.
+	// Required.
+	Limiter tenancyrate.Limiter
+	// Policy picks each tenant's limit. Defaults to &tenancyrate.Policy{} (by plan, overridable
+	// per tenant).
+	Policy *tenancyrate.Policy
+	// Logger receives limiter errors. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// RateLimit returns middleware that limits each tenant's request rate. It goes after Middleware:
+// the key is the resolved tenant's ID, never anything the client sent, so unknown tenants never
+// reach it. Every response carries RateLimit-Policy and RateLimit headers
+// (draft-ietf-httpapi-ratelimit-headers); a refused request gets 429 problem+json with
+// Retry-After. A request without a tenant in its context is refused (400); a limiter error is 503.
+func RateLimit(cfg *RateLimitConfig) (func(http.Handler) http.Handler, error) {
+	if cfg == nil || cfg.Limiter == nil {
+		return nil, errors.New("tenancyhttp: RateLimit needs a Limiter")
+	}
+	policy, log := cfg.Policy, cfg.Logger
+	if policy == nil {
+		policy = &tenancyrate.Policy{}
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			t, ok := tenancy.FromContext(r.Context())
+			if !ok {
+				cannedNoTenant.write(w)
+				return
+			}
+			limit := policy.For(t)
+			res, err := cfg.Limiter.Allow(r.Context(), t.ID, limit)
+			if err != nil {
+				log.ErrorContext(r.Context(), "tenancy: rate limiter failed", "err", err)
+				WriteProblem(w, &Problem{Type: ProblemUnavailable, Title: "Service unavailable",
+					Status: http.StatusServiceUnavailable, Detail: "The rate limiter cannot decide; try again.", RetryAfter: 1})
+				return
+			}
+			h := w.Header()
+			h["Ratelimit-Policy"] = []string{`"tenant";q=` + strconv.Itoa(limit.Burst) + ";w=" + strconv.Itoa(seconds(limit.Period))}
+			h["Ratelimit"] = []string{`"tenant";r=` + strconv.Itoa(res.Remaining) + ";t=" + strconv.Itoa(seconds(res.ResetAfter))}
+			if !res.Allowed {
+				p := cannedRateLimited.p
+				p.RetryAfter = max(1, seconds(res.RetryAfter))
+				WriteProblem(w, &p)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}, nil
+}
+
+var cannedRateLimited = newCanned(Problem{Type: ProblemRateLimited, Title: "Too many requests",
+	Status: http.StatusTooManyRequests, Detail: "This tenant's request rate is over its limit; retry after the time given."})
+
+// seconds rounds d up to whole seconds.
+func seconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }
+
+// ConcurrencyConfig configures ConcurrencyLimit.
+type ConcurrencyConfig struct {
+	// PerTenant is how many requests of one tenant may be in flight at once. Required.
+	PerTenant int
+	// MaxWait is how long a request over the limit waits for a slot before 503. Defaults to 100ms.
+	MaxWait time.Duration
+}
+
+// ConcurrencyLimit returns middleware that keeps at most PerTenant requests of each tenant in
+// flight (a bulkhead): a tenant flooding the service waits, then gets 503 problem+json with
+// Retry-After, while other tenants keep their slots and their latency. It goes after Middleware.
+func ConcurrencyLimit(cfg *ConcurrencyConfig) (func(http.Handler) http.Handler, error) {
+	if cfg == nil || cfg.PerTenant < 1 {
+		return nil, errors.New("tenancyhttp: ConcurrencyLimit needs PerTenant of at least 1")
+	}
+	wait := cfg.MaxWait
+	if wait < 0 {
+		return nil, errors.New("tenancyhttp: MaxWait must not be negative")
+	}
+	if wait == 0 {
+		wait = 100 * time.Millisecond
+	}
+	b := &bulkhead{per: cfg.PerTenant, slots: map[string]*slots{}}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			t, ok := tenancy.FromContext(r.Context())
+			if !ok {
+				cannedNoTenant.write(w)
+				return
+			}
+			s := b.enter(t.ID)
+			defer b.leave(t.ID, s)
+			select {
+			case s.ch <- struct{}{}:
+			default:
+				timer := time.NewTimer(wait)
+				select {
+				case s.ch <- struct{}{}:
+					timer.Stop()
+				case <-timer.C:
+					cannedBusy.write(w)
+					return
+				case <-r.Context().Done():
+					timer.Stop()
+					return
+				}
+			}
+			defer func() { <-s.ch }()
+			next.ServeHTTP(w, r)
+		})
+	}, nil
+}
+
+var cannedBusy = newCanned(Problem{Type: ProblemTenantBusy, Title: "Too many requests in flight", Status: http.StatusServiceUnavailable,
+	Detail: "This tenant has too many requests in progress; retry shortly.", RetryAfter: 1})
+
+// bulkhead holds a semaphore per tenant with requests in flight or waiting; a tenant's entry goes
+// when its last request does, so memory follows the tenants active now.
+type bulkhead struct {
+	mu    sync.Mutex
+	per   int
+	slots map[string]*slots
+}
+
+type slots struct {
+	ch    chan struct{}
+	users int
+}
+
+func (b *bulkhead) enter(id string) *slots {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.slots[id]
+	if s == nil {
+		s = &slots{ch: make(chan struct{}, b.per)}
+		b.slots[id] = s
+	}
+	s.users++
+	return s
+}
+
+func (b *bulkhead) leave(id string, s *slots) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s.users--; s.users == 0 {
+		delete(b.slots, id)
+	}
+}

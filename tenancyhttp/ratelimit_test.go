@@ -1,0 +1,171 @@
+package tenancyhttp_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"tenancy"
+	"tenancy/tenancyhttp"
+	"tenancy/tenancypgx"
+	"tenancy/tenancyrate"
+)
+
+// chain puts the tenant middleware, then mws, in front of h.
+func (b *bundle) chain(t *testing.T, h http.Handler, mws ...func(http.Handler) http.Handler) http.Handler {
+	t.Helper()
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	resolve, err := tenancyhttp.Middleware(b.store, &tenancyhttp.Config{Resolvers: []tenancyhttp.Resolver{tenancyhttp.FromSubdomain("localhost")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resolve(h)
+}
+
+func TestRateLimit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	other, err := b.catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = other
+	clock := &fakeNow{t: time.Unix(1_700_000_000, 0)}
+	limiter, _ := tenancyrate.NewMemoryLimiter(&tenancyrate.MemoryConfig{Now: clock.Now})
+	rl, err := tenancyhttp.RateLimit(&tenancyhttp.RateLimitConfig{Limiter: limiter,
+		Policy: &tenancyrate.Policy{Plans: map[string]tenancyrate.Limit{"free": tenancyrate.PerMinute(3)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := b.chain(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }), rl)
+	get := func(host string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Host = host
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	for i := range 3 {
+		w := get("acme.localhost")
+		if w.Code != 204 || w.Header().Get("RateLimit-Policy") != `"tenant";q=3;w=60` ||
+			!strings.HasPrefix(w.Header().Get("RateLimit"), `"tenant";r=`+string(rune('2'-i))) {
+			t.Fatalf("request %d: %d %v", i, w.Code, w.Header())
+		}
+	}
+	w := get("acme.localhost")
+	if w.Code != 429 || w.Header().Get("Retry-After") != "20" {
+		t.Fatalf("fourth request: %d Retry-After %q, want 429 after 20s", w.Code, w.Header().Get("Retry-After"))
+	}
+	checkProblem(t, w, 429, tenancyhttp.ProblemRateLimited)
+	if w := get("other.localhost"); w.Code != 204 {
+		t.Fatalf("another tenant was limited with acme: %d", w.Code)
+	}
+	// Unknown tenants never reach the limiter: they are refused by the resolver first.
+	if w := get("ghost.localhost"); w.Code != 404 {
+		t.Fatalf("unknown tenant: %d", w.Code)
+	}
+	clock.Add(20 * time.Second)
+	if w := get("acme.localhost"); w.Code != 204 {
+		t.Fatalf("after Retry-After: %d", w.Code)
+	}
+	// A per-tenant override from the catalog takes effect on the next lookup.
+	acme, _ := b.catalog.TenantBySlug(ctx, "acme")
+	if _, err := b.catalog.SetRateLimit(ctx, acme.ID, "100/min"); err != nil {
+		t.Fatal(err)
+	}
+	b.store.Invalidate(acme.ID) // what Catalog.Watch does on the change's notification
+	for i := range 10 {
+		if w := get("acme.localhost"); w.Code != 204 || w.Header().Get("RateLimit-Policy") != `"tenant";q=100;w=60` {
+			t.Fatalf("with the override, request %d: %d %v", i, w.Code, w.Header())
+		}
+	}
+	if _, err := b.catalog.SetRateLimit(ctx, acme.ID, "lots"); err == nil {
+		t.Fatal("an unparsable override was stored")
+	}
+}
+
+func TestConcurrencyLimitKeepsOtherTenantsServed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if _, err := b.catalog.Create(context.Background(), &tenancypgx.CreateOpts{Slug: "quiet"}); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := tenancyhttp.ConcurrencyLimit(&tenancyhttp.ConcurrencyConfig{PerTenant: 2, MaxWait: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var inFlight, peak atomic.Int64
+	h := b.chain(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tenancy.MustFromContext(r.Context()).Slug == "acme" {
+			n := inFlight.Add(1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+			<-release // acme's requests are slow
+			inFlight.Add(-1)
+		}
+		w.WriteHeader(204)
+	}), cl)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	do := func(host string) int {
+		req, _ := http.NewRequest("GET", srv.URL, nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// acme floods: 20 slow requests at once.
+	var wg sync.WaitGroup
+	codes := make([]int, 20)
+	for i := range codes {
+		wg.Add(1)
+		go func() { defer wg.Done(); codes[i] = do("acme.localhost") }()
+	}
+	// Meanwhile the quiet tenant is served at once, every time.
+	time.Sleep(50 * time.Millisecond) // acme's flood is in place
+	for i := range 10 {
+		start := time.Now()
+		if code := do("quiet.localhost"); code != 204 {
+			t.Fatalf("quiet tenant request %d during acme's flood: %d", i, code)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("quiet tenant request %d took %v during acme's flood", i, d)
+		}
+	}
+	close(release)
+	wg.Wait()
+	busy := 0
+	for _, c := range codes {
+		if c == 503 {
+			busy++
+		}
+	}
+	if busy == 0 || peak.Load() > 2 {
+		t.Fatalf("acme's flood: %d refused with 503, %d in flight at most; want refusals and at most 2", busy, peak.Load())
+	}
+}
+
+type fakeNow struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (f *fakeNow) Now() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.t }
+func (f *fakeNow) Add(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.t = f.t.Add(d)
+}
