@@ -53,6 +53,8 @@ var scenarios = []scenario{
 	{"migrate", benchMigrate},
 	{"router", benchRouter},
 	{"provision", benchProvision},
+	{"ratelimit-memory", benchRateLimitMemory},
+	{"ratelimit-redis", benchRateLimitRedis},
 }
 
 func main() {

@@ -21,7 +21,7 @@ type MemoryConfig struct {
 }
 
 // MemoryLimiter is a GCRA limiter in process memory: one 8-byte state per key (the theoretical
-// arrival time), in 64 shards under their own locks, with no allocation per decision. A key whose
+// arrival time), in 256 shards under their own locks, with no allocation per decision. A key whose
 // state lies in the past is indistinguishable from a new key, so idle keys are dropped without
 // changing any decision; when MaxKeys is reached, the key closest to that point goes first.
 //
@@ -35,13 +35,13 @@ type MemoryLimiter struct {
 	now         func() int64
 }
 
-const memShards = 64
+const memShards = 256
 
 type memShard struct {
 	mu      sync.Mutex
 	tats    map[uint64]int64
 	inserts int
-	_       [40]byte // keep shards on separate cache lines
+	_       [104]byte // keep shards on separate cache line pairs
 }
 
 var _ Limiter = (*MemoryLimiter)(nil)
