@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -155,7 +156,12 @@ func (l *Limiter) AllowN(ctx context.Context, key string, limit tenancyrate.Limi
 // Key returns the Redis key that holds key's state under limit: the prefix, the key in a hash tag,
 // and the limit — when a tenant's limit changes, its state starts afresh under the new one.
 func (l *Limiter) Key(key string, limit tenancyrate.Limit) string {
-	return l.prefix + "{" + key + "}:" + limit.String()
+	b := make([]byte, 0, len(l.prefix)+len(key)+40)
+	b = append(append(append(b, l.prefix...), '{'), key...)
+	b = strconv.AppendInt(append(b, "}:"...), int64(limit.Rate), 10)
+	b = strconv.AppendInt(append(b, '/'), int64(limit.Period), 10)
+	b = strconv.AppendInt(append(b, ",burst="...), int64(limit.Burst), 10)
+	return string(b)
 }
 
 func (l *Limiter) onFailure(ctx context.Context, key string, limit tenancyrate.Limit, n int) (tenancyrate.Result, error) {

@@ -1,0 +1,14 @@
+// Package tenancyredis is the Redis side of tenancy, on go-redis v9: a distributed rate limiter
+// for limits shared by many instances of a service.
+//
+//	rdb, _ := tenancyredis.NewClient("redis://127.0.0.1:6379/0") // timeouts of milliseconds
+//	limiter, _ := tenancyredis.NewLimiter(rdb, &tenancyredis.LimiterConfig{Instances: 4})
+//	res, err := limiter.Allow(ctx, tenant.ID, policy.For(tenant))
+//
+// The Limiter runs tenancyrate's GCRA in one Lua script: one key per tenant and limit, with the
+// tenant in a {hash tag} (Redis Cluster and Valkey put it on one slot), one round trip (EVALSHA),
+// on Redis's own clock. While Redis cannot answer, LimiterConfig.OnFailure decides — by default
+// the local memory limiter with the limit divided by Instances, or fail-open, or fail-closed —
+// each such decision is counted (Stats), and Redis is asked again a second later. It accepts any
+// redis.Scripter: *redis.Client, *redis.ClusterClient, redis.UniversalClient.
+package tenancyredis
