@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -375,5 +376,28 @@ func TestDoctorCommand(t *testing.T) {
 	r = run(t, "serve", "--addr", "127.0.0.1:0", "--database-url", db)
 	if r.code != 1 || !strings.Contains(r.stderr, "refusing to serve") || !strings.Contains(r.stderr, "leaky") {
 		t.Fatalf("serve on a database with a hole: %+v", r)
+	}
+}
+
+func TestServePlanLimits(t *testing.T) {
+	t.Parallel()
+	db := newDatabaseURL(t)
+	addr, stop := startServe(t, "--demo", "--database-url", db, "--plan-limits", "free=2/min;pro=3/min")
+	defer stop()
+	codes := func(host string, n int) (out []int) {
+		for range n {
+			code, _ := get(t, addr, host, "/whoami", "")
+			out = append(out, code)
+		}
+		return out
+	}
+	if got := fmt.Sprint(codes("acme.localhost", 4)); got != "[200 200 200 429]" { // acme is on pro
+		t.Fatalf("acme (pro, 3/min): %s", got)
+	}
+	if got := fmt.Sprint(codes("globex.localhost", 3)); got != "[200 200 429]" { // globex is on free
+		t.Fatalf("globex (free, 2/min): %s", got)
+	}
+	if r := run(t, "serve", "--addr", "127.0.0.1:0", "--database-url", db, "--plan-limits", "free=often"); r.code == 0 {
+		t.Fatalf("a bad --plan-limits was accepted: %+v", r)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -279,6 +280,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	token := fs.String("admin-token", env("TENANCY_ADMIN_TOKEN", ""), "bearer token that enables the admin API (env TENANCY_ADMIN_TOKEN)")
 	demo := fs.Bool("demo", false, "seed the demo tenants acme, globex and initech if absent")
 	concurrency := fs.Int("concurrency", envInt("TENANCY_CONCURRENCY", 32), "requests of one tenant in flight at once (env TENANCY_CONCURRENCY)")
+	planLimits := fs.String("plan-limits", env("TENANCY_PLAN_LIMITS", ""),
+		"request rate by plan, plan=limit;… e.g. free=100/min;pro=1000/min (env TENANCY_PLAN_LIMITS); default: free 100/min, pro 1000/min, enterprise 10000/min")
 	instances := fs.Int("instances", envInt("TENANCY_INSTANCES", 1), "instances sharing the rate limits, for the fallback while Redis is down (env TENANCY_INSTANCES)")
 	migrations := migrationsFlag(fs)
 	pos, err := parse(fs, args)
@@ -327,8 +330,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *concurrency < 1 || *instances < 1 {
 		return usagef("--concurrency and --instances must be at least 1")
 	}
+	policy, err := parsePlanLimits(*planLimits)
+	if err != nil {
+		return err
+	}
 	cfg := &ServerConfig{BaseDomain: *base, AdminToken: *token, Logger: log, Migrator: migrator, Servers: servers,
-		PerTenantConcurrency: *concurrency}
+		PerTenantConcurrency: *concurrency, Policy: policy}
 	if *redisURL != "" {
 		rdb, err := tenancyredis.NewClient(*redisURL)
 		if err != nil {
@@ -388,4 +395,24 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = nil
 	}
 	return err
+}
+
+// parsePlanLimits reads "free=100/min;pro=1000/min" into a policy; "" is the default policy.
+func parsePlanLimits(s string) (*tenancyrate.Policy, error) {
+	if strings.TrimSpace(s) == "" {
+		return &tenancyrate.Policy{}, nil
+	}
+	plans := map[string]tenancyrate.Limit{}
+	for _, part := range strings.Split(s, ";") {
+		plan, limit, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || plan == "" {
+			return nil, usagef("--plan-limits: %q is not plan=limit", part)
+		}
+		l, err := tenancyrate.ParseLimit(limit)
+		if err != nil {
+			return nil, fmt.Errorf("--plan-limits: plan %s: %w", plan, err)
+		}
+		plans[plan] = l
+	}
+	return &tenancyrate.Policy{Plans: plans}, nil
 }
