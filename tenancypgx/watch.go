@@ -22,6 +22,24 @@ type Invalidator interface {
 	Purge()
 }
 
+// Invalidators tells each of several Invalidators, in order: a first-level CachedStore and a
+// second level shared by instances, say.
+type Invalidators []Invalidator
+
+// Invalidate implements Invalidator.
+func (is Invalidators) Invalidate(id string) {
+	for _, i := range is {
+		i.Invalidate(id)
+	}
+}
+
+// Purge implements Invalidator.
+func (is Invalidators) Purge() {
+	for _, i := range is {
+		i.Purge()
+	}
+}
+
 // WatchOpts tunes Watch. A nil *WatchOpts means the defaults.
 type WatchOpts struct {
 	// OnConnect is called each time the listener is connected and listening (after Purge).

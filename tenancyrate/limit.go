@@ -114,6 +114,11 @@ type Limiter interface {
 	AllowN(ctx context.Context, key string, limit Limit, n int) (Result, error)
 }
 
+// Forgetter is a Limiter that can drop a key's state at once: for a deleted tenant.
+type Forgetter interface {
+	Forget(ctx context.Context, key string, limit Limit) error
+}
+
 // gcra decides n events at now against a key whose theoretical arrival time is tat (unix
 // nanoseconds; 0 or past means a full burst). It returns the decision and the new tat, which the
 // caller stores only when allowed. This is the whole algorithm, shared by every limiter here; the

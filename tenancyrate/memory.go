@@ -147,6 +147,16 @@ func (sh *memShard) makeRoom(max int, now int64) {
 	}
 }
 
+// Forget drops key's state under limit: the key starts afresh.
+func (m *MemoryLimiter) Forget(_ context.Context, key string, limit Limit) error {
+	h := maphash.String(m.seed, key) ^ limitHash(limit)
+	sh := &m.shards[h%memShards]
+	sh.mu.Lock()
+	delete(sh.tats, h)
+	sh.mu.Unlock()
+	return nil
+}
+
 // Len returns how many keys the limiter remembers.
 func (m *MemoryLimiter) Len() int {
 	n := 0

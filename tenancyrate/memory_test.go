@@ -128,3 +128,9 @@ func TestParseLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestMemoryLimiterForget(t *testing.T) {
+	t.Parallel()
+	l, _ := tenancyrate.NewMemoryLimiter(nil)
+	tenancytest.ForgetterSuite(t, l)
+}

@@ -153,6 +153,16 @@ func (l *Limiter) AllowN(ctx context.Context, key string, limit tenancyrate.Limi
 	return res, nil
 }
 
+// Forget drops key's state under limit: the key starts afresh.
+func (l *Limiter) Forget(ctx context.Context, key string, limit tenancyrate.Limit) error {
+	if c, ok := l.rdb.(interface {
+		Del(context.Context, ...string) *redis.IntCmd
+	}); ok {
+		return c.Del(ctx, l.Key(key, limit)).Err()
+	}
+	return errors.New("tenancyredis: the client cannot delete keys")
+}
+
 // Key returns the Redis key that holds key's state under limit: the prefix, the key in a hash tag,
 // and the limit — when a tenant's limit changes, its state starts afresh under the new one.
 func (l *Limiter) Key(key string, limit tenancyrate.Limit) string {

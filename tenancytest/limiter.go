@@ -118,3 +118,28 @@ func LimiterSuite(t *testing.T, newLimiter func(t *testing.T) tenancyrate.Limite
 		}
 	})
 }
+
+// ForgetterSuite checks that Forget gives a key a fresh start and touches no other key.
+func ForgetterSuite(t *testing.T, l interface {
+	tenancyrate.Limiter
+	tenancyrate.Forgetter
+}) {
+	ctx := context.Background()
+	limit := tenancyrate.PerHour(2)
+	for _, k := range []string{"gone", "kept"} {
+		l.Allow(ctx, k, limit)
+		l.Allow(ctx, k, limit)
+		if r, _ := l.Allow(ctx, k, limit); r.Allowed {
+			t.Fatalf("control: %s is exhausted", k)
+		}
+	}
+	if err := l.Forget(ctx, "gone", limit); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := l.Allow(ctx, "gone", limit); !r.Allowed {
+		t.Fatal("a forgotten key is still limited")
+	}
+	if r, _ := l.Allow(ctx, "kept", limit); r.Allowed {
+		t.Fatal("Forget freed another key")
+	}
+}

@@ -1,0 +1,61 @@
+package tenancycache_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"tenancy/tenancycache"
+	"tenancy/tenancytest"
+)
+
+func TestMemoryStoreSuite(t *testing.T) {
+	t.Parallel()
+	tenancytest.CacheStoreSuite(t, func(t *testing.T) tenancycache.Store {
+		s, err := tenancycache.NewMemoryStore(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
+// A noisy tenant fills the cache: it evicts its own entries, not the others'.
+func TestMemoryStoreNoisyNeighbour(t *testing.T) {
+	t.Parallel()
+	s, _ := tenancycache.NewMemoryStore(&tenancycache.MemoryConfig{MaxBytes: 100_000, TenantShare: 0.3})
+	ctx := context.Background()
+	value := make([]byte, 1000)
+	for i := range 20 {
+		s.Set(ctx, "quiet", fmt.Sprint(i), value, time.Hour, 0)
+	}
+	for i := range 10_000 {
+		s.Set(ctx, "noisy", fmt.Sprint(i), value, time.Hour, 0)
+	}
+	total, noisy := s.Bytes("noisy")
+	if total > 100_000 || noisy > 30_000 {
+		t.Fatalf("held %d bytes, the noisy tenant %d; bounds 100000 and 30000", total, noisy)
+	}
+	for i := range 20 {
+		if _, _, ok, _ := s.Get(ctx, "quiet", fmt.Sprint(i)); !ok {
+			t.Fatalf("the quiet tenant lost entry %d to the noisy one", i)
+		}
+	}
+	if _, _, ok, _ := s.Get(ctx, "noisy", "9999"); !ok {
+		t.Fatal("control: the noisy tenant's latest entry is there")
+	}
+	// When the whole is full, the largest tenant gives way: two more tenants push it over, and
+	// the quiet tenant, the smallest, keeps its entries.
+	for i := range 2 {
+		for j := range 25 {
+			s.Set(ctx, fmt.Sprint("mid-", i), fmt.Sprint(j), value, time.Hour, 0)
+		}
+	}
+	if total, _ := s.Bytes(""); total > 100_000 {
+		t.Fatalf("held %d bytes over the 100000 bound", total)
+	}
+	if _, _, ok, _ := s.Get(ctx, "quiet", "0"); !ok {
+		t.Fatal("the smallest tenant gave way before the largest")
+	}
+}
