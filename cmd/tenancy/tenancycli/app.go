@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"tenancy"
+	"tenancy/tenancycache"
 	"tenancy/tenancyhttp"
 )
 
@@ -188,13 +189,20 @@ func (s *Server) updateTask(w http.ResponseWriter, r *http.Request) {
 	respondOne(s, w, r, rows, err, scanTask, http.StatusOK)
 }
 
+type stats struct {
+	Projects int64 `json:"projects"`
+	Tasks    int64 `json:"tasks"`
+}
+
+// stats counts the tenant's projects and tasks, cached per tenant for 30 seconds and dropped by
+// any write (invalidateStatsOnWrite).
 func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
-	var out struct {
-		Projects int64 `json:"projects"`
-		Tasks    int64 `json:"tasks"`
-	}
-	err := s.db.QueryRow(r.Context(), `SELECT (SELECT count(*) FROM projects), (SELECT count(*) FROM tasks)`).
-		Scan(&out.Projects, &out.Tasks)
+	out, err := tenancycache.GetOrLoad(r.Context(), s.appCache, "stats", 30*time.Second, func(ctx context.Context) (stats, error) {
+		var st stats
+		err := s.db.QueryRow(ctx, `SELECT (SELECT count(*) FROM projects), (SELECT count(*) FROM tasks)`).
+			Scan(&st.Projects, &st.Tasks)
+		return st, err
+	})
 	if err != nil {
 		s.dbError(w, r, err)
 		return

@@ -7,8 +7,12 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"tenancy/cmd/tenancy/tenancycli"
+	"tenancy/tenancycache"
 	"tenancy/tenancyhttp"
+	"tenancy/tenancymigrate"
 	"tenancy/tenancypgx"
 	"tenancy/tenancytest"
 )
@@ -239,5 +243,60 @@ func TestAPIDatabaseTenant(t *testing.T) {
 	if last.Code != 503 || json.Unmarshal(last.Body.Bytes(), &prob) != nil || prob.Type != tenancyhttp.ProblemTenantUnavailable ||
 		last.Header().Get("Retry-After") == "" {
 		t.Fatalf("dbco with its database gone: %d %s", last.Code, last.Body)
+	}
+}
+
+// /stats is cached per tenant, dropped by writes, and a deleted tenant's entries are flushed.
+func TestStatsCacheAndDeletedTenant(t *testing.T) {
+	t.Parallel()
+	pool, _ := tenancytest.NewCatalog(t)
+	ctx := context.Background()
+	m, _ := tenancymigrate.New(pool, tenancycli.ReferenceLines())
+	if _, err := m.Migrate(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	store, _ := tenancycache.NewMemoryStore(nil)
+	srv, err := tenancycli.NewServer(pool, &tenancycli.ServerConfig{AdminToken: "tok", Cache: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { srv.Run(runCtx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	h := srv.Handler()
+	w := call(h, "POST", "localhost", "/admin/tenants", "tok", `{"slug":"cached"}`)
+	var tn struct{ ID string }
+	if w.Code != 201 || json.Unmarshal(w.Body.Bytes(), &tn) != nil {
+		t.Fatalf("create: %d %s", w.Code, w.Body)
+	}
+	api := apiClient{t, h, "cached.localhost"}
+	cached := func() bool {
+		_, _, ok, _ := store.Get(ctx, tn.ID, "stats")
+		return ok
+	}
+	var st apiStats
+	api.must("GET", "/stats", "", 200, &st)
+	if !cached() {
+		t.Fatal("/stats was not cached")
+	}
+	api.must("POST", "/projects", `{"name":"p"}`, 201, nil)
+	if cached() {
+		t.Fatal("a write left the cached /stats in place")
+	}
+	api.must("GET", "/stats", "", 200, &st)
+	if st.Projects != 1 || !cached() {
+		t.Fatalf("stats after the write: %+v (cached %v)", st, cached())
+	}
+	if w := call(h, "DELETE", "localhost", "/admin/tenants/cached", "tok", ""); w.Code != 200 {
+		t.Fatalf("delete: %d %s", w.Code, w.Body)
+	}
+	deadline := time.Now().Add(time.Second)
+	for cached() {
+		if time.Now().After(deadline) {
+			t.Fatal("a deleted tenant's cache was not flushed within a second")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

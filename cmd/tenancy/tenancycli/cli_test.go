@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"tenancy"
 	"tenancy/cmd/tenancy/tenancycli"
@@ -328,8 +329,32 @@ func TestServeDemo(t *testing.T) {
 func TestServeWithRedis(t *testing.T) {
 	t.Parallel()
 	db := newDatabaseURL(t)
+	t.Cleanup(func() { // the keys under the default prefix, tenancy:<database>:
+		opts, err := redis.ParseURL(tenancytest.RedisURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rdb := redis.NewClient(opts)
+		defer rdb.Close()
+		ctx := context.Background()
+		cfg, _ := pgx.ParseConfig(db)
+		name := cfg.Database
+		iter := rdb.Scan(ctx, 0, "tenancy:"+name+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+	})
 	addr, stop := startServe(t, "--demo", "--database-url", db, "--redis-url", tenancytest.RedisURL())
 	waitHealthy(t, addr, `"redis": "ok"`)
+	// With Redis: limits, the app cache and the catalog's second level live there.
+	for range 2 {
+		if code, body := get(t, addr, "acme.localhost", "/stats", ""); code != 200 || !strings.Contains(body, `"projects"`) {
+			t.Fatalf("stats with Redis: %d %s", code, body)
+		}
+	}
+	if code, _ := get(t, addr, "globex.localhost", "/whoami", ""); code != 200 {
+		t.Fatalf("whoami with Redis: %d", code)
+	}
 	if code := stop(); code != 0 {
 		t.Fatalf("serve exited %d", code)
 	}

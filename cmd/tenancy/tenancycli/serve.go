@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"tenancy"
+	"tenancy/tenancycache"
 	"tenancy/tenancyhttp"
 	"tenancy/tenancymigrate"
 	"tenancy/tenancypgx"
@@ -48,6 +49,11 @@ type ServerConfig struct {
 	Policy *tenancyrate.Policy
 	// PerTenantConcurrency is how many requests of one tenant may be in flight. Defaults to 32.
 	PerTenantConcurrency int
+	// Cache holds the service's tenant-scoped cache (GET /stats). Defaults to a memory store.
+	Cache tenancycache.Store
+	// CatalogSecondLevel, when set, keeps tenant lookups in Redis too, shared by the instances.
+	// Defaults to nil: the first level in each instance only.
+	CatalogSecondLevel *tenancyredis.Cache
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -55,15 +61,17 @@ type ServerConfig struct {
 // Server is the reference service: tenant resolution in front of the application's routes, a
 // readiness probe and the admin API.
 type Server struct {
-	pool    *pgxpool.Pool
-	catalog *tenancypgx.Catalog
-	cache   *tenancypgx.CachedStore
-	db      *tenancypgx.DB
-	cfg     ServerConfig
-	log     *slog.Logger
-	handler http.Handler
-	watchUp atomic.Bool
-	closers []func()
+	pool       *pgxpool.Pool
+	catalog    *tenancypgx.Catalog
+	cache      *tenancypgx.CachedStore
+	db         *tenancypgx.DB
+	appCache   *tenancycache.Cache
+	invalidate tenancypgx.Invalidators
+	cfg        ServerConfig
+	log        *slog.Logger
+	handler    http.Handler
+	watchUp    atomic.Bool
+	closers    []func()
 }
 
 // NewServer builds the service on a pool whose database has the catalog and the service's tables
@@ -101,9 +109,27 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 		}
 		s.closers = append(s.closers, s.cfg.Router.Close)
 	}
-	if s.cache, err = tenancypgx.NewCachedStore(s.catalog, nil); err != nil {
+	var lookups tenancy.Store = s.catalog
+	if s.cfg.CatalogSecondLevel != nil {
+		l2, err := tenancyredis.NewCatalogStore(s.catalog, s.cfg.CatalogSecondLevel, 0)
+		if err != nil {
+			return nil, err
+		}
+		lookups = l2
+		s.invalidate = append(s.invalidate, l2) // the second level drops first
+	}
+	if s.cache, err = tenancypgx.NewCachedStore(lookups, nil); err != nil {
 		return nil, err
 	}
+	if s.cfg.Cache == nil {
+		if s.cfg.Cache, err = tenancycache.NewMemoryStore(nil); err != nil {
+			return nil, err
+		}
+	}
+	if s.appCache, err = tenancycache.New(s.cfg.Cache, nil); err != nil {
+		return nil, err
+	}
+	s.invalidate = append(s.invalidate, s.cache, janitor{s})
 	mw, err := tenancyhttp.Middleware(s.cache, &tenancyhttp.Config{
 		Resolvers: []tenancyhttp.Resolver{tenancyhttp.FromSubdomain(s.cfg.BaseDomain), tenancyhttp.FromDomain()},
 		Logger:    s.log,
@@ -116,6 +142,9 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 	}
 	app := http.NewServeMux()
 	s.appRoutes(app)
+	if s.cfg.Policy == nil {
+		s.cfg.Policy = &tenancyrate.Policy{}
+	}
 	if s.cfg.Limiter == nil {
 		if s.cfg.Limiter, err = tenancyrate.NewMemoryLimiter(nil); err != nil {
 			return nil, err
@@ -136,7 +165,7 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 	root := http.NewServeMux()
 	root.HandleFunc("GET /healthz", s.healthz)
 	root.Handle("/admin/", s.admin())
-	root.Handle("/", mw(rateLimit(bulkhead(app))))
+	root.Handle("/", mw(rateLimit(bulkhead(s.invalidateStatsOnWrite(app)))))
 	s.handler = root
 	return s, nil
 }
@@ -157,12 +186,46 @@ func (s *Server) Catalog() *tenancypgx.Catalog { return s.catalog }
 
 // Run keeps the lookup cache current with the catalog's change notifications until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	return s.catalog.Watch(ctx, s.cache, &tenancypgx.WatchOpts{
+	return s.catalog.Watch(ctx, s.invalidate, &tenancypgx.WatchOpts{
 		OnConnect: func() { s.watchUp.Store(true) },
 		OnDisconnect: func(err error) {
 			s.watchUp.Store(false)
 			s.log.Warn("tenancy: catalog change listener disconnected; reconnecting", "err", err)
 		},
+	})
+}
+
+// janitor clears what the service keeps about a tenant once it is deleted or purged: its cache
+// entries and its rate limiter state. It hears every catalog change, through Watch.
+type janitor struct{ s *Server }
+
+func (j janitor) Invalidate(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	t, err := j.s.catalog.TenantByID(ctx, id)
+	switch {
+	case errors.Is(err, tenancy.ErrTenantNotFound): // purged
+		t = &tenancy.Tenant{ID: id}
+	case err != nil || t.Status != tenancy.StatusDeleted:
+		return
+	}
+	if err := j.s.appCache.ForTenant(id).FlushTenant(ctx); err != nil {
+		j.s.log.Warn("tenancy: flush a deleted tenant's cache", "tenant_id", id, "err", err)
+	}
+	if f, ok := j.s.cfg.Limiter.(tenancyrate.Forgetter); ok {
+		_ = f.Forget(ctx, id, j.s.cfg.Policy.For(t))
+	}
+}
+
+func (janitor) Purge() {}
+
+// invalidateStatsOnWrite drops the tenant's cached /stats after any request that may write.
+func (s *Server) invalidateStatsOnWrite(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r)
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			_ = s.appCache.Delete(context.WithoutCancel(r.Context()), "stats")
+		}
 	})
 }
 
@@ -276,6 +339,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	dbf := databaseFlags(fs)
 	addr := fs.String("addr", env("TENANCY_ADDR", ":8080"), "listen address (env TENANCY_ADDR)")
 	redisURL := fs.String("redis-url", env("TENANCY_REDIS_URL", ""), "Redis URL (env TENANCY_REDIS_URL); empty keeps everything in memory")
+	redisPrefix := fs.String("redis-prefix", env("TENANCY_REDIS_PREFIX", ""),
+		"prefix of every Redis key (env TENANCY_REDIS_PREFIX); default tenancy:<catalog database>:, so deployments sharing a Redis never meet")
 	base := fs.String("base-domain", env("TENANCY_BASE_DOMAIN", "localhost"), "tenants are subdomains of this domain (env TENANCY_BASE_DOMAIN)")
 	token := fs.String("admin-token", env("TENANCY_ADMIN_TOKEN", ""), "bearer token that enables the admin API (env TENANCY_ADMIN_TOKEN)")
 	demo := fs.Bool("demo", false, "seed the demo tenants acme, globex and initech if absent")
@@ -346,9 +411,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("redis at %s: %w", rdb.Options().Addr, err)
 		}
 		cfg.Redis = rdb
-		if cfg.Limiter, err = tenancyredis.NewLimiter(rdb, &tenancyredis.LimiterConfig{Instances: *instances}); err != nil {
+		prefix := *redisPrefix
+		if prefix == "" {
+			prefix = "tenancy:" + pool.Config().ConnConfig.Database + ":"
+		}
+		if cfg.Limiter, err = tenancyredis.NewLimiter(rdb, &tenancyredis.LimiterConfig{Instances: *instances, Prefix: prefix + "rl:"}); err != nil {
 			return err
 		}
+		rc, err := tenancyredis.NewCache(rdb, &tenancyredis.CacheConfig{Prefix: prefix + "cache:"})
+		if err != nil {
+			return err
+		}
+		cfg.Cache, cfg.CatalogSecondLevel = rc, rc
 	}
 	srv, err := NewServer(pool, cfg)
 	if err != nil {
