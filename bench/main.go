@@ -55,6 +55,7 @@ var scenarios = []scenario{
 	{"provision", benchProvision},
 	{"ratelimit-memory", benchRateLimitMemory},
 	{"ratelimit-redis", benchRateLimitRedis},
+	{"cache", benchCache},
 }
 
 func main() {
