@@ -12,6 +12,7 @@ import (
 
 	"tenancy/tenancycache"
 	"tenancy/tenancyredis"
+	"tenancy/tenancytest"
 )
 
 // benchCache measures the tenant-scoped cache: flushing one tenant that owns 1,000 keys among
@@ -23,7 +24,7 @@ func benchCache(ctx context.Context, e *env) ([]result, error) {
 		return nil, err
 	}
 	defer rdb.Close()
-	trips := &tripCounter{}
+	trips := &tenancytest.RoundTrips{}
 	rdb.AddHook(trips)
 	prefix := uniqueName("tenancy-bench") + ":"
 	defer unlinkPrefix(rdb, prefix)
@@ -96,14 +97,14 @@ func benchCache(ctx context.Context, e *env) ([]result, error) {
 		if err := f(); err != nil { // scripts loaded
 			return 0, 0, err
 		}
-		before := trips.n.Load()
+		before := trips.N()
 		start := time.Now()
 		for range n {
 			if err := f(); err != nil {
 				return 0, 0, err
 			}
 		}
-		return float64(time.Since(start).Microseconds()) / n, float64(trips.n.Load()-before) / n, nil
+		return float64(time.Since(start).Microseconds()) / n, float64(trips.N()-before) / n, nil
 	}
 	oursGet, oursGetRT, err := perOp(func() error { _, _, _, err := ours.Get(ctx, tenant, "hot"); return err })
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"tenancy/tenancyrate"
 	"tenancy/tenancyredis"
+	"tenancy/tenancytest"
 )
 
 const limiterTenants = 10_000
@@ -175,7 +176,7 @@ func benchRateLimitRedis(ctx context.Context, e *env) ([]result, error) {
 			rdb.Del(context.Background(), batch...)
 		}
 	}()
-	trips := &tripCounter{}
+	trips := &tenancytest.RoundTrips{}
 	rdb.AddHook(trips)
 	keys := tenantKeys(limiterTenants)
 	limit := tenancyrate.PerMinute(100)
@@ -227,7 +228,7 @@ func benchRateLimitRedis(ctx context.Context, e *env) ([]result, error) {
 	for range slices {
 		for i, s := range sides {
 			var n, errs atomic.Int64
-			trips.n.Store(0)
+			trips.Reset()
 			until := time.Now().Add(slice)
 			var wg sync.WaitGroup
 			for range 64 {
@@ -251,7 +252,7 @@ func benchRateLimitRedis(ctx context.Context, e *env) ([]result, error) {
 				return nil, fmt.Errorf("%s: %d of %d decisions failed", s.name, errs.Load(), n.Load())
 			}
 			done[i] += n.Load()
-			sent[i] += trips.n.Load()
+			sent[i] += trips.N()
 		}
 	}
 	total := time.Duration(slices) * slice
@@ -269,15 +270,4 @@ func benchRateLimitRedis(ctx context.Context, e *env) ([]result, error) {
 				Baseline: results[i].tripsPerDecision, BaselineName: sides[i].name})
 	}
 	return out, nil
-}
-
-// tripCounter counts what go-redis sends to the server: a command, or a pipeline in one write.
-type tripCounter struct{ n atomic.Int64 }
-
-func (c *tripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { c.n.Add(1); return next(ctx, cmd) }
-}
-func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(1); return next(ctx, cmds) }
 }

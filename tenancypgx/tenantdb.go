@@ -34,8 +34,7 @@ func (c *Catalog) createTenantDatabase(ctx context.Context, t *tenancy.Tenant, m
 	if !schemaPattern.MatchString(name) {
 		return fmt.Errorf("tenancypgx: no database name for tenant id %q", t.ID)
 	}
-	maintCfg, err := c.servers.ConnConfig(server, "postgres")
-	if err != nil {
+	if _, err := c.servers.ConnConfig(server, "postgres"); err != nil { // an unknown server: before recording it
 		return err
 	}
 	if _, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET server = $2, database_name = $3 WHERE id = $1`,
@@ -44,9 +43,9 @@ func (c *Catalog) createTenantDatabase(ctx context.Context, t *tenancy.Tenant, m
 	}
 	t.Server, t.Database = server, name
 
-	maint, err := pgx.ConnectConfig(ctx, maintCfg)
+	maint, err := c.maintenance(ctx, server)
 	if err != nil {
-		return fmt.Errorf("server %s: %w", server, err)
+		return err
 	}
 	defer maint.Close(context.WithoutCancel(ctx))
 	if _, err := maint.Exec(ctx, "SELECT pg_advisory_lock($1)", templateLockKey); err != nil {
@@ -119,11 +118,7 @@ func (c *Catalog) dropTenantDatabase(ctx context.Context, t *tenancy.Tenant) err
 	if !schemaPattern.MatchString(t.Database) {
 		return fmt.Errorf("tenancypgx: refusing to drop %q: not a tenant database name", t.Database)
 	}
-	cfg, err := c.servers.ConnConfig(t.Server, "postgres")
-	if err != nil {
-		return err
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	conn, err := c.maintenance(ctx, t.Server)
 	if err != nil {
 		return err
 	}
@@ -132,13 +127,22 @@ func (c *Catalog) dropTenantDatabase(ctx context.Context, t *tenancy.Tenant) err
 	return err
 }
 
-// DropTemplate drops the template database of m's tenant line on a server, if there is one.
-func (c *Catalog) DropTemplate(ctx context.Context, server string, m TenantMigrator) error {
+// maintenance connects to the "postgres" database of a server, where databases are made and dropped.
+func (c *Catalog) maintenance(ctx context.Context, server string) (*pgx.Conn, error) {
 	cfg, err := c.servers.ConnConfig(server, "postgres")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("server %s: %w", server, err)
+	}
+	return conn, nil
+}
+
+// DropTemplate drops the template database of m's tenant line on a server, if there is one.
+func (c *Catalog) DropTemplate(ctx context.Context, server string, m TenantMigrator) error {
+	conn, err := c.maintenance(ctx, server)
 	if err != nil {
 		return err
 	}

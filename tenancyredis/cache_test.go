@@ -54,7 +54,7 @@ func TestRedisCacheChecksTheTenantOfValues(t *testing.T) {
 func TestRedisCacheRoundTrips(t *testing.T) {
 	t.Parallel()
 	rdb := client(t)
-	trips := &counter{}
+	trips := &tenancytest.RoundTrips{}
 	rdb.AddHook(trips)
 	c, _ := tenancyredis.NewCache(rdb, &tenancyredis.CacheConfig{Prefix: prefix(t, rdb)})
 	ctx := context.Background()
@@ -68,9 +68,9 @@ func TestRedisCacheRoundTrips(t *testing.T) {
 		"Set":              func() { c.Set(ctx, "t", "k", []byte("v"), time.Minute, 0) },
 		"FlushTenant":      func() { c.FlushTenant(ctx, "t") },
 	} {
-		before := trips.n.Load()
+		before := trips.N()
 		op()
-		if n := trips.n.Load() - before; n != 1 {
+		if n := trips.N() - before; n != 1 {
 			t.Errorf("%s: %d round trips, want 1", name, n)
 		}
 	}
