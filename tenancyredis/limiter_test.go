@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,56 +89,6 @@ func TestRedisLimiterSharedByInstances(t *testing.T) {
 	}
 }
 
-// privateRedis runs a Redis of the test's own on a free port, so it can be stopped and started.
-type privateRedis struct {
-	t    *testing.T
-	port int
-	cmd  *exec.Cmd
-}
-
-func startPrivateRedis(t *testing.T) *privateRedis {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server is not installed")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	p := &privateRedis{t: t, port: port}
-	p.start()
-	t.Cleanup(p.stop)
-	return p
-}
-
-func (p *privateRedis) start() {
-	p.cmd = exec.Command("redis-server", "--port", strconv.Itoa(p.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: p.addr()})
-	defer rdb.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for rdb.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			p.t.Fatal("the private redis-server did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func (p *privateRedis) stop() {
-	if p.cmd != nil && p.cmd.Process != nil {
-		p.cmd.Process.Kill()
-		p.cmd.Wait()
-		p.cmd = nil
-	}
-}
-
-func (p *privateRedis) addr() string { return "127.0.0.1:" + strconv.Itoa(p.port) }
-
 // Redis stops mid-test: each policy decides as documented, every such decision is counted, and
 // enforcement on Redis resumes when it is back.
 func TestRedisLimiterOutage(t *testing.T) {
@@ -149,8 +96,8 @@ func TestRedisLimiterOutage(t *testing.T) {
 	for _, policy := range []tenancyredis.FailurePolicy{tenancyredis.FallbackLocal, tenancyredis.FailOpen, tenancyredis.FailClosed} {
 		t.Run(policy.String(), func(t *testing.T) {
 			t.Parallel()
-			srv := startPrivateRedis(t)
-			rdb, err := tenancyredis.NewClient("redis://" + srv.addr() + "/0")
+			srv := tenancytest.StartRedis(t)
+			rdb, err := tenancyredis.NewClient(srv.URL())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -169,7 +116,7 @@ func TestRedisLimiterOutage(t *testing.T) {
 			if r, _ := l.Allow(ctx, key, limit); r.Allowed {
 				t.Fatal("control: the healthy limit did not hold")
 			}
-			srv.stop()
+			srv.Stop()
 			start := time.Now()
 			allowed := 0
 			for range 10 {
@@ -191,7 +138,7 @@ func TestRedisLimiterOutage(t *testing.T) {
 			if s := l.Stats(); s.Fallbacks != 10 || s.RedisFailures == 0 {
 				t.Fatalf("stats %+v; want every outage decision counted", s)
 			}
-			srv.start()
+			srv.Start()
 			deadline := time.Now().Add(5 * time.Second)
 			for {
 				before := l.Stats().Fallbacks
