@@ -89,6 +89,10 @@ func (s *Server) adminCreate(w http.ResponseWriter, r *http.Request) {
 		s.adminError(w, r, err)
 		return
 	}
+	if err := checkServer(s.cfg.Servers, iso, req.Server); err != nil {
+		s.adminError(w, r, err)
+		return
+	}
 	t, err := s.catalog.Create(r.Context(), &tenancypgx.CreateOpts{Slug: req.Slug, Name: req.Name, Plan: req.Plan,
 		Isolation: iso, Domains: domains})
 	if err != nil {
@@ -125,6 +129,20 @@ func (s *Server) adminRateLimit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSONResponse(w, http.StatusOK, t)
+}
+
+// checkServer refuses, before anything is registered, a server alias the configuration lacks.
+func checkServer(servers tenancypgx.Servers, iso tenancy.Isolation, alias string) error {
+	if alias == "" {
+		return nil
+	}
+	if iso != tenancy.IsolationDatabase {
+		return fmt.Errorf("%w: server is only for database tenants", errBadRequest)
+	}
+	if _, ok := servers[alias]; !ok {
+		return fmt.Errorf("%w: unknown server alias (configured: %s)", errBadRequest, strings.Join(servers.Aliases(), ", "))
+	}
+	return nil
 }
 
 // adminProvision resumes a provisioning that failed.

@@ -46,11 +46,19 @@ func newServerWithCatalog(t *testing.T, token string) (http.Handler, *tenancypgx
 	return srv.Handler(), srv.Catalog()
 }
 
-func call(h http.Handler, method, host, path, token, body string) *httptest.ResponseRecorder {
+func call(h http.Handler, method, host, path, token, body string, headers ...map[string]string) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(method, path, strings.NewReader(body))
 	r.Host = host
+	r.RemoteAddr = "203.0.113.7:5555" // the internet
 	if token != "" {
 		r.Header.Set("Authorization", "Bearer "+token)
+	}
+	for _, hs := range headers {
+		for k, v := range hs {
+			if v != "" {
+				r.Header.Set(k, v)
+			}
+		}
 	}
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)

@@ -73,6 +73,15 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return err
 		}
+		servers, err := dbf.serverMap()
+		if err != nil {
+			return err
+		}
+		if *server != tenancypgx.DefaultServer || iso == tenancy.IsolationDatabase {
+			if err := checkServer(servers, iso, *server); err != nil {
+				return err
+			}
+		}
 		t, err := cat.Create(ctx, &tenancypgx.CreateOpts{Slug: pos[0], Name: *name, Plan: *plan, Isolation: iso, Domains: norm})
 		if err != nil {
 			return err
