@@ -1,0 +1,248 @@
+// Command load drives the reference service over loopback with many tenants of the three
+// isolation models and reports throughput, latency percentiles and cross-tenant reads, which must
+// be zero: every project a tenant lists is checked against the projects it created.
+//
+//	go run ./bench/load [-tenants 30] [-workers 32] [-duration 10s]
+//
+// It uses the local PostgreSQL (TEST_DATABASE_URL) and makes, then drops, its own databases.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tenancy"
+	"tenancy/cmd/tenancy/tenancycli"
+	"tenancy/tenancymigrate"
+	"tenancy/tenancypgx"
+	"tenancy/tenancyrate"
+)
+
+func main() {
+	tenants := flag.Int("tenants", 30, "tenants, spread over the three isolation models")
+	workers := flag.Int("workers", 32, "concurrent clients")
+	duration := flag.Duration("duration", 10*time.Second, "how long to drive the service")
+	flag.Parse()
+	if err := run(*tenants, *workers, *duration); err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		os.Exit(1)
+	}
+}
+
+type tenantState struct {
+	t   *tenancy.Tenant
+	mu  sync.Mutex
+	ids map[string]bool // projects this tenant created, acknowledged
+	// unknown are listed projects not yet acknowledged to this tenant when listed (a create in
+	// flight on another worker); they are settled against every tenant's projects at the end.
+	unknown []string
+}
+
+func run(nTenants, workers int, duration time.Duration) error {
+	ctx := context.Background()
+	admin := os.Getenv("TEST_DATABASE_URL")
+	if admin == "" {
+		admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	name := fmt.Sprintf("tenancy_load_%d", time.Now().UnixNano())
+	u, _ := url.Parse(admin)
+	u.Path = "/" + name
+	dbURL := u.String()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	pool, applied, err := prepare(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	_ = applied
+	var tenantDBs []string
+	defer func() {
+		pool.Close()
+		for _, db := range append(tenantDBs, name) {
+			conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{db}.Sanitize()+" WITH (FORCE)")
+		}
+	}()
+	servers := tenancypgx.Servers{tenancypgx.DefaultServer: dbURL}
+	lines := tenancycli.ReferenceLines()
+	lines.Servers = servers
+	m, err := tenancymigrate.New(pool, lines)
+	if err != nil {
+		return err
+	}
+	if _, err := m.Migrate(ctx, nil); err != nil {
+		return err
+	}
+	srv, err := tenancycli.NewServer(pool, &tenancycli.ServerConfig{Migrator: m, Servers: servers,
+		Policy: &tenancyrate.Policy{Plans: map[string]tenancyrate.Limit{"free": tenancyrate.PerSecond(1_000_000)}}})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	defer func() {
+		cat, _ := tenancypgx.NewCatalog(pool, nil)
+		cat.DropTemplate(context.Background(), tenancypgx.DefaultServer, m)
+	}()
+	models := []tenancy.Isolation{tenancy.IsolationShared, tenancy.IsolationSchema, tenancy.IsolationDatabase}
+	states := make([]*tenantState, nTenants)
+	for i := range states {
+		t, err := srv.Catalog().Create(ctx, &tenancypgx.CreateOpts{Slug: fmt.Sprintf("load-%d", i), Isolation: models[i%3]})
+		if err != nil {
+			return err
+		}
+		if t.Isolation == tenancy.IsolationDatabase {
+			tenantDBs = append(tenantDBs, tenancypgx.DatabaseName(t.ID))
+		}
+		if t.Status == tenancy.StatusProvisioning {
+			if t, err = srv.Catalog().Provision(ctx, t.ID, m, nil); err != nil {
+				return err
+			}
+		}
+		states[i] = &tenantState{t: t, ids: map[string]bool{}}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	httpSrv := &http.Server{Handler: srv.Handler()}
+	go httpSrv.Serve(ln)
+	defer httpSrv.Close()
+	base := "http://" + ln.Addr().String()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+
+	var (
+		lat                         = make([][]time.Duration, workers)
+		requests, failures, crossed atomic.Int64
+		wg                          sync.WaitGroup
+		until                       = time.Now().Add(duration)
+	)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for time.Now().Before(until) {
+				st := states[rng.IntN(len(states))]
+				host := st.t.Slug + ".localhost"
+				start := time.Now()
+				var err error
+				if rng.IntN(10) < 3 {
+					err = create(client, base, host, st)
+				} else {
+					err = list(client, base, host, st)
+				}
+				lat[w] = append(lat[w], time.Since(start))
+				requests.Add(1)
+				if err != nil {
+					failures.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// Settle: a listed project that another tenant created is a cross-tenant read.
+	owner := map[string]*tenantState{}
+	for _, st := range states {
+		for id := range st.ids {
+			owner[id] = st
+		}
+	}
+	for _, st := range states {
+		for _, id := range st.unknown {
+			if o := owner[id]; o != st {
+				crossed.Add(1)
+			}
+		}
+	}
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	pct := func(p int) time.Duration { return all[len(all)*p/100] }
+	fmt.Printf("load: %d tenants (shared, schema, database), %d workers, %v\n", nTenants, workers, duration)
+	fmt.Printf("load: %d requests, %.0f req/s, p50 %v, p99 %v, %d failed, %d cross-tenant reads\n",
+		requests.Load(), float64(requests.Load())/duration.Seconds(), pct(50).Round(time.Microsecond),
+		pct(99).Round(time.Microsecond), failures.Load(), crossed.Load())
+	if crossed.Load() != 0 {
+		return fmt.Errorf("%d CROSS-TENANT READS", crossed.Load())
+	}
+	if failures.Load() != 0 {
+		return fmt.Errorf("%d requests failed", failures.Load())
+	}
+	return nil
+}
+
+func prepare(ctx context.Context, url string) (*pgxpool.Pool, []int, error) {
+	if _, err := tenancypgx.EnsureDatabase(ctx, url); err != nil {
+		return nil, nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.MaxConns = 20
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	applied, err := tenancypgx.MigrateCatalog(ctx, pool)
+	return pool, applied, err
+}
+
+func create(c *http.Client, base, host string, st *tenantState) error {
+	req, _ := http.NewRequest("POST", base+"/projects", strings.NewReader(`{"name":"load"}`))
+	req.Host = host
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var p struct{ ID string }
+	if resp.StatusCode != 201 || json.NewDecoder(resp.Body).Decode(&p) != nil {
+		return fmt.Errorf("POST %s: %d", host, resp.StatusCode)
+	}
+	st.mu.Lock()
+	st.ids[p.ID] = true
+	st.mu.Unlock()
+	return nil
+}
+
+// list lists the tenant's projects and keeps those not (yet) known to be its own for settling.
+func list(c *http.Client, base, host string, st *tenantState) error {
+	req, _ := http.NewRequest("GET", base+"/projects", nil)
+	req.Host = host
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var ps []struct{ ID string }
+	if resp.StatusCode != 200 || json.Unmarshal(body, &ps) != nil {
+		return fmt.Errorf("GET %s: %d", host, resp.StatusCode)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, p := range ps {
+		if !st.ids[p.ID] {
+			st.unknown = append(st.unknown, p.ID)
+		}
+	}
+	return nil
+}
