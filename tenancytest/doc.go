@@ -1,13 +1,29 @@
-// Package tenancytest helps tests that need the real services: NewDatabase gives each test a
-// database of its own on the PostgreSQL of TEST_DATABASE_URL (default: the local server as
-// postgres) and drops it when the test ends, so tests run in parallel and leave nothing behind.
-// NewCatalog does the same and migrates the tenant catalog in it. UniqueName names schemas and Redis
-// key prefixes the same way; RedisURL reads TEST_REDIS_URL.
+// Package tenancytest helps tests prove tenant isolation against the real services, for this
+// project and for yours.
 //
-//	func TestSomething(t *testing.T) {
-//		t.Parallel()
-//		pool, _ := pgxpool.New(ctx, tenancytest.NewDatabase(t))
-//		defer pool.Close()
-//		...
-//	}
+// NewEnv gives a test a database of its own with the catalog, your tenant migration line, a pool
+// router and a DB; NewTenant provisions a tenant of any isolation model (a database tenant copies
+// the migrated template); everything is dropped when the test ends, so tests run in parallel.
+//
+//	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: os.DirFS("migrations/tenant")})
+//	a, b := env.Pair(t, tenancy.IsolationSchema)
+//	err := env.DB.Tx(tenancytest.Context(a), func(tx pgx.Tx) error { … })
+//
+// RequireIsolated is the reference article's "most critical test", done so it cannot be fooled:
+// give it how your code creates data and how it reads it, and it runs both as A and B of every
+// model, failing with the model and the item when B lists, counts or reads anything of A's — and
+// failing too when A cannot see its own, or nothing was made.
+//
+//	tenancytest.RequireIsolated(t, env, tenancytest.Isolated{
+//		Create: func(ctx context.Context, db *tenancypgx.DB) ([]string, error) { … return ids, nil },
+//		List:   func(ctx context.Context, db *tenancypgx.DB) ([]string, error) { … },
+//		Get:    func(ctx context.Context, db *tenancypgx.DB, id string) (bool, error) { … },
+//	})
+//
+// RequireIsolatedHTTP does the same through your HTTP API (see the reference service's
+// TestReferenceServiceIsIsolated in cmd/tenancy/tenancycli). LimiterSuite and CacheStoreSuite are
+// the behaviour suites a tenancyrate.Limiter or tenancycache.Store must pass; StartRedis runs a
+// private redis-server a test may stop; RoundTrips counts what a go-redis client sends.
+// NewDatabase, NewCatalog, UniqueName, AdminURL and RedisURL are the building blocks
+// (TEST_DATABASE_URL, TEST_REDIS_URL).
 package tenancytest
