@@ -22,8 +22,9 @@
 //
 // RequireIsolatedHTTP does the same through your HTTP API (see the reference service's
 // TestReferenceServiceIsIsolated in cmd/tenancy/tenancycli). LimiterSuite and CacheStoreSuite are
-// the behaviour suites a tenancyrate.Limiter or tenancycache.Store must pass; StartRedis runs a
-// private redis-server a test may stop; RoundTrips counts what a go-redis client sends.
+// the behaviour suites a tenancyrate.Limiter or tenancycache.Store must pass; StartRedis and
+// StartPostgres run a private redis-server or PostgreSQL a test may stop or restart; RoundTrips
+// counts what a go-redis client sends.
 // NewDatabase, NewCatalog, UniqueName, AdminURL and RedisURL are the building blocks
 // (TEST_DATABASE_URL, TEST_REDIS_URL).
 package tenancytest

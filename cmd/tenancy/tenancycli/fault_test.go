@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tenancy"
 	"tenancy/cmd/tenancy/tenancycli"
+	"tenancy/tenancymigrate"
 	"tenancy/tenancypgx"
 	"tenancy/tenancyrate"
 	"tenancy/tenancyredis"
@@ -178,4 +180,81 @@ func TestServiceSurvivesRedisOutage(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// PostgreSQL itself restarts under the service (a server of the test's own): the service serves
+// tenants of every model again, and the catalog's change listener is back, without a restart of
+// its own.
+func TestServiceRecoversFromPostgresRestart(t *testing.T) {
+	t.Parallel()
+	pg := tenancytest.StartPostgres(t)
+	ctx := context.Background()
+	url := pg.URL("service")
+	if _, err := tenancypgx.EnsureDatabase(ctx, url); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := tenancypgx.MigrateCatalog(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	servers := tenancypgx.Servers{tenancypgx.DefaultServer: url}
+	lines := tenancycli.ReferenceLines()
+	lines.Servers = servers
+	m, err := tenancymigrate.New(pool, lines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Migrate(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := tenancycli.NewServer(pool, &tenancycli.ServerConfig{Migrator: m, Servers: servers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { srv.Run(runCtx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; srv.Close() })
+	h := srv.Handler()
+	var hosts []string
+	for _, iso := range tenancytest.Models {
+		tn, err := srv.Catalog().Create(ctx, &tenancypgx.CreateOpts{Slug: "pg-" + string(iso), Isolation: iso})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tn.Status == tenancy.StatusProvisioning {
+			if _, err := srv.Catalog().Provision(ctx, tn.ID, m, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		hosts = append(hosts, tn.Slug+".localhost")
+		apiClient{t, h, tn.Slug + ".localhost"}.must("POST", "/projects", `{"name":"before"}`, 201, nil)
+	}
+	waitHealthyHandler(t, h)
+
+	pg.Restart()
+
+	for _, host := range hosts {
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			w := call(h, "GET", host, "/projects", "", "")
+			if w.Code == 200 && strings.Contains(w.Body.String(), "before") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s 15 s after PostgreSQL restarted: %d %s", host, w.Code, w.Body)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitHealthyHandler(t, h)
+	tn, _ := srv.Catalog().TenantBySlug(ctx, "pg-shared")
+	if _, err := srv.Catalog().Suspend(ctx, tn.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, h, "pg-shared.localhost", 403)
 }

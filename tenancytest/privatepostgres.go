@@ -1,0 +1,117 @@
+package tenancytest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// PrivatePostgres is a PostgreSQL server of the test's own, in a temporary directory on a free
+// port, so a test can restart it without touching the server other tests share.
+type PrivatePostgres struct {
+	t    testing.TB
+	bin  string
+	dir  string
+	port int
+	opts string
+}
+
+// StartPostgres initializes and starts a private PostgreSQL (skipping t when its binaries are not
+// installed); it is stopped and removed when t ends. As root it runs the server as the postgres
+// user, since PostgreSQL refuses to run as root.
+func StartPostgres(t testing.TB) *PrivatePostgres {
+	t.Helper()
+	bin := postgresBin()
+	if bin == "" {
+		t.Skip("the PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+	}
+	dir, err := os.MkdirTemp("", "tenancy-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &PrivatePostgres{t: t, bin: bin, dir: dir}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			os.RemoveAll(dir)
+			t.Skip("running as root without a postgres user to run PostgreSQL as")
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(dir, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		p.run("pg_ctl", "-D", p.dir, "-m", "immediate", "-w", "stop")
+		os.RemoveAll(p.dir)
+	})
+	if out, err := p.run("initdb", "-D", dir, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"); err != nil {
+		t.Fatalf("tenancytest: initdb: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.port = ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	p.opts = fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -c unix_socket_directories=%s -c fsync=off", p.port, dir)
+	if out, err := p.run("pg_ctl", "-D", dir, "-l", filepath.Join(dir, "log"), "-o", p.opts, "-w", "start"); err != nil {
+		t.Fatalf("tenancytest: start PostgreSQL: %v\n%s", err, out)
+	}
+	return p
+}
+
+func postgresBin() string {
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	sort.Strings(matches)
+	if len(matches) > 0 {
+		return filepath.Dir(matches[len(matches)-1])
+	}
+	if path, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(path)
+	}
+	return ""
+}
+
+// run runs a PostgreSQL tool and returns its output. The output goes through a file, not a pipe:
+// a server the tool starts must not hold the test's pipe open.
+func (p *PrivatePostgres) run(tool string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(p.bin, tool), args...)
+	if os.Geteuid() == 0 {
+		cmd = exec.CommandContext(ctx, "runuser", append([]string{"-u", "postgres", "--", filepath.Join(p.bin, tool)}, args...)...)
+	}
+	out, err := os.CreateTemp("", "tenancy-pg-out-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(out.Name())
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
+	err = cmd.Run()
+	b, _ := os.ReadFile(out.Name())
+	return b, err
+}
+
+// Restart stops the server (fast: sessions are ended) and starts it again on the same port.
+func (p *PrivatePostgres) Restart() {
+	p.t.Helper()
+	if out, err := p.run("pg_ctl", "-D", p.dir, "-l", filepath.Join(p.dir, "log"), "-m", "fast", "-w", "restart", "-o", p.opts); err != nil {
+		p.t.Fatalf("tenancytest: restart PostgreSQL: %v\n%s", err, out)
+	}
+}
+
+// URL returns the URL of database on the server, as postgres.
+func (p *PrivatePostgres) URL(database string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.port, database)
+}
