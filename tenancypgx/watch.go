@@ -120,7 +120,7 @@ func (c *Catalog) listen(ctx context.Context, inv Invalidator, o *WatchOpts, con
 			return ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded):
 			// Idle: prove the connection still carries notifications.
-			pctx, cancel := context.WithTimeout(ctx, o.Heartbeat)
+			pctx, cancel := context.WithTimeout(ctx, max(o.Heartbeat, 5*time.Second)) // a slow answer is not a dead one
 			err = conn.Ping(pctx)
 			cancel()
 			if err != nil {
