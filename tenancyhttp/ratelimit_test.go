@@ -14,6 +14,7 @@ import (
 	"tenancy/tenancyhttp"
 	"tenancy/tenancypgx"
 	"tenancy/tenancyrate"
+	"tenancy/tenancytest"
 )
 
 // chain puts the tenant middleware, then mws, in front of h.
@@ -38,7 +39,7 @@ func TestRateLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = other
-	clock := &fakeNow{t: time.Unix(1_700_000_000, 0)}
+	clock := &tenancytest.Clock{}
 	limiter, _ := tenancyrate.NewMemoryLimiter(&tenancyrate.MemoryConfig{Now: clock.Now})
 	rl, err := tenancyhttp.RateLimit(&tenancyhttp.RateLimitConfig{Limiter: limiter,
 		Policy: &tenancyrate.Policy{Plans: map[string]tenancyrate.Limit{"free": tenancyrate.PerMinute(3)}}})
@@ -72,7 +73,7 @@ func TestRateLimit(t *testing.T) {
 	if w := get("ghost.localhost"); w.Code != 404 {
 		t.Fatalf("unknown tenant: %d", w.Code)
 	}
-	clock.Add(20 * time.Second)
+	clock.Advance(20 * time.Second)
 	if w := get("acme.localhost"); w.Code != 204 {
 		t.Fatalf("after Retry-After: %d", w.Code)
 	}
@@ -156,16 +157,4 @@ func TestConcurrencyLimitKeepsOtherTenantsServed(t *testing.T) {
 	if busy == 0 || peak.Load() > 2 {
 		t.Fatalf("acme's flood: %d refused with 503, %d in flight at most; want refusals and at most 2", busy, peak.Load())
 	}
-}
-
-type fakeNow struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (f *fakeNow) Now() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.t }
-func (f *fakeNow) Add(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.t = f.t.Add(d)
 }

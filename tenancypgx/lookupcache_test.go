@@ -10,6 +10,7 @@ import (
 
 	"tenancy"
 	"tenancy/tenancypgx"
+	"tenancy/tenancytest"
 )
 
 // countingStore counts the queries that reach the real catalog and can hold them at a gate.
@@ -25,18 +26,6 @@ func (s *countingStore) TenantBySlug(ctx context.Context, slug string) (*tenancy
 		<-s.gate
 	}
 	return s.Store.TenantBySlug(ctx, slug)
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 func TestCachedStoreSingleFlight(t *testing.T) {
@@ -81,7 +70,7 @@ func TestCachedStoreTTLs(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	clock := &tenancytest.Clock{}
 	src := &countingStore{Store: b.catalog}
 	cache, err := tenancypgx.NewCachedStore(src, &tenancypgx.CacheConfig{TTL: time.Minute, NegativeTTL: 2 * time.Second, Now: clock.Now})
 	if err != nil {

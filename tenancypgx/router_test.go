@@ -183,7 +183,7 @@ func TestRouterSingleFlight(t *testing.T) {
 func TestRouterIdlePoolsClose(t *testing.T) {
 	t.Parallel()
 	tenants := tenantDatabases(t, 2)
-	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	clock := &tenancytest.Clock{}
 	r := newRouter(t, tenancypgx.RouterConfig{IdleTimeout: time.Minute, Now: clock.Now})
 	for _, tn := range tenants {
 		if err := ping(context.Background(), r, tn); err != nil {
@@ -238,7 +238,7 @@ func TestRouterFailureStaysWithOneTenant(t *testing.T) {
 	t.Parallel()
 	tenants := tenantDatabases(t, 2)
 	broken, healthy := tenants[0], tenants[1]
-	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	clock := &tenancytest.Clock{}
 	r := newRouter(t, tenancypgx.RouterConfig{FailureThreshold: 3, OpenFor: 10 * time.Second, Now: clock.Now})
 	ctx := context.Background()
 	for _, tn := range tenants {

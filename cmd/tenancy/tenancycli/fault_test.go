@@ -19,11 +19,17 @@ import (
 	"tenancy/tenancytest"
 )
 
-// startEnvServer runs the reference service on an Env and its change listener.
-func startEnvServer(t *testing.T, env *tenancytest.Env) *tenancycli.Server {
+// startEnvServer runs the reference service on an Env (with cfg's other settings) and its change
+// listener.
+func startEnvServer(t *testing.T, env *tenancytest.Env, cfg *tenancycli.ServerConfig) *tenancycli.Server {
 	t.Helper()
-	srv, err := tenancycli.NewServer(env.Pool, &tenancycli.ServerConfig{Router: env.Router, Migrator: env.Migrator,
-		Servers: tenancypgx.Servers{tenancypgx.DefaultServer: env.Pool.Config().ConnString()}})
+	c := tenancycli.ServerConfig{}
+	if cfg != nil {
+		c = *cfg
+	}
+	c.Router, c.Migrator = env.Router, env.Migrator
+	c.Servers = tenancypgx.Servers{tenancypgx.DefaultServer: env.Pool.Config().ConnString()}
+	srv, err := tenancycli.NewServer(env.Pool, &c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +46,7 @@ func startEnvServer(t *testing.T, env *tenancytest.Env) *tenancycli.Server {
 func TestServiceRecoversFromLostBackends(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: tenancycli.ReferenceLines().Tenant})
-	srv := startEnvServer(t, env)
+	srv := startEnvServer(t, env, nil)
 	h := srv.Handler()
 	tenants := map[tenancy.Isolation]*tenancy.Tenant{}
 	for _, m := range tenancytest.Models {
@@ -132,14 +138,8 @@ func TestServiceSurvivesRedisOutage(t *testing.T) {
 	defer rdb.Close()
 	limiter, _ := tenancyredis.NewLimiter(rdb, &tenancyredis.LimiterConfig{RetryAfter: 50 * time.Millisecond})
 	cache, _ := tenancyredis.NewCache(rdb, nil)
-	srv, err := tenancycli.NewServer(env.Pool, &tenancycli.ServerConfig{Router: env.Router, Migrator: env.Migrator,
-		Servers: tenancypgx.Servers{tenancypgx.DefaultServer: env.Pool.Config().ConnString()},
-		Limiter: limiter, Cache: cache, CatalogSecondLevel: cache,
+	srv := startEnvServer(t, env, &tenancycli.ServerConfig{Limiter: limiter, Cache: cache, CatalogSecondLevel: cache,
 		Policy: &tenancyrate.Policy{Plans: map[string]tenancyrate.Limit{"free": tenancyrate.PerSecond(100_000)}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
 	h := srv.Handler()
 	var clients []apiClient
 	for _, m := range tenancytest.Models {

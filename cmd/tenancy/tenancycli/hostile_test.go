@@ -7,7 +7,6 @@ import (
 
 	"tenancy/cmd/tenancy/tenancycli"
 	"tenancy/tenancyhttp"
-	"tenancy/tenancypgx"
 	"tenancy/tenancytest"
 )
 
@@ -17,12 +16,7 @@ import (
 func TestHostileInput(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: tenancycli.ReferenceLines().Tenant})
-	srv, err := tenancycli.NewServer(env.Pool, &tenancycli.ServerConfig{Router: env.Router, Migrator: env.Migrator,
-		AdminToken: "tok", Servers: tenancypgx.Servers{tenancypgx.DefaultServer: env.Pool.Config().ConnString()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
+	srv := startEnvServer(t, env, &tenancycli.ServerConfig{AdminToken: "tok"})
 	h := srv.Handler()
 	victim := env.NewTenant(t, "shared")
 	api := apiClient{t, h, victim.Slug + ".localhost"}

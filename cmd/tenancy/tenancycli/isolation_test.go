@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"tenancy/cmd/tenancy/tenancycli"
-	"tenancy/tenancypgx"
 	"tenancy/tenancytest"
 )
 
@@ -16,12 +15,7 @@ import (
 func TestReferenceServiceIsIsolated(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: tenancycli.ReferenceLines().Tenant})
-	srv, err := tenancycli.NewServer(env.Pool, &tenancycli.ServerConfig{Router: env.Router, Migrator: env.Migrator,
-		Servers: tenancypgx.Servers{tenancypgx.DefaultServer: env.Pool.Config().ConnString()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
+	srv := startEnvServer(t, env, nil)
 	tenancytest.RequireIsolatedHTTP(t, env, tenancytest.HTTPIsolated{
 		Handler: srv.Handler(),
 		Create: func(c *tenancytest.Client) ([]string, error) {
