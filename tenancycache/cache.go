@@ -142,8 +142,8 @@ func (c *Cache) jittered(ttl time.Duration) time.Duration {
 
 // Stats counts get-or-load work.
 type Stats struct {
-	Loads      uint64 // loader calls (one for N concurrent misses of a key)
-	ReadErrors uint64 // store reads that failed and were served as misses
+	Loads      uint64 `json:"loads"`       // loader calls (one for N concurrent misses of a key)
+	ReadErrors uint64 `json:"read_errors"` // store reads that failed and were served as misses
 }
 
 // Stats returns the counters.

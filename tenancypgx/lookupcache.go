@@ -254,10 +254,10 @@ func (c *CachedStore) Purge() {
 
 // CacheStats counts a CachedStore's work since it was made.
 type CacheStats struct {
-	Entries int    // entries held now
-	Hits    uint64 // lookups answered from memory
-	Misses  uint64 // lookups that were not
-	Loads   uint64 // queries sent to the source (Misses minus the ones that joined a load)
+	Entries int    `json:"entries"` // entries held now
+	Hits    uint64 `json:"hits"`    // lookups answered from memory
+	Misses  uint64 `json:"misses"`  // lookups that were not
+	Loads   uint64 `json:"loads"`   // queries sent to the source (Misses minus the ones that joined a load)
 }
 
 // Stats returns the counters.

@@ -193,8 +193,8 @@ func (l *Limiter) onFailure(ctx context.Context, key string, limit tenancyrate.L
 
 // LimiterStats counts the limiter's trouble with Redis.
 type LimiterStats struct {
-	RedisFailures uint64 // round trips that failed or timed out
-	Fallbacks     uint64 // decisions taken by the failure policy instead of Redis
+	RedisFailures uint64 `json:"redis_failures"` // round trips that failed or timed out
+	Fallbacks     uint64 `json:"fallbacks"`      // decisions taken by the failure policy instead of Redis
 }
 
 // Stats returns the counters.

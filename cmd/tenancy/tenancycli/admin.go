@@ -14,12 +14,14 @@ import (
 	"tenancy/tenancyhttp"
 	"tenancy/tenancypgx"
 	"tenancy/tenancyrate"
+	"tenancy/tenancyredis"
 )
 
 // admin serves the admin API, the CLI's tenant operations over HTTP. It is off (404) unless an
 // admin token is configured, and then every call must carry it as a bearer token.
 func (s *Server) admin() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /admin/stats", s.adminStats)
 	mux.HandleFunc("GET /admin/tenants", s.adminList)
 	mux.HandleFunc("POST /admin/tenants", s.adminCreate)
 	mux.HandleFunc("GET /admin/tenants/{slug}", s.adminTenant(nil))
@@ -129,6 +131,22 @@ func (s *Server) adminRateLimit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSONResponse(w, http.StatusOK, t)
+}
+
+// adminStats reports the service's moving parts: the tenant lookup cache, the pool router of
+// database tenants, and the Redis limiter's fallbacks when there is one.
+func (s *Server) adminStats(w http.ResponseWriter, r *http.Request) {
+	out := map[string]any{
+		"lookup_cache": s.cache.Stats(),
+		"router":       s.cfg.Router.Stats(),
+		"cache":        s.appCache.Stats(),
+	}
+	if l, ok := s.cfg.Limiter.(interface {
+		Stats() tenancyredis.LimiterStats
+	}); ok {
+		out["rate_limiter_redis"] = l.Stats()
+	}
+	writeJSONResponse(w, http.StatusOK, out)
 }
 
 // checkServer refuses, before anything is registered, a server alias the configuration lacks.

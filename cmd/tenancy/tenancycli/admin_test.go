@@ -107,6 +107,16 @@ func TestAdminAPI(t *testing.T) {
 		}
 	}
 
+	var stats struct {
+		LookupCache struct{ Hits, Loads uint64 } `json:"lookup_cache"`
+		Router      struct{ Pools int }
+	}
+	if w := admin("GET", "/admin/stats", ""); w.Code != 200 || json.Unmarshal(w.Body.Bytes(), &stats) != nil || stats.LookupCache.Loads == 0 {
+		t.Fatalf("admin stats: %d %s", w.Code, w.Body)
+	}
+	if w := call(h, "GET", "localhost", "/admin/stats", "", ""); w.Code != 401 {
+		t.Fatalf("admin stats without the token: %d", w.Code)
+	}
 	if w := admin("PUT", "/admin/tenants/acme/rate-limit", `{"rate_limit":"2/min"}`); w.Code != 200 || !strings.Contains(w.Body.String(), `"2/min"`) {
 		t.Fatalf("set the rate limit: %d %s", w.Code, w.Body)
 	}

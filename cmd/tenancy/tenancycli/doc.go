@@ -20,4 +20,6 @@
 //	GET    /admin/tenants/{slug}             DELETE /admin/tenants/{slug}
 //	POST   /admin/tenants/{slug}/suspend     POST /admin/tenants/{slug}/resume
 //	POST   /admin/tenants/{slug}/domains {"domain"}   DELETE /admin/tenants/{slug}/domains/{domain}
+//	POST   /admin/tenants/{slug}/provision   PUT /admin/tenants/{slug}/rate-limit {"rate_limit"}
+//	GET    /admin/stats                      lookup cache, pool router, cache and Redis limiter counters
 package tenancycli
