@@ -429,3 +429,40 @@ func TestServePlanLimits(t *testing.T) {
 		t.Fatalf("a bad --plan-limits was accepted: %+v", r)
 	}
 }
+
+// The doctor audits each database tenant's own database too.
+func TestDoctorAuditsTenantDatabases(t *testing.T) {
+	t.Parallel()
+	db := newDatabaseURL(t)
+	run(t, "migrate", "--shared", "--tenant", "--database-url", db)
+	if r := run(t, "tenant", "create", "dbco", "--isolation", "database", "--database-url", db); r.code != 0 {
+		t.Fatalf("create: %+v", r)
+	}
+	r := run(t, "doctor", "--json", "--database-url", db)
+	var rep struct {
+		Findings        []struct{ Check string }
+		TenantDatabases []struct {
+			Database     string
+			TenantTables []string `json:"tenant_tables"`
+			Findings     []struct{ Check, Object string }
+		} `json:"tenant_databases"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rep) != nil || len(rep.TenantDatabases) != 1 ||
+		len(rep.TenantDatabases[0].TenantTables) == 0 {
+		t.Fatalf("doctor with a clean database tenant: %+v", r)
+	}
+	// A table without row-level security inside the tenant's database.
+	tenantDB := rep.TenantDatabases[0].Database
+	cfg, _ := pgx.ParseConfig(db)
+	cfg.Database = tenantDB
+	conn, err := pgx.ConnectConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Exec(context.Background(), `CREATE TABLE leaky (tenant_id uuid NOT NULL)`)
+	conn.Close(context.Background())
+	r = run(t, "doctor", "--database-url", db)
+	if r.code != 1 || !strings.Contains(r.stdout, tenantDB) || !strings.Contains(r.stdout, "rls-disabled") {
+		t.Fatalf("doctor with a hole in a tenant database: %+v", r)
+	}
+}
