@@ -332,3 +332,38 @@ func (c *Catalog) SetRateLimit(ctx context.Context, id, limit string) (*tenancy.
 	}
 	return c.TenantByID(ctx, id)
 }
+
+// UpdateOpts changes a tenant's display name and plan; an empty field is left as it is.
+type UpdateOpts struct {
+	Name string `json:"name"`
+	Plan string `json:"plan"`
+}
+
+// Update changes the tenant's name or plan (a plan change moves it to that plan's rate limit on
+// every instance within a second). It returns an error wrapping tenancy.ErrInvalidTenant for a
+// name or plan that is not allowed, and tenancy.ErrTenantNotFound.
+func (c *Catalog) Update(ctx context.Context, id string, opts *UpdateOpts) (*tenancy.Tenant, error) {
+	if opts == nil || (opts.Name == "" && opts.Plan == "") {
+		return nil, fmt.Errorf("%w: nothing to update: give a name or a plan", tenancy.ErrInvalidTenant)
+	}
+	if len(opts.Name) > 200 {
+		return nil, fmt.Errorf("%w: name must be at most 200 characters", tenancy.ErrInvalidTenant)
+	}
+	if opts.Plan != "" {
+		if err := validatePlan(opts.Plan); err != nil {
+			return nil, err
+		}
+	}
+	if !tenancy.IsID(id) {
+		return nil, tenancy.ErrTenantNotFound
+	}
+	tag, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET name = coalesce(nullif($2, ''), name), plan = coalesce(nullif($3, ''), plan)
+		WHERE id = $1 AND status <> 'deleted'`, id, opts.Name, opts.Plan)
+	if err != nil {
+		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return nil, tenancy.ErrTenantNotFound
+	}
+	return c.TenantByID(ctx, id)
+}

@@ -25,6 +25,7 @@ func (s *Server) admin() http.Handler {
 	mux.HandleFunc("GET /admin/tenants", s.adminList)
 	mux.HandleFunc("POST /admin/tenants", s.adminCreate)
 	mux.HandleFunc("GET /admin/tenants/{slug}", s.adminTenant(nil))
+	mux.HandleFunc("PATCH /admin/tenants/{slug}", s.adminUpdate)
 	mux.HandleFunc("POST /admin/tenants/{slug}/suspend", s.adminTenant(s.catalog.Suspend))
 	mux.HandleFunc("POST /admin/tenants/{slug}/resume", s.adminTenant(s.catalog.Resume))
 	mux.HandleFunc("DELETE /admin/tenants/{slug}", s.adminTenant(s.catalog.Delete))
@@ -108,6 +109,24 @@ func (s *Server) adminCreate(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSONResponse(w, http.StatusCreated, t)
+}
+
+// adminUpdate changes the tenant's name or plan ({"name", "plan"}).
+func (s *Server) adminUpdate(w http.ResponseWriter, r *http.Request) {
+	var req tenancypgx.UpdateOpts // {"name", "plan"}
+	if err := decodeJSON(w, r, &req); err != nil {
+		s.adminError(w, r, err)
+		return
+	}
+	t, err := s.catalog.TenantBySlug(r.Context(), r.PathValue("slug"))
+	if err == nil {
+		t, err = s.catalog.Update(r.Context(), t.ID, &req)
+	}
+	if err != nil {
+		s.adminError(w, r, err)
+		return
+	}
+	writeJSONResponse(w, http.StatusOK, t)
 }
 
 // adminRateLimit sets the tenant's own rate ({"rate_limit": "500/min"}; "" for its plan's).

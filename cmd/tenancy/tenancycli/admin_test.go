@@ -107,6 +107,15 @@ func TestAdminAPI(t *testing.T) {
 		}
 	}
 
+	if w := admin("PATCH", "/admin/tenants/acme", `{"plan":"pro","name":"Acme Inc."}`); w.Code != 200 || !strings.Contains(w.Body.String(), `"Acme Inc."`) {
+		t.Fatalf("update: %d %s", w.Code, w.Body)
+	}
+	if w := admin("PATCH", "/admin/tenants/acme", `{}`); w.Code != 400 {
+		t.Fatalf("update with nothing: %d %s", w.Code, w.Body)
+	}
+	if w := admin("PATCH", "/admin/tenants/nobody", `{"plan":"pro"}`); w.Code != 404 {
+		t.Fatalf("update an unknown tenant: %d %s", w.Code, w.Body)
+	}
 	var stats struct {
 		LookupCache struct{ Hits, Loads uint64 } `json:"lookup_cache"`
 		Router      struct{ Pools int }

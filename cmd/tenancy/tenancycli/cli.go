@@ -26,6 +26,7 @@ Usage:
   tenancy tenant create SLUG [flags]      register a tenant
   tenancy tenant list [--json]            list tenants
   tenancy tenant show SLUG [--json]       show one tenant
+  tenancy tenant update SLUG [--name N] [--plan P]
   tenancy tenant suspend|resume|delete SLUG
   tenancy tenant delete SLUG --purge --yes   remove a deleted tenant's data for good
   tenancy tenant provision SLUG           resume a provisioning that failed

@@ -128,6 +128,16 @@ func TestTenantCommands(t *testing.T) {
 			t.Fatalf("%v: %+v", step.args, r)
 		}
 	}
+	if r = run(t, "tenant", "update", "acme", "--plan", "enterprise", "--name", "Acme Corp", "--json", "--database-url", db); r.code != 0 ||
+		!strings.Contains(r.stdout, `"plan": "enterprise"`) || !strings.Contains(r.stdout, `"name": "Acme Corp"`) {
+		t.Fatalf("update: %+v", r)
+	}
+	if r = run(t, "tenant", "update", "acme", "--database-url", db); r.code != 1 || !strings.Contains(r.stderr, "nothing to update") {
+		t.Fatalf("update with nothing: %+v", r)
+	}
+	if r = run(t, "tenant", "update", "acme", "--plan", "Gold Plan", "--database-url", db); r.code != 1 || !strings.Contains(r.stderr, "plan") {
+		t.Fatalf("update with a bad plan: %+v", r)
+	}
 	if r = run(t, "tenant", "set-limit", "acme", "500/min", "--database-url", db); r.code != 0 || !strings.Contains(r.stdout, "rate limit:  500/min") {
 		t.Fatalf("set-limit: %+v", r)
 	}

@@ -18,6 +18,7 @@
 //
 //	GET    /admin/tenants[?status=S&all=1]   POST /admin/tenants {"slug","name","plan","isolation","domains"}
 //	GET    /admin/tenants/{slug}             DELETE /admin/tenants/{slug}
+//	PATCH  /admin/tenants/{slug} {"name","plan"}
 //	POST   /admin/tenants/{slug}/suspend     POST /admin/tenants/{slug}/resume
 //	POST   /admin/tenants/{slug}/domains {"domain"}   DELETE /admin/tenants/{slug}/domains/{domain}
 //	POST   /admin/tenants/{slug}/provision   PUT /admin/tenants/{slug}/rate-limit {"rate_limit"}

@@ -36,6 +36,9 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.Var(&domains, "domain", "custom domain (repeatable)")
 		migrations = migrationsFlag(fs)
 		server = fs.String("server", tenancypgx.DefaultServer, "with --isolation database: the alias of the server to make its database on")
+	case "update":
+		name = fs.String("name", "", "new display name")
+		plan = fs.String("plan", "", "new plan (its rate limit applies unless the tenant has its own)")
 	case "provision":
 		migrations = migrationsFlag(fs)
 		server = fs.String("server", tenancypgx.DefaultServer, "for a database tenant: the alias of the server to make its database on")
@@ -53,7 +56,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	want := map[string]int{"create": 1, "list": 0, "show": 1, "suspend": 1, "resume": 1, "delete": 1, "domain": 3, "provision": 1, "set-limit": 2}[sub]
+	want := map[string]int{"create": 1, "list": 0, "show": 1, "suspend": 1, "resume": 1, "delete": 1, "domain": 3, "provision": 1, "set-limit": 2, "update": 1}[sub]
 	if len(pos) != want {
 		return usagef("tenant %s takes %d argument(s), got %d", sub, want, len(pos))
 	}
@@ -151,6 +154,8 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		t, err = cat.Delete(ctx, t.ID)
 	case "provision":
 		t, err = provision(ctx, cat, t, *migrations, *server, dbf)
+	case "update":
+		t, err = cat.Update(ctx, t.ID, &tenancypgx.UpdateOpts{Name: *name, Plan: *plan})
 	case "set-limit":
 		limit := pos[1]
 		if limit == "plan" {
