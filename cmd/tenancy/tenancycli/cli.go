@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tenancy/tenancypgx"
@@ -153,27 +152,16 @@ func (f dbFlags) serverMap() (tenancypgx.Servers, error) {
 	return tenancypgx.ParseServers(*f.servers)
 }
 
-// openCatalog connects to the database and checks that the catalog exists.
+// openCatalog opens the catalog of the database setting, creating the database and the catalog
+// when they are missing (the setting's documented behaviour, as for serve).
 func openCatalog(ctx context.Context, f dbFlags) (*tenancypgx.Catalog, func(), error) {
 	servers, err := f.serverMap()
 	if err != nil {
 		return nil, nil, err
 	}
-	pool, err := pgxpool.New(ctx, *f.url)
+	pool, _, err := prepareDatabase(ctx, *f.url)
 	if err != nil {
-		return nil, nil, fmt.Errorf("database URL: %w", err)
-	}
-	var ok bool
-	err = pool.QueryRow(ctx, "SELECT to_regclass('tenancy.tenants') IS NOT NULL").Scan(&ok)
-	var pgErr *pgconn.PgError
-	switch {
-	case errors.As(err, &pgErr) && pgErr.Code == "3D000", err == nil && !ok:
-		pool.Close()
-		return nil, nil, fmt.Errorf("no tenant catalog in database %q: run `tenancy migrate --shared` (or `tenancy serve`) first",
-			pool.Config().ConnConfig.Database)
-	case err != nil:
-		pool.Close()
-		return nil, nil, fmt.Errorf("connect to the database: %w", err)
+		return nil, nil, err
 	}
 	cat, err := tenancypgx.NewCatalog(pool, &tenancypgx.CatalogConfig{Servers: servers})
 	if err != nil {
