@@ -43,6 +43,7 @@ func newServerWithCatalog(t *testing.T, token string) (http.Handler, *tenancypgx
 	done := make(chan struct{})
 	go func() { srv.Run(runCtx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
+	waitHealthyHandler(t, srv.Handler()) // the change listener is connected
 	return srv.Handler(), srv.Catalog()
 }
 

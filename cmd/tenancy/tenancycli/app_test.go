@@ -266,6 +266,7 @@ func TestStatsCacheAndDeletedTenant(t *testing.T) {
 	go func() { srv.Run(runCtx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	h := srv.Handler()
+	waitHealthyHandler(t, h) // the change listener is connected: the delete below will be heard
 	w := call(h, "POST", "localhost", "/admin/tenants", "tok", `{"slug":"cached"}`)
 	var tn struct{ ID string }
 	if w.Code != 201 || json.Unmarshal(w.Body.Bytes(), &tn) != nil {

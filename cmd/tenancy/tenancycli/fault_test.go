@@ -37,6 +37,7 @@ func startEnvServer(t *testing.T, env *tenancytest.Env, cfg *tenancycli.ServerCo
 	done := make(chan struct{})
 	go func() { srv.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done; srv.Close() })
+	waitHealthyHandler(t, srv.Handler()) // the change listener is connected
 	return srv
 }
 

@@ -217,7 +217,24 @@ func (j janitor) Invalidate(id string) {
 	}
 }
 
-func (janitor) Purge() {}
+// Purge runs after the change listener (re)connects, when deletions may have gone unheard: it
+// flushes what is kept about every deleted tenant. Purged ones are gone from the catalog; their
+// entries expire by their TTL.
+func (j janitor) Purge() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, err := j.s.catalog.Pool().Query(ctx, `SELECT id::text FROM tenancy.tenants WHERE status = 'deleted'`)
+	if err != nil {
+		return
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return
+	}
+	for _, id := range ids {
+		j.Invalidate(id)
+	}
+}
 
 // invalidateStatsOnWrite drops the tenant's cached /stats after any request that may write.
 func (s *Server) invalidateStatsOnWrite(next http.Handler) http.Handler {
