@@ -23,6 +23,15 @@
 // 403 suspended, 503 when the catalog cannot answer — never served, never reported as unknown.
 // ProblemFor and WriteProblem give handlers the same error bodies.
 //
+// After Middleware, RateLimit limits each tenant's request rate (a tenancyrate.Limiter, in memory
+// or on Redis; 429 with Retry-After and RateLimit headers) and ConcurrencyLimit keeps each
+// tenant's requests in flight under a bound (503 with Retry-After), so a noisy tenant cannot
+// slow the others:
+//
+//	rl, _ := tenancyhttp.RateLimit(&tenancyhttp.RateLimitConfig{Limiter: limiter})
+//	bh, _ := tenancyhttp.ConcurrencyLimit(&tenancyhttp.ConcurrencyConfig{PerTenant: 32})
+//	http.ListenAndServe(":8080", mw(rl(bh(app))))
+//
 // To log with the tenant, build the logger with tenancy.NewLogHandler and log with the request's
 // context.
 package tenancyhttp

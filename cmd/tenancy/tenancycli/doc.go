@@ -1,20 +1,29 @@
-// Package tenancycli is the tenancy command: the reference service (serve) and tenant
-// administration (tenant, migrate). Run calls it with arguments and writers, so it is tested like
+// Package tenancycli is the tenancy command: the reference service (serve), tenant
+// administration (tenant, migrate) and the isolation audit (doctor). Run calls it with arguments and writers, so it is tested like
 // any function; cmd/tenancy only wires it to the process.
 //
 //	tenancy serve --demo                         # the reference service on :8080, local PostgreSQL
 //	tenancy tenant create acme --domain shop.acme.com
+//	tenancy tenant create globex --isolation schema   # or database [--server ALIAS]
 //	tenancy tenant list --json
+//	tenancy tenant update acme --plan pro
+//	tenancy tenant set-limit acme 500/min
 //	tenancy tenant suspend acme                  # refused on every instance within a second
-//	tenancy migrate --shared                     # create or upgrade the catalog
+//	tenancy tenant delete acme && tenancy tenant delete acme --purge --yes
+//	tenancy migrate --shared --tenant            # the catalog, the shared line, every tenant
+//	tenancy migrate status
+//	tenancy doctor                               # isolation holes, catalog and tenant databases
 //
-// Every command reads --database-url or TENANCY_DATABASE_URL (default: DefaultDatabaseURL). Errors
-// are one line on stderr; the exit code is 1 when a command fails and 2 when it is called wrongly.
+// Every command reads --database-url or TENANCY_DATABASE_URL (default: DefaultDatabaseURL), and
+// --servers or TENANCY_SERVERS for database tenants; tenant and migrate commands create the
+// database and catalog when missing. Errors are one line on stderr; the exit code is 1 when a
+// command fails and 2 when it is called wrongly.
 //
 // The service (NewServer) resolves tenants from subdomains of --base-domain and from custom
-// domains, answers GET /whoami with the tenant, GET /healthz with readiness (database, catalog
-// change listener, Redis when configured), and serves the admin API under /admin/tenants when
-// --admin-token is set:
+// domains, limits each tenant's rate and requests in flight, serves the projects and tasks API
+// (shared, schema and database tenants alike) and GET /whoami, GET /healthz with readiness
+// (database, catalog change listener, Redis when configured), and the admin API under
+// /admin/tenants when --admin-token is set:
 //
 //	GET    /admin/tenants[?status=S&all=1]   POST /admin/tenants {"slug","name","plan","isolation","domains"}
 //	GET    /admin/tenants/{slug}             DELETE /admin/tenants/{slug}
