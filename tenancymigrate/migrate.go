@@ -42,6 +42,8 @@ type Config struct {
 
 // Migrator applies the shared and tenant lines across a database and its tenants.
 type Migrator struct {
+	keyMu        sync.Mutex
+	key          *tenancypgx.BindingKey // the catalog's, read on first need
 	pool         *pgxpool.Pool
 	shared       []migration.Migration
 	tenant       []migration.Migration
@@ -141,6 +143,7 @@ type Target struct {
 	Server    string            `json:"server,omitempty"`   // database tenants: the server alias
 	Database  string            `json:"database,omitempty"` // database tenants: the database
 	Version   int               `json:"version"`            // last migration applied
+	Support   int               `json:"support,omitempty"`  // database tenants: the isolation support version installed
 	Pending   int               `json:"pending"`            // migrations still to apply
 	LastError string            `json:"last_error"`         // why the last run failed here, if it did
 }
@@ -407,12 +410,13 @@ func (m *Migrator) migrateDatabaseTarget(ctx context.Context, t Target) TargetRe
 	if err != nil {
 		return fail(err)
 	}
-	if _, err := m.pool.Exec(ctx, `INSERT INTO tenancy.tenant_line (target, tenant_id, version, last_error, updated_at)
-		VALUES ($1, $2, $3, NULL, now())
-		ON CONFLICT (target) DO UPDATE SET version = EXCLUDED.version, last_error = NULL, updated_at = now()`,
-		t.TenantID, t.TenantID, version); err != nil {
+	if _, err := m.pool.Exec(ctx, `INSERT INTO tenancy.tenant_line (target, tenant_id, version, support, last_error, updated_at)
+		VALUES ($1, $2, $3, $4, NULL, now())
+		ON CONFLICT (target) DO UPDATE SET version = EXCLUDED.version, support = EXCLUDED.support, last_error = NULL, updated_at = now()`,
+		t.TenantID, t.TenantID, version, tenancypgx.SupportVersion); err != nil {
 		return fail(err)
 	}
+	r.Support = tenancypgx.SupportVersion
 	r.Applied, r.To, r.Version, r.Pending = applied, version, version, m.Latest()-version
 	return r
 }
@@ -429,7 +433,11 @@ func (m *Migrator) MigrateDatabase(ctx context.Context, conn *pgx.Conn) (int, er
 }
 
 func (m *Migrator) migrateDatabase(ctx context.Context, conn *pgx.Conn, tryLock bool) ([]int, int, error) {
-	if err := tenancypgx.InstallSupport(ctx, conn); err != nil {
+	key, err := m.bindingKey(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := tenancypgx.InstallSupport(ctx, conn, key); err != nil {
 		return nil, 0, err
 	}
 	applied, err := migration.Apply(ctx, conn, migration.Line{Migrations: m.tenant,
@@ -441,6 +449,20 @@ func (m *Migrator) migrateDatabase(ctx context.Context, conn *pgx.Conn, tryLock 
 	var version int
 	err = conn.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM tenancy.tenant_migrations`).Scan(&version)
 	return applied, version, err
+}
+
+// bindingKey returns the catalog's binding key, which tenant databases get a copy of.
+func (m *Migrator) bindingKey(ctx context.Context) (*tenancypgx.BindingKey, error) {
+	m.keyMu.Lock()
+	defer m.keyMu.Unlock()
+	if m.key == nil {
+		k, err := tenancypgx.ReadBindingKey(ctx, m.pool)
+		if err != nil {
+			return nil, err
+		}
+		m.key = k
+	}
+	return m.key, nil
 }
 
 // recordError keeps why a target failed, for Status, outside the rolled-back transaction.
@@ -474,11 +496,12 @@ func (m *Migrator) schemaOf(t Target) (string, error) {
 // schema or database tenant that is not deleted or still provisioning, with its ledger entry.
 const statusSQL = `
 SELECT 'shared' AS name, '' AS tenant_id, 'shared' AS isolation, '' AS status, '' AS server, '' AS database,
-       coalesce(l.version, 0) AS version, coalesce(l.last_error, '') AS last_error
+       coalesce(l.version, 0) AS version, 0 AS support, coalesce(l.last_error, '') AS last_error
   FROM (SELECT 1) one LEFT JOIN tenancy.tenant_line l ON l.target = 'shared'
 UNION ALL
 SELECT t.slug, t.id::text, t.isolation, t.status, coalesce(t.server, ''), coalesce(t.database_name, ''),
-       coalesce(l.version, 0), coalesce(l.last_error, '')
+       coalesce(l.version, 0), CASE WHEN t.isolation = 'database' THEN coalesce(l.support, 0) ELSE 0 END,
+       coalesce(l.last_error, '')
   FROM tenancy.tenants t LEFT JOIN tenancy.tenant_line l ON l.tenant_id = t.id
  WHERE t.isolation <> 'shared' AND t.status NOT IN ('deleted', 'provisioning')`
 
@@ -488,10 +511,12 @@ func (m *Migrator) Status(ctx context.Context) ([]Target, error) {
 	return m.query(ctx, statusSQL+" ORDER BY 1", nil)
 }
 
-// Pending returns the targets that are behind the tenant line, in one query against the ledger:
-// a no-op deploy over thousands of tenants opens no connection to any of them.
+// Pending returns the targets that are behind the tenant line, or (database tenants) behind the
+// isolation support, in one query against the ledger: a no-op deploy over thousands of tenants
+// opens no connection to any of them.
 func (m *Migrator) Pending(ctx context.Context) ([]Target, error) {
-	return m.query(ctx, "SELECT * FROM ("+statusSQL+") s WHERE s.version < $1 ORDER BY 1", []any{m.Latest()})
+	return m.query(ctx, "SELECT * FROM ("+statusSQL+") s WHERE s.version < $1 OR (s.isolation = 'database' AND s.support < $2) ORDER BY 1",
+		[]any{m.Latest(), tenancypgx.SupportVersion})
 }
 
 func (m *Migrator) pendingTargets(ctx context.Context, slugs []string) ([]Target, error) {
@@ -530,7 +555,7 @@ func (m *Migrator) query(ctx context.Context, sql string, args []any) ([]Target,
 	}
 	targets, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Target, error) {
 		var t Target
-		err := r.Scan(&t.Name, &t.TenantID, &t.Isolation, &t.Status, &t.Server, &t.Database, &t.Version, &t.LastError)
+		err := r.Scan(&t.Name, &t.TenantID, &t.Isolation, &t.Status, &t.Server, &t.Database, &t.Version, &t.Support, &t.LastError)
 		t.Pending = max(0, m.Latest()-t.Version)
 		return t, err
 	})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -30,6 +31,7 @@ type Catalog struct {
 	pool    *pgxpool.Pool
 	slugs   *tenancy.SlugRules
 	servers Servers
+	key     atomic.Pointer[BindingKey] // read once, by BindingKey
 }
 
 var _ tenancy.Store = (*Catalog)(nil)

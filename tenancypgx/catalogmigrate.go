@@ -18,7 +18,10 @@ var catalogSQL embed.FS
 const catalogLockKey int64 = 0x74656e616e6379 // "tenancy"
 
 // MigrateCatalog creates or upgrades the catalog schema "tenancy" to the version this package
-// embeds: the tenant registry, the runtime role tenancy_app and the function tenancy.isolate. It
+// embeds: the tenant registry, the runtime role tenancy_app (a login role that can become no
+// one else), the function tenancy.isolate, and the binding key (see BindingKey), made once at
+// random. pool must log in as a role that may create roles and owns the database (the
+// migration role, never the runtime role). It
 // runs in one transaction under an advisory lock: concurrent callers (many instances starting at
 // once) wait for each other and the later ones find nothing to do. It returns the versions it
 // applied.
@@ -32,6 +35,13 @@ func MigrateCatalog(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tenancypgx: migrate catalog: %w", err)
+	}
+	key, err := newBindingKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := storeBindingKey(ctx, pool, key, false); err != nil { // the first run's key stays
+		return nil, err
 	}
 	return applied, nil
 }

@@ -13,18 +13,15 @@ import (
 	"tenancy"
 )
 
-// DefaultRole is the runtime role that MigrateCatalog creates and tenant transactions run as.
+// DefaultRole is the runtime role that MigrateCatalog creates: the role the runtime pool logs in
+// as (tenancypgx.RuntimeURL), and the one tenancy.isolate grants tenant tables to.
 const DefaultRole = "tenancy_app"
 
-// Config configures a DB. A nil *Config means the defaults.
+// Config configures a DB.
 type Config struct {
-	// Role is the runtime role that every tenant transaction switches to (SET LOCAL ROLE): not a
-	// superuser, no BYPASSRLS, owner of no tenant table. The pool's login role must be able to
-	// switch to it (a superuser, or a member). Defaults to DefaultRole.
-	Role string
-	// PoolRoleIsRuntime says that the pool already logs in as the runtime role, so transactions do
-	// not switch roles. Verify checks that the login role is fit for it. Defaults to false.
-	PoolRoleIsRuntime bool
+	// Key is the catalog's binding key (Catalog.BindingKey), with which every transaction proves
+	// its tenant to the database. Required.
+	Key *BindingKey
 	// Router serves database-model tenants (each from its own database). Defaults to nil: their
 	// transactions fail with ErrIsolationNotSupported.
 	Router *Router
@@ -37,46 +34,45 @@ type Config struct {
 
 // DB runs transactions bound to the tenant in the context. See Tx.
 type DB struct {
-	pool   *pgxpool.Pool
-	role   string // "" when the pool's login role is the runtime role
-	store  tenancy.Store
-	router *Router
-	sql    sqlDBs
+	pool    *pgxpool.Pool
+	key     *BindingKey
+	store   tenancy.Store
+	router  *Router
+	sql     sqlDBs
+	checked checkOnce // the shared pool's login role and binding, checked on first use
 }
 
-// Scoping statements: the role and the tenant setting exist only inside the transaction
-// (is_local = true), so nothing survives on a pooled connection or behind a transaction pooler.
-// Schema-model tenants also get search_path set to their schema alone: no fall-through to public.
+// Scoping statements: the tenant, its proof and (schema tenants) the search_path exist only inside
+// the transaction (is_local = true). Schema-model tenants get search_path set to their schema
+// alone: no fall-through to public.
 const (
-	scopeWithRole       = "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true)"
-	scopeNoRole         = "SELECT set_config('app.tenant_id', $1, true)"
-	scopeSchemaWithRole = "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true), set_config('search_path', $3, true)"
-	scopeSchemaNoRole   = "SELECT set_config('app.tenant_id', $1, true), set_config('search_path', $2, true)"
+	scopeShared = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true)"
+	scopeSchema = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), set_config('search_path', $3, true)"
+	// resetSQL leaves the session as the unit of work found it (see sql/catalog/0006_binding.sql).
+	resetSQL = "SELECT tenancy.reset_session()"
 )
 
-// New returns a DB on pool.
+// New returns a DB on pool, which must log in as the runtime role (see NewRuntimePool): not a
+// superuser, without BYPASSRLS or CREATEROLE, a member of no role. The first transaction checks
+// that, and that cfg.Key is the key of the pool's database, and fails with ErrUnsafeRuntimeRole or
+// ErrBindingKeyMismatch otherwise: SQL inside a transaction can never become anyone else.
 func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
 	if pool == nil {
 		return nil, errors.New("tenancypgx: New needs a pool")
 	}
-	db := &DB{pool: pool, role: DefaultRole}
-	if cfg != nil {
-		if cfg.Role != "" {
-			db.role = cfg.Role
-		}
-		if cfg.PoolRoleIsRuntime {
-			if cfg.Role != "" {
-				return nil, errors.New("tenancypgx: set either Config.Role or Config.PoolRoleIsRuntime, not both")
-			}
-			db.role = ""
-		}
-		db.store, db.router = cfg.Store, cfg.Router
+	if cfg == nil || cfg.Key == nil {
+		return nil, errors.New("tenancypgx: New needs Config.Key, the catalog's binding key (Catalog.BindingKey)")
 	}
-	return db, nil
+	return &DB{pool: pool, key: cfg.Key, store: cfg.Store, router: cfg.Router}, nil
 }
 
 // Pool returns the pool transactions run on.
 func (db *DB) Pool() *pgxpool.Pool { return db.pool }
+
+// Check runs now what the first transaction checks: that the pool logs in as a safe runtime role
+// (ErrUnsafeRuntimeRole) and that its database accepts the binding key (ErrBindingKeyMismatch,
+// ErrNoSupport). Call it at start to fail there rather than on the first request.
+func (db *DB) Check(ctx context.Context) error { return db.checkPool(ctx, db.pool, &db.checked) }
 
 // ErrIsolationNotSupported means the tenant's isolation model is not one this DB can serve yet.
 var ErrIsolationNotSupported = errors.New("tenancypgx: isolation model not supported by this DB")
@@ -123,15 +119,11 @@ func (db *DB) tenant(ctx context.Context) (scope, error) {
 
 // scopeArgs returns the statement that binds a transaction to s, with its arguments.
 func (db *DB) scopeArgs(s scope) (string, []any) {
-	switch {
-	case db.role == "" && s.schema == "":
-		return scopeNoRole, []any{s.tenant.ID}
-	case db.role == "":
-		return scopeSchemaNoRole, []any{s.tenant.ID, s.schema}
-	case s.schema == "":
-		return scopeWithRole, []any{db.role, s.tenant.ID}
+	proof := db.key.proof(s.tenant.ID)
+	if s.schema == "" {
+		return scopeShared, []any{s.tenant.ID, proof}
 	}
-	return scopeSchemaWithRole, []any{db.role, s.tenant.ID, s.schema}
+	return scopeSchema, []any{s.tenant.ID, proof, s.schema}
 }
 
 // queueScope queues the statement that binds the transaction to s.
@@ -142,11 +134,17 @@ func (db *DB) queueScope(b *pgx.Batch, s scope) {
 
 // Tx runs fn in a transaction bound to the tenant in ctx and commits it when fn returns nil.
 //
-// Inside, the transaction runs as the runtime role with app.tenant_id set to the tenant's ID, so
-// row-level security on tenant tables (tenancy.isolate) shows and accepts only that tenant's rows;
-// an INSERT need not name the tenant. BEGIN and the scoping go to the server in one round trip,
-// so a scoped transaction costs what a plain one does. The role and the setting live only inside
-// the transaction: the pooled connection goes back clean.
+// Inside, the transaction runs as the runtime role with app.tenant_id set to the tenant's ID and
+// proven with the binding key, so row-level security on tenant tables (tenancy.isolate) shows and
+// accepts only that tenant's rows; an INSERT need not name the tenant. Setting app.tenant_id to
+// another tenant from inside is refused by the database (the proof does not verify). BEGIN and
+// the scoping go to the server in one round trip, so a scoped transaction costs what a plain one
+// does.
+//
+// The connection goes back to the pool as it came, whatever fn did: in the round trip of the
+// COMMIT (or after the ROLLBACK) tenancy.reset_session() closes held cursors, drops LISTEN
+// registrations and session advisory locks, resets session settings and sequence state, and
+// drops temporary objects; a connection that cannot be reset is closed, never reused.
 //
 // Tx rolls back when fn returns an error, when fn panics (the panic goes on), and when ctx ends.
 // Without a tenant in ctx it returns tenancy.ErrNoTenant before any SQL is sent; for a suspended
@@ -156,28 +154,26 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 	if err != nil {
 		return err
 	}
-	conn, release, err := db.acquire(ctx, s)
+	pc, release, err := db.acquire(ctx, s)
 	if err != nil {
 		return err
 	}
+	conn := pc.Conn()
 	b := &pgx.Batch{}
 	b.BeginTx(pgx.TxOptions{})
 	db.queueScope(b, s)
 	br := conn.SendBatch(ctx, b)
 	tx := br.Tx()
 	if err := br.Close(); err != nil {
-		rollback(ctx, tx)
+		end(ctx, conn, false)
 		release(err)
 		return fmt.Errorf("tenancypgx: begin tenant transaction: %w", err)
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			rollback(ctx, tx)
+			end(ctx, conn, false)
 			release(nil)
 			panic(p)
-		}
-		if err != nil {
-			rollback(ctx, tx)
 		}
 		release(err)
 	}()
@@ -186,39 +182,70 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 		inner = &schemaTx{Tx: tx, tag: schemaTag(s.schema)}
 	}
 	if err := fn(inner); err != nil {
+		end(ctx, conn, false)
 		return err
 	}
-	return tx.Commit(ctx)
+	return end(ctx, conn, true)
 }
 
-// acquire takes a connection for s: from the tenant's own pool for the database model, else from
-// the shared pool. release gives it back with the outcome of the work.
-func (db *DB) acquire(ctx context.Context, s scope) (*pgxpool.Conn, func(error), error) {
-	if s.tenant.Isolation == tenancy.IsolationDatabase {
-		return db.router.acquire(ctx, s.tenant)
+// end ends the unit of work on conn and leaves its session as the unit found it: with commit, the
+// reset and the COMMIT in one round trip; otherwise (or when that fails) ROLLBACK and the reset in
+// one round trip, even after ctx has ended. A connection that cannot be reset is closed, so the
+// pool discards it. It returns the error of the commit.
+func end(ctx context.Context, conn *pgx.Conn, commit bool) error {
+	var err error
+	if commit {
+		var tag pgconn.CommandTag
+		tag, err = conn.Exec(ctx, resetSQL+"; COMMIT") // no arguments: one simple-protocol round trip
+		if err == nil && tag.String() == "ROLLBACK" {
+			err = pgx.ErrTxCommitRollback
+		}
+		if err == nil {
+			return nil
+		}
 	}
-	conn, err := db.pool.Acquire(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	return conn, func(error) { conn.Release() }, nil
-}
-
-// rollback ends tx even when ctx has ended, within a bound; a closed tx is left alone.
-func rollback(ctx context.Context, tx pgx.Tx) {
-	if tx == nil {
-		return
+	if conn.IsClosed() {
+		return err
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_ = tx.Rollback(rctx)
+	if _, rerr := conn.Exec(rctx, "ROLLBACK; "+resetSQL); rerr != nil {
+		_ = conn.Close(rctx)
+	}
+	return err
 }
 
-// Exec runs one statement as the tenant in ctx. The scoping and the statement go to the server in
-// one round trip and run in one implicit transaction (a pipeline ends its transaction at its
-// Sync), so the scope ends with the statement: it commits when the statement succeeds and rolls
-// back when it fails. For a schema-model tenant it takes two round trips (see single). It fails
-// like Tx without a tenant.
+// acquire takes a connection for s, whose login role and binding have been checked: from the
+// tenant's own pool for the database model, else from the shared pool. release gives it back with
+// the outcome of the work.
+func (db *DB) acquire(ctx context.Context, s scope) (*pgxpool.Conn, func(error), error) {
+	var conn *pgxpool.Conn
+	var release func(error)
+	var checked *checkOnce
+	if s.tenant.Isolation == tenancy.IsolationDatabase {
+		var err error
+		if conn, release, checked, err = db.router.acquire(ctx, s.tenant); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		var err error
+		if conn, err = db.pool.Acquire(ctx); err != nil {
+			return nil, nil, err
+		}
+		release, checked = func(error) { conn.Release() }, &db.checked
+	}
+	if err := checked.do(ctx, conn.Conn(), db.key); err != nil {
+		release(nil)
+		return nil, nil, err
+	}
+	return conn, release, nil
+}
+
+// Exec runs one statement as the tenant in ctx. The scoping, the statement and the session reset
+// go to the server in one round trip and run in one implicit transaction (a pipeline ends its
+// transaction at its Sync), so the scope ends with the statement: it commits when the statement
+// succeeds and rolls back when it fails (then the reset takes a round trip of its own). For a
+// schema-model tenant it takes two round trips (see single). It fails like Tx without a tenant.
 func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	st, err := db.single(ctx, sql, args)
 	if err != nil {
@@ -288,12 +315,14 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 		}
 		b = &pgx.Batch{}
 		b.Queue(schemaTag(s.schema)+sql, args...)
+		b.Queue(resetSQL)
 		b.Queue("COMMIT")
 		st.br = conn.SendBatch(ctx, b)
 		return st, nil
 	}
 	db.queueScope(b, s)
 	b.Queue(sql, args...)
+	b.Queue(resetSQL)
 	st.br = conn.SendBatch(ctx, b)
 	if _, err := st.br.Exec(); err != nil { // the scoping
 		return nil, st.finish(err)
@@ -301,9 +330,10 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 	return st, nil
 }
 
-// finish ends the batch (its Sync commits, or rolls back after an error), makes sure the
-// connection is outside any transaction (the statement may have been a BEGIN), and releases it.
-// It returns the statement's error (stmtErr), else the batch's.
+// finish ends the batch (its Sync commits, or rolls back after an error) and releases the
+// connection. When anything failed, the reset queued after the statement may not have run: the
+// connection is rolled back and reset in a round trip of its own, or closed. It returns the
+// statement's error (stmtErr), else the batch's.
 func (st *single) finish(stmtErr error) error {
 	if st.done {
 		return st.err
@@ -311,16 +341,12 @@ func (st *single) finish(stmtErr error) error {
 	st.done = true
 	err := stmtErr
 	if st.br != nil {
-		if cerr := st.br.Close(); err == nil && cerr != nil { // reads COMMIT's result too, where there is one
+		if cerr := st.br.Close(); err == nil && cerr != nil { // reads the reset's and COMMIT's results too
 			err = cerr
 		}
 	}
-	if pc := st.conn.Conn().PgConn(); !pc.IsClosed() && pc.TxStatus() != 'I' {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(st.ctx), 5*time.Second)
-		if _, rerr := st.conn.Exec(rctx, "ROLLBACK"); rerr != nil {
-			_ = st.conn.Conn().Close(rctx) // the pool discards a closed connection
-		}
-		cancel()
+	if pc := st.conn.Conn().PgConn(); !pc.IsClosed() && (err != nil || pc.TxStatus() != 'I') {
+		end(st.ctx, st.conn.Conn(), false)
 	}
 	st.release(err)
 	st.err = err

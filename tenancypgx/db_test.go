@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 
 	"tenancy"
 	"tenancy/tenancypgx"
+	"tenancy/tenancytest"
 )
 
 // tenantBundle is a database with the catalog, tenants A and B, and one tenant table, notes.
@@ -28,10 +30,7 @@ func setupTenants(t *testing.T, cfg *tenancypgx.Config) *tenantBundle {
 	t.Helper()
 	b := setup(t)
 	createNotes(t, b.pool)
-	db, err := tenancypgx.New(b.pool, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := tenancytest.NewDB(t, b.pool, cfg)
 	tb := &tenantBundle{bundle: b, db: db, a: mustCreate(t, b.catalog, "tenant-a"), b: mustCreate(t, b.catalog, "tenant-b")}
 	tb.ctxA = tenancy.WithTenant(context.Background(), tb.a)
 	tb.ctxB = tenancy.WithTenant(context.Background(), tb.b)
@@ -232,7 +231,7 @@ func TestTxStoreSeesSuspensionOfAnOldContext(t *testing.T) {
 	b := setup(t)
 	createNotes(t, b.pool)
 	cache, _ := tenancypgx.NewCachedStore(b.catalog, nil)
-	db, _ := tenancypgx.New(b.pool, &tenancypgx.Config{Store: cache})
+	db := tenancytest.NewDB(t, b.pool, &tenancypgx.Config{Store: cache})
 	a := mustCreate(t, b.catalog, "tenant-a")
 	ctx := tenancy.WithTenant(context.Background(), a) // a job's context, taken while a was active
 	if err := db.Tx(ctx, func(pgx.Tx) error { return nil }); err != nil {
@@ -248,43 +247,50 @@ func TestTxStoreSeesSuspensionOfAnOldContext(t *testing.T) {
 }
 
 // Without the scoping of Tx — the runtime role with no tenant, or an empty one — a tenant table
-// shows nothing and accepts nothing, even with rows in it.
+// shows nothing and accepts nothing, even with rows in it; with the tenant set by hand (no proof)
+// the database refuses the statement.
 func TestNoTenantSettingMeansNoRows(t *testing.T) {
 	t.Parallel()
 	tb := setupTenants(t, nil)
 	insertNote(t, tb.db, tb.ctxA, "A's note")
+	if got := count(t, tb.db, tb.ctxA, `SELECT count(*) FROM notes`); got != 1 {
+		t.Fatalf("control: A sees %d notes through Tx, want 1", got)
+	}
 	ctx := context.Background()
+	runtime := tb.db.Pool() // logs in as the runtime role
 	for name, setting := range map[string]string{
-		"missing setting": "",
-		"empty setting":   "SELECT set_config('app.tenant_id', '', true);",
-		"A's setting":     "SELECT set_config('app.tenant_id', '" + tb.a.ID + "', true);", // positive control
+		"missing setting":   "",
+		"empty setting":     "SELECT set_config('app.tenant_id', '', true)",
+		"A's id by hand":    "SELECT set_config('app.tenant_id', '" + tb.a.ID + "', true)",
+		"A's id, bad proof": "SELECT set_config('app.tenant_id', '" + tb.a.ID + "', true), set_config('app.tenant_proof', repeat('0', 64), true)",
 	} {
+		forged := strings.HasPrefix(name, "A's")
 		var n int
-		err := pgx.BeginFunc(ctx, tb.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, "SET LOCAL ROLE tenancy_app; "+setting); err != nil {
-				return err
+		err := pgx.BeginFunc(ctx, runtime, func(tx pgx.Tx) error {
+			if setting != "" {
+				if _, err := tx.Exec(ctx, setting); err != nil {
+					return err
+				}
 			}
 			return tx.QueryRow(ctx, `SELECT count(*) FROM notes`).Scan(&n)
 		})
-		want := 0
-		if name == "A's setting" {
-			want = 1
+		switch {
+		case forged && err == nil:
+			t.Errorf("ISOLATION BREACH: %s read %d rows instead of being refused", name, n)
+		case !forged && (err != nil || n != 0):
+			t.Errorf("%s: %d rows, %v; want 0", name, n, err)
 		}
-		if err != nil || n != want {
-			t.Errorf("%s: %d rows, %v; want %d", name, n, err, want)
-		}
-		if name == "A's setting" {
-			continue
-		}
-		err = pgx.BeginFunc(ctx, tb.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, "SET LOCAL ROLE tenancy_app; "+setting); err != nil {
-				return err
+		err = pgx.BeginFunc(ctx, runtime, func(tx pgx.Tx) error {
+			if setting != "" {
+				if _, err := tx.Exec(ctx, setting); err != nil {
+					return err
+				}
 			}
 			_, err := tx.Exec(ctx, `INSERT INTO notes (body) VALUES ('orphan')`)
 			return err
 		})
 		if err == nil {
-			t.Errorf("%s: an insert without a tenant was accepted", name)
+			t.Errorf("%s: an insert without a bound tenant was accepted", name)
 		}
 	}
 }
@@ -340,14 +346,8 @@ func TestTxPoolOfOneInterleaved(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	createNotes(t, b.pool)
-	cfg, _ := pgxpool.ParseConfig(b.url)
-	cfg.MaxConns = 1
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	db, _ := tenancypgx.New(pool, nil)
+	pool := tenancytest.NewRuntimePool(t, b.pool, func(c *pgxpool.Config) { c.MaxConns = 1 })
+	db, _ := tenancypgx.New(pool, tenancytest.WithKey(t, b.pool, nil))
 	a, bt := mustCreate(t, b.catalog, "tenant-a"), mustCreate(t, b.catalog, "tenant-b")
 	ctxA, ctxB := tenancy.WithTenant(context.Background(), a), tenancy.WithTenant(context.Background(), bt)
 	insertNote(t, db, ctxA, "a")
@@ -372,13 +372,12 @@ func TestTxPoolOfOneInterleaved(t *testing.T) {
 				t.Fatalf("round %d: QueryRow %d, %v; want %d", i, n, err, want)
 			}
 		}
-		var user string
-		var setting *string
-		if err := pool.QueryRow(context.Background(), `SELECT current_user, current_setting('app.tenant_id', true)`).Scan(&user, &setting); err != nil {
+		var setting, proof *string
+		if err := pool.QueryRow(context.Background(), `SELECT current_setting('app.tenant_id', true), current_setting('app.tenant_proof', true)`).Scan(&setting, &proof); err != nil {
 			t.Fatal(err)
 		}
-		if user == tenancypgx.DefaultRole || (setting != nil && *setting != "") {
-			t.Fatalf("round %d: after the transaction the connection is %s with tenant %v", i, user, *setting)
+		if (setting != nil && *setting != "") || (proof != nil && *proof != "") {
+			t.Fatalf("round %d: after the transaction the connection is still bound to tenant %v", i, *setting)
 		}
 	}
 	if s := pool.Stat(); s.TotalConns() != 1 {
@@ -465,19 +464,15 @@ func TestTxRoundTrips(t *testing.T) {
 	t.Parallel()
 	tb := setupTenants(t, nil)
 	var writes atomic.Int64
-	cfg, _ := pgxpool.ParseConfig(tb.url)
-	cfg.MaxConns = 1
-	dialer := &net.Dialer{}
-	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dialer.DialContext(ctx, network, addr)
-		return countingConn{c, &writes}, err
-	}
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	db, _ := tenancypgx.New(pool, nil)
+	pool := tenancytest.NewRuntimePool(t, tb.pool, func(cfg *pgxpool.Config) {
+		cfg.MaxConns = 1
+		dialer := &net.Dialer{}
+		cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			return countingConn{c, &writes}, err
+		}
+	})
+	db, _ := tenancypgx.New(pool, tenancytest.WithKey(t, tb.pool, nil))
 	const query = `SELECT count(*) FROM notes`
 	scoped := func() error {
 		return db.Tx(tb.ctxA, func(tx pgx.Tx) error { return tx.QueryRow(tb.ctxA, query).Scan(new(int)) })

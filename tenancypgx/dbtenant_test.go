@@ -43,8 +43,8 @@ func TestDatabaseTenants(t *testing.T) {
 	if d1.Status != tenancy.StatusActive || d1.Server != tenancypgx.DefaultServer || d1.Database != tenancypgx.DatabaseName(d1.ID) {
 		t.Fatalf("provisioned %+v", d1)
 	}
-	router := newRouter(t, tenancypgx.RouterConfig{Servers: tenancypgx.Servers{tenancypgx.DefaultServer: sb.url}})
-	db, _ := tenancypgx.New(sb.pool, &tenancypgx.Config{Router: router})
+	router := newRouter(t, tenancypgx.RouterConfig{Servers: tenancytest.RuntimeServers(t, tenancypgx.Servers{tenancypgx.DefaultServer: sb.url})})
+	db := tenancytest.NewDB(t, sb.pool, &tenancypgx.Config{Router: router})
 
 	all := []*tenancy.Tenant{sb.shared, sb.s1, d1, d2}
 	for _, tn := range all {
@@ -118,7 +118,7 @@ func TestDatabaseTenants(t *testing.T) {
 		t.Fatalf("control: d1 after d2's purge: %d, %v", n, err)
 	}
 	// Without a router, a database tenant is refused clearly.
-	plain, _ := tenancypgx.New(sb.pool, nil)
+	plain := tenancytest.NewDB(t, sb.pool, nil)
 	if err := plain.Tx(as(d1), func(pgx.Tx) error { return nil }); !errors.Is(err, tenancypgx.ErrIsolationNotSupported) {
 		t.Fatalf("database tenant without a router: %v", err)
 	}
@@ -129,9 +129,8 @@ func TestDatabaseTenantSQLTx(t *testing.T) {
 	t.Parallel()
 	sb := setupSchemas(t)
 	d := sb.provisionDatabaseTenant(t, "db-sql")
-	router := newRouter(t, tenancypgx.RouterConfig{Servers: tenancypgx.Servers{tenancypgx.DefaultServer: sb.url}})
-	db, _ := tenancypgx.New(sb.pool, &tenancypgx.Config{Router: router})
-	t.Cleanup(func() { db.Close() })
+	router := newRouter(t, tenancypgx.RouterConfig{Servers: tenancytest.RuntimeServers(t, tenancypgx.Servers{tenancypgx.DefaultServer: sb.url})})
+	db := tenancytest.NewDB(t, sb.pool, &tenancypgx.Config{Router: router})
 	if err := db.SQLTx(as(d), func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(as(d), `INSERT INTO projects (name) VALUES ('via database/sql')`)
 		return err

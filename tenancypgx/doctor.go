@@ -24,7 +24,7 @@ type AuditOpts struct {
 type Finding struct {
 	// Check is a stable name: role-missing, role-superuser, role-bypassrls, role-owns-table,
 	// rls-disabled, rls-not-forced, policy-missing, policy-no-using, policy-no-with-check,
-	// policy-not-tenant-scoped, unique-without-tenant, foreign-key-without-tenant,
+	// policy-not-tenant-scoped, policy-forgeable-binding, unique-without-tenant, foreign-key-without-tenant,
 	// view-not-security-invoker, materialized-view, security-definer-search-path.
 	Check string `json:"check"`
 	// Object is what the finding is about: a role, table, policy, view or function.
@@ -291,10 +291,15 @@ func auditPolicies(ctx context.Context, tx pgx.Tx, oids []uint32, rep *AuditRepo
 		}
 		if permissive {
 			for _, expr := range []string{using, check} {
-				if expr != "" && !strings.Contains(expr, "app.tenant_id") {
-					add("policy-not-tenant-scoped", object, "a permissive policy that does not compare with app.tenant_id opens rows to every tenant: %s", expr)
-					break
+				switch {
+				case expr == "", strings.Contains(expr, "tenancy.current_tenant()"):
+					continue
+				case strings.Contains(expr, "app.tenant_id"):
+					add("policy-forgeable-binding", object, "the policy trusts the setting app.tenant_id, which SQL inside a transaction can set to any tenant: compare with tenancy.current_tenant() instead (SELECT tenancy.isolate('%s'))", table)
+				default:
+					add("policy-not-tenant-scoped", object, "a permissive policy that does not compare with tenancy.current_tenant() opens rows to every tenant: %s", expr)
 				}
+				break
 			}
 			if covered[table] == nil {
 				covered[table] = map[string]bool{}

@@ -15,16 +15,16 @@ import (
 )
 
 // exampleDatabase makes a database with the catalog, a tenant table and tenants acme and globex,
-// for the examples; it returns the pool, the two tenants and a function that drops it all.
-func exampleDatabase() (*pgxpool.Pool, *tenancy.Tenant, *tenancy.Tenant, func()) {
+// for the examples; it returns a DB on it, the two tenants and a function that drops it all.
+func exampleDatabase() (*tenancypgx.DB, *tenancy.Tenant, *tenancy.Tenant, func()) {
 	ctx := context.Background()
 	name := tenancytest.UniqueName("tenancy_example")
-	admin, err := pgx.Connect(ctx, tenancytest.AdminURL())
+	server, err := pgx.Connect(ctx, tenancytest.AdminURL())
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+	defer server.Close(ctx)
+	if _, err := server.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		log.Fatal(err)
 	}
 	drop := func() {
@@ -33,29 +33,44 @@ func exampleDatabase() (*pgxpool.Pool, *tenancy.Tenant, *tenancy.Tenant, func())
 			c.Close(ctx)
 		}
 	}
-	pool, err := pgxpool.New(ctx, tenancytest.WithDatabase(tenancytest.AdminURL(), name))
+	// Two logins: the migration role for the catalog and migrations, the runtime role for tenant work.
+	url := tenancytest.WithDatabase(tenancytest.AdminURL(), name)
+	admin, err := pgxpool.New(ctx, url)
 	if err != nil {
 		log.Fatal(err)
 	}
-	if _, err := tenancypgx.MigrateCatalog(ctx, pool); err != nil {
+	if _, err := tenancypgx.MigrateCatalog(ctx, admin); err != nil {
 		log.Fatal(err)
 	}
 	// A migration makes projects a tenant table: tenant_id, RLS forced, the policy, the grants.
-	if _, err := pool.Exec(ctx, `
-		CREATE TABLE projects (tenant_id uuid NOT NULL, id serial, name text NOT NULL, PRIMARY KEY (tenant_id, id));
+	if _, err := admin.Exec(ctx, `
+		CREATE TABLE projects (tenant_id uuid NOT NULL, id uuid DEFAULT gen_random_uuid(), name text NOT NULL, PRIMARY KEY (tenant_id, id));
 		SELECT tenancy.isolate('projects');`); err != nil {
 		log.Fatal(err)
 	}
-	catalog, _ := tenancypgx.NewCatalog(pool, nil)
+	catalog, _ := tenancypgx.NewCatalog(admin, nil)
 	acme, _ := catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: "acme"})
 	globex, _ := catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: "globex"})
-	return pool, acme, globex, func() { pool.Close(); drop() }
+
+	runtimeURL, _ := tenancypgx.RuntimeURL(url) // the same server and database, as tenancy_app
+	runtime, err := tenancypgx.NewRuntimePool(ctx, runtimeURL, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	key, err := catalog.BindingKey(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	db, err := tenancypgx.New(runtime, &tenancypgx.Config{Key: key})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return db, acme, globex, func() { db.Close(); runtime.Close(); admin.Close(); drop() }
 }
 
 func ExampleDB_Tx() {
-	pool, acme, globex, cleanup := exampleDatabase()
+	db, acme, globex, cleanup := exampleDatabase()
 	defer cleanup()
-	db, _ := tenancypgx.New(pool, nil)
 
 	// The tenant comes from the context (tenancyhttp.Middleware puts it there); the SQL never
 	// names it.
@@ -85,9 +100,8 @@ func ExampleDB_Tx() {
 
 // database/sql users (sqlc, GORM, ent, sqlx) get a *sql.Tx with the same guarantees.
 func ExampleDB_SQLTx() {
-	pool, acme, globex, cleanup := exampleDatabase()
+	db, acme, globex, cleanup := exampleDatabase()
 	defer cleanup()
-	db, _ := tenancypgx.New(pool, nil)
 
 	ctx := tenancy.WithTenant(context.Background(), acme)
 	if err := db.SQLTx(ctx, func(tx *sql.Tx) error {

@@ -179,7 +179,11 @@ func (c *Catalog) Purge(ctx context.Context, id string) error {
 				return err
 			}
 		case tenancy.IsolationShared:
-			if err := purgeSharedRows(ctx, tx, t.ID); err != nil {
+			key, err := c.BindingKey(ctx)
+			if err != nil {
+				return err
+			}
+			if err := purgeSharedRows(ctx, tx, t.ID, key); err != nil {
 				return err
 			}
 		default:
@@ -207,9 +211,9 @@ SELECT c.oid::regclass::text
 // purgeSharedRows deletes the tenant's rows from every shared tenant table. Tables referencing
 // others must be emptied first; without knowing the order it retries the tables a foreign key
 // held back until a pass makes no progress.
-func purgeSharedRows(ctx context.Context, tx pgx.Tx, id string) error {
+func purgeSharedRows(ctx context.Context, tx pgx.Tx, id string, key *BindingKey) error {
 	// Through row-level security too, for an owner that is not a superuser.
-	if _, err := tx.Exec(ctx, `SELECT set_config('app.tenant_id', $1, true)`, id); err != nil {
+	if _, err := tx.Exec(ctx, scopeShared, id, key.proof(id)); err != nil {
 		return err
 	}
 	rows, err := tx.Query(ctx, sharedTenantTables)

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"log/slog"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -21,7 +23,10 @@ import (
 
 // RouterConfig configures a Router. Servers is required; every other field has a default.
 type RouterConfig struct {
-	// Servers holds the tenant databases' servers by alias (see Tenant.Server).
+	// Servers holds, by alias (see Tenant.Server), the URLs the tenant pools log in with: the
+	// runtime role's (RuntimeURL), never the migration role's — SQL inside a transaction has the
+	// rights of this login. A URL may point at a transaction pooler (PgBouncer): the router then
+	// prepares no statement by name, as NewRuntimePool does. Required.
 	Servers Servers
 	// MaxPools is the most tenant pools open at once. Defaults to 50.
 	MaxPools int
@@ -78,6 +83,15 @@ type Router struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	modes sync.Map // alias -> *execMode: how pgx runs statements on that server
+}
+
+// execMode is how pgx runs statements on one server, decided by its first connection.
+type execMode struct {
+	mu      sync.Mutex
+	decided bool
+	mode    pgx.QueryExecMode
 }
 
 type routerShard struct {
@@ -93,6 +107,7 @@ type poolEntry struct {
 	lastUsed atomic.Int64 // unix nanoseconds
 	failures atomic.Int32 // consecutive failures to connect
 	retired  atomic.Bool  // removed from the map: closes when its last lease ends
+	checked  checkOnce    // the login role and the binding, checked on first use
 
 	sqlOnce sync.Once
 	sqlDB   *sql.DB // database/sql over pool, for SQLTx
@@ -311,6 +326,8 @@ func (r *Router) openLocked(t *tenancy.Tenant, sh *routerShard) (*poolEntry, err
 	if r.cfg.Configure != nil {
 		r.cfg.Configure(cfg)
 	}
+	url := r.cfg.Servers[t.Server]
+	cfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error { return r.execModeFor(ctx, t.Server, url, cc) }
 	cfg.MaxConns, cfg.MinConns = int32(r.cfg.MaxConnsPerPool), 0
 	cfg.MaxConnIdleTime = min(cfg.MaxConnIdleTime, r.cfg.IdleTimeout)
 	cfg.ConnConfig.ConnectTimeout = r.cfg.ConnectTimeout
@@ -328,6 +345,24 @@ func (r *Router) openLocked(t *tenancy.Tenant, sh *routerShard) (*poolEntry, err
 	r.pools++
 	r.reserved += e.reserved
 	return e, nil
+}
+
+// execModeFor sets cc's query exec mode for the server with this alias: decided once, with a
+// probe connection, by whether the server is reached through a pooler (see NewRuntimePool).
+func (r *Router) execModeFor(ctx context.Context, alias, url string, cc *pgx.ConnConfig) error {
+	v, _ := r.modes.LoadOrStore(alias, &execMode{})
+	m := v.(*execMode)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.decided {
+		probe := cc.Copy()
+		if err := prepareRuntimeConfig(ctx, probe, url, slog.Default()); err != nil {
+			return err
+		}
+		m.mode, m.decided = probe.DefaultQueryExecMode, true
+	}
+	cc.DefaultQueryExecMode = m.mode
+	return nil
 }
 
 // evictLRULocked removes the least recently used idle pool and returns it for closing, or nil
@@ -555,10 +590,10 @@ func (r *Router) Close() {
 // acquire leases t's pool and takes a connection from it. release must be called with the outcome
 // of the work. A failure to connect is tenancy.ErrTenantUnavailable; no free connection in t's
 // pool within AcquireTimeout is tenancy.ErrCapacityExhausted.
-func (r *Router) acquire(ctx context.Context, t *tenancy.Tenant) (*pgxpool.Conn, func(error), error) {
+func (r *Router) acquire(ctx context.Context, t *tenancy.Tenant) (*pgxpool.Conn, func(error), *checkOnce, error) {
 	lease, err := r.Lease(ctx, t)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	actx, cancel := context.WithTimeout(ctx, r.cfg.AcquireTimeout)
 	conn, err := lease.Pool().Acquire(actx)
@@ -567,12 +602,12 @@ func (r *Router) acquire(ctx context.Context, t *tenancy.Tenant) (*pgxpool.Conn,
 		lease.Done(err)
 		switch {
 		case isConnectFailure(err):
-			return nil, nil, fmt.Errorf("%w: %s: %v", tenancy.ErrTenantUnavailable, t.Slug, err)
+			return nil, nil, nil, fmt.Errorf("%w: %s: %v", tenancy.ErrTenantUnavailable, t.Slug, err)
 		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
 			r.capacityErrors.Add(1)
-			return nil, nil, fmt.Errorf("%w: all %d connections of %s are in use", tenancy.ErrCapacityExhausted, r.cfg.MaxConnsPerPool, t.Slug)
+			return nil, nil, nil, fmt.Errorf("%w: all %d connections of %s are in use", tenancy.ErrCapacityExhausted, r.cfg.MaxConnsPerPool, t.Slug)
 		}
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return conn, func(err error) { conn.Release(); lease.Done(err) }, nil
+	return conn, func(err error) { conn.Release(); lease.Done(err) }, &lease.e.checked, nil
 }

@@ -45,7 +45,7 @@ func tenantDatabases(t *testing.T, n int) []*tenancy.Tenant {
 func newRouter(t *testing.T, cfg tenancypgx.RouterConfig) *tenancypgx.Router {
 	t.Helper()
 	if cfg.Servers == nil {
-		cfg.Servers = tenancypgx.Servers{tenancypgx.DefaultServer: tenancytest.AdminURL()}
+		cfg.Servers = tenancytest.RuntimeServers(t, tenancypgx.Servers{tenancypgx.DefaultServer: tenancytest.AdminURL()})
 	}
 	r, err := tenancypgx.NewRouter(&cfg)
 	if err != nil {

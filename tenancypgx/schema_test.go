@@ -15,6 +15,7 @@ import (
 	"tenancy"
 	"tenancy/tenancymigrate"
 	"tenancy/tenancypgx"
+	"tenancy/tenancytest"
 )
 
 var tenantLine = fstest.MapFS{
@@ -50,7 +51,7 @@ func setupSchemas(t *testing.T) *schemaBundle {
 	sb := &schemaBundle{bundle: b, migrator: m, shared: mustCreate(t, b.catalog, "shared-co")}
 	sb.s1 = sb.provisioned(t, "schema-one")
 	sb.s2 = sb.provisioned(t, "schema-two")
-	sb.db, _ = tenancypgx.New(b.pool, nil)
+	sb.db = tenancytest.NewDB(t, b.pool, nil)
 	return sb
 }
 
@@ -132,14 +133,8 @@ func TestSchemaTenantsMidRolloutStatementCache(t *testing.T) {
 	if _, err := sb.pool.Exec(ctx, `ALTER TABLE `+tenancypgx.SchemaName(sb.s1.ID)+`.projects ADD COLUMN archived boolean NOT NULL DEFAULT true`); err != nil {
 		t.Fatal(err)
 	}
-	cfg, _ := pgxpool.ParseConfig(sb.url)
-	cfg.MaxConns = 1
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	db, _ := tenancypgx.New(pool, nil)
+	pool := tenancytest.NewRuntimePool(t, sb.pool, func(c *pgxpool.Config) { c.MaxConns = 1 })
+	db, _ := tenancypgx.New(pool, tenancytest.WithKey(t, sb.pool, nil))
 	for _, tn := range []*tenancy.Tenant{sb.s1, sb.s2} {
 		if _, err := db.Exec(as(tn), `INSERT INTO projects (name) VALUES ($1)`, tn.Slug); err != nil {
 			t.Fatal(err)

@@ -3,10 +3,13 @@ package tenancypgx
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"tenancy"
@@ -52,11 +55,13 @@ func (db *DB) Close() error {
 }
 
 // SQLTx is Tx for database/sql users (sqlc, GORM, ent, sqlx): fn gets a *sql.Tx with the same
-// guarantees — the runtime role, app.tenant_id set for this transaction only, rollback on error,
-// panic or cancellation, tenancy.ErrNoTenant without a tenant. database/sql cannot pipeline, so
-// BEGIN and the scoping are two round trips here instead of one. Schema-model tenants get
-// connections that prepare nothing (pgx's exec mode), so a statement cached for one tenant's
-// schema is never run against another's; Close releases them.
+// guarantees — the runtime role, the tenant bound for this transaction only, rollback on error,
+// panic or cancellation, tenancy.ErrNoTenant without a tenant, and a connection that goes back
+// as it came (reset before the COMMIT, or after the ROLLBACK; closed when that fails).
+// database/sql cannot pipeline, so BEGIN, the scoping, the reset and COMMIT are four round trips
+// here instead of two. Schema-model tenants get connections that prepare nothing (pgx's exec
+// mode), so a statement cached for one tenant's schema is never run against another's; Close
+// releases them.
 func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	s, err := db.tenant(ctx)
 	if err != nil {
@@ -72,27 +77,72 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 			return err
 		}
 		defer func() { lease.Done(err) }()
+		if err := db.checkPool(ctx, lease.Pool(), &lease.e.checked); err != nil {
+			return err
+		}
 		handle = lease.SQLDB()
 	}
-	tx, err := handle.BeginTx(ctx, nil)
+	if s.tenant.Isolation != tenancy.IsolationDatabase {
+		if err := db.checkPool(ctx, db.pool, &db.checked); err != nil {
+			return err
+		}
+	}
+	conn, err := handle.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("tenancypgx: begin tenant transaction: %w", err)
 	}
+	defer conn.Close()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("tenancypgx: begin tenant transaction: %w", err)
+	}
+	committed := false
 	defer func() {
-		if p := recover(); p != nil {
-			_ = tx.Rollback()
-			panic(p)
+		if committed {
+			return
 		}
-		if err != nil {
-			_ = tx.Rollback()
+		p := recover()
+		_ = tx.Rollback()
+		resetSQLConn(ctx, conn)
+		if p != nil {
+			panic(p)
 		}
 	}()
 	scopeSQL, args := db.scopeArgs(s)
 	if _, err = tx.ExecContext(ctx, scopeSQL, args...); err != nil {
 		return fmt.Errorf("tenancypgx: scope tenant transaction: %w", err)
 	}
-	if err := fn(tx); err != nil {
+	if err = fn(tx); err != nil {
 		return err
 	}
-	return tx.Commit()
+	if _, err = tx.ExecContext(ctx, resetSQL); err != nil {
+		return err
+	}
+	if err = tx.Commit(); err != nil {
+		return err
+	}
+	committed = true
+	return nil
+}
+
+// resetSQLConn resets conn's session after a rollback, or discards the connection when it cannot.
+func resetSQLConn(ctx context.Context, conn *sql.Conn) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := conn.ExecContext(rctx, resetSQL); err != nil {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn }) // database/sql closes it
+	}
+}
+
+// checkPool runs the first-use checks (login role, binding key) on a connection of pool.
+func (db *DB) checkPool(ctx context.Context, pool *pgxpool.Pool, c *checkOnce) error {
+	if c.done.Load() {
+		return nil
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	return c.do(ctx, conn.Conn(), db.key)
 }

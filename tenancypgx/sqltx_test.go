@@ -4,10 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"net/url"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tenancy"
 	"tenancy/tenancypgx"
@@ -56,8 +56,9 @@ func TestSQLTx(t *testing.T) {
 	}
 }
 
-// A pool that logs in as a runtime role of its own (PoolRoleIsRuntime) gets the same isolation.
-func TestPoolRoleIsRuntime(t *testing.T) {
+// A runtime role of the application's own, given the tenant tables by tenancy.isolate(table,
+// role), gets the same isolation.
+func TestCustomRuntimeRole(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
@@ -73,14 +74,14 @@ func TestPoolRoleIsRuntime(t *testing.T) {
 	if _, err := b.pool.Exec(ctx, `SELECT tenancy.isolate('notes', $1)`, role); err != nil {
 		t.Fatal(err)
 	}
-	cfg, _ := pgxpool.ParseConfig(b.url)
-	cfg.ConnConfig.User = role
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	u, _ := url.Parse(b.url)
+	u.User = url.User(role)
+	pool, err := tenancypgx.NewRuntimePool(ctx, u.String(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	db, err := tenancypgx.New(pool, &tenancypgx.Config{PoolRoleIsRuntime: true})
+	db, err := tenancypgx.New(pool, tenancytest.WithKey(t, b.pool, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,8 +97,5 @@ func TestPoolRoleIsRuntime(t *testing.T) {
 	}
 	if err := db.QueryRow(ctxB, `SELECT count(*) FROM notes`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("as B: %d notes, %v; want 0", n, err)
-	}
-	if _, err := tenancypgx.New(pool, &tenancypgx.Config{PoolRoleIsRuntime: true, Role: "x"}); err == nil {
-		t.Fatal("Role and PoolRoleIsRuntime together were accepted")
 	}
 }

@@ -2,7 +2,9 @@ package tenancypgx
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -12,27 +14,43 @@ import (
 // supportLockKey serializes installations of the isolation support in one database.
 const supportLockKey int64 = 0x74656e616e6373 + 1
 
+// supportMigrations are the catalog migrations that a database tenant's own database carries
+// too: the runtime role, tenancy.isolate, the binding and the session reset.
+var supportMigrations = []string{"0002_isolation.sql", "0006_binding.sql"}
+
+// SupportVersion is the version of the isolation support InstallSupport installs (the last
+// support migration's). tenancymigrate records it per database tenant, so older tenant databases
+// are brought up to it.
+const SupportVersion = 6
+
 // InstallSupport installs in the database behind conn what tenant tables need there — the runtime
-// role tenancy_app and the function tenancy.isolate, exactly as the catalog has them — so a
-// database-model tenant's own database can carry the tenant line. It is idempotent.
-func InstallSupport(ctx context.Context, conn migration.Beginner) error {
+// role tenancy_app, the function tenancy.isolate, tenancy.current_tenant and
+// tenancy.reset_session, exactly as the catalog has them — and the catalog's binding key, so a
+// database-model tenant's own database can carry the tenant line. It is idempotent; conn must log
+// in as the migration role.
+func InstallSupport(ctx context.Context, conn migration.Beginner, key *BindingKey) error {
+	if key == nil {
+		return errors.New("tenancypgx: InstallSupport needs the catalog's BindingKey (Catalog.BindingKey)")
+	}
 	ms, err := migration.Read(catalogSQL, "sql/catalog")
 	if err != nil {
 		return err
 	}
 	var support []migration.Migration
 	for _, m := range ms {
-		if m.Name == "0002_isolation.sql" {
+		if slices.Contains(supportMigrations, m.Name) {
 			support = append(support, m)
 		}
 	}
-	if len(support) != 1 {
-		return fmt.Errorf("tenancypgx: the isolation support migration is missing")
+	if len(support) != len(supportMigrations) || support[len(support)-1].Version != SupportVersion {
+		return fmt.Errorf("tenancypgx: the isolation support migrations are missing")
 	}
 	_, err = migration.Apply(ctx, conn, migration.Line{Migrations: support,
 		Ledger: pgx.Identifier{"tenancy", "support_migrations"}, Lock: supportLockKey})
 	if err != nil {
 		return fmt.Errorf("tenancypgx: install isolation support: %w", err)
 	}
-	return nil
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		return storeBindingKey(ctx, tx, key, true)
+	})
 }

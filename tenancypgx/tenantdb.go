@@ -15,11 +15,17 @@ import (
 
 // TemplateDatabase is the name of the migrated database that new tenant databases of this
 // catalog are copied from, on each server, for the tenant line of m: "tenancy_template_" and a
-// digest of the catalog's database and the line, so another catalog or another line never
+// digest of the catalog's database, the line, the isolation support's version and the binding
+// key's fingerprint, so another catalog, another line, older support or another key never
 // shares it.
-func (c *Catalog) TemplateDatabase(m TenantMigrator) string {
-	h := sha256.Sum256([]byte(c.pool.Config().ConnConfig.Database + "\x00" + m.LineHash()))
-	return "tenancy_template_" + hex.EncodeToString(h[:10])
+func (c *Catalog) TemplateDatabase(ctx context.Context, m TenantMigrator) (string, error) {
+	key, err := c.BindingKey(ctx)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%d\x00%s",
+		c.pool.Config().ConnConfig.Database, m.LineHash(), SupportVersion, key.fingerprint())))
+	return "tenancy_template_" + hex.EncodeToString(h[:10]), nil
 }
 
 // templateLockKey serializes template upkeep and copies on a server (session lock in "postgres").
@@ -53,7 +59,10 @@ func (c *Catalog) createTenantDatabase(ctx context.Context, t *tenancy.Tenant, m
 	}
 	defer maint.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", templateLockKey)
 
-	template := c.TemplateDatabase(m)
+	template, err := c.TemplateDatabase(ctx, m)
+	if err != nil {
+		return err
+	}
 	if err := c.refreshTemplate(ctx, server, template, maint, m); err != nil {
 		return fmt.Errorf("template database on %s: %w", server, err)
 	}
@@ -61,11 +70,16 @@ func (c *Catalog) createTenantDatabase(ctx context.Context, t *tenancy.Tenant, m
 	if _, err := maint.Exec(ctx, "CREATE DATABASE "+quoted+" TEMPLATE "+pgx.Identifier{template}.Sanitize()); err != nil {
 		return fmt.Errorf("create database %s: %w", name, err)
 	}
+	// A database's privileges are not copied from its template: the runtime role gets no TEMP
+	// (temporary objects would outlive its transactions on a pooled connection).
+	if _, err := maint.Exec(ctx, "REVOKE TEMPORARY ON DATABASE "+quoted+" FROM PUBLIC"); err != nil {
+		return fmt.Errorf("database %s: %w", name, err)
+	}
 	// The copy carries the whole tenant line: record it, with no connection to the new database.
-	if _, err := c.pool.Exec(ctx, `INSERT INTO tenancy.tenant_line (target, tenant_id, version, last_error, updated_at)
-		VALUES ($1, $2, $3, NULL, now())
-		ON CONFLICT (target) DO UPDATE SET version = EXCLUDED.version, last_error = NULL, updated_at = now()`,
-		t.ID, t.ID, m.Latest()); err != nil {
+	if _, err := c.pool.Exec(ctx, `INSERT INTO tenancy.tenant_line (target, tenant_id, version, support, last_error, updated_at)
+		VALUES ($1, $2, $3, $4, NULL, now())
+		ON CONFLICT (target) DO UPDATE SET version = EXCLUDED.version, support = EXCLUDED.support, last_error = NULL, updated_at = now()`,
+		t.ID, t.ID, m.Latest(), SupportVersion); err != nil {
 		return err
 	}
 	return nil
@@ -147,7 +161,10 @@ func (c *Catalog) DropTemplate(ctx context.Context, server string, m TenantMigra
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	name := c.TemplateDatabase(m)
+	name, err := c.TemplateDatabase(ctx, m)
+	if err != nil {
+		return err
+	}
 	var exists bool
 	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil || !exists {
 		return err

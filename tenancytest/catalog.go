@@ -28,3 +28,62 @@ func NewCatalog(t testing.TB) (*pgxpool.Pool, *tenancypgx.Catalog) {
 	}
 	return pool, cat
 }
+
+// NewRuntimePool returns a pool on the database of admin (a pool of NewCatalog) that logs in as
+// the runtime role, as tenant transactions must, adjusted by configure when it is not nil; it is
+// closed when t ends.
+func NewRuntimePool(t testing.TB, admin *pgxpool.Pool, configure func(*pgxpool.Config)) *pgxpool.Pool {
+	t.Helper()
+	url, err := tenancypgx.RuntimeURL(admin.Config().ConnString())
+	if err != nil {
+		t.Fatalf("tenancytest: %v", err)
+	}
+	pool, err := tenancypgx.NewRuntimePool(context.Background(), url, &tenancypgx.RuntimePoolOpts{Configure: configure})
+	if err != nil {
+		t.Fatalf("tenancytest: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// WithKey returns a copy of cfg (nil for none) with Key set to the binding key of admin's catalog.
+func WithKey(t testing.TB, admin *pgxpool.Pool, cfg *tenancypgx.Config) *tenancypgx.Config {
+	t.Helper()
+	c := tenancypgx.Config{}
+	if cfg != nil {
+		c = *cfg
+	}
+	key, err := tenancypgx.ReadBindingKey(context.Background(), admin)
+	if err != nil {
+		t.Fatalf("tenancytest: %v", err)
+	}
+	c.Key = key
+	return &c
+}
+
+// NewDB returns a DB on a runtime pool (NewRuntimePool) of admin's database, with the catalog's
+// binding key and the rest of cfg (nil for none); it is closed when t ends.
+func NewDB(t testing.TB, admin *pgxpool.Pool, cfg *tenancypgx.Config) *tenancypgx.DB {
+	t.Helper()
+	db, err := tenancypgx.New(NewRuntimePool(t, admin, nil), WithKey(t, admin, cfg))
+	if err != nil {
+		t.Fatalf("tenancytest: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// RuntimeServers returns servers with each URL's login replaced by the runtime role
+// (tenancypgx.RuntimeURL): what a Router's pools log in with.
+func RuntimeServers(t testing.TB, servers tenancypgx.Servers) tenancypgx.Servers {
+	t.Helper()
+	out := tenancypgx.Servers{}
+	for alias, url := range servers {
+		r, err := tenancypgx.RuntimeURL(url)
+		if err != nil {
+			t.Fatalf("tenancytest: %v", err)
+		}
+		out[alias] = r
+	}
+	return out
+}

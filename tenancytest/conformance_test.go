@@ -122,8 +122,9 @@ func conformance(t *testing.T, env *tenancytest.Env, model tenancy.Isolation) {
 			t.Errorf("%s: %d rows, %v; want ErrNoTenant", name, n, err)
 		}
 	}
-	// The runtime role where A's rows are, with no or an empty tenant setting: nothing.
-	pool := env.Pool
+	// The runtime role where A's rows are, with no or an empty tenant setting: nothing; with A's id
+	// set by hand, without the proof only the toolkit can make: refused.
+	pool := env.Runtime
 	if model == tenancy.IsolationDatabase {
 		lease, err := env.Router.Lease(context.Background(), a)
 		if err != nil {
@@ -136,13 +137,16 @@ func conformance(t *testing.T, env *tenancytest.Env, model tenancy.Isolation) {
 	if model == tenancy.IsolationSchema {
 		table = tenancypgx.SchemaName(a.ID) + `.projects`
 	}
-	for name, setting := range map[string]string{"missing": "", "empty": "", "A's": a.ID} {
-		want := 0
-		if name == "A's" {
-			want = 1
-		}
-		if got := asRuntimeRole(t, pool, table, setting, name == "missing"); got != want {
-			t.Errorf("runtime role with %s setting sees %d of A's projects, want %d", name, got, want)
+	if got := one(ctxA, `SELECT count(*) FROM `+table+` WHERE name = 'A secret'`); got != 1 {
+		t.Fatalf("control: A sees %d of its projects in %s, want 1", got, table)
+	}
+	for name, setting := range map[string]*string{"missing": nil, "empty": new(""), "A's forged": &a.ID} {
+		n, err := asRuntimeRole(pool, table, setting)
+		switch {
+		case name == "A's forged" && err == nil:
+			t.Errorf("ISOLATION BREACH: the runtime role with A's id set by hand read %d rows instead of being refused", n)
+		case name != "A's forged" && (err != nil || n != 0):
+			t.Errorf("runtime role with %s setting sees %d of A's projects, %v; want 0", name, n, err)
 		}
 	}
 
@@ -173,27 +177,20 @@ func conformance(t *testing.T, env *tenancytest.Env, model tenancy.Isolation) {
 	}
 }
 
-// asRuntimeRole counts the rows of table as the runtime role, with the tenant setting unset
-// (missing), empty, or set.
-func asRuntimeRole(t *testing.T, pool *pgxpool.Pool, table, setting string, missing bool) int {
-	t.Helper()
+// asRuntimeRole counts the rows of table on pool (which logs in as the runtime role) with the
+// tenant setting unset (nil) or set to a value by hand, without a proof.
+func asRuntimeRole(pool *pgxpool.Pool, table string, setting *string) (int, error) {
 	ctx := context.Background()
 	var n int
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SET LOCAL ROLE tenancy_app"); err != nil {
-			return err
-		}
-		if !missing {
-			if _, err := tx.Exec(ctx, "SELECT set_config('app.tenant_id', $1, true)", setting); err != nil {
+		if setting != nil {
+			if _, err := tx.Exec(ctx, "SELECT set_config('app.tenant_id', $1, true)", *setting); err != nil {
 				return err
 			}
 		}
 		return tx.QueryRow(ctx, "SELECT count(*) FROM "+table+" WHERE name = 'A secret'").Scan(&n)
 	})
-	if err != nil {
-		t.Fatalf("as the runtime role: %v", err)
-	}
-	return n
+	return n, err
 }
 
 // One connection serves tenants of all three models in turn, with failures in between: nothing
@@ -202,14 +199,17 @@ func TestConformanceOneConnectionInterleaved(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine,
 		Router: &tenancypgx.RouterConfig{MaxConnsPerPool: 1}})
-	cfg, _ := pgxpool.ParseConfig(env.Pool.Config().ConnString())
-	cfg.MaxConns = 1
-	single, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	single, err := tenancypgx.NewRuntimePool(context.Background(), env.Runtime.Config().ConnString(),
+		&tenancypgx.RuntimePoolOpts{Configure: func(c *pgxpool.Config) { c.MaxConns = 1 }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(single.Close)
-	db, _ := tenancypgx.New(single, &tenancypgx.Config{Router: env.Router})
+	key, err := env.Catalog.BindingKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, _ := tenancypgx.New(single, &tenancypgx.Config{Key: key, Router: env.Router})
 	var tenants []*tenancy.Tenant
 	for _, m := range tenancytest.Models {
 		a, b := env.Pair(t, m)

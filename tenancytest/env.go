@@ -19,7 +19,10 @@ import (
 // shared schema, and everything needed to make tenants of the three isolation models and run
 // transactions as them. Everything it makes is dropped when the test ends.
 type Env struct {
-	Pool     *pgxpool.Pool
+	// Pool logs in as the migration role: the catalog, migrations, provisioning.
+	Pool *pgxpool.Pool
+	// Runtime logs in as the runtime role: DB's transactions run on it.
+	Runtime  *pgxpool.Pool
 	Catalog  *tenancypgx.Catalog
 	Migrator *tenancymigrate.Migrator
 	Router   *tenancypgx.Router
@@ -34,7 +37,7 @@ type EnvOpts struct {
 	Tenant fs.FS
 	// Router tunes the pool router of database tenants. Defaults to the router's defaults.
 	Router *tenancypgx.RouterConfig
-	// DB tunes the DB (its Router is set by NewEnv). Defaults to nil.
+	// DB tunes the DB (its Key and Router are set by NewEnv). Defaults to nil.
 	DB *tenancypgx.Config
 }
 
@@ -62,7 +65,7 @@ func NewEnv(t testing.TB, opts *EnvOpts) *Env {
 	if opts.Router != nil {
 		rc = *opts.Router
 	}
-	rc.Servers = servers
+	rc.Servers = RuntimeServers(t, servers)
 	if e.Router, err = tenancypgx.NewRouter(&rc); err != nil {
 		t.Fatalf("tenancytest: %v", err)
 	}
@@ -75,10 +78,8 @@ func NewEnv(t testing.TB, opts *EnvOpts) *Env {
 		dc = *opts.DB
 	}
 	dc.Router = e.Router
-	if e.DB, err = tenancypgx.New(pool, &dc); err != nil {
-		t.Fatalf("tenancytest: %v", err)
-	}
-	t.Cleanup(func() { e.DB.Close() })
+	e.DB = NewDB(t, pool, &dc)
+	e.Runtime = e.DB.Pool()
 	return e
 }
 

@@ -82,8 +82,9 @@ func TestRequireIsolatedCatchesLeaksAndBrokenReads(t *testing.T) {
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: notesLine})
 	leaky := notes
 	leaky.List = func(ctx context.Context, db *tenancypgx.DB) ([]string, error) {
-		// The forgotten filter: straight to the pool, as the owner, around row-level security.
-		rows, _ := db.Pool().Query(ctx, `SELECT id::text FROM notes`)
+		// The forgotten filter, on the wrong pool: the migration role's, around row-level security.
+		// (Straight to db.Pool() would see nothing: it logs in as the runtime role.)
+		rows, _ := env.Pool.Query(ctx, `SELECT id::text FROM notes`)
 		return pgx.CollectRows(rows, pgx.RowTo[string])
 	}
 	if failed, msg := run(t, env, leaky); !failed || !strings.Contains(msg, "ISOLATION BREACH") {

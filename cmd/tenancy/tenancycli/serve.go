@@ -37,10 +37,19 @@ type ServerConfig struct {
 	// Migrator provisions new schema and database tenants (the admin API, --demo). Defaults to one
 	// with the reference service's lines (ReferenceLines).
 	Migrator *tenancymigrate.Migrator
-	// Servers hold database tenants. Defaults to the pool's server as tenancypgx.DefaultServer.
+	// Servers hold database tenants, as the migration role logs in to them (provisioning,
+	// migrations). Defaults to the pool's server as tenancypgx.DefaultServer.
 	Servers tenancypgx.Servers
-	// Router serves database tenants. Defaults to one on Servers with the router's defaults;
-	// Close closes the one it made.
+	// Runtime is the pool tenant transactions run on: it logs in as the runtime role
+	// (tenancypgx.NewRuntimePool), and may point at a transaction pooler. Defaults to one opened
+	// at tenancypgx.RuntimeURL of the pool's URL; Close closes the one it made.
+	Runtime *pgxpool.Pool
+	// RuntimeServers are the URLs database tenants' pools log in with, as the runtime role, by
+	// server alias. Defaults, for each of Servers, to the Runtime pool's address and login when
+	// it is the pool's server, else to tenancypgx.RuntimeURL of its URL.
+	RuntimeServers tenancypgx.Servers
+	// Router serves database tenants. Defaults to one on RuntimeServers with the router's
+	// defaults; Close closes the one it made.
 	Router *tenancypgx.Router
 	// Limiter limits each tenant's request rate by its Policy. Defaults to a memory limiter (give
 	// a tenancyredis.Limiter when instances share the limits).
@@ -74,14 +83,21 @@ type Server struct {
 	closers    []func()
 }
 
-// NewServer builds the service on a pool whose database has the catalog and the service's tables
-// (MigrateCatalog, then the lines of ServerConfig.Migrator). Call Run to keep the lookup cache
-// current; Handler serves requests.
-func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
-	s := &Server{pool: pool}
+// NewServer builds the service on a pool that logs in as the migration role and whose database
+// has the catalog and the service's tables (MigrateCatalog, then the lines of
+// ServerConfig.Migrator): the catalog, provisioning and the change listener use it; tenant
+// transactions run on ServerConfig.Runtime. Call Run to keep the lookup cache current; Handler
+// serves requests.
+func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
+	s = &Server{pool: pool}
 	if cfg != nil {
 		s.cfg = *cfg
 	}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
 	if s.cfg.BaseDomain == "" {
 		s.cfg.BaseDomain = "localhost"
 	}
@@ -92,7 +108,6 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 	if s.cfg.Servers == nil {
 		s.cfg.Servers = tenancypgx.Servers{tenancypgx.DefaultServer: pool.Config().ConnString()}
 	}
-	var err error
 	if s.catalog, err = tenancypgx.NewCatalog(pool, &tenancypgx.CatalogConfig{Servers: s.cfg.Servers}); err != nil {
 		return nil, err
 	}
@@ -103,11 +118,31 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 			return nil, err
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if s.cfg.Runtime == nil {
+		url, err := tenancypgx.RuntimeURL(pool.Config().ConnString())
+		if err != nil {
+			return nil, err
+		}
+		if s.cfg.Runtime, err = tenancypgx.NewRuntimePool(ctx, url, &tenancypgx.RuntimePoolOpts{Logger: s.log}); err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, s.cfg.Runtime.Close)
+	}
 	if s.cfg.Router == nil {
-		if s.cfg.Router, err = tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: s.cfg.Servers}); err != nil {
+		servers, err := runtimeServers(s.cfg.Servers, s.cfg.RuntimeServers, pool.Config(), s.cfg.Runtime.Config())
+		if err != nil {
+			return nil, err
+		}
+		if s.cfg.Router, err = tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: servers}); err != nil {
 			return nil, err
 		}
 		s.closers = append(s.closers, s.cfg.Router.Close)
+	}
+	var key *tenancypgx.BindingKey
+	if key, err = s.catalog.BindingKey(ctx); err != nil {
+		return nil, err
 	}
 	var lookups tenancy.Store = s.catalog
 	if s.cfg.CatalogSecondLevel != nil {
@@ -137,7 +172,12 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("base domain: %w", err)
 	}
-	if s.db, err = tenancypgx.New(pool, &tenancypgx.Config{Store: s.cache, Router: s.cfg.Router}); err != nil {
+	if s.db, err = tenancypgx.New(s.cfg.Runtime, &tenancypgx.Config{Key: key, Store: s.cache, Router: s.cfg.Router}); err != nil {
+		return nil, err
+	}
+	// Fail now, not on the first request, when the runtime login is unsafe or the key is not this
+	// database's.
+	if err := s.db.Check(ctx); err != nil {
 		return nil, err
 	}
 	app := http.NewServeMux()
@@ -170,12 +210,46 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (*Server, error) {
 	return s, nil
 }
 
-// Close releases what NewServer opened (the router it made, the database/sql handles).
+// Close releases what NewServer opened (the router and runtime pool it made, the database/sql
+// handles).
 func (s *Server) Close() {
-	for _, c := range s.closers {
-		c()
+	if s.db != nil {
+		_ = s.db.Close()
 	}
-	_ = s.db.Close()
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
+
+// runtimeServers returns the runtime URL of each server of direct: the explicit one, else the
+// runtime pool's address and login for the catalog's own server (so a pooler in front of it
+// serves its tenant databases too), else tenancypgx.RuntimeURL of the server's URL.
+func runtimeServers(direct, explicit tenancypgx.Servers, catalog, runtime *pgxpool.Config) (tenancypgx.Servers, error) {
+	out := tenancypgx.Servers{}
+	for alias, url := range direct {
+		if u, ok := explicit[alias]; ok {
+			out[alias] = u
+			continue
+		}
+		cfg, err := pgxpool.ParseConfig(url)
+		if err != nil {
+			return nil, fmt.Errorf("server %s: %w", alias, err)
+		}
+		if cfg.ConnConfig.Host == catalog.ConnConfig.Host && cfg.ConnConfig.Port == catalog.ConnConfig.Port {
+			out[alias] = runtime.ConnString()
+			continue
+		}
+		if out[alias], err = tenancypgx.RuntimeURL(url); err != nil {
+			return nil, fmt.Errorf("server %s: %w", alias, err)
+		}
+	}
+	for alias := range explicit {
+		if _, ok := direct[alias]; !ok {
+			return nil, fmt.Errorf("runtime server %q is not one of the servers (%s)", alias, strings.Join(direct.Aliases(), ", "))
+		}
+	}
+	return out, nil
 }
 
 // Handler returns the service's HTTP handler.
@@ -366,6 +440,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"request rate by plan, plan=limit;… e.g. free=100/min;pro=1000/min (env TENANCY_PLAN_LIMITS); default: free 100/min, pro 1000/min, enterprise 10000/min")
 	instances := fs.Int("instances", envInt("TENANCY_INSTANCES", 1), "instances sharing the rate limits, for the fallback while Redis is down (env TENANCY_INSTANCES)")
 	migrations := migrationsFlag(fs)
+	runtimeURL := fs.String("runtime-url", env("TENANCY_RUNTIME_URL", ""),
+		"PostgreSQL URL tenant transactions log in with, as the runtime role tenancy_app; may point at PgBouncer in transaction mode (env TENANCY_RUNTIME_URL); default: --database-url as tenancy_app")
+	runtimeServersFlag := fs.String("runtime-servers", env("TENANCY_RUNTIME_SERVERS", ""),
+		"runtime URLs of the servers of database tenants, alias=url,… (env TENANCY_RUNTIME_SERVERS); default: the runtime URL's login for the catalog's server, the server's URL as tenancy_app for others")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -416,8 +494,24 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *runtimeURL == "" {
+		if *runtimeURL, err = tenancypgx.RuntimeURL(*dbf.url); err != nil {
+			return err
+		}
+	}
+	runtime, err := tenancypgx.NewRuntimePool(ctx, *runtimeURL, &tenancypgx.RuntimePoolOpts{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer runtime.Close()
+	var rtServers tenancypgx.Servers
+	if *runtimeServersFlag != "" {
+		if rtServers, err = tenancypgx.ParseServers(*runtimeServersFlag); err != nil {
+			return err
+		}
+	}
 	cfg := &ServerConfig{BaseDomain: *base, AdminToken: *token, Logger: log, Migrator: migrator, Servers: servers,
-		PerTenantConcurrency: *concurrency, Policy: policy}
+		Runtime: runtime, RuntimeServers: rtServers, PerTenantConcurrency: *concurrency, Policy: policy}
 	if *redisURL != "" {
 		rdb, err := tenancyredis.NewClient(*redisURL)
 		if err != nil {

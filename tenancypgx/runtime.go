@@ -1,0 +1,226 @@
+package tenancypgx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ErrUnsafeRuntimeRole means a pool that runs tenant transactions logs in as a role that SQL inside
+// a transaction could use to leave its tenant: a superuser, a role with BYPASSRLS or CREATEROLE, or
+// a member of another role (SET ROLE would reach it).
+var ErrUnsafeRuntimeRole = errors.New("tenancypgx: the pool's login role is not a safe runtime role")
+
+// ErrBindingKeyMismatch means the database does not accept the binding key a DB was given: it is
+// not the key of the catalog this database belongs to.
+var ErrBindingKeyMismatch = errors.New("tenancypgx: the database does not accept the binding key")
+
+// ErrNoSupport means the database lacks the isolation support (tenancy.current_tenant and
+// tenancy.reset_session): its catalog migrations, or for a tenant database InstallSupport, have
+// not run.
+var ErrNoSupport = errors.New("tenancypgx: the database lacks the isolation support: run tenancy migrate")
+
+// RuntimeURL returns connString with its user replaced by the runtime role (DefaultRole) and its
+// password removed: where the runtime pool logs in when no runtime URL is configured. With
+// password authentication, give tenancy_app a password and configure its URL instead.
+func RuntimeURL(connString string) (string, error) {
+	if !strings.Contains(connString, "://") {
+		return "", errors.New("tenancypgx: RuntimeURL needs a postgres:// URL")
+	}
+	u, err := url.Parse(connString)
+	if err != nil {
+		return "", fmt.Errorf("tenancypgx: database URL: %w", err)
+	}
+	u.User = url.User(DefaultRole)
+	return u.String(), nil
+}
+
+// RuntimePoolOpts tunes NewRuntimePool. A nil *RuntimePoolOpts means the defaults.
+type RuntimePoolOpts struct {
+	// Configure, when set, adjusts the pool's configuration before it opens (size, tracing, TLS).
+	// Defaults to nil.
+	Configure func(*pgxpool.Config)
+	// Logger says when a connection pooler was detected. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// NewRuntimePool opens the pool tenant transactions run on (tenancypgx.New) at connString, which
+// must log in as the runtime role (RuntimeURL). It connects once to check that role (see
+// ErrUnsafeRuntimeRole) and to see whether the URL reaches PostgreSQL through a connection pooler
+// such as PgBouncer in transaction mode; if so, and the URL does not choose
+// default_query_exec_mode itself, statements are not prepared by name (cache_describe), since the
+// pooler hands each transaction to any server connection.
+func NewRuntimePool(ctx context.Context, connString string, opts *RuntimePoolOpts) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("tenancypgx: runtime URL: %w", err)
+	}
+	log := slog.Default()
+	if opts != nil && opts.Logger != nil {
+		log = opts.Logger
+	}
+	if err := prepareRuntimeConfig(ctx, cfg.ConnConfig, connString, log); err != nil {
+		return nil, err
+	}
+	if opts != nil && opts.Configure != nil {
+		opts.Configure(cfg)
+	}
+	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+// explicitExecMode matches a connection string that chooses pgx's query exec mode itself.
+var explicitExecMode = regexp.MustCompile(`(^|[?&\s])default_query_exec_mode=`)
+
+// prepareRuntimeConfig checks the login role of cfg with one connection and, when it reaches
+// PostgreSQL through an intermediary, turns pgx's named prepared statements off unless the
+// connection string chose a mode.
+func prepareRuntimeConfig(ctx context.Context, cfg *pgx.ConnConfig, connString string, log *slog.Logger) error {
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("tenancypgx: runtime pool: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := checkRuntimeRole(ctx, conn); err != nil {
+		return err
+	}
+	pooled, err := throughIntermediary(ctx, conn)
+	if err != nil {
+		return err
+	}
+	if pooled && !explicitExecMode.MatchString(connString) {
+		cfg.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+		log.Info("tenancy: the runtime URL reaches PostgreSQL through a pooler or proxy: statements are not prepared by name (default_query_exec_mode=cache_describe); set default_query_exec_mode in the URL to choose",
+			"host", cfg.Host, "port", cfg.Port)
+	}
+	return nil
+}
+
+// throughIntermediary reports whether the server sees the connection come from another address
+// than the one this process connects from: a pooler (PgBouncer) or proxy is in between. A Unix
+// socket (no client address on either side) is direct.
+func throughIntermediary(ctx context.Context, conn *pgx.Conn) (bool, error) {
+	var addr *string
+	var port *int
+	if err := conn.QueryRow(ctx, `SELECT host(inet_client_addr()), inet_client_port()`).Scan(&addr, &port); err != nil {
+		return false, fmt.Errorf("tenancypgx: runtime pool: %w", err)
+	}
+	local, ok := conn.PgConn().Conn().LocalAddr().(*net.TCPAddr)
+	if !ok || addr == nil || port == nil {
+		return ok != (addr != nil), nil // a TCP client the server sees as a socket, or the reverse
+	}
+	seen := net.ParseIP(*addr)
+	return seen == nil || !seen.Equal(local.IP) || *port != local.Port, nil
+}
+
+// runtimeRoleSQL describes the session's login role: its attributes and the roles it is a member of.
+const runtimeRoleSQL = `
+SELECT r.rolname, r.rolsuper, r.rolbypassrls, r.rolcreaterole, session_user = current_user,
+       coalesce((SELECT array_agg(m.roleid::regrole::text ORDER BY 1) FROM pg_auth_members m WHERE m.member = r.oid), '{}')
+  FROM pg_roles r
+ WHERE r.rolname = session_user`
+
+// checkRuntimeRole fails with ErrUnsafeRuntimeRole when conn's login role could let SQL inside a
+// tenant transaction become anyone with more rights.
+func checkRuntimeRole(ctx context.Context, conn *pgx.Conn) error {
+	var name string
+	var super, bypass, createRole, same bool
+	var memberOf []string
+	if err := conn.QueryRow(ctx, runtimeRoleSQL).Scan(&name, &super, &bypass, &createRole, &same, &memberOf); err != nil {
+		return fmt.Errorf("tenancypgx: check the runtime role: %w", err)
+	}
+	var why []string
+	if super {
+		why = append(why, "a superuser (row-level security does not apply to it)")
+	}
+	if bypass {
+		why = append(why, "BYPASSRLS")
+	}
+	if createRole {
+		why = append(why, "CREATEROLE (it could grant itself other roles)")
+	}
+	if len(memberOf) > 0 {
+		why = append(why, "a member of "+strings.Join(memberOf, ", ")+" (SET ROLE reaches them)")
+	}
+	if !same {
+		why = append(why, "switched to another role after logging in")
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is %s: log the runtime pool in as %s (tenancypgx.RuntimeURL, tenancy serve --runtime-url) and keep this role for migrations",
+		ErrUnsafeRuntimeRole, pgx.Identifier{name}.Sanitize(), strings.Join(why, "; "), DefaultRole)
+}
+
+// probeTenant is the id the binding check binds to: a valid id no tenant has.
+const probeTenant = "00000000-0000-0000-0000-000000000000"
+
+// checkBinding fails with ErrBindingKeyMismatch when the database behind conn does not accept key,
+// and with ErrNoSupport when it lacks the isolation support. It leaves the session clean.
+func checkBinding(ctx context.Context, conn *pgx.Conn, key *BindingKey) error {
+	b := &pgx.Batch{}
+	b.Queue(scopeShared, probeTenant, key.proof(probeTenant))
+	b.Queue(`SELECT tenancy.current_tenant()`)
+	b.Queue(resetSQL)
+	br := conn.SendBatch(ctx, b)
+	_, err := br.Exec()
+	var bound *string
+	if err == nil {
+		err = br.QueryRow().Scan(&bound)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && (pgErr.Code == "42883" || pgErr.Code == "3F000"): // no such function, schema
+		end(ctx, conn, false)
+		return fmt.Errorf("%w (%s)", ErrNoSupport, pgErr.Message)
+	case errors.As(err, &pgErr) && pgErr.Code == "42501":
+		end(ctx, conn, false)
+		return fmt.Errorf("%w: %s: give tenancypgx.Config the Key of the catalog this database belongs to (Catalog.BindingKey)",
+			ErrBindingKeyMismatch, pgErr.Message)
+	case err != nil:
+		end(ctx, conn, false)
+		return fmt.Errorf("tenancypgx: check the binding: %w", err)
+	case bound == nil || *bound != probeTenant:
+		return fmt.Errorf("%w: tenancy.current_tenant() did not return the bound tenant", ErrBindingKeyMismatch)
+	}
+	return nil
+}
+
+// checkOnce runs the checks of a pool's first connection (role, binding) until they pass once.
+type checkOnce struct {
+	done atomic.Bool
+	mu   sync.Mutex
+}
+
+// do checks conn's login role and that its database accepts key, unless that passed before.
+func (c *checkOnce) do(ctx context.Context, conn *pgx.Conn, key *BindingKey) error {
+	if c.done.Load() {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done.Load() {
+		return nil
+	}
+	if err := checkRuntimeRole(ctx, conn); err != nil {
+		return err
+	}
+	if err := checkBinding(ctx, conn, key); err != nil {
+		return err
+	}
+	c.done.Store(true)
+	return nil
+}

@@ -1,0 +1,172 @@
+-- Hardening: a tenant binding the runtime role cannot forge, a session that goes back to the pool
+-- as it came, and a runtime role that logs in itself and can become no one else.
+--
+-- This file is part of the isolation support: it runs in the catalog's database and in every
+-- database tenant's own database (InstallSupport).
+
+-- The runtime pool logs in as tenancy_app directly, so SQL inside a tenant transaction has no
+-- more rights than tenancy_app: RESET ROLE, SET ROLE and SET SESSION AUTHORIZATION reach no one
+-- else (it is a member of no role). It has no password here: with password authentication the
+-- operator gives it one (ALTER ROLE tenancy_app PASSWORD '…') and puts it in the runtime URL.
+-- Roles belong to the whole server: migrations of other databases may be altering it at this
+-- moment, which PostgreSQL reports as "tuple concurrently updated"; a later attempt finds it done.
+DO $$
+BEGIN
+    FOR attempt IN 1..10 LOOP
+        BEGIN
+            IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenancy_app'
+                          AND (NOT rolcanlogin OR rolsuper OR rolcreatedb OR rolcreaterole OR rolbypassrls OR rolreplication)) THEN
+                ALTER ROLE tenancy_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOREPLICATION;
+            END IF;
+            RETURN;
+        EXCEPTION WHEN internal_error THEN
+            IF attempt = 10 THEN
+                RAISE;
+            END IF;
+            PERFORM pg_sleep(0.02 * attempt);
+        END;
+    END LOOP;
+END $$;
+
+-- The key that binds a transaction to its tenant: HMAC-SHA256 over the tenant's id, stored as the
+-- key XOR the HMAC pads (inner_key = K ^ 0x36…, outer_key = K ^ 0x5c…). Only its owner reads it;
+-- MigrateCatalog fills it with a random key, InstallSupport copies the catalog's.
+CREATE TABLE tenancy.binding_key (
+    singleton  boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    inner_key  bytea       NOT NULL CHECK (length(inner_key) = 64),
+    outer_key  bytea       NOT NULL CHECK (length(outer_key) = 64),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON tenancy.binding_key FROM PUBLIC;
+
+-- tenancy.current_tenant() is the tenant the transaction is bound to: app.tenant_id, but only
+-- when app.tenant_proof is its HMAC under the key above. The runtime role can set both settings
+-- but cannot read the key, so it cannot bind itself to another tenant. No binding is NULL (no
+-- rows, no inserts); a binding that does not verify is an error. It runs with its owner's rights
+-- to read the key, with a fixed search_path; the comparison is of digests, so its time says
+-- nothing about the proof.
+CREATE FUNCTION tenancy.current_tenant() RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tenant text := current_setting('app.tenant_id', true);
+    proof  text := current_setting('app.tenant_proof', true);
+    ki     bytea;
+    ko     bytea;
+BEGIN
+    IF tenant IS NULL OR tenant = '' THEN
+        RETURN NULL;
+    END IF;
+    SELECT b.inner_key, b.outer_key INTO ki, ko FROM tenancy.binding_key b;
+    IF ki IS NULL THEN
+        RAISE EXCEPTION 'tenancy: this database has no binding key'
+            USING ERRCODE = '42501', HINT = 'run tenancy migrate (the catalog migrations install it)';
+    END IF;
+    IF proof IS NULL
+       OR sha256(convert_to(proof, 'UTF8'))
+          <> sha256(convert_to(encode(sha256(ko || sha256(ki || convert_to(tenant, 'UTF8'))), 'hex'), 'UTF8')) THEN
+        RAISE EXCEPTION 'tenancy: app.tenant_id is not bound by this database''s key'
+            USING ERRCODE = '42501', HINT = 'bind transactions with tenancypgx (db.Tx), never by setting app.tenant_id';
+    END IF;
+    RETURN tenant;
+END $$;
+
+-- tenancy.reset_session() removes everything a unit of work can leave on a server session, so a
+-- pooled connection goes back as it came: held cursors, LISTEN registrations, session advisory
+-- locks, session-level settings (RESET ALL: back to the connection's startup values), the
+-- sequence values of currval/lastval, and temporary objects. tenancypgx calls it, in the same
+-- round trip, before every COMMIT and after every ROLLBACK. It runs with the caller's rights and
+-- no SET clause (one would undo RESET ALL at exit); every name in it is qualified.
+CREATE FUNCTION tenancy.reset_session() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE 'CLOSE ALL';
+    EXECUTE 'UNLISTEN *';
+    PERFORM pg_catalog.pg_advisory_unlock_all();
+    EXECUTE 'RESET ALL';
+    EXECUTE 'DISCARD SEQUENCES';
+    IF pg_catalog.pg_my_temp_schema() OPERATOR(pg_catalog.<>) 0 THEN
+        EXECUTE 'DISCARD TEMP';
+    END IF;
+END $$;
+
+-- Only the runtime role calls into the catalog schema, and only these two functions.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA tenancy FROM PUBLIC;
+GRANT USAGE ON SCHEMA tenancy TO tenancy_app;
+GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.reset_session() TO tenancy_app;
+
+-- tenancy.isolate(table) as in 0002, but the policy trusts only the verified binding
+-- (tenancy.current_tenant(), read once per query), not the raw setting. The column default still
+-- reads the setting (cheap, per row): a forged default is refused by WITH CHECK.
+CREATE OR REPLACE FUNCTION tenancy.isolate(tbl regclass, runtime_role name DEFAULT 'tenancy_app') RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    col_type text;
+    setting  text;
+    bound    text;
+    seq      regclass;
+BEGIN
+    SELECT format_type(a.atttypid, NULL) INTO col_type
+      FROM pg_attribute a
+     WHERE a.attrelid = tbl AND a.attname = 'tenant_id' AND NOT a.attisdropped;
+    IF col_type IS NULL THEN
+        col_type := 'uuid';
+        EXECUTE format('ALTER TABLE %s ADD COLUMN tenant_id uuid', tbl);
+    ELSIF col_type NOT IN ('uuid', 'text') THEN
+        RAISE EXCEPTION 'tenancy.isolate(%): tenant_id is %, want uuid or text', tbl, col_type;
+    END IF;
+    setting := format('NULLIF(current_setting(%L, true), %L)::%s', 'app.tenant_id', '', col_type);
+    bound := format('tenancy.current_tenant()::%s', col_type);
+
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN tenant_id SET DEFAULT %s, ALTER COLUMN tenant_id SET NOT NULL', tbl, setting);
+
+    IF NOT EXISTS (SELECT FROM pg_index i
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = tbl AND a.attname = 'tenant_id') THEN
+        EXECUTE format('CREATE INDEX ON %s (tenant_id)', tbl);
+    END IF;
+
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
+    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', tbl);
+    EXECUTE format('CREATE POLICY tenant_isolation ON %s FOR ALL USING (tenant_id = (SELECT %s)) WITH CHECK (tenant_id = (SELECT %s))',
+                   tbl, bound, bound);
+
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I', tbl, runtime_role);
+    FOR seq IN SELECT d.objid::regclass FROM pg_depend d
+                WHERE d.refobjid = tbl AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+                  AND (SELECT relkind FROM pg_class WHERE oid = d.objid) = 'S'
+    LOOP
+        EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', seq, runtime_role);
+    END LOOP;
+    -- Granted once: concurrent GRANTs on one object fail ("tuple concurrently updated"), and
+    -- tenant migrations run in parallel.
+    IF NOT has_schema_privilege(runtime_role, 'tenancy', 'USAGE') THEN
+        EXECUTE format('GRANT USAGE ON SCHEMA tenancy TO %I', runtime_role);
+    END IF;
+    IF NOT (has_function_privilege(runtime_role, 'tenancy.current_tenant()', 'EXECUTE')
+            AND has_function_privilege(runtime_role, 'tenancy.reset_session()', 'EXECUTE')) THEN
+        EXECUTE format('GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.reset_session() TO %I', runtime_role);
+    END IF;
+END $$;
+REVOKE EXECUTE ON FUNCTION tenancy.isolate(regclass, name) FROM PUBLIC;
+
+-- Every tenant table made by the earlier isolate gets the verified policy.
+DO $$
+DECLARE
+    tbl regclass;
+BEGIN
+    FOR tbl IN SELECT DISTINCT p.polrelid::regclass FROM pg_policy p WHERE p.polname = 'tenant_isolation' LOOP
+        PERFORM tenancy.isolate(tbl);
+    END LOOP;
+END $$;
+
+-- No temporary objects for the runtime role: they would outlive its transaction on a pooled
+-- connection, and pg_temp is searched first. TEMP is PUBLIC's by default; the migrating role keeps
+-- it. Changing a database's privileges needs its owner (or a superuser): without that right the
+-- privilege stays, reset_session still drops what is made, and tenancy doctor reports it.
+DO $$
+BEGIN
+    EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC, tenancy_app', current_database());
+    EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO %I', current_database(), current_user);
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE WARNING 'tenancy: cannot revoke TEMPORARY on database % from PUBLIC: run this as its owner', current_database();
+END $$;
