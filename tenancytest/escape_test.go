@@ -1,0 +1,224 @@
+package tenancytest_test
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"tenancy"
+	"tenancy/tenancypgx"
+	"tenancy/tenancytest"
+)
+
+// SQL inside a tenant transaction — an injection in one handler, say — tries to leave its
+// tenant in every way the role and the binding allow, in every model. B's rows stay out of reach
+// (and B, the positive control, still sees them), and nothing becomes a role that bypasses
+// row-level security, owns a tenant table or reads the catalog.
+func TestSQLInsideTxCannotLeaveItsTenant(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	for _, model := range tenancytest.Models {
+		t.Run(string(model), func(t *testing.T) {
+			t.Parallel()
+			a, b := env.Pair(t, model)
+			ctxA, ctxB := tenancytest.Context(a), tenancytest.Context(b)
+			var bProject string
+			if err := env.DB.QueryRow(ctxB, `INSERT INTO projects (name) VALUES ('B secret') RETURNING id::text`).Scan(&bProject); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := env.DB.Exec(ctxA, `INSERT INTO projects (name) VALUES ('A own')`); err != nil {
+				t.Fatal(err)
+			}
+			// Where B's rows are, as seen from A's transaction: the shared table, B's schema.
+			bTable := "projects"
+			if model == tenancy.IsolationSchema {
+				bTable = pgx.Identifier{tenancypgx.SchemaName(b.ID), "projects"}.Sanitize()
+			}
+
+			// Role changes: RESET ROLE stays the runtime role; SET ROLE and SET SESSION
+			// AUTHORIZATION to a superuser are refused.
+			err := env.DB.Tx(ctxA, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctxA, `RESET ROLE`); err != nil {
+					return err
+				}
+				var user string
+				var super, bypass bool
+				if err := tx.QueryRow(ctxA, `SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user`).Scan(&user, &super, &bypass); err != nil {
+					return err
+				}
+				if user != tenancypgx.DefaultRole || super || bypass {
+					t.Errorf("ISOLATION BREACH: after RESET ROLE the transaction is %s (superuser %v, bypassrls %v)", user, super, bypass)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("RESET ROLE: %v", err)
+			}
+			for _, stmt := range []string{`SET ROLE postgres`, `SET SESSION AUTHORIZATION postgres`, `SET LOCAL ROLE postgres`} {
+				if err := env.DB.Tx(ctxA, func(tx pgx.Tx) error { _, err := tx.Exec(ctxA, stmt); return err }); !isRefused(err) {
+					t.Errorf("ISOLATION BREACH: %s inside Tx: %v; want permission denied", stmt, err)
+				}
+			}
+			// The catalog is not readable, even after RESET ROLE (a database tenant's own database
+			// has no catalog at all).
+			if model != tenancy.IsolationDatabase {
+				err = env.DB.Tx(ctxA, func(tx pgx.Tx) error {
+					_, err := tx.Exec(ctxA, `RESET ROLE; SELECT count(*) FROM tenancy.tenants`)
+					return err
+				})
+				if !isRefused(err) {
+					t.Errorf("ISOLATION BREACH: the catalog from inside Tx: %v; want permission denied", err)
+				}
+			}
+			err = env.DB.Tx(ctxA, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctxA, `SELECT * FROM tenancy.binding_key`)
+				return err
+			})
+			if !isRefused(err) {
+				t.Errorf("ISOLATION BREACH: the binding key from inside Tx: %v; want permission denied", err)
+			}
+
+			// A forged binding: app.tenant_id set to B's id from inside A's transaction — alone,
+			// with A's proof, or with a made-up proof — reads, changes and deletes nothing of B's.
+			forgeries := map[string]string{
+				"B's id":                 `SELECT set_config('app.tenant_id', $1, true)`,
+				"B's id, A's proof kept": `SELECT set_config('app.tenant_id', $1, true), current_setting('app.tenant_proof')`,
+				"B's id, made-up proof":  `SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', md5($1) || md5($1), true)`,
+				"B's id, session level":  `SELECT set_config('app.tenant_id', $1, false)`,
+			}
+			attacks := map[string]string{
+				"read":   `SELECT count(*) FROM ` + bTable + ` WHERE name = 'B secret'`,
+				"update": `WITH u AS (UPDATE ` + bTable + ` SET name = 'pwned' RETURNING 1) SELECT count(*) FROM u`,
+				"delete": `WITH d AS (DELETE FROM ` + bTable + ` RETURNING 1) SELECT count(*) FROM d`,
+				"insert": `WITH i AS (INSERT INTO ` + bTable + ` (name) VALUES ('planted') RETURNING 1) SELECT count(*) FROM i`,
+			}
+			for fname, forge := range forgeries {
+				for aname, attack := range attacks {
+					var n int
+					err := env.DB.Tx(ctxA, func(tx pgx.Tx) error {
+						if _, err := tx.Exec(ctxA, forge, b.ID); err != nil {
+							return err
+						}
+						return tx.QueryRow(ctxA, attack).Scan(&n)
+					})
+					if err == nil && n != 0 {
+						t.Errorf("ISOLATION BREACH: %s with %s touched %d of B's rows", aname, fname, n)
+					}
+					if err == nil && aname == "insert" {
+						t.Errorf("ISOLATION BREACH: insert with %s was accepted", fname)
+					}
+				}
+			}
+			// Moving A's row to B.
+			if _, err := env.DB.Exec(ctxA, `UPDATE projects SET tenant_id = $1`, b.ID); err == nil {
+				t.Error("ISOLATION BREACH: A moved its rows to B")
+			}
+
+			// Positive controls: B still has exactly its row, untouched; A still has its own.
+			var names []string
+			err = env.DB.Tx(ctxB, func(tx pgx.Tx) error {
+				rows, _ := tx.Query(ctxB, `SELECT name FROM projects ORDER BY name`)
+				var err error
+				names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+				return err
+			})
+			if err != nil || len(names) != 1 || names[0] != "B secret" {
+				t.Errorf("B's projects after A's attempts: %v, %v; want [B secret]", names, err)
+			}
+			var n int
+			if err := env.DB.QueryRow(ctxA, `SELECT count(*) FROM projects WHERE name = 'A own'`).Scan(&n); err != nil || n != 1 {
+				t.Errorf("control: A sees %d of its own projects, %v; want 1", n, err)
+			}
+		})
+	}
+}
+
+// isRefused reports whether err is PostgreSQL refusing for want of privilege.
+func isRefused(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42501"
+}
+
+// The runtime pool refuses a login that SQL could use to leave its tenant: a superuser, and a
+// role that is a member of another. The control: the runtime role itself is accepted.
+func TestUnsafeRuntimeLoginIsRefused(t *testing.T) {
+	t.Parallel()
+	pool, _ := tenancytest.NewCatalog(t)
+	ctx := context.Background()
+	_, err := tenancypgx.NewRuntimePool(ctx, pool.Config().ConnString(), nil) // postgres: a superuser
+	if !errors.Is(err, tenancypgx.ErrUnsafeRuntimeRole) {
+		t.Fatalf("a superuser runtime login: %v; want ErrUnsafeRuntimeRole", err)
+	}
+	db, err := tenancypgx.New(pool, tenancytest.WithKey(t, pool, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Check(ctx); !errors.Is(err, tenancypgx.ErrUnsafeRuntimeRole) {
+		t.Fatalf("a DB on a superuser pool: %v; want ErrUnsafeRuntimeRole", err)
+	}
+	tn, err := tenancypgx.NewCatalog(pool, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme, err := tn.Create(ctx, &tenancypgx.CreateOpts{Slug: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Tx(tenancy.WithTenant(ctx, acme), func(pgx.Tx) error { return nil }); !errors.Is(err, tenancypgx.ErrUnsafeRuntimeRole) {
+		t.Fatalf("Tx on a superuser pool: %v; want ErrUnsafeRuntimeRole", err)
+	}
+
+	member := tenancytest.UniqueName("tenancy_member")
+	q := pgx.Identifier{member}.Sanitize()
+	if _, err := pool.Exec(ctx, `CREATE ROLE `+q+` LOGIN; GRANT pg_read_all_data TO `+q); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pool.Exec(context.Background(), `DROP ROLE `+q) })
+	url, _ := tenancypgx.RuntimeURL(pool.Config().ConnString())
+	memberURL := replaceUser(t, url, member)
+	if _, err := tenancypgx.NewRuntimePool(ctx, memberURL, nil); !errors.Is(err, tenancypgx.ErrUnsafeRuntimeRole) {
+		t.Fatalf("a runtime login that is a member of pg_read_all_data: %v; want ErrUnsafeRuntimeRole", err)
+	}
+	runtime, err := tenancypgx.NewRuntimePool(ctx, url, nil)
+	if err != nil {
+		t.Fatalf("control: the runtime role is refused: %v", err)
+	}
+	runtime.Close()
+}
+
+// A DB given another catalog's key cannot bind a transaction: the database says so, clearly.
+func TestForeignBindingKeyIsRefused(t *testing.T) {
+	t.Parallel()
+	one, _ := tenancytest.NewCatalog(t)
+	other, _ := tenancytest.NewCatalog(t)
+	ctx := context.Background()
+	db, err := tenancypgx.New(tenancytest.NewRuntimePool(t, one, nil), tenancytest.WithKey(t, other, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Check(ctx); !errors.Is(err, tenancypgx.ErrBindingKeyMismatch) {
+		t.Fatalf("another catalog's key: %v; want ErrBindingKeyMismatch", err)
+	}
+	own, err := tenancypgx.New(tenancytest.NewRuntimePool(t, one, nil), tenancytest.WithKey(t, one, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := own.Check(ctx); err != nil {
+		t.Fatalf("control: the catalog's own key: %v", err)
+	}
+}
+
+// replaceUser returns the URL with its user replaced.
+func replaceUser(t *testing.T, rawURL, user string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(user)
+	return u.String()
+}
