@@ -90,19 +90,22 @@ func normal(h string) bool {
 	return false
 }
 
+// validPort reports whether p is a TCP port, 1 to 65535, or empty ("host:" is allowed by RFC 3986).
 func validPort(p string) bool {
 	if p == "" {
-		return true // "host:" is allowed by RFC 3986
+		return true
 	}
 	if len(p) > 5 {
 		return false
 	}
+	n := 0
 	for i := 0; i < len(p); i++ {
 		if p[i] < '0' || p[i] > '9' {
 			return false
 		}
+		n = n*10 + int(p[i]-'0')
 	}
-	return true
+	return n >= 1 && n <= 65535
 }
 
 type hostChars int

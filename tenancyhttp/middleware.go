@@ -18,8 +18,9 @@ type Config struct {
 	// Resolvers are tried in order; see Resolver. Required: there is no default.
 	Resolvers []Resolver
 	// TrustedProxies are the networks of the reverse proxies in front of the service. Only a
-	// request whose connection comes from one of them may set the host with X-Forwarded-Host (its
-	// last value, the one the nearest proxy wrote). Defaults to none: X-Forwarded-Host is ignored.
+	// request whose connection comes from one of them may set the host with X-Forwarded-Host: the
+	// last value of its last line, the one the nearest proxy wrote, which must therefore set or
+	// append the header. Defaults to none: X-Forwarded-Host is ignored.
 	TrustedProxies []netip.Prefix
 	// Slugs decides which labels are reserved. Defaults to tenancy.NewSlugRules(nil).
 	Slugs *tenancy.SlugRules
@@ -99,11 +100,8 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 func (m *middleware) resolve(r *http.Request) (*tenancy.Tenant, string, error) {
 	host := r.Host
 	if len(m.trusted) > 0 {
-		if fwd := headerValue(r.Header, "X-Forwarded-Host"); fwd != "" && fromTrusted(r, m.trusted) {
-			if i := strings.LastIndexByte(fwd, ','); i >= 0 {
-				fwd = fwd[i+1:]
-			}
-			host = strings.TrimSpace(fwd)
+		if fwd, ok := forwardedHost(r.Header); ok && fromTrusted(r, m.trusted) {
+			host = fwd
 		}
 	}
 	q := request{r: r, bases: m.bases, slugs: m.slugs}
@@ -165,10 +163,18 @@ func (m *middleware) refuse(w http.ResponseWriter, r *http.Request, err error) {
 	c.write(w)
 }
 
-// headerValue is Header.Get for a key already in canonical form: no canonicalization per request.
-func headerValue(h http.Header, canonicalKey string) string {
-	if v := h[canonicalKey]; len(v) > 0 {
-		return v[0]
+// forwardedHost returns the X-Forwarded-Host value the nearest proxy wrote: the last value of the
+// last header line (a proxy either appends its value to the list or adds a line of its own, so
+// anything before it — a client's line included — came from further away). ok is false when the
+// header is absent.
+func forwardedHost(h http.Header) (host string, ok bool) {
+	lines := h["X-Forwarded-Host"]
+	if len(lines) == 0 {
+		return "", false
 	}
-	return ""
+	last := lines[len(lines)-1]
+	if i := strings.LastIndexByte(last, ','); i >= 0 {
+		last = last[i+1:]
+	}
+	return strings.TrimSpace(last), true
 }

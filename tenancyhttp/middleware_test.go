@@ -82,6 +82,7 @@ func (b *bundle) bareMiddleware(t *testing.T, served func()) http.Handler {
 type call struct {
 	host, path, remote string
 	header             map[string]string
+	lines              map[string][]string // headers sent as several lines, in order
 }
 
 func (b *bundle) do(c call) *httptest.ResponseRecorder {
@@ -96,6 +97,11 @@ func (b *bundle) do(c call) *httptest.ResponseRecorder {
 	}
 	for k, v := range c.header {
 		r.Header.Set(k, v)
+	}
+	for k, vs := range c.lines {
+		for _, v := range vs {
+			r.Header.Add(k, v)
+		}
 	}
 	w := httptest.NewRecorder()
 	b.handler.ServeHTTP(w, r)
@@ -144,6 +150,22 @@ func TestMiddleware(t *testing.T) {
 			header: map[string]string{"X-Forwarded-Host": "acme.localhost"}}, 200, "acme /whoami"},
 		{"forwarded host: the proxy's value wins over the client's", call{host: "lb.internal", remote: "192.168.1.10:4000",
 			header: map[string]string{"X-Forwarded-Host": "globex.localhost, acme.localhost"}}, 200, "acme /whoami"},
+		{"forwarded host: the proxy's own line wins over the client's line", call{host: "lb.internal", remote: "192.168.1.10:4000",
+			lines: map[string][]string{"X-Forwarded-Host": {"globex.localhost", "acme.localhost"}}}, 200, "acme /whoami"},
+		{"forwarded host: the client's line never names the tenant", call{host: "lb.internal", remote: "192.168.1.10:4000",
+			lines: map[string][]string{"X-Forwarded-Host": {"acme.localhost", "nobody.localhost"}}}, 404, unknown},
+		{"forwarded host: the last value of the last line", call{host: "lb.internal", remote: "192.168.1.10:4000",
+			lines: map[string][]string{"X-Forwarded-Host": {"acme.localhost, globex.localhost", "nobody.localhost, acme.localhost"}}}, 200, "acme /whoami"},
+		{"forwarded host: an empty last value is no host", call{host: "acme.localhost", remote: "192.168.1.10:4000",
+			lines: map[string][]string{"X-Forwarded-Host": {"acme.localhost", "acme.localhost,"}}}, 400, noTenant},
+		{"forwarded host lines from the internet are ignored", call{host: "nobody.localhost",
+			lines: map[string][]string{"X-Forwarded-Host": {"globex.localhost", "acme.localhost"}}}, 404, unknown},
+		{"port out of range", call{host: "acme.localhost:99999"}, 400, noTenant},
+		{"port 65536", call{host: "acme.localhost:65536"}, 400, noTenant},
+		{"port 0", call{host: "acme.localhost:0"}, 400, noTenant},
+		{"port 65535", call{host: "acme.localhost:65535"}, 200, "acme /whoami"},
+		{"forwarded port out of range", call{host: "lb.internal", remote: "192.168.1.10:4000",
+			header: map[string]string{"X-Forwarded-Host": "acme.localhost:70000"}}, 400, noTenant},
 		{"header from a trusted caller", call{host: "svc", remote: "10.0.0.5:1234",
 			header: map[string]string{"X-Tenant": "acme"}}, 200, "acme /whoami"},
 		{"header with the tenant id", call{host: "svc", remote: "10.0.0.5:1234",
@@ -154,6 +176,8 @@ func TestMiddleware(t *testing.T) {
 			header: map[string]string{"X-Tenant": "acme"}}, 403, suspended},
 		{"header cannot override a custom domain", call{host: "unknown.com", remote: "10.0.0.5:1234",
 			header: map[string]string{"X-Tenant": "acme"}}, 404, unknown},
+		{"tenant header sent twice", call{host: "svc", remote: "10.0.0.5:1234",
+			lines: map[string][]string{"X-Tenant": {"acme", "globex"}}}, 400, noTenant},
 		{"malformed header", call{host: "svc", remote: "10.0.0.5:1234",
 			header: map[string]string{"X-Tenant": "ac me"}}, 400, noTenant},
 		{"path prefix", call{host: "localhost", path: "/t/acme/projects/1"}, 200, "acme /projects/1"},

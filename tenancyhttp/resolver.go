@@ -154,13 +154,17 @@ func (res *Resolver) resolve(q *request) (ref, error) {
 		}
 		return ref{refDomain, h}, nil
 	case resolverHeader:
-		v := headerValue(q.r.Header, res.header)
-		if v == "" {
+		lines := q.r.Header[res.header]
+		if len(lines) == 0 || lines[0] == "" {
 			return ref{}, nil
 		}
 		if !fromTrusted(q.r, res.trusted) {
 			return ref{}, errUntrustedHeader
 		}
+		if len(lines) > 1 {
+			return ref{}, tenancy.ErrNoTenant // two names for the tenant: which one is not for us to guess
+		}
+		v := lines[0]
 		if tenancy.IsID(v) {
 			return ref{refID, strings.ToLower(v)}, nil
 		}
