@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"tenancy"
 )
@@ -26,6 +27,7 @@ const (
 	ProblemNotFound          = "urn:tenancy:problem:not-found"          // 404: the resource does not exist
 	ProblemConflict          = "urn:tenancy:problem:conflict"           // 409: the name is taken
 	ProblemUnauthorized      = "urn:tenancy:problem:unauthorized"       // 401
+	ProblemForbidden         = "urn:tenancy:problem:forbidden"          // 403: the database refused the write (row-level security)
 	ProblemInternal          = "urn:tenancy:problem:internal"           // 500
 )
 
@@ -115,7 +117,35 @@ var (
 		Detail: "A dependency did not answer in time; try again.", RetryAfter: 1})
 	cannedCancelled = newCanned(Problem{Type: ProblemUnavailable, Title: "Request cancelled", Status: 499})
 	cannedInternal  = newCanned(Problem{Type: ProblemInternal, Title: "Internal error", Status: http.StatusInternalServerError})
+
+	// What a request's own values make the database refuse: never a 500.
+	cannedBadValue = newCanned(Problem{Type: ProblemBadRequest, Title: "Bad request", Status: http.StatusBadRequest,
+		Detail: "A value in the request cannot be stored: it is malformed, out of range or breaks a rule of the data."})
+	cannedConflict = newCanned(Problem{Type: ProblemConflict, Title: "Conflict", Status: http.StatusConflict,
+		Detail: "The request conflicts with data that exists."})
+	cannedForbidden = newCanned(Problem{Type: ProblemForbidden, Title: "Forbidden", Status: http.StatusForbidden,
+		Detail: "The database refused the operation."})
 )
+
+// sqlStater is an error with a PostgreSQL SQLSTATE (pgconn.PgError), so this package needs no
+// driver to map them.
+type sqlStater interface{ SQLState() string }
+
+// cannedForSQLState maps what a database refuses because of the request's values: data
+// exceptions (class 22) and integrity violations (class 23) are the request's fault (400; 409 for
+// a duplicate or exclusion), insufficient privilege — row-level security refusing a write — is
+// 403. Anything else is not the request's doing.
+func cannedForSQLState(code string) *canned {
+	switch {
+	case code == "23505", code == "23P01":
+		return cannedConflict
+	case strings.HasPrefix(code, "22"), strings.HasPrefix(code, "23"), code == "54000": // 54000: a value too large to index
+		return cannedBadValue
+	case code == "42501":
+		return cannedForbidden
+	}
+	return nil
+}
 
 // cannedFor maps an error of the toolkit to its problem.
 func cannedFor(err error) *canned {
@@ -153,12 +183,21 @@ func cannedFor(err error) *canned {
 	case errors.Is(err, context.DeadlineExceeded):
 		return cannedTimeout
 	}
+	var st sqlStater
+	if errors.As(err, &st) {
+		if c := cannedForSQLState(st.SQLState()); c != nil {
+			return c
+		}
+	}
 	return cannedInternal
 }
 
 // ProblemFor maps an error of the toolkit to the problem a client should see: tenancy.ErrNoTenant
 // and malformed names 400, reserved names 400, tenancy.ErrTenantNotFound 404,
 // tenancy.ErrTenantSuspended 403, tenancy.ErrTenantNotReady, tenancy.ErrTenantUnavailable,
-// tenancy.ErrCapacityExhausted and deadlines 503 with Retry-After. Errors it does not know are a 500 whose detail
-// says nothing of the error (log it yourself).
+// tenancy.ErrCapacityExhausted and deadlines 503 with Retry-After. A PostgreSQL error caused by
+// the request's values (an error with SQLState(), as pgconn.PgError has) is a 4xx: a data
+// exception or integrity violation 400 (a unique or exclusion violation 409), a refusal of
+// row-level security 403. Errors it does not know are a 500 whose detail says nothing of the error
+// (log it yourself).
 func ProblemFor(err error) Problem { return cannedFor(err).p }

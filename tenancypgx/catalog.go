@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -103,8 +104,8 @@ func (c *Catalog) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Tenant
 	if name == "" {
 		name = opts.Slug
 	}
-	if len(name) > 200 {
-		return nil, fmt.Errorf("%w: name must be at most 200 characters", tenancy.ErrInvalidTenant)
+	if err := validateName(name); err != nil {
+		return nil, err
 	}
 	if plan == "" {
 		plan = "free"
@@ -145,6 +146,20 @@ func (c *Catalog) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Tenant
 		return nil, catalogError(err, opts.Slug)
 	}
 	return c.TenantByID(ctx, id)
+}
+
+// validateName checks a tenant's display name: at most 200 characters of UTF-8, none of them NUL
+// (PostgreSQL text cannot hold it).
+func validateName(name string) error {
+	switch {
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: name must be UTF-8 text", tenancy.ErrInvalidTenant)
+	case utf8.RuneCountInString(name) > 200:
+		return fmt.Errorf("%w: name must be at most 200 characters", tenancy.ErrInvalidTenant)
+	case strings.IndexByte(name, 0) >= 0:
+		return fmt.Errorf("%w: name must not contain the NUL character", tenancy.ErrInvalidTenant)
+	}
+	return nil
 }
 
 func validatePlan(plan string) error {
@@ -348,8 +363,8 @@ func (c *Catalog) Update(ctx context.Context, id string, opts *UpdateOpts) (*ten
 	if opts == nil || (opts.Name == "" && opts.Plan == "") {
 		return nil, fmt.Errorf("%w: nothing to update: give a name or a plan", tenancy.ErrInvalidTenant)
 	}
-	if len(opts.Name) > 200 {
-		return nil, fmt.Errorf("%w: name must be at most 200 characters", tenancy.ErrInvalidTenant)
+	if err := validateName(opts.Name); err != nil {
+		return nil, err
 	}
 	if opts.Plan != "" {
 		if err := validatePlan(opts.Plan); err != nil {

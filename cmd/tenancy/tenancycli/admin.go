@@ -1,14 +1,17 @@
 package tenancycli
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"tenancy"
 	"tenancy/tenancyhttp"
@@ -264,9 +267,20 @@ func (s *Server) adminDomain(add bool) http.HandlerFunc {
 // errBadRequest marks errors in the request body.
 var errBadRequest = errors.New("bad request")
 
-// decodeJSON reads one JSON object of at most 64 KiB with no unknown fields.
+// errNotUTF8 is a body that is not UTF-8, as JSON must be.
+var errNotUTF8 = fmt.Errorf("%w: the body is not UTF-8", errBadRequest)
+
+// decodeJSON reads one JSON object of at most 64 KiB, in UTF-8 (encoding/json would replace bad
+// bytes silently), with no unknown fields.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err != nil {
+		return fmt.Errorf("%w: %w", errBadRequest, err)
+	}
+	if !utf8.Valid(body) {
+		return errNotUTF8
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: %w", errBadRequest, err)

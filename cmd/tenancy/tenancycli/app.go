@@ -267,7 +267,8 @@ func badRequest(w http.ResponseWriter, field, detail string) {
 		Status: http.StatusBadRequest, Detail: detail, Field: field})
 }
 
-// requireText checks a required text field: present, not blank, at most 200 characters.
+// requireText checks a required text field: present, not blank, at most 200 characters, none of
+// them NUL (PostgreSQL text cannot hold it).
 func requireText(w http.ResponseWriter, field string, v *string) bool {
 	switch {
 	case v == nil:
@@ -276,6 +277,8 @@ func requireText(w http.ResponseWriter, field string, v *string) bool {
 		badRequest(w, field, field+" must not be empty.")
 	case utf8.RuneCountInString(*v) > 200:
 		badRequest(w, field, field+" must be at most 200 characters.")
+	case strings.IndexByte(*v, 0) >= 0:
+		badRequest(w, field, field+" must not contain the NUL character.")
 	default:
 		return true
 	}
@@ -294,6 +297,8 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	case errors.As(err, &tooBig):
 		tenancyhttp.WriteProblem(w, &tenancyhttp.Problem{Type: tenancyhttp.ProblemBadRequest, Title: "Body too large",
 			Status: http.StatusRequestEntityTooLarge, Detail: fmt.Sprintf("The body must be at most %d bytes.", tooBig.Limit)})
+	case errors.Is(err, errNotUTF8):
+		badRequest(w, "", "The body must be UTF-8 text.")
 	case errors.As(err, &typeErr):
 		badRequest(w, typeErr.Field, fmt.Sprintf("%s must be a JSON %s.", typeErr.Field, jsonKind(typeErr.Type.Kind().String())))
 	default:
@@ -316,8 +321,9 @@ func jsonKind(goKind string) string {
 	return "value of another type"
 }
 
-// dbError answers for a failed query: the tenancy sentinels by their problem, an unreachable
-// database 503, anything else 500 (logged, not shown).
+// dbError answers for a failed query: the tenancy sentinels by their problem, what the database
+// refuses because of the request's values 4xx, an unreachable database 503, anything else 500
+// (logged, not shown).
 func (s *Server) dbError(w http.ResponseWriter, r *http.Request, err error) {
 	var pgErr *pgconn.PgError
 	switch {
@@ -328,8 +334,10 @@ func (s *Server) dbError(w http.ResponseWriter, r *http.Request, err error) {
 		p := tenancyhttp.ProblemFor(err)
 		tenancyhttp.WriteProblem(w, &p)
 	case errors.As(err, &pgErr):
-		s.log.ErrorContext(r.Context(), "tenancy: query failed", "err", err, "path", r.URL.Path)
-		p := tenancyhttp.ProblemFor(err)
+		p := tenancyhttp.ProblemFor(err) // the request's bad values are 4xx; the rest 500
+		if p.Status >= 500 {
+			s.log.ErrorContext(r.Context(), "tenancy: query failed", "err", err, "path", r.URL.Path)
+		}
 		tenancyhttp.WriteProblem(w, &p)
 	default: // no answer from the server: connection refused, reset, pool closed
 		s.log.ErrorContext(r.Context(), "tenancy: database unavailable", "err", err, "path", r.URL.Path)

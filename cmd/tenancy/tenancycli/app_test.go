@@ -233,6 +233,20 @@ func TestAPIDatabaseTenant(t *testing.T) {
 	if err != nil || tn.Database == "" {
 		t.Fatalf("placement: %+v, %v", tn, err)
 	}
+	// The placement is the operators' to see (the admin API), not the tenant's clients'.
+	var who map[string]any
+	dbco.must("GET", "/whoami", "", 200, &who)
+	if who["slug"] != "dbco" || who["isolation"] != "database" || who["id"] != tn.ID || who["status"] != "active" || who["plan"] != "free" {
+		t.Fatalf("whoami: %v", who)
+	}
+	for _, leak := range []string{"server", "database", "provision_error", "rate_limit"} {
+		if _, ok := who[leak]; ok {
+			t.Errorf("whoami shows %s to the tenant's clients: %v", leak, who)
+		}
+	}
+	if w := call(h, "GET", "localhost", "/admin/tenants/dbco", "tok", ""); w.Code != 200 || !strings.Contains(w.Body.String(), tn.Database) {
+		t.Fatalf("the admin API does not show the placement: %d %s", w.Code, w.Body)
+	}
 	tenancytest.DropDatabase(t, tn.Database)
 	var last *httptest.ResponseRecorder
 	for range 5 {

@@ -54,6 +54,13 @@ func TestHostileInput(t *testing.T) {
 		{"body with a tenant_id", "POST", victim.Slug + ".localhost", "/projects", `{"name":"x","tenant_id":"` + victim.ID + `"}`, nil, 400},
 		{"oversized body", "POST", victim.Slug + ".localhost", "/projects", `{"name":"` + strings.Repeat("x", 100<<10) + `"}`, nil, 413},
 		{"id with SQL", "GET", victim.Slug + ".localhost", "/projects/1%27%20OR%20%271%27%3D%271", "", nil, 404},
+		{"NUL in a name", "POST", victim.Slug + ".localhost", "/projects", `{"name":"x\u0000y"}`, nil, 400},
+		{"NUL in a rename", "PATCH", victim.Slug + ".localhost", "/projects/" + p.ID, `{"name":"\u0000"}`, nil, 400},
+		{"NUL in a task title", "POST", victim.Slug + ".localhost", "/projects/" + p.ID + "/tasks", `{"title":"a\u0000"}`, nil, 400},
+		{"NUL in a tenant name", "POST", "localhost", "/admin/tenants", `{"slug":"ok6","name":"a\u0000b"}`, nil, 400},
+		{"NUL in a tenant rename", "PATCH", "localhost", "/admin/tenants/" + victim.Slug, `{"name":"\u0000"}`, nil, 400},
+		{"invalid UTF-8 in a name", "POST", victim.Slug + ".localhost", "/projects", "{\"name\":\"\xff\xfe\"}", nil, 400},
+		{"done that is not a boolean", "PATCH", victim.Slug + ".localhost", "/tasks/" + p.ID, `{"done":"yes"}`, nil, 400},
 		{"rename with SQL", "PATCH", victim.Slug + ".localhost", "/projects/" + p.ID, `{"name":"'); DELETE FROM projects; --"}`, nil, 200},
 	}
 	for _, c := range cases {

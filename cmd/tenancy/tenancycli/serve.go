@@ -320,9 +320,20 @@ func (s *Server) invalidateStatsOnWrite(next http.Handler) http.Handler {
 	})
 }
 
+// whoami is what a tenant's client may know of the tenant it reached. Where its data lives (server,
+// database) and its provisioning errors are for operators: the admin API shows them.
+type whoami struct {
+	ID        string            `json:"id"`
+	Slug      string            `json:"slug"`
+	Name      string            `json:"name"`
+	Plan      string            `json:"plan"`
+	Status    tenancy.Status    `json:"status"`
+	Isolation tenancy.Isolation `json:"isolation"`
+}
+
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 	t := tenancy.MustFromContext(r.Context())
-	writeJSONResponse(w, http.StatusOK, t)
+	writeJSONResponse(w, http.StatusOK, whoami{ID: t.ID, Slug: t.Slug, Name: t.Name, Plan: t.Plan, Status: t.Status, Isolation: t.Isolation})
 }
 
 // healthz reports readiness: the database answers and catalog changes are being received.
