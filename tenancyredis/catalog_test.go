@@ -2,6 +2,7 @@ package tenancyredis_test
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,6 +64,9 @@ func TestCatalogSecondLevel(t *testing.T) {
 		}()
 		t.Cleanup(func() { cancel(); <-done })
 		<-ready
+		for in.l2.Stats().Stale { // the drop every (re)connection asks for
+			time.Sleep(time.Millisecond)
+		}
 	}
 	for i, in := range instances {
 		got, err := in.l1.TenantBySlug(ctx, "acme")
@@ -87,6 +91,103 @@ func TestCatalogSecondLevel(t *testing.T) {
 				t.Fatalf("instance %d still sees %v, %v a second after the suspension", i, got, err)
 			}
 			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// A suspension reaches every instance within a second even while Redis flaps: writes to Redis are
+// paused for a moment (CLIENT PAUSE WRITE, as in a failover), long enough for the INCR that drops
+// the second level to fail, and then Redis answers again with the entry that says "active" still
+// there. Instances stop using the second level until a drop succeeds, so neither a warm instance
+// nor a cold lookup (a new instance, an evicted entry) sees the tenant as active.
+func TestCatalogSecondLevelSuspensionWhileRedisFlaps(t *testing.T) {
+	t.Parallel()
+	_, cat := tenancytest.NewCatalog(t)
+	ctx := context.Background()
+	acme, err := cat.Create(ctx, &tenancypgx.CreateOpts{Slug: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := tenancytest.StartRedis(t)
+	rdb, err := tenancyredis.NewClient(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	type instance struct {
+		l1 *tenancypgx.CachedStore
+		l2 *tenancyredis.CatalogStore
+	}
+	var instances []instance
+	for range 2 {
+		rc, _ := tenancyredis.NewCache(rdb, &tenancyredis.CacheConfig{Prefix: "t:"})
+		l2, _ := tenancyredis.NewCatalogStore(cat, rc, time.Minute)
+		l1, _ := tenancypgx.NewCachedStore(l2, nil)
+		in := instance{l1, l2}
+		instances = append(instances, in)
+		wctx, cancel := context.WithCancel(ctx)
+		ready, done := make(chan struct{}), make(chan struct{})
+		var once atomic.Bool
+		go func() {
+			defer close(done)
+			cat.Watch(wctx, tenancypgx.Invalidators{in.l2, in.l1}, &tenancypgx.WatchOpts{OnConnect: func() {
+				if once.CompareAndSwap(false, true) {
+					close(ready)
+				}
+			}})
+		}()
+		t.Cleanup(func() { cancel(); <-done })
+		<-ready
+	}
+	for _, in := range instances {
+		if got, err := in.l1.TenantBySlug(ctx, "acme"); err != nil || got.Status != tenancy.StatusActive {
+			t.Fatalf("before: %v, %v", got, err)
+		}
+	}
+	paused := time.Now()
+	if err := rdb.Do(ctx, "CLIENT", "PAUSE", "400", "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cat.Suspend(ctx, acme.ID); err != nil {
+		t.Fatal(err)
+	}
+	seen := func(lookup func() (*tenancy.Tenant, error), who string) {
+		t.Helper()
+		for {
+			got, err := lookup()
+			if err == nil && got.Status == tenancy.StatusSuspended {
+				return
+			}
+			if time.Since(paused) > time.Second {
+				t.Fatalf("%s still sees %v, %v a second after the suspension, with Redis flapping", who, got, err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	for i, in := range instances {
+		seen(func() (*tenancy.Tenant, error) { return in.l1.TenantBySlug(ctx, "acme") }, fmt.Sprintf("instance %d", i))
+	}
+	time.Sleep(time.Until(paused.Add(450 * time.Millisecond))) // Redis answers again
+	for i, in := range instances {
+		seen(func() (*tenancy.Tenant, error) { return in.l2.TenantBySlug(ctx, "acme") }, fmt.Sprintf("a cold lookup by slug on instance %d", i))
+		seen(func() (*tenancy.Tenant, error) { return in.l2.TenantByID(ctx, acme.ID) }, fmt.Sprintf("a cold lookup by id on instance %d", i))
+	}
+	// The fault was real: Redis refused the drop at least once.
+	if st := instances[0].l2.Stats(); st.PurgeFailures == 0 {
+		t.Fatalf("control: the drop of the second level never failed: %+v", st)
+	}
+	// Once a drop succeeds, the second level serves again, with the new state.
+	deadline := time.Now().Add(3 * time.Second)
+	for _, in := range instances {
+		for in.l2.Stats().Stale {
+			if time.Now().After(deadline) {
+				t.Fatalf("the second level is still bypassed after Redis recovered: %+v", in.l2.Stats())
+			}
+			in.l2.TenantBySlug(ctx, "acme") // lookups drive the retries
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got, err := in.l2.TenantBySlug(ctx, "acme"); err != nil || got.Status != tenancy.StatusSuspended {
+			t.Fatalf("after recovery: %v, %v", got, err)
 		}
 	}
 }

@@ -168,6 +168,9 @@ func (s *Server) adminStats(w http.ResponseWriter, r *http.Request) {
 	}); ok {
 		out["rate_limiter_redis"] = l.Stats()
 	}
+	if s.secondLevel != nil {
+		out["lookup_cache_redis"] = s.secondLevel.Stats()
+	}
 	writeJSONResponse(w, http.StatusOK, out)
 }
 

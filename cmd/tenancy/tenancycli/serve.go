@@ -70,17 +70,18 @@ type ServerConfig struct {
 // Server is the reference service: tenant resolution in front of the application's routes, a
 // readiness probe and the admin API.
 type Server struct {
-	pool       *pgxpool.Pool
-	catalog    *tenancypgx.Catalog
-	cache      *tenancypgx.CachedStore
-	db         *tenancypgx.DB
-	appCache   *tenancycache.Cache
-	invalidate tenancypgx.Invalidators
-	cfg        ServerConfig
-	log        *slog.Logger
-	handler    http.Handler
-	watchUp    atomic.Bool
-	closers    []func()
+	pool        *pgxpool.Pool
+	catalog     *tenancypgx.Catalog
+	cache       *tenancypgx.CachedStore
+	secondLevel *tenancyredis.CatalogStore // nil without Redis
+	db          *tenancypgx.DB
+	appCache    *tenancycache.Cache
+	invalidate  tenancypgx.Invalidators
+	cfg         ServerConfig
+	log         *slog.Logger
+	handler     http.Handler
+	watchUp     atomic.Bool
+	closers     []func()
 }
 
 // NewServer builds the service on a pool that logs in as the migration role and whose database
@@ -150,7 +151,7 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 		if err != nil {
 			return nil, err
 		}
-		lookups = l2
+		lookups, s.secondLevel = l2, l2
 		s.invalidate = append(s.invalidate, l2) // the second level drops first
 	}
 	if s.cache, err = tenancypgx.NewCachedStore(lookups, nil); err != nil {
