@@ -54,6 +54,9 @@ type RouterConfig struct {
 	Configure func(*pgxpool.Config)
 	// Now returns the current time. Defaults to a coarse clock cheaper than time.Now.
 	Now func() time.Time
+	// Logger says when a server is reached through a pooler (see NewRuntimePool). Defaults to
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // Router opens, shares and closes the connection pools of database-model tenants: one pool per
@@ -161,6 +164,9 @@ func NewRouter(cfg *RouterConfig) (*Router, error) {
 		return nil, errors.New("tenancypgx: RouterConfig fields must not be negative")
 	case c.MaxConnsPerPool > c.MaxConns:
 		return nil, fmt.Errorf("tenancypgx: MaxConnsPerPool (%d) exceeds the budget MaxConns (%d)", c.MaxConnsPerPool, c.MaxConns)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
 	r := &Router{cfg: c, now: clock.Now, seed: maphash.MakeSeed(), changed: make(chan struct{}),
 		breakers: map[string]*breaker{}, stop: make(chan struct{}), done: make(chan struct{})}
@@ -356,7 +362,7 @@ func (r *Router) execModeFor(ctx context.Context, alias, url string, cc *pgx.Con
 	defer m.mu.Unlock()
 	if !m.decided {
 		probe := cc.Copy()
-		if err := prepareRuntimeConfig(ctx, probe, url, slog.Default()); err != nil {
+		if err := prepareRuntimeConfig(ctx, probe, url, r.cfg.Logger); err != nil {
 			return err
 		}
 		m.mode, m.decided = probe.DefaultQueryExecMode, true

@@ -94,9 +94,10 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 	if cfg != nil {
 		s.cfg = *cfg
 	}
+	built := s
 	defer func() {
 		if err != nil {
-			s.Close()
+			built.Close() // what was opened before the failure
 		}
 	}()
 	if s.cfg.BaseDomain == "" {
@@ -136,7 +137,7 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 		if err != nil {
 			return nil, err
 		}
-		if s.cfg.Router, err = tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: servers}); err != nil {
+		if s.cfg.Router, err = tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: servers, Logger: s.log}); err != nil {
 			return nil, err
 		}
 		s.closers = append(s.closers, s.cfg.Router.Close)
