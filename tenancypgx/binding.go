@@ -48,12 +48,23 @@ func newBindingKey() (*BindingKey, error) {
 	return b, nil
 }
 
-// proof returns the hex HMAC-SHA256 of a tenant id (36 characters at most, tenancy.IsID).
-func (k *BindingKey) proof(id string) string {
+// Proof returns what app.tenant_proof must hold for app.tenant_id = id to be trusted: the hex
+// HMAC-SHA256 of id under the key. DB sets both in every transaction it runs; Proof is for code
+// that must bind a connection of its own (a COPY on a raw connection, a psql session while
+// debugging), with set_config(…, true), as the runtime role.
+func (k *BindingKey) Proof(id string) string {
 	var buf [64 + 64]byte
-	copy(buf[:64], k.inner[:])
-	n := 64 + copy(buf[64:], id)
-	in := sha256.Sum256(buf[:n])
+	var in [sha256.Size]byte
+	if len(id) <= 64 { // a tenant id: 36 characters, hashed from the stack
+		copy(buf[:64], k.inner[:])
+		n := 64 + copy(buf[64:], id)
+		in = sha256.Sum256(buf[:n])
+	} else {
+		h := sha256.New()
+		h.Write(k.inner[:])
+		h.Write([]byte(id))
+		h.Sum(in[:0])
+	}
 	copy(buf[:64], k.outer[:])
 	copy(buf[64:], in[:])
 	out := sha256.Sum256(buf[:64+sha256.Size])

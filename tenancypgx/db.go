@@ -119,7 +119,7 @@ func (db *DB) tenant(ctx context.Context) (scope, error) {
 
 // scopeArgs returns the statement that binds a transaction to s, with its arguments.
 func (db *DB) scopeArgs(s scope) (string, []any) {
-	proof := db.key.proof(s.tenant.ID)
+	proof := db.key.Proof(s.tenant.ID)
 	if s.schema == "" {
 		return scopeShared, []any{s.tenant.ID, proof}
 	}
@@ -195,10 +195,21 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 func end(ctx context.Context, conn *pgx.Conn, commit bool) error {
 	var err error
 	if commit {
-		var tag pgconn.CommandTag
-		tag, err = conn.Exec(ctx, resetSQL+"; COMMIT") // no arguments: one simple-protocol round trip
-		if err == nil && tag.String() == "ROLLBACK" {
-			err = pgx.ErrTxCommitRollback
+		// One round trip, both statements prepared once per connection (a statement not yet
+		// prepared cannot be in an aborted transaction: then the ROLLBACK below cleans up).
+		b := &pgx.Batch{}
+		b.Queue(resetSQL)
+		b.Queue("COMMIT")
+		br := conn.SendBatch(ctx, b)
+		_, err = br.Exec()
+		if err == nil {
+			var tag pgconn.CommandTag
+			if tag, err = br.Exec(); err == nil && tag.String() == "ROLLBACK" {
+				err = pgx.ErrTxCommitRollback
+			}
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
 		}
 		if err == nil {
 			return nil

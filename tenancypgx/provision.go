@@ -213,7 +213,7 @@ SELECT c.oid::regclass::text
 // held back until a pass makes no progress.
 func purgeSharedRows(ctx context.Context, tx pgx.Tx, id string, key *BindingKey) error {
 	// Through row-level security too, for an owner that is not a superuser.
-	if _, err := tx.Exec(ctx, scopeShared, id, key.proof(id)); err != nil {
+	if _, err := tx.Exec(ctx, scopeShared, id, key.Proof(id)); err != nil {
 		return err
 	}
 	rows, err := tx.Query(ctx, sharedTenantTables)

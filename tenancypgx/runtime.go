@@ -169,7 +169,7 @@ const probeTenant = "00000000-0000-0000-0000-000000000000"
 // and with ErrNoSupport when it lacks the isolation support. It leaves the session clean.
 func checkBinding(ctx context.Context, conn *pgx.Conn, key *BindingKey) error {
 	b := &pgx.Batch{}
-	b.Queue(scopeShared, probeTenant, key.proof(probeTenant))
+	b.Queue(scopeShared, probeTenant, key.Proof(probeTenant))
 	b.Queue(`SELECT tenancy.current_tenant()`)
 	b.Queue(resetSQL)
 	br := conn.SendBatch(ctx, b)

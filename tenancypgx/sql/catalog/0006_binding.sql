@@ -49,25 +49,24 @@ CREATE FUNCTION tenancy.current_tenant() RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     tenant text := current_setting('app.tenant_id', true);
-    proof  text := current_setting('app.tenant_proof', true);
-    ki     bytea;
-    ko     bytea;
+    ok     boolean;
 BEGIN
     IF tenant IS NULL OR tenant = '' THEN
         RETURN NULL;
     END IF;
-    SELECT b.inner_key, b.outer_key INTO ki, ko FROM tenancy.binding_key b;
-    IF ki IS NULL THEN
+    -- One statement: it runs once per query that reads a tenant table.
+    SELECT sha256(convert_to(coalesce(current_setting('app.tenant_proof', true), ''), 'UTF8'))
+           = sha256(convert_to(encode(sha256(k.outer_key || sha256(k.inner_key || convert_to(tenant, 'UTF8'))), 'hex'), 'UTF8'))
+      INTO ok
+      FROM tenancy.binding_key k;
+    IF ok THEN
+        RETURN tenant;
+    ELSIF ok IS NULL THEN
         RAISE EXCEPTION 'tenancy: this database has no binding key'
             USING ERRCODE = '42501', HINT = 'run tenancy migrate (the catalog migrations install it)';
     END IF;
-    IF proof IS NULL
-       OR sha256(convert_to(proof, 'UTF8'))
-          <> sha256(convert_to(encode(sha256(ko || sha256(ki || convert_to(tenant, 'UTF8'))), 'hex'), 'UTF8')) THEN
-        RAISE EXCEPTION 'tenancy: app.tenant_id is not bound by this database''s key'
-            USING ERRCODE = '42501', HINT = 'bind transactions with tenancypgx (db.Tx), never by setting app.tenant_id';
-    END IF;
-    RETURN tenant;
+    RAISE EXCEPTION 'tenancy: app.tenant_id is not bound by this database''s key'
+        USING ERRCODE = '42501', HINT = 'bind transactions with tenancypgx (db.Tx), never by setting app.tenant_id';
 END $$;
 
 -- tenancy.reset_session() removes everything a unit of work can leave on a server session, so a
