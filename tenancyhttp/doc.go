@@ -19,9 +19,13 @@
 //
 // Hosts are normalized strictly by NormalizeHost (lower case, port and one trailing dot removed,
 // IDNA to ASCII); IP literals, the bare base domain, reserved labels (www, api, ...), malformed and
-// empty hosts never name a tenant. Refusals: 400 no or reserved tenant, 404 unknown (or deleted),
+// empty hosts, and ports outside 1–65535 never name a tenant. X-Forwarded-Host counts only from
+// TrustedProxies, and then its last value on its last line (the nearest proxy's): a client's own
+// line never names the tenant. Refusals: 400 no or reserved tenant, 404 unknown (or deleted),
 // 403 suspended, 503 when the catalog cannot answer — never served, never reported as unknown.
-// ProblemFor and WriteProblem give handlers the same error bodies.
+// ProblemFor and WriteProblem give handlers the same error bodies; ProblemFor also turns what
+// PostgreSQL refuses because of a request's values (data exceptions, constraint violations) into
+// 400 or 409, never 500.
 //
 // After Middleware, RateLimit limits each tenant's request rate (a tenancyrate.Limiter, in memory
 // or on Redis; 429 with Retry-After and RateLimit headers) and ConcurrencyLimit keeps each

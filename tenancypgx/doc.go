@@ -6,7 +6,7 @@
 //
 // Application code is written once, against one call; the tenant comes from the context:
 //
-//	db, _ := tenancypgx.New(pool, nil)
+//	db, _ := tenancypgx.New(runtime, &tenancypgx.Config{Key: key})
 //	err := db.Tx(ctx, func(tx pgx.Tx) error {
 //		_, err := tx.Exec(ctx, `INSERT INTO projects (name) VALUES ($1)`, name) // tenant_id filled in
 //		return err
@@ -14,13 +14,36 @@
 //	var n int
 //	err = db.QueryRow(ctx, `SELECT count(*) FROM projects`).Scan(&n) // one round trip, this tenant's rows
 //
-// Tx runs as the runtime role (tenancy_app by default: NOLOGIN, not a superuser, no BYPASSRLS,
-// owner of nothing) with app.tenant_id set; both are local to the transaction, so nothing leaks to
-// the next user of a pooled connection, and it works behind PgBouncer in transaction mode. BEGIN
-// and the scoping travel in one round trip. Without a tenant in the context, Tx and the helpers
-// return tenancy.ErrNoTenant before any SQL runs. SQLTx gives database/sql users a *sql.Tx with the
-// same guarantees. Code inside Tx is trusted not to RESET ROLE; for a wall against that too, let
-// the pool log in as a runtime role itself (Config.PoolRoleIsRuntime).
+// Two logins. The migration role (the owner: catalog, migrations, provisioning, the change
+// listener) and the runtime role tenancy_app, which tenant transactions run as: a login that is
+// not a superuser, has no BYPASSRLS or CREATEROLE and is a member of no role, so SQL inside a
+// transaction — an injection included — can never become anyone else (RESET ROLE stays
+// tenancy_app). NewRuntimePool opens its pool (RuntimeURL derives its URL from the migration
+// role's) and refuses an unsafe login (ErrUnsafeRuntimeRole); so does a DB's first transaction.
+//
+//	admin, _ := pgxpool.New(ctx, databaseURL)            // the migration role
+//	tenancypgx.MigrateCatalog(ctx, admin)
+//	catalog, _ := tenancypgx.NewCatalog(admin, nil)
+//	key, _ := catalog.BindingKey(ctx)                     // only the owner can read it
+//	url, _ := tenancypgx.RuntimeURL(databaseURL)          // the same server, as tenancy_app
+//	runtime, _ := tenancypgx.NewRuntimePool(ctx, url, nil) // may point at PgBouncer
+//	db, _ := tenancypgx.New(runtime, &tenancypgx.Config{Key: key})
+//
+// Every transaction sets app.tenant_id and app.tenant_proof, the HMAC of the id under the
+// catalog's binding key (BindingKey), local to the transaction; BEGIN and the scoping travel in
+// one round trip. Policies trust the tenant only through tenancy.current_tenant(), which checks
+// the proof against the key — a table only its owner reads — so setting app.tenant_id to another
+// tenant from inside is an error, never that tenant's rows. The unit of work ends with
+// tenancy.reset_session() in the COMMIT's round trip (or after the ROLLBACK): held cursors,
+// LISTEN, session advisory locks, session settings (RESET ALL), sequence state and temporary
+// objects are gone, so the pooled connection goes back as it came; one that cannot be reset is
+// closed. The runtime role has no TEMP privilege at all. Without a tenant in the context, Tx and
+// the helpers return tenancy.ErrNoTenant before any SQL runs. SQLTx gives database/sql users a
+// *sql.Tx with the same guarantees.
+//
+// Behind PgBouncer in transaction mode, point the runtime pool (and the Router's Servers) at the
+// pooler and keep the migration role's URL direct: NewRuntimePool notices the pooler and stops
+// pgx from preparing statements by name.
 //
 // # Tenant tables
 //
@@ -31,12 +54,13 @@
 //	SELECT tenancy.isolate('projects');
 //
 // isolate gives tenant_id a default of the transaction's tenant, indexes it, enables and FORCEs
-// row-level security with one policy (USING and WITH CHECK) for every command, and grants the
-// runtime role what it needs. A missing or empty tenant setting matches no row and refuses every
-// insert. Lead unique keys and foreign keys with tenant_id so they reveal nothing across tenants.
-// Audit (tenancy doctor) lists every hole it finds: tables without RLS, FORCE or a complete
-// policy, keys without tenant_id, views without security_invoker, a runtime role that bypasses
-// RLS, SECURITY DEFINER functions without a search_path.
+// row-level security with one policy (USING and WITH CHECK, on tenancy.current_tenant()) for
+// every command, and grants the runtime role what it needs. No tenant matches no row and refuses
+// every insert; a forged one is an error. Lead unique keys and foreign keys with tenant_id so
+// they reveal nothing across tenants. Audit (tenancy doctor) lists every hole it finds: tables
+// without RLS, FORCE or a complete policy, policies that trust the raw app.tenant_id, keys
+// without tenant_id, views without security_invoker, a runtime role that bypasses RLS, SECURITY
+// DEFINER functions without a search_path.
 //
 // # Schema and database tenants
 //
@@ -48,9 +72,13 @@
 // with idle reaping, LRU eviction, draining, and a per-tenant breaker that fails a tenant with an
 // unreachable database fast (tenancy.ErrTenantUnavailable) without slowing the others.
 //
-//	router, _ := tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: tenancypgx.Servers{"default": url}})
+//	router, _ := tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: tenancypgx.Servers{"default": runtimeURL}})
 //	defer router.Close()
-//	db, _ := tenancypgx.New(pool, &tenancypgx.Config{Router: router})
+//	db, _ := tenancypgx.New(runtime, &tenancypgx.Config{Key: key, Router: router})
+//
+// The Router's Servers are runtime URLs (tenancy_app); the Catalog's are the migration role's,
+// for provisioning. Tenant databases carry the same isolation support and binding key as the
+// catalog's (InstallSupport; tenancymigrate brings older ones up to SupportVersion).
 //
 // # The catalog
 //

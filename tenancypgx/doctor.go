@@ -16,7 +16,8 @@ import (
 type AuditOpts struct {
 	// Role is the runtime role tenant transactions run as. Defaults to DefaultRole.
 	Role string
-	// PoolRoleIsRuntime audits the pool's login role as the runtime role (see Config). Defaults to false.
+	// PoolRoleIsRuntime audits the pool's own login role as the runtime role (when the pool given
+	// to Audit is the runtime pool). Defaults to false.
 	PoolRoleIsRuntime bool
 }
 
@@ -164,7 +165,7 @@ func audit(ctx context.Context, tx pgx.Tx, rep *AuditReport) error {
 	err := tx.QueryRow(ctx, "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", role).Scan(&super, &bypass)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		add("role-missing", role, "the runtime role does not exist: run `tenancy migrate --shared`, or create it NOLOGIN NOSUPERUSER NOBYPASSRLS")
+		add("role-missing", role, "the runtime role does not exist: run `tenancy migrate --shared`, or create it LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE, a member of no role")
 	case err != nil:
 		return err
 	default:

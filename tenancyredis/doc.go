@@ -11,4 +11,11 @@
 // the local memory limiter with the limit divided by Instances, or fail-open, or fail-closed —
 // each such decision is counted (Stats), and Redis is asked again a second later. It accepts any
 // redis.Scripter: *redis.Client, *redis.ClusterClient, redis.UniversalClient.
+//
+// Cache is a tenancycache.Store on Redis (a flush is one INCR of the tenant's generation), and
+// CatalogStore a second level of tenant lookups shared by the instances, dropped whole on every
+// catalog change. A drop Redis cannot take (down, flapping, refusing writes) never leaves an old
+// answer in service: until a drop succeeds — retried in the background — every lookup goes to
+// the catalog, so a suspended tenant is refused at once on every instance (Stats counts the
+// bypassed lookups and failed drops).
 package tenancyredis

@@ -23,8 +23,14 @@
 // RequireIsolatedHTTP does the same through your HTTP API (see the reference service's
 // TestReferenceServiceIsIsolated in cmd/tenancy/tenancycli). LimiterSuite and CacheStoreSuite are
 // the behaviour suites a tenancyrate.Limiter or tenancycache.Store must pass; StartRedis and
-// StartPostgres run a private redis-server or PostgreSQL a test may stop or restart; RoundTrips
-// counts what a go-redis client sends.
-// NewDatabase, NewCatalog, UniqueName, AdminURL and RedisURL are the building blocks
-// (TEST_DATABASE_URL, TEST_REDIS_URL).
+// StartPostgres run a private redis-server or PostgreSQL a test may stop or restart,
+// StartPgBouncer a private PgBouncer in transaction mode; RoundTrips counts what a go-redis client
+// sends.
+//
+// Env has two pools, as a real deployment does: Pool logs in as the migration role (catalog,
+// migrations), Runtime as the runtime role tenant transactions run as — superusers and table
+// owners bypass row-level security, so isolation is only proven as the runtime role.
+// NewRuntimePool, WithKey and NewDB give your own tests the same on a catalog of NewCatalog.
+// NewDatabase, NewCatalog, RuntimeServers, UniqueName, AdminURL and RedisURL are the building
+// blocks (TEST_DATABASE_URL, TEST_REDIS_URL).
 package tenancytest

@@ -14,14 +14,18 @@
 //	tenancy migrate status
 //	tenancy doctor                               # isolation holes, catalog and tenant databases
 //
-// Every command reads --database-url or TENANCY_DATABASE_URL (default: DefaultDatabaseURL), and
-// --servers or TENANCY_SERVERS for database tenants; tenant and migrate commands create the
-// database and catalog when missing. Errors are one line on stderr; the exit code is 1 when a
-// command fails and 2 when it is called wrongly.
+// Every command reads --database-url or TENANCY_DATABASE_URL (default: DefaultDatabaseURL), the
+// migration role's direct URL, and --servers or TENANCY_SERVERS for database tenants; tenant and
+// migrate commands create the database and catalog when missing. serve also reads --runtime-url
+// (TENANCY_RUNTIME_URL) and --runtime-servers (TENANCY_RUNTIME_SERVERS), where tenant
+// transactions log in as tenancy_app — a PgBouncer in transaction mode may stand there — by
+// default the direct URLs with the user tenancy_app. Errors are one line on stderr; the exit code
+// is 1 when a command fails and 2 when it is called wrongly.
 //
 // The service (NewServer) resolves tenants from subdomains of --base-domain and from custom
 // domains, limits each tenant's rate and requests in flight, serves the projects and tasks API
-// (shared, schema and database tenants alike) and GET /whoami, GET /healthz with readiness
+// (shared, schema and database tenants alike) and GET /whoami (the tenant's id, slug, name, plan,
+// status and isolation: its placement is on the admin API only), GET /healthz with readiness
 // (database, catalog change listener, Redis when configured), and the admin API under
 // /admin/tenants when --admin-token is set:
 //
@@ -31,5 +35,5 @@
 //	POST   /admin/tenants/{slug}/suspend     POST /admin/tenants/{slug}/resume
 //	POST   /admin/tenants/{slug}/domains {"domain"}   DELETE /admin/tenants/{slug}/domains/{domain}
 //	POST   /admin/tenants/{slug}/provision   PUT /admin/tenants/{slug}/rate-limit {"rate_limit"}
-//	GET    /admin/stats                      lookup cache, pool router, cache and Redis limiter counters
+//	GET    /admin/stats                      lookup caches, pool router, cache and Redis limiter counters
 package tenancycli
