@@ -26,7 +26,11 @@ func benchRouter(ctx context.Context, e *env) ([]result, error) {
 		return nil, err
 	}
 	defer drop()
-	servers := tenancypgx.Servers{tenancypgx.DefaultServer: pool.Config().ConnString()}
+	runtimeURL, err := tenancypgx.RuntimeURL(pool.Config().ConnString()) // tenant pools log in as the runtime role
+	if err != nil {
+		return nil, err
+	}
+	servers := tenancypgx.Servers{tenancypgx.DefaultServer: runtimeURL}
 	dbName := pool.Config().ConnConfig.Database
 	tenant := func(i int) *tenancy.Tenant {
 		id := fmt.Sprintf("00000000-0000-4000-8000-%012x", i)
