@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -190,8 +191,9 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 
 // end ends the unit of work on conn and leaves its session as the unit found it: with commit, the
 // reset and the COMMIT in one round trip; otherwise (or when that fails) ROLLBACK and the reset in
-// one round trip, even after ctx has ended. A connection that cannot be reset is closed, so the
-// pool discards it. It returns the error of the commit.
+// one round trip, even after ctx has ended. A connection that cannot be reset, or whose driver
+// cache the unit tampered with (see kept), is closed, so the pool discards it. It returns the
+// error of the commit.
 func end(ctx context.Context, conn *pgx.Conn, commit bool) error {
 	var err error
 	if commit {
@@ -201,7 +203,8 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool) error {
 		b.Queue(resetSQL)
 		b.Queue("COMMIT")
 		br := conn.SendBatch(ctx, b)
-		_, err = br.Exec()
+		var protocol int32
+		err = br.QueryRow().Scan(&protocol)
 		if err == nil {
 			var tag pgconn.CommandTag
 			if tag, err = br.Exec(); err == nil && tag.String() == "ROLLBACK" {
@@ -212,6 +215,9 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool) error {
 			err = cerr
 		}
 		if err == nil {
+			if !kept(conn, protocol) {
+				discard(ctx, conn)
+			}
 			return nil
 		}
 	}
@@ -220,10 +226,33 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool) error {
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if _, rerr := conn.Exec(rctx, "ROLLBACK; "+resetSQL); rerr != nil {
-		_ = conn.Close(rctx)
+	results, rerr := conn.PgConn().Exec(rctx, "ROLLBACK; "+resetSQL).ReadAll()
+	if rerr != nil || len(results) != 2 || len(results[1].Rows) != 1 || !kept(conn, parseInt32(results[1].Rows[0][0])) {
+		discard(rctx, conn)
 	}
 	return err
+}
+
+// kept reports whether conn may go back to the pool after a reset that returned protocol (see
+// tenancy.reset_session): -1 means the unit of work prepared statements with SQL's PREPARE, which
+// the reset dropped — one may have taken the name of a statement the driver prepared, so the
+// driver's cache no longer says what runs on this connection.
+func kept(_ *pgx.Conn, protocol int32) bool { return protocol >= 0 }
+
+// discard closes conn: the pool never hands out a closed connection.
+func discard(ctx context.Context, conn *pgx.Conn) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = conn.Close(cctx)
+}
+
+// parseInt32 reads a text-format integer; anything else is -1.
+func parseInt32(b []byte) int32 {
+	n, err := strconv.ParseInt(string(b), 10, 32)
+	if err != nil {
+		return -1
+	}
+	return int32(n)
 }
 
 // acquire takes a connection for s, whose login role and binding have been checked: from the
@@ -351,13 +380,22 @@ func (st *single) finish(stmtErr error) error {
 	}
 	st.done = true
 	err := stmtErr
+	protocol := int32(-1)
 	if st.br != nil {
-		if cerr := st.br.Close(); err == nil && cerr != nil { // reads the reset's and COMMIT's results too
+		if err == nil {
+			err = st.br.QueryRow().Scan(&protocol) // the reset's
+		}
+		if cerr := st.br.Close(); err == nil && cerr != nil { // reads COMMIT's result too
 			err = cerr
 		}
 	}
-	if pc := st.conn.Conn().PgConn(); !pc.IsClosed() && (err != nil || pc.TxStatus() != 'I') {
-		end(st.ctx, st.conn.Conn(), false)
+	conn := st.conn.Conn()
+	switch pc := conn.PgConn(); {
+	case pc.IsClosed():
+	case err != nil || pc.TxStatus() != 'I':
+		end(st.ctx, conn, false)
+	case !kept(conn, protocol):
+		discard(st.ctx, conn)
 	}
 	st.release(err)
 	st.err = err

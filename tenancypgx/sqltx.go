@@ -115,13 +115,15 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	if err = fn(tx); err != nil {
 		return err
 	}
-	if _, err = tx.ExecContext(ctx, resetSQL); err != nil {
+	var protocol int32
+	if err = tx.QueryRowContext(ctx, resetSQL).Scan(&protocol); err != nil {
 		return err
 	}
 	if err = tx.Commit(); err != nil {
 		return err
 	}
 	committed = true
+	keepSQLConn(conn, protocol)
 	return nil
 }
 
@@ -129,9 +131,27 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 func resetSQLConn(ctx context.Context, conn *sql.Conn) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if _, err := conn.ExecContext(rctx, resetSQL); err != nil {
-		_ = conn.Raw(func(any) error { return driver.ErrBadConn }) // database/sql closes it
+	protocol := int32(-1)
+	if err := conn.QueryRowContext(rctx, resetSQL).Scan(&protocol); err != nil {
+		protocol = -1
 	}
+	keepSQLConn(conn, protocol)
+}
+
+// keepSQLConn discards conn unless its session may be reused (see kept): it closes the pgx
+// connection underneath (a handle over a pool would otherwise give it back to the pool) and tells
+// database/sql the connection is bad.
+func keepSQLConn(conn *sql.Conn, protocol int32) {
+	_ = conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if ok && kept(c.Conn(), protocol) {
+			return nil
+		}
+		if ok {
+			discard(context.Background(), c.Conn())
+		}
+		return driver.ErrBadConn
+	})
 }
 
 // checkPool runs the first-use checks (login role, binding key) on a connection of pool.

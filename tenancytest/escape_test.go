@@ -3,11 +3,14 @@ package tenancytest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tenancy"
 	"tenancy/tenancypgx"
@@ -221,4 +224,56 @@ func replaceUser(t *testing.T, rawURL, user string) string {
 	}
 	u.User = url.User(user)
 	return u.String()
+}
+
+// A statement the driver prepared for tenant B cannot be swapped for tenant A's SQL: A's code,
+// on the same pooled connection, finds the statement's name, DEALLOCATEs it and PREPAREs its own
+// SQL under that name; the connection is closed after A's transaction, and B's next use of the
+// statement runs B's SQL on a new one.
+func TestPreparedStatementsCannotBeHijacked(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	single := tenancytest.NewRuntimePool(t, env.Pool, func(c *pgxpool.Config) { c.MaxConns = 1 })
+	db, err := tenancypgx.New(single, tenancytest.WithKey(t, env.Pool, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	a, b := env.Pair(t, tenancy.IsolationShared)
+	ctxA, ctxB := tenancytest.Context(a), tenancytest.Context(b)
+	if _, err := db.Exec(ctxB, `INSERT INTO projects (name) VALUES ('B secret')`); err != nil {
+		t.Fatal(err)
+	}
+	const query = `SELECT name FROM projects WHERE name <> $1`
+	read := func() (string, error) {
+		var name string
+		err := db.QueryRow(ctxB, query, "nothing").Scan(&name)
+		return name, err
+	}
+	if name, err := read(); err != nil || name != "B secret" {
+		t.Fatalf("control: B reads %q, %v", name, err)
+	}
+	var swapped string
+	err = db.Tx(ctxA, func(tx pgx.Tx) error {
+		var stmt string
+		if err := tx.QueryRow(ctxA, `SELECT name FROM pg_prepared_statements WHERE statement = $1`, query).Scan(&stmt); err != nil {
+			return fmt.Errorf("the driver's statement for B's query: %w", err)
+		}
+		q := pgx.Identifier{stmt}.Sanitize()
+		if _, err := tx.Exec(ctxA, `DEALLOCATE `+q+`; PREPARE `+q+` (text) AS SELECT 'hijacked by A'::text`); err != nil {
+			return err
+		}
+		// The positive control: the swap is in place, inside A's transaction.
+		return tx.QueryRow(ctxA, `SELECT statement FROM pg_prepared_statements WHERE name = $1 AND from_sql`, stmt).Scan(&swapped)
+	})
+	if err != nil || !strings.Contains(swapped, "hijacked by A") {
+		t.Fatalf("control: A could not swap the statement inside its transaction: %q, %v", swapped, err)
+	}
+	// The connection A tampered with is closed, not reset: B's next read runs on a new one.
+	if name, err := read(); err != nil || name != "B secret" {
+		t.Fatalf("B's read after A's swap: %q, %v; want B's own row (ISOLATION BREACH if A's)", name, err)
+	}
+	if n := single.Stat().NewConnsCount(); n != 2 {
+		t.Errorf("the pool opened %d connections; want 2 (the tampered one closed)", n)
+	}
 }

@@ -72,11 +72,21 @@ END $$;
 -- tenancy.reset_session() removes everything a unit of work can leave on a server session, so a
 -- pooled connection goes back as it came: held cursors, LISTEN registrations, session advisory
 -- locks, session-level settings (RESET ALL: back to the connection's startup values), the
--- sequence values of currval/lastval, and temporary objects. tenancypgx calls it, in the same
--- round trip, before every COMMIT and after every ROLLBACK. It runs with the caller's rights and
--- no SET clause (one would undo RESET ALL at exit); every name in it is qualified.
-CREATE FUNCTION tenancy.reset_session() RETURNS void
+-- sequence values of currval/lastval, temporary objects, and statements prepared with SQL's
+-- PREPARE — which could take the name of a statement the driver prepared for the next user
+-- (after a DEALLOCATE) and run the attacker's SQL in that user's transaction. Statements the
+-- driver prepared through the protocol stay: they are its cache. It returns how many of those
+-- there are, so the driver can tell whether some went missing, or -1 when SQL-prepared statements
+-- had to be dropped: the driver's cache can no longer be trusted, and the connection is closed.
+-- tenancypgx calls it, in the same round trip, before every COMMIT and after every ROLLBACK. It
+-- runs with the caller's rights and no SET clause (one would undo RESET ALL at exit); every name
+-- in it is qualified.
+CREATE FUNCTION tenancy.reset_session() RETURNS integer
 LANGUAGE plpgsql AS $$
+DECLARE
+    stmt      text;
+    by_sql    boolean;
+    protocol  integer := 0;
 BEGIN
     EXECUTE 'CLOSE ALL';
     EXECUTE 'UNLISTEN *';
@@ -86,6 +96,15 @@ BEGIN
     IF pg_catalog.pg_my_temp_schema() OPERATOR(pg_catalog.<>) 0 THEN
         EXECUTE 'DISCARD TEMP';
     END IF;
+    FOR stmt, by_sql IN SELECT p.name, p.from_sql FROM pg_catalog.pg_prepared_statements p LOOP
+        IF by_sql THEN
+            EXECUTE 'DEALLOCATE ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(stmt);
+            protocol := -1;
+        ELSIF protocol OPERATOR(pg_catalog.>=) 0 THEN
+            protocol := protocol OPERATOR(pg_catalog.+) 1;
+        END IF;
+    END LOOP;
+    RETURN protocol;
 END $$;
 
 -- Only the runtime role calls into the catalog schema, and only these two functions.
