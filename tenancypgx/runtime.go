@@ -182,14 +182,20 @@ func checkBinding(ctx context.Context, conn *pgx.Conn, key *BindingKey) error {
 		err = cerr
 	}
 	var pgErr *pgconn.PgError
+	where := conn.Config().Database
 	switch {
 	case errors.As(err, &pgErr) && (pgErr.Code == "42883" || pgErr.Code == "3F000"): // no such function, schema
 		end(ctx, conn, false)
-		return fmt.Errorf("%w (%s)", ErrNoSupport, pgErr.Message)
-	case errors.As(err, &pgErr) && pgErr.Code == "42501":
+		return fmt.Errorf("%w: database %s has no tenancy.current_tenant() (%s): check that the runtime URL names the catalog's database, and run tenancy migrate on it",
+			ErrNoSupport, where, pgErr.Message)
+	case errors.As(err, &pgErr) && pgErr.Code == "42501" && strings.HasPrefix(pgErr.Message, "tenancy:"):
 		end(ctx, conn, false)
-		return fmt.Errorf("%w: %s: give tenancypgx.Config the Key of the catalog this database belongs to (Catalog.BindingKey)",
-			ErrBindingKeyMismatch, pgErr.Message)
+		return fmt.Errorf("%w: database %s: %s: give tenancypgx.Config the Key of the catalog this database belongs to (Catalog.BindingKey)",
+			ErrBindingKeyMismatch, where, pgErr.Message)
+	case errors.As(err, &pgErr) && pgErr.Code == "42501": // permission denied: not a role tenancy.isolate granted
+		end(ctx, conn, false)
+		return fmt.Errorf("%w: %s may not use the isolation support of database %s (%s): log the runtime pool in as %s, or grant your role with tenancy.isolate(table, role)",
+			ErrUnsafeRuntimeRole, conn.Config().User, where, pgErr.Message, DefaultRole)
 	case err != nil:
 		end(ctx, conn, false)
 		return fmt.Errorf("tenancypgx: check the binding: %w", err)
