@@ -2,7 +2,9 @@ package tenancypgx
 
 import (
 	"context"
+	"crypto/hmac"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -51,10 +53,15 @@ type WatchOpts struct {
 	Heartbeat time.Duration
 	// MaxBackoff caps the wait between reconnection attempts. Defaults to 5 seconds.
 	MaxBackoff time.Duration
+	// OnIgnored is called with each notification on the catalog's channel that the catalog did
+	// not sign — someone else's NOTIFY, which Watch ignores. Defaults to nil.
+	OnIgnored func(payload string)
 }
 
 // Watch pushes catalog changes to inv until ctx ends: it LISTENs on its own connection (not one
-// from the pool) and calls inv.Invalidate for every change committed by any process. When the
+// from the pool) and calls inv.Invalidate for every change committed by any process. Only
+// notifications the catalog's trigger signed with the binding key count: SQL inside a tenant's
+// transaction may NOTIFY on the channel too, and is ignored (WatchOpts.OnIgnored). When the
 // connection breaks it reconnects with backoff and calls inv.Purge, because notifications sent in
 // between are lost; until then entries expire by their TTL. It returns nil when ctx ends.
 func (c *Catalog) Watch(ctx context.Context, inv Invalidator, opts *WatchOpts) error {
@@ -63,7 +70,7 @@ func (c *Catalog) Watch(ctx context.Context, inv Invalidator, opts *WatchOpts) e
 	}
 	o := WatchOpts{Heartbeat: 5 * time.Second, MaxBackoff: 5 * time.Second}
 	if opts != nil {
-		o.OnConnect, o.OnDisconnect = opts.OnConnect, opts.OnDisconnect
+		o.OnConnect, o.OnDisconnect, o.OnIgnored = opts.OnConnect, opts.OnDisconnect, opts.OnIgnored
 		if opts.Heartbeat > 0 {
 			o.Heartbeat = opts.Heartbeat
 		}
@@ -96,6 +103,10 @@ func (c *Catalog) listen(ctx context.Context, inv Invalidator, o *WatchOpts, con
 	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.DeadlineContextWatcherHandler{Conn: pc.Conn()}
 	}
+	key, err := c.BindingKey(ctx)
+	if err != nil {
+		return err
+	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return err
@@ -115,7 +126,11 @@ func (c *Catalog) listen(ctx context.Context, inv Invalidator, o *WatchOpts, con
 		cancel()
 		switch {
 		case err == nil:
-			inv.Invalidate(n.Payload)
+			if id, ok := verifyNotification(key, n.Payload); ok {
+				inv.Invalidate(id)
+			} else if o.OnIgnored != nil {
+				o.OnIgnored(n.Payload)
+			}
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded):
@@ -130,4 +145,17 @@ func (c *Catalog) listen(ctx context.Context, inv Invalidator, o *WatchOpts, con
 			return err
 		}
 	}
+}
+
+// notifyPurpose separates the signatures of notifications from transactions' proofs, which SQL
+// inside a transaction can read.
+const notifyPurpose = "tenancy_catalog:"
+
+// verifyNotification returns the tenant id of a payload "id.signature" the catalog signed.
+func verifyNotification(key *BindingKey, payload string) (string, bool) {
+	id, sig, ok := strings.Cut(payload, ".")
+	if !ok || len(id) > 64 {
+		return "", false
+	}
+	return id, hmac.Equal([]byte(sig), []byte(key.Proof(notifyPurpose+id)))
 }

@@ -3,9 +3,12 @@ package tenancypgx_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"tenancy"
 	"tenancy/tenancypgx"
@@ -154,5 +157,77 @@ func TestWatchPurgesAfterLostNotifications(t *testing.T) {
 	}
 	if s := status(in, "acme"); s != tenancy.StatusSuspended {
 		t.Fatalf("after reconnecting the cache still says %s; it must be purged", s)
+	}
+}
+
+// countingInvalidator counts what Watch tells it.
+type countingInvalidator struct{ ids chan string }
+
+func (c *countingInvalidator) Invalidate(id string) { c.ids <- id }
+func (c *countingInvalidator) Purge()               {}
+
+// Anyone connected to the catalog's database may NOTIFY on its channel — SQL inside a tenant's
+// transaction too — but Watch acts only on what the catalog signed: forged and replayed-looking
+// notifications are ignored, a real change is heard.
+func TestWatchIgnoresNotificationsTheCatalogDidNotSign(t *testing.T) {
+	t.Parallel()
+	tb := setupTenants(t, nil)
+	ctx := context.Background()
+	inv := &countingInvalidator{ids: make(chan string, 100)}
+	ignored := make(chan string, 100)
+	ready := make(chan struct{})
+	var once atomic.Bool
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() {
+		done <- tb.catalog.Watch(wctx, inv, &tenancypgx.WatchOpts{
+			OnConnect: func() {
+				if once.CompareAndSwap(false, true) {
+					close(ready)
+				}
+			},
+			OnIgnored: func(p string) { ignored <- p },
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	<-ready
+	// From inside B's transaction, as the runtime role: the bare id, the id with B's own proof,
+	// the id with a made-up signature.
+	err := tb.db.Tx(tb.ctxB, func(tx pgx.Tx) error {
+		for _, p := range []string{tb.a.ID, tb.a.ID + "." + strings.Repeat("0", 64)} {
+			if _, err := tx.Exec(tb.ctxB, `SELECT pg_notify('tenancy_catalog', $1)`, p); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(tb.ctxB, `SELECT pg_notify('tenancy_catalog', $1 || '.' || current_setting('app.tenant_proof'))`, tb.b.ID)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		select {
+		case p := <-ignored:
+			t.Logf("ignored %q", p)
+		case <-time.After(5 * time.Second):
+			t.Fatal("a forged notification was neither ignored nor heard")
+		}
+	}
+	select {
+	case id := <-inv.ids:
+		t.Fatalf("a forged notification invalidated %s", id)
+	default:
+	}
+	// The positive control: a real change is heard, with the bare id.
+	if _, err := tb.catalog.Suspend(ctx, tb.a.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-inv.ids:
+		if id != tb.a.ID {
+			t.Fatalf("heard %q, want %s", id, tb.a.ID)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the catalog's own notification was not heard")
 	}
 }

@@ -159,9 +159,10 @@ func (s *Server) adminRateLimit(w http.ResponseWriter, r *http.Request) {
 // database tenants, and the Redis limiter's fallbacks when there is one.
 func (s *Server) adminStats(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{
-		"lookup_cache": s.cache.Stats(),
-		"router":       s.cfg.Router.Stats(),
-		"cache":        s.appCache.Stats(),
+		"lookup_cache":  s.cache.Stats(),
+		"router":        s.cfg.Router.Stats(),
+		"cache":         s.appCache.Stats(),
+		"catalog_watch": map[string]any{"connected": s.watchUp.Load(), "ignored_notifications": s.ignored.Load()},
 	}
 	if l, ok := s.cfg.Limiter.(interface {
 		Stats() tenancyredis.LimiterStats

@@ -81,6 +81,7 @@ type Server struct {
 	log         *slog.Logger
 	handler     http.Handler
 	watchUp     atomic.Bool
+	ignored     atomic.Uint64 // catalog notifications the catalog did not sign
 	closers     []func()
 }
 
@@ -267,6 +268,11 @@ func (s *Server) Run(ctx context.Context) error {
 		OnDisconnect: func(err error) {
 			s.watchUp.Store(false)
 			s.log.Warn("tenancy: catalog change listener disconnected; reconnecting", "err", err)
+		},
+		OnIgnored: func(string) {
+			if s.ignored.Add(1) == 1 {
+				s.log.Warn("tenancy: ignoring a notification on the catalog's channel that the catalog did not sign (counted in /admin/stats)")
+			}
 		},
 	})
 }
