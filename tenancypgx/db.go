@@ -47,10 +47,23 @@ type DB struct {
 // the transaction (is_local = true). Schema-model tenants get search_path set to their schema
 // alone: no fall-through to public.
 const (
-	scopeShared = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true)"
-	scopeSchema = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), set_config('search_path', $3, true)"
-	// resetSQL leaves the session as the unit of work found it (see sql/catalog/0006_binding.sql).
-	resetSQL = "SELECT tenancy.reset_session()"
+	// The last column is the transaction's start (now()), which the reset at its end checks: a
+	// unit of work that ended its transaction itself is refused.
+	scopeShared = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), now()"
+	scopeSchema = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), set_config('search_path', $3, true), now()"
+	// resetSQL leaves the session as the unit of work found it (see sql/catalog/0006_binding.sql);
+	// resetUnitSQL also refuses, inside the unit's transaction, a role change, and resetTxSQL a
+	// transaction other than the one that began at $1.
+	resetSQL     = "SELECT tenancy.reset_session()"
+	resetUnitSQL = "SELECT tenancy.reset_session(true)"
+	resetTxSQL   = "SELECT tenancy.reset_session(true, $1)"
+)
+
+// SQLSTATEs tenancy.reset_session raises: the unit of work ended its transaction itself, or
+// changed a role. Either way its transaction is rolled back and its connection closed.
+const (
+	codeTxEnded     = "TNCY1"
+	codeRoleChanged = "TNCY2"
 )
 
 // New returns a DB on pool, which must log in as the runtime role (see NewRuntimePool): not a
@@ -165,14 +178,15 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 	db.queueScope(b, s)
 	br := conn.SendBatch(ctx, b)
 	tx := br.Tx()
-	if err := br.Close(); err != nil {
-		end(ctx, conn, false)
+	start, err := readScope(br, s)
+	if err != nil {
+		end(ctx, conn, false, start)
 		release(err)
 		return fmt.Errorf("tenancypgx: begin tenant transaction: %w", err)
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			end(ctx, conn, false)
+			end(ctx, conn, false, start)
 			release(nil)
 			panic(p)
 		}
@@ -183,24 +197,43 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 		inner = &schemaTx{Tx: tx, tag: schemaTag(s.schema)}
 	}
 	if err := fn(inner); err != nil {
-		end(ctx, conn, false)
+		end(ctx, conn, false, start)
 		return err
 	}
-	return end(ctx, conn, true)
+	return end(ctx, conn, true, start)
+}
+
+// readScope reads the results of a batch of BEGIN and the scoping statement, and closes it. It
+// returns the transaction's start.
+func readScope(br pgx.BatchResults, s scope) (time.Time, error) {
+	var start time.Time
+	_, err := br.Exec() // BEGIN
+	if err == nil {
+		if s.schema == "" {
+			err = br.QueryRow().Scan(nil, nil, &start)
+		} else {
+			err = br.QueryRow().Scan(nil, nil, nil, &start)
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return start, err
 }
 
 // end ends the unit of work on conn and leaves its session as the unit found it: with commit, the
-// reset and the COMMIT in one round trip; otherwise (or when that fails) ROLLBACK and the reset in
-// one round trip, even after ctx has ended. A connection that cannot be reset, or whose driver
-// cache the unit tampered with (see kept), is closed, so the pool discards it. It returns the
-// error of the commit.
-func end(ctx context.Context, conn *pgx.Conn, commit bool) error {
+// reset (checking that the transaction is still the one that began at start) and the COMMIT in one
+// round trip; otherwise (or when that fails) ROLLBACK and the reset in one round trip, even after
+// ctx has ended. A connection that cannot be reset, whose unit of work ended its transaction
+// itself or changed a role, or whose driver cache it tampered with (see kept), is closed, so the
+// pool discards it. It returns the error of the commit.
+func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time) error {
 	var err error
 	if commit {
 		// One round trip, both statements prepared once per connection (a statement not yet
 		// prepared cannot be in an aborted transaction: then the ROLLBACK below cleans up).
 		b := &pgx.Batch{}
-		b.Queue(resetSQL)
+		b.Queue(resetTxSQL, start)
 		b.Queue("COMMIT")
 		br := conn.SendBatch(ctx, b)
 		var protocol int32
@@ -227,10 +260,17 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	results, rerr := conn.PgConn().Exec(rctx, "ROLLBACK; "+resetSQL).ReadAll()
-	if rerr != nil || len(results) != 2 || len(results[1].Rows) != 1 || !kept(conn, parseInt32(results[1].Rows[0][0])) {
+	if tampered(err) || rerr != nil || len(results) != 2 || len(results[1].Rows) != 1 || !kept(conn, parseInt32(results[1].Rows[0][0])) {
 		discard(rctx, conn)
 	}
 	return err
+}
+
+// tampered reports whether err is the reset refusing a unit of work that ended its transaction
+// itself or changed a role: its connection is closed.
+func tampered(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == codeTxEnded || pgErr.Code == codeRoleChanged)
 }
 
 // kept reports whether conn may go back to the pool after a reset that returned protocol (see
@@ -355,14 +395,14 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 		}
 		b = &pgx.Batch{}
 		b.Queue(schemaTag(s.schema)+sql, args...)
-		b.Queue(resetSQL)
+		b.Queue(resetUnitSQL)
 		b.Queue("COMMIT")
 		st.br = conn.SendBatch(ctx, b)
 		return st, nil
 	}
 	db.queueScope(b, s)
 	b.Queue(sql, args...)
-	b.Queue(resetSQL)
+	b.Queue(resetUnitSQL)
 	st.br = conn.SendBatch(ctx, b)
 	if _, err := st.br.Exec(); err != nil { // the scoping
 		return nil, st.finish(err)
@@ -393,7 +433,10 @@ func (st *single) finish(stmtErr error) error {
 	switch pc := conn.PgConn(); {
 	case pc.IsClosed():
 	case err != nil || pc.TxStatus() != 'I':
-		end(st.ctx, conn, false)
+		end(st.ctx, conn, false, time.Time{})
+		if tampered(err) {
+			discard(st.ctx, conn)
+		}
 	case !kept(conn, protocol):
 		discard(st.ctx, conn)
 	}

@@ -334,6 +334,7 @@ func (r *Router) openLocked(t *tenancy.Tenant, sh *routerShard) (*poolEntry, err
 	}
 	url := r.cfg.Servers[t.Server]
 	cfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error { return r.execModeFor(ctx, t.Server, url, cc) }
+	cfg.AfterConnect = chainAfterConnect(refuseRoleDefaults, cfg.AfterConnect)
 	cfg.MaxConns, cfg.MinConns = int32(r.cfg.MaxConnsPerPool), 0
 	cfg.MaxConnIdleTime = min(cfg.MaxConnIdleTime, r.cfg.IdleTimeout)
 	cfg.ConnConfig.ConnectTimeout = r.cfg.ConnectTimeout

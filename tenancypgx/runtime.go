@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -76,7 +77,45 @@ func NewRuntimePool(ctx context.Context, connString string, opts *RuntimePoolOpt
 	if opts != nil && opts.Configure != nil {
 		opts.Configure(cfg)
 	}
+	cfg.AfterConnect = chainAfterConnect(refuseRoleDefaults, cfg.AfterConnect)
 	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+// roleDefaultsSQL counts the session defaults (ALTER ROLE … SET) of the login role, in any database.
+const roleDefaultsSQL = `SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = session_user`
+
+// ErrRoleDefaults means a new connection of the runtime role started with session defaults that
+// SQL inside some unit of work gave the role (PostgreSQL lets a role ALTER ROLE itself … SET):
+// search_path, read-only transactions, timeouts, which every connection of every tenant would
+// start with. They are removed, and that connection is refused; the next one starts clean.
+var ErrRoleDefaults = errors.New("tenancypgx: the runtime role had session defaults (ALTER ROLE … SET)")
+
+// refuseRoleDefaults is the runtime pools' AfterConnect: a connection that started with role
+// defaults is refused, after removing them.
+func refuseRoleDefaults(ctx context.Context, conn *pgx.Conn) error {
+	var n int
+	if err := conn.QueryRow(ctx, roleDefaultsSQL).Scan(&n); err != nil {
+		return fmt.Errorf("tenancypgx: check the runtime role's session defaults: %w", err)
+	}
+	if n == 0 {
+		return nil
+	}
+	// The role may reset its own defaults; read-write whatever the defaults say.
+	_, err := conn.Exec(ctx, "BEGIN READ WRITE; "+resetSQL+"; COMMIT")
+	return fmt.Errorf("%w: %d removed (%v); this connection, which started with them, is refused", ErrRoleDefaults, n, err)
+}
+
+// chainAfterConnect runs first, then next when there is one.
+func chainAfterConnect(first, next func(context.Context, *pgx.Conn) error) func(context.Context, *pgx.Conn) error {
+	if next == nil {
+		return first
+	}
+	return func(ctx context.Context, conn *pgx.Conn) error {
+		if err := first(ctx, conn); err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
 }
 
 // explicitExecMode matches a connection string that chooses pgx's query exec mode itself.
@@ -93,6 +132,9 @@ func prepareRuntimeConfig(ctx context.Context, cfg *pgx.ConnConfig, connString s
 	defer conn.Close(context.WithoutCancel(ctx))
 	if err := checkRuntimeRole(ctx, conn); err != nil {
 		return err
+	}
+	if err := refuseRoleDefaults(ctx, conn); err != nil && !errors.Is(err, ErrRoleDefaults) {
+		return err // role defaults found are removed: the pool's connections start clean
 	}
 	pooled, err := throughIntermediary(ctx, conn)
 	if err != nil {
@@ -185,19 +227,19 @@ func checkBinding(ctx context.Context, conn *pgx.Conn, key *BindingKey) error {
 	where := conn.Config().Database
 	switch {
 	case errors.As(err, &pgErr) && (pgErr.Code == "42883" || pgErr.Code == "3F000"): // no such function, schema
-		end(ctx, conn, false)
+		end(ctx, conn, false, time.Time{})
 		return fmt.Errorf("%w: database %s has no tenancy.current_tenant() (%s): check that the runtime URL names the catalog's database, and run tenancy migrate on it",
 			ErrNoSupport, where, pgErr.Message)
 	case errors.As(err, &pgErr) && pgErr.Code == "42501" && strings.HasPrefix(pgErr.Message, "tenancy:"):
-		end(ctx, conn, false)
+		end(ctx, conn, false, time.Time{})
 		return fmt.Errorf("%w: database %s: %s: give tenancypgx.Config the Key of the catalog this database belongs to (Catalog.BindingKey)",
 			ErrBindingKeyMismatch, where, pgErr.Message)
 	case errors.As(err, &pgErr) && pgErr.Code == "42501": // permission denied: not a role tenancy.isolate granted
-		end(ctx, conn, false)
+		end(ctx, conn, false, time.Time{})
 		return fmt.Errorf("%w: %s may not use the isolation support of database %s (%s): log the runtime pool in as %s, or grant your role with tenancy.isolate(table, role)",
 			ErrUnsafeRuntimeRole, conn.Config().User, where, pgErr.Message, DefaultRole)
 	case err != nil:
-		end(ctx, conn, false)
+		end(ctx, conn, false, time.Time{})
 		return fmt.Errorf("tenancypgx: check the binding: %w", err)
 	case bound == nil || *bound != probeTenant:
 		return fmt.Errorf("%w: tenancy.current_tenant() did not return the bound tenant", ErrBindingKeyMismatch)

@@ -104,20 +104,29 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		p := recover()
 		_ = tx.Rollback()
 		resetSQLConn(ctx, conn)
+		if tampered(err) {
+			keepSQLConn(conn, -1)
+		}
 		if p != nil {
 			panic(p)
 		}
 	}()
 	scopeSQL, args := db.scopeArgs(s)
-	if _, err = tx.ExecContext(ctx, scopeSQL, args...); err != nil {
+	var ignore []byte
+	var start time.Time
+	dest := []any{&ignore, &ignore, &start}
+	if s.schema != "" {
+		dest = []any{&ignore, &ignore, &ignore, &start}
+	}
+	if err = tx.QueryRowContext(ctx, scopeSQL, args...).Scan(dest...); err != nil {
 		return fmt.Errorf("tenancypgx: scope tenant transaction: %w", err)
 	}
 	if err = fn(tx); err != nil {
 		return err
 	}
 	var protocol int32
-	if err = tx.QueryRowContext(ctx, resetSQL).Scan(&protocol); err != nil {
-		return err
+	if err = tx.QueryRowContext(ctx, resetTxSQL, start).Scan(&protocol); err != nil {
+		return err // the deferred rollback resets, or closes a connection whose unit of work ended its transaction or changed a role
 	}
 	if err = tx.Commit(); err != nil {
 		return err

@@ -2,6 +2,7 @@ package tenancytest_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/url"
@@ -119,6 +120,12 @@ func TestSQLInsideTxCannotLeaveItsTenant(t *testing.T) {
 			// Moving A's row to B.
 			if _, err := env.DB.Exec(ctxA, `UPDATE projects SET tenant_id = $1`, b.ID); err == nil {
 				t.Error("ISOLATION BREACH: A moved its rows to B")
+			}
+			// Rows of A's own in B's schema: B's schema holds only B's rows.
+			if model == tenancy.IsolationSchema {
+				if _, err := env.DB.Exec(ctxA, `INSERT INTO `+bTable+` (name) VALUES ('planted by A')`); err == nil {
+					t.Error("A stored a row of its own in B's schema")
+				}
 			}
 
 			// Positive controls: B still has exactly its row, untouched; A still has its own.
@@ -275,5 +282,189 @@ func TestPreparedStatementsCannotBeHijacked(t *testing.T) {
 	}
 	if n := single.Stat().NewConnsCount(); n != 2 {
 		t.Errorf("the pool opened %d connections; want 2 (the tampered one closed)", n)
+	}
+}
+
+// adminCount runs a count on the migration role's pool.
+func adminCount(t *testing.T, env *tenancytest.Env, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := env.Pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// roleDefaults counts the runtime role's session defaults in the env's database.
+const roleDefaults = `SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+	WHERE r.rolname = 'tenancy_app' AND s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())`
+
+// PostgreSQL lets any role change its own password and session defaults, which every later
+// connection of every tenant would start with (a search_path sending shared tenants' rows into
+// a schema tenant's tables, read-only transactions...). From inside a unit of work, through each
+// API, that is refused and rolled back.
+func TestRoleChangesInsideAUnitOfWorkAreRolledBack(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	t.Cleanup(func() { env.Pool.Exec(context.Background(), `ALTER ROLE tenancy_app PASSWORD NULL`) })
+	var dbname string
+	if err := env.Pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&dbname); err != nil {
+		t.Fatal(err)
+	}
+	a := env.NewTenant(t, tenancy.IsolationShared)
+	ctx := tenancytest.Context(a)
+	for _, stmt := range []string{
+		`ALTER ROLE CURRENT_USER IN DATABASE ` + pgx.Identifier{dbname}.Sanitize() + ` SET search_path = pg_catalog`,
+		`ALTER ROLE tenancy_app PASSWORD 'chosen by A'`,
+	} {
+		var inside int
+		err := env.DB.Tx(ctx, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, `SELECT pg_stat_get_xact_tuples_inserted('pg_db_role_setting'::regclass) + pg_stat_get_xact_tuples_updated('pg_authid'::regclass)`).Scan(&inside)
+		})
+		if inside == 0 {
+			t.Fatalf("control: %s did not change a role inside the transaction (%v)", stmt, err)
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "TNCY2" {
+			t.Errorf("Tx with %s: %v; want the reset's refusal (TNCY2)", stmt, err)
+		}
+		if _, err := env.DB.Exec(ctx, stmt); !errors.As(err, &pgErr) || pgErr.Code != "TNCY2" {
+			t.Errorf("Exec of %s: %v; want the reset's refusal (TNCY2)", stmt, err)
+		}
+		err = env.DB.SQLTx(ctx, func(tx *sql.Tx) error { _, err := tx.ExecContext(ctx, stmt); return err })
+		if !errors.As(err, &pgErr) || pgErr.Code != "TNCY2" {
+			t.Errorf("SQLTx with %s: %v; want the reset's refusal (TNCY2)", stmt, err)
+		}
+	}
+	if n := adminCount(t, env, roleDefaults); n != 0 {
+		t.Fatalf("the runtime role kept %d session defaults", n)
+	}
+}
+
+// A unit of work that ends its transaction itself (a COMMIT inside fn) ran what followed without a
+// tenant, outside any transaction the toolkit could roll back: Tx reports it, closes the
+// connection, and removes role defaults made that way; later connections start clean.
+func TestUnitOfWorkThatEndsItsTransactionIsRefused(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	var dbname string
+	if err := env.Pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&dbname); err != nil {
+		t.Fatal(err)
+	}
+	a := env.NewTenant(t, tenancy.IsolationShared)
+	ctx := tenancytest.Context(a)
+	if _, err := env.DB.Exec(ctx, `INSERT INTO projects (name) VALUES ('A own')`); err != nil {
+		t.Fatal(err)
+	}
+	var unbound, defaults int
+	err := env.DB.Tx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `COMMIT`); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM projects`).Scan(&unbound); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `ALTER ROLE CURRENT_USER IN DATABASE `+pgx.Identifier{dbname}.Sanitize()+` SET search_path = pg_catalog`); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, roleDefaults).Scan(&defaults)
+	})
+	if defaults != 1 {
+		t.Fatalf("control: the role default made after the COMMIT is not there (%d, %v)", defaults, err)
+	}
+	if unbound != 0 {
+		t.Errorf("ISOLATION BREACH: after its COMMIT the unit of work read %d rows without a tenant", unbound)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "TNCY1" {
+		t.Fatalf("Tx whose fn committed: %v; want the reset's refusal (TNCY1)", err)
+	}
+	if n := adminCount(t, env, roleDefaults); n != 0 {
+		t.Fatalf("the runtime role kept %d session defaults", n)
+	}
+	var path string
+	for range 3 { // every connection the pool opens from now on starts clean
+		conn, err := env.Runtime.Acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = conn.QueryRow(context.Background(), `SHOW search_path`).Scan(&path)
+		conn.Conn().Close(context.Background()) // a new one next time
+		conn.Release()
+		if err != nil || path == "pg_catalog" {
+			t.Fatalf("a later connection's search_path: %q, %v", path, err)
+		}
+	}
+}
+
+// Session defaults given to the runtime role by anyone (here the migration role, as an attacker's
+// early-committed ALTER ROLE would) never reach a connection that serves a tenant: the first new
+// connection finds them, removes them and is refused; the next starts clean.
+func TestConnectionsWithRoleDefaultsAreRefused(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	ctx := context.Background()
+	var dbname string
+	if err := env.Pool.QueryRow(ctx, `SELECT current_database()`).Scan(&dbname); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+pgx.Identifier{dbname}.Sanitize()+` SET default_transaction_read_only = on`); err != nil {
+		t.Fatal(err)
+	}
+	if n := adminCount(t, env, roleDefaults); n != 1 {
+		t.Fatalf("control: %d defaults", n)
+	}
+	env.Runtime.Reset() // the pool's connections are closed: the next acquire connects
+	_, err := env.Runtime.Acquire(ctx)
+	if !errors.Is(err, tenancypgx.ErrRoleDefaults) {
+		t.Fatalf("a connection born with role defaults: %v; want ErrRoleDefaults", err)
+	}
+	if n := adminCount(t, env, roleDefaults); n != 0 {
+		t.Fatalf("the defaults were not removed: %d", n)
+	}
+	a := env.NewTenant(t, tenancy.IsolationShared)
+	if _, err := env.DB.Exec(tenancytest.Context(a), `INSERT INTO projects (name) VALUES ('written')`); err != nil {
+		t.Fatalf("the next connection: %v", err)
+	}
+}
+
+// All tenants' sessions share the runtime role, so without the toolkit's revocations SQL inside
+// one tenant's transaction could end the others' (pg_terminate_backend acts on sessions of the
+// same role) or read and unlink their large objects. Both are refused; B's transaction, running
+// meanwhile, commits.
+func TestNoSignalsOrLargeObjectsBetweenTenants(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	a, b := env.Pair(t, tenancy.IsolationShared)
+	ctxA, ctxB := tenancytest.Context(a), tenancytest.Context(b)
+	inB := make(chan struct{})
+	doneB := make(chan error)
+	go func() {
+		doneB <- env.DB.Tx(ctxB, func(tx pgx.Tx) error {
+			close(inB)
+			_, err := tx.Exec(ctxB, `SELECT pg_sleep(0.5); INSERT INTO projects (name) VALUES ('B survived')`)
+			return err
+		})
+	}()
+	<-inB
+	for _, attack := range []string{
+		`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = current_user AND pid <> pg_backend_pid()`,
+		`SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity WHERE usename = current_user AND pid <> pg_backend_pid()`,
+		`SELECT lo_from_bytea(0, 'A''s bytes')`,
+		`SELECT count(lo_get(oid)) FROM pg_largeobject_metadata`,
+	} {
+		if _, err := env.DB.Exec(ctxA, attack); !isRefused(err) {
+			t.Errorf("%s from inside A's transaction: %v; want permission denied", attack, err)
+		}
+	}
+	if err := <-doneB; err != nil {
+		t.Fatalf("B's transaction: %v", err)
+	}
+	var n int
+	if err := env.DB.QueryRow(ctxB, `SELECT count(*) FROM projects WHERE name = 'B survived'`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("control: B's row: %d, %v", n, err)
 	}
 }

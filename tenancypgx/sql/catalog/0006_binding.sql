@@ -69,25 +69,52 @@ BEGIN
         USING ERRCODE = '42501', HINT = 'bind transactions with tenancypgx (db.Tx), never by setting app.tenant_id';
 END $$;
 
--- tenancy.reset_session() removes everything a unit of work can leave on a server session, so a
--- pooled connection goes back as it came: held cursors, LISTEN registrations, session advisory
--- locks, session-level settings (RESET ALL: back to the connection's startup values), the
+-- tenancy.reset_session(in_unit, tx_start) removes everything a unit of work can leave on a server session,
+-- so a pooled connection goes back as it came: held cursors, LISTEN registrations, session
+-- advisory locks, session-level settings (RESET ALL: back to the connection's startup values), the
 -- sequence values of currval/lastval, temporary objects, and statements prepared with SQL's
 -- PREPARE — which could take the name of a statement the driver prepared for the next user
 -- (after a DEALLOCATE) and run the attacker's SQL in that user's transaction. Statements the
--- driver prepared through the protocol stay: they are its cache. It returns how many of those
--- there are, so the driver can tell whether some went missing, or -1 when SQL-prepared statements
--- had to be dropped: the driver's cache can no longer be trusted, and the connection is closed.
--- tenancypgx calls it, in the same round trip, before every COMMIT and after every ROLLBACK. It
--- runs with the caller's rights and no SET clause (one would undo RESET ALL at exit); every name
--- in it is qualified.
-CREATE FUNCTION tenancy.reset_session() RETURNS integer
+-- driver prepared through the protocol stay: they are its cache.
+--
+-- Before that, inside the unit's transaction (in_unit: tenancypgx calls it in the COMMIT's round
+-- trip, or at the end of a single statement's pipeline), it refuses — so the transaction rolls
+-- back — when the unit of work ended the transaction it was given (tx_start, the transaction's
+-- start, no longer now(): what followed ran unbound) or changed a role: PostgreSQL lets any role set its own password and session defaults (ALTER ROLE
+-- CURRENT_USER SET search_path …), which every later connection of every tenant would start with.
+-- Defaults of the runtime role made anyway (outside a transaction it could roll back) are removed.
+--
+-- It returns how many statements the driver prepared, or -1 when the connection must not be
+-- reused: SQL-prepared statements or role defaults had to be dropped. tenancypgx calls it after
+-- every ROLLBACK too (in_unit false). It runs with the caller's rights and no SET clause (one would
+-- undo RESET ALL at exit); every name in it is qualified.
+CREATE FUNCTION tenancy.reset_session(in_unit boolean DEFAULT false, tx_start timestamptz DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     stmt      text;
     by_sql    boolean;
+    db        oid;
     protocol  integer := 0;
 BEGIN
+    -- Inside the unit's transaction only. (The counters of the current transaction also hold
+    -- what earlier ones on the connection did until the statistics are flushed: after a role
+    -- change, which closes the connection, they would be wrong on it.)
+    IF tx_start IS NOT NULL AND pg_catalog.now() OPERATOR(pg_catalog.<>) tx_start THEN
+        RAISE EXCEPTION 'tenancy: the unit of work ended the transaction it was given (a COMMIT or ROLLBACK inside it); what followed ran without a tenant'
+            USING ERRCODE = 'TNCY1';
+    END IF;
+    IF in_unit AND pg_catalog.pg_stat_get_xact_tuples_inserted('pg_catalog.pg_authid'::pg_catalog.regclass)
+       OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_updated('pg_catalog.pg_authid'::pg_catalog.regclass)
+       OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted('pg_catalog.pg_authid'::pg_catalog.regclass)
+       OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_inserted('pg_catalog.pg_db_role_setting'::pg_catalog.regclass)
+       OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_updated('pg_catalog.pg_db_role_setting'::pg_catalog.regclass)
+       OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted('pg_catalog.pg_db_role_setting'::pg_catalog.regclass)
+       OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_inserted('pg_catalog.pg_auth_members'::pg_catalog.regclass)
+       OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted('pg_catalog.pg_auth_members'::pg_catalog.regclass)
+       OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION 'tenancy: the unit of work changed a role (ALTER ROLE, a password, session defaults)'
+            USING ERRCODE = 'TNCY2';
+    END IF;
     EXECUTE 'CLOSE ALL';
     EXECUTE 'UNLISTEN *';
     PERFORM pg_catalog.pg_advisory_unlock_all();
@@ -104,13 +131,23 @@ BEGIN
             protocol := protocol OPERATOR(pg_catalog.+) 1;
         END IF;
     END LOOP;
+    FOR db IN SELECT s.setdatabase FROM pg_catalog.pg_db_role_setting s
+               WHERE s.setrole OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER) LOOP
+        IF db OPERATOR(pg_catalog.=) 0 THEN
+            EXECUTE 'ALTER ROLE CURRENT_USER RESET ALL';
+        ELSE
+            EXECUTE pg_catalog.format('ALTER ROLE CURRENT_USER IN DATABASE %I RESET ALL',
+                                      (SELECT d.datname FROM pg_catalog.pg_database d WHERE d.oid OPERATOR(pg_catalog.=) db));
+        END IF;
+        protocol := -1;
+    END LOOP;
     RETURN protocol;
 END $$;
 
 -- Only the runtime role calls into the catalog schema, and only these two functions.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA tenancy FROM PUBLIC;
 GRANT USAGE ON SCHEMA tenancy TO tenancy_app;
-GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.reset_session() TO tenancy_app;
+GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.reset_session(boolean, timestamptz) TO tenancy_app;
 
 -- tenancy.isolate(table) as in 0002, but the policy trusts only the verified binding
 -- (tenancy.current_tenant(), read once per query), not the raw setting. The column default still
@@ -121,6 +158,7 @@ DECLARE
     col_type text;
     setting  text;
     bound    text;
+    owner    text;
     seq      regclass;
 BEGIN
     SELECT format_type(a.atttypid, NULL) INTO col_type
@@ -143,6 +181,17 @@ BEGIN
         EXECUTE format('CREATE INDEX ON %s (tenant_id)', tbl);
     END IF;
 
+    -- In a schema tenant's schema (tenant_ and the hex of its id), every row is that tenant's: other
+    -- tenants can reach the schema's tables (one runtime role serves all), and RLS alone would
+    -- let them store rows of their own there.
+    SELECT substring(n.nspname FROM '^tenant_([0-9a-f]{32})$') INTO owner
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    IF owner IS NOT NULL THEN
+        owner := regexp_replace(owner, '^(.{8})(.{4})(.{4})(.{4})(.{12})$', '\1-\2-\3-\4-\5');
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS tenant_schema_owner', tbl);
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT tenant_schema_owner CHECK (tenant_id = %L::%s)', tbl, owner, col_type);
+    END IF;
+
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
     EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', tbl);
     EXECUTE format('CREATE POLICY tenant_isolation ON %s FOR ALL USING (tenant_id = (SELECT %s)) WITH CHECK (tenant_id = (SELECT %s))',
@@ -161,8 +210,8 @@ BEGIN
         EXECUTE format('GRANT USAGE ON SCHEMA tenancy TO %I', runtime_role);
     END IF;
     IF NOT (has_function_privilege(runtime_role, 'tenancy.current_tenant()', 'EXECUTE')
-            AND has_function_privilege(runtime_role, 'tenancy.reset_session()', 'EXECUTE')) THEN
-        EXECUTE format('GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.reset_session() TO %I', runtime_role);
+            AND has_function_privilege(runtime_role, 'tenancy.reset_session(boolean, timestamptz)', 'EXECUTE')) THEN
+        EXECUTE format('GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.reset_session(boolean, timestamptz) TO %I', runtime_role);
     END IF;
 END $$;
 REVOKE EXECUTE ON FUNCTION tenancy.isolate(regclass, name) FROM PUBLIC;
@@ -187,4 +236,28 @@ BEGIN
     EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO %I', current_database(), current_user);
 EXCEPTION WHEN insufficient_privilege THEN
     RAISE WARNING 'tenancy: cannot revoke TEMPORARY on database % from PUBLIC: run this as its owner', current_database();
+END $$;
+
+-- Functions every role may call by default that would let SQL inside one tenant's transaction
+-- reach the others, since all tenants' sessions share the runtime role: ending or cancelling their
+-- queries (pg_terminate_backend, pg_cancel_backend act on sessions of the same role), and large
+-- objects (owned by the role, not the tenant: one tenant would read, change and unlink another's).
+-- They belong to pg_catalog, whose privileges only a superuser changes: otherwise they stay, and
+-- tenancy doctor reports them.
+DO $$
+DECLARE
+    f regprocedure;
+    super boolean := (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+              WHERE p.pronamespace = 'pg_catalog'::regnamespace
+                AND (p.proname IN ('pg_terminate_backend', 'pg_cancel_backend', 'loread', 'lowrite') OR p.proname LIKE 'lo\_%')
+                AND has_function_privilege('tenancy_app', p.oid, 'EXECUTE') LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+        IF NOT super THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, current_user);
+        END IF;
+    END LOOP;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE WARNING 'tenancy: cannot revoke pg_terminate_backend, pg_cancel_backend and the large-object functions from PUBLIC in database %: run the migrations as a superuser', current_database();
 END $$;
