@@ -3,6 +3,7 @@ package tenancycache_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -57,5 +58,33 @@ func TestMemoryStoreNoisyNeighbour(t *testing.T) {
 	}
 	if _, _, ok, _ := s.Get(ctx, "quiet", "0"); !ok {
 		t.Fatal("the smallest tenant gave way before the largest")
+	}
+}
+
+// Flushing tenants the store never saw — the ids a flood of forged "tenant deleted" messages
+// would name — keeps no state: the store does not grow. The control: flushing a tenant that has
+// entries does drop them.
+func TestMemoryStoreFlushOfUnknownTenantsKeepsNothing(t *testing.T) {
+	s, _ := tenancycache.NewMemoryStore(nil)
+	ctx := context.Background()
+	s.Set(ctx, "known", "k", []byte("v"), time.Hour, 0)
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	for i := range 200_000 {
+		s.FlushTenant(ctx, fmt.Sprintf("unknown-%d", i))
+	}
+	if grown := int64(heap()) - int64(before); grown > 2<<20 {
+		t.Fatalf("200,000 flushes of unknown tenants grew the heap by %d bytes", grown)
+	}
+	if err := s.FlushTenant(ctx, "known"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok, _ := s.Get(ctx, "known", "k"); ok {
+		t.Fatal("control: a flushed tenant's entry is still there")
 	}
 }
