@@ -248,7 +248,7 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time) erro
 			err = cerr
 		}
 		if err == nil {
-			if !kept(conn, protocol) {
+			if !kept(protocol) {
 				discard(ctx, conn)
 			}
 			return nil
@@ -260,7 +260,7 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time) erro
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	results, rerr := conn.PgConn().Exec(rctx, "ROLLBACK; "+resetSQL).ReadAll()
-	if tampered(err) || rerr != nil || len(results) != 2 || len(results[1].Rows) != 1 || !kept(conn, parseInt32(results[1].Rows[0][0])) {
+	if tampered(err) || rerr != nil || len(results) != 2 || len(results[1].Rows) != 1 || !kept(parseInt32(results[1].Rows[0][0])) {
 		discard(rctx, conn)
 	}
 	return err
@@ -277,7 +277,7 @@ func tampered(err error) bool {
 // tenancy.reset_session): -1 means the unit of work prepared statements with SQL's PREPARE, which
 // the reset dropped — one may have taken the name of a statement the driver prepared, so the
 // driver's cache no longer says what runs on this connection.
-func kept(_ *pgx.Conn, protocol int32) bool { return protocol >= 0 }
+func kept(protocol int32) bool { return protocol >= 0 }
 
 // discard closes conn: the pool never hands out a closed connection.
 func discard(ctx context.Context, conn *pgx.Conn) {
@@ -437,7 +437,7 @@ func (st *single) finish(stmtErr error) error {
 		if tampered(err) {
 			discard(st.ctx, conn)
 		}
-	case !kept(conn, protocol):
+	case !kept(protocol):
 		discard(st.ctx, conn)
 	}
 	st.release(err)

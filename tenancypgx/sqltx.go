@@ -153,7 +153,7 @@ func resetSQLConn(ctx context.Context, conn *sql.Conn) {
 func keepSQLConn(conn *sql.Conn, protocol int32) {
 	_ = conn.Raw(func(dc any) error {
 		c, ok := dc.(*stdlib.Conn)
-		if ok && kept(c.Conn(), protocol) {
+		if ok && kept(protocol) {
 			return nil
 		}
 		if ok {

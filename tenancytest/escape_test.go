@@ -468,3 +468,43 @@ func TestNoSignalsOrLargeObjectsBetweenTenants(t *testing.T) {
 		t.Fatalf("control: B's row: %d, %v", n, err)
 	}
 }
+
+// A role change that the unit of work itself rolls back (fn returns an error) leaves the
+// statistics PostgreSQL keeps per connection marked for a while: that connection is closed
+// rather than reused, so the next tenant's unit of work is not refused in its place.
+func TestRolledBackRoleChangeDoesNotFailTheNextTenant(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	single := tenancytest.NewRuntimePool(t, env.Pool, func(c *pgxpool.Config) { c.MaxConns = 1 })
+	db, err := tenancypgx.New(single, tenancytest.WithKey(t, env.Pool, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var dbname string
+	if err := env.Pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&dbname); err != nil {
+		t.Fatal(err)
+	}
+	a, b := env.Pair(t, tenancy.IsolationShared)
+	ctxA, ctxB := tenancytest.Context(a), tenancytest.Context(b)
+	err = db.Tx(ctxA, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctxA, `ALTER ROLE CURRENT_USER IN DATABASE `+pgx.Identifier{dbname}.Sanitize()+` SET work_mem = '9MB'`); err != nil {
+			return err
+		}
+		return errBoom
+	})
+	if !errors.Is(err, errBoom) {
+		t.Fatalf("A: %v", err)
+	}
+	if n := adminCount(t, env, roleDefaults); n != 0 {
+		t.Fatalf("control: the rolled-back role default is there: %d", n)
+	}
+	for _, run := range []func() error{
+		func() error { return db.Tx(ctxB, func(tx pgx.Tx) error { _, err := tx.Exec(ctxB, `SELECT 1`); return err }) },
+		func() error { _, err := db.Exec(ctxB, `SELECT 1`); return err },
+	} {
+		if err := run(); err != nil {
+			t.Fatalf("B after A's rolled-back role change: %v", err)
+		}
+	}
+}

@@ -94,26 +94,30 @@ DECLARE
     stmt      text;
     by_sql    boolean;
     db        oid;
+    role_writes bigint;
     protocol  integer := 0;
 BEGIN
-    -- Inside the unit's transaction only. (The counters of the current transaction also hold
-    -- what earlier ones on the connection did until the statistics are flushed: after a role
-    -- change, which closes the connection, they would be wrong on it.)
-    IF tx_start IS NOT NULL AND pg_catalog.now() OPERATOR(pg_catalog.<>) tx_start THEN
+    IF in_unit AND tx_start IS NOT NULL AND pg_catalog.now() OPERATOR(pg_catalog.<>) tx_start THEN
         RAISE EXCEPTION 'tenancy: the unit of work ended the transaction it was given (a COMMIT or ROLLBACK inside it); what followed ran without a tenant'
             USING ERRCODE = 'TNCY1';
     END IF;
-    IF in_unit AND pg_catalog.pg_stat_get_xact_tuples_inserted('pg_catalog.pg_authid'::pg_catalog.regclass)
+    -- Rows of the role catalogs this transaction wrote. The counters also hold what earlier
+    -- transactions on the connection wrote until the statistics are flushed: after a rolled-back
+    -- role change they are not zero, and the connection is closed rather than reused.
+    role_writes := pg_catalog.pg_stat_get_xact_tuples_inserted('pg_catalog.pg_authid'::pg_catalog.regclass)
        OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_updated('pg_catalog.pg_authid'::pg_catalog.regclass)
        OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted('pg_catalog.pg_authid'::pg_catalog.regclass)
        OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_inserted('pg_catalog.pg_db_role_setting'::pg_catalog.regclass)
        OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_updated('pg_catalog.pg_db_role_setting'::pg_catalog.regclass)
        OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted('pg_catalog.pg_db_role_setting'::pg_catalog.regclass)
        OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_inserted('pg_catalog.pg_auth_members'::pg_catalog.regclass)
-       OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted('pg_catalog.pg_auth_members'::pg_catalog.regclass)
-       OPERATOR(pg_catalog.>) 0 THEN
-        RAISE EXCEPTION 'tenancy: the unit of work changed a role (ALTER ROLE, a password, session defaults)'
-            USING ERRCODE = 'TNCY2';
+       OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted('pg_catalog.pg_auth_members'::pg_catalog.regclass);
+    IF role_writes OPERATOR(pg_catalog.>) 0 THEN
+        IF in_unit THEN
+            RAISE EXCEPTION 'tenancy: the unit of work changed a role (ALTER ROLE, a password, session defaults)'
+                USING ERRCODE = 'TNCY2';
+        END IF;
+        protocol := -1;
     END IF;
     EXECUTE 'CLOSE ALL';
     EXECUTE 'UNLISTEN *';
