@@ -69,25 +69,27 @@ BEGIN
         USING ERRCODE = '42501', HINT = 'bind transactions with tenancypgx (db.Tx), never by setting app.tenant_id';
 END $$;
 
--- tenancy.reset_session(in_unit, tx_start) removes everything a unit of work can leave on a server session,
--- so a pooled connection goes back as it came: held cursors, LISTEN registrations, session
--- advisory locks, session-level settings (RESET ALL: back to the connection's startup values), the
--- sequence values of currval/lastval, temporary objects, and statements prepared with SQL's
--- PREPARE — which could take the name of a statement the driver prepared for the next user
--- (after a DEALLOCATE) and run the attacker's SQL in that user's transaction. Statements the
--- driver prepared through the protocol stay: they are its cache.
+-- tenancy.reset_session(in_unit, tx_start) removes everything a unit of work can leave on a
+-- server session, so a pooled connection goes back as it came: held cursors, LISTEN
+-- registrations, session advisory locks, session-level settings (RESET ALL: back to the
+-- connection's startup values), the sequence values of currval/lastval, temporary objects, and
+-- statements prepared with SQL's PREPARE — which could take the name of a statement the driver
+-- prepared for the next user (after a DEALLOCATE) and run the attacker's SQL in that user's
+-- transaction. Statements the driver prepared through the protocol stay: they are its cache.
 --
 -- Before that, inside the unit's transaction (in_unit: tenancypgx calls it in the COMMIT's round
 -- trip, or at the end of a single statement's pipeline), it refuses — so the transaction rolls
 -- back — when the unit of work ended the transaction it was given (tx_start, the transaction's
--- start, no longer now(): what followed ran unbound) or changed a role: PostgreSQL lets any role set its own password and session defaults (ALTER ROLE
--- CURRENT_USER SET search_path …), which every later connection of every tenant would start with.
--- Defaults of the runtime role made anyway (outside a transaction it could roll back) are removed.
+-- start, no longer now(): what followed ran unbound) or changed a role: PostgreSQL lets any role
+-- set its own password and session defaults (ALTER ROLE CURRENT_USER SET search_path …), which
+-- every later connection of every tenant would start with. Defaults of the runtime role made
+-- anyway (outside a transaction it could roll back) are removed by the reset that follows the
+-- ROLLBACK.
 --
 -- It returns how many statements the driver prepared, or -1 when the connection must not be
--- reused: SQL-prepared statements or role defaults had to be dropped. tenancypgx calls it after
--- every ROLLBACK too (in_unit false). It runs with the caller's rights and no SET clause (one would
--- undo RESET ALL at exit); every name in it is qualified.
+-- reused: SQL-prepared statements or role defaults had to be dropped, or a role was changed on
+-- it. tenancypgx calls it after every ROLLBACK too (in_unit false). It runs with the caller's
+-- rights and no SET clause (one would undo RESET ALL at exit); every name in it is qualified.
 CREATE FUNCTION tenancy.reset_session(in_unit boolean DEFAULT false, tx_start timestamptz DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -135,6 +137,11 @@ BEGIN
             protocol := protocol OPERATOR(pg_catalog.+) 1;
         END IF;
     END LOOP;
+    -- Role defaults cannot have been made inside the unit (refused above); made outside a
+    -- transaction (TNCY1 leads here, after the ROLLBACK) or by anyone else, they are removed.
+    IF in_unit THEN
+        RETURN protocol;
+    END IF;
     FOR db IN SELECT s.setdatabase FROM pg_catalog.pg_db_role_setting s
                WHERE s.setrole OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER) LOOP
         IF db OPERATOR(pg_catalog.=) 0 THEN
