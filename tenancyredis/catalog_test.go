@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"tenancy"
 	"tenancy/tenancypgx"
 	"tenancy/tenancyredis"
@@ -23,6 +25,50 @@ func (s *countingStore) TenantBySlug(ctx context.Context, slug string) (*tenancy
 	return s.Store.TenantBySlug(ctx, slug)
 }
 
+// instance is one service's lookups: its first level in front of the shared second level.
+type instance struct {
+	l1 *tenancypgx.CachedStore
+	l2 *tenancyredis.CatalogStore
+}
+
+// startInstances starts n instances whose second levels (over src, in Redis under prefix) and
+// first levels hear cat's changes, and waits until each listens and has dropped its second level
+// once (as every connection of the listener asks).
+func startInstances(t *testing.T, cat *tenancypgx.Catalog, src tenancy.Store, rdb *redis.Client, prefix string, n int) []instance {
+	t.Helper()
+	var out []instance
+	for range n {
+		rc, err := tenancyredis.NewCache(rdb, &tenancyredis.CacheConfig{Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l2, err := tenancyredis.NewCatalogStore(src, rc, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l1, _ := tenancypgx.NewCachedStore(l2, nil)
+		in := instance{l1, l2}
+		out = append(out, in)
+		ctx, cancel := context.WithCancel(context.Background())
+		ready, done := make(chan struct{}), make(chan struct{})
+		var once atomic.Bool
+		go func() {
+			defer close(done)
+			cat.Watch(ctx, tenancypgx.Invalidators{in.l2, in.l1}, &tenancypgx.WatchOpts{OnConnect: func() {
+				if once.CompareAndSwap(false, true) {
+					close(ready)
+				}
+			}})
+		}()
+		t.Cleanup(func() { cancel(); <-done })
+		<-ready
+		for in.l2.Stats().Stale {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return out
+}
+
 // Two instances share the second level: what one loaded, the other reads from Redis; a catalog
 // change reaches both levels of both instances.
 func TestCatalogSecondLevel(t *testing.T) {
@@ -36,38 +82,7 @@ func TestCatalogSecondLevel(t *testing.T) {
 	rdb := client(t)
 	p := prefix(t, rdb)
 	db := &countingStore{Store: cat}
-	type instance struct {
-		l1 *tenancypgx.CachedStore
-		l2 *tenancyredis.CatalogStore
-	}
-	var instances []instance
-	for range 2 {
-		rc, _ := tenancyredis.NewCache(rdb, &tenancyredis.CacheConfig{Prefix: p})
-		l2, err := tenancyredis.NewCatalogStore(db, rc, time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l1, _ := tenancypgx.NewCachedStore(l2, nil)
-		in := instance{l1, l2}
-		instances = append(instances, in)
-		wctx, cancel := context.WithCancel(ctx)
-		ready := make(chan struct{})
-		var once atomic.Bool
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			cat.Watch(wctx, tenancypgx.Invalidators{in.l2, in.l1}, &tenancypgx.WatchOpts{OnConnect: func() {
-				if once.CompareAndSwap(false, true) {
-					close(ready)
-				}
-			}})
-		}()
-		t.Cleanup(func() { cancel(); <-done })
-		<-ready
-		for in.l2.Stats().Stale { // the drop every (re)connection asks for
-			time.Sleep(time.Millisecond)
-		}
-	}
+	instances := startInstances(t, cat, db, rdb, p, 2)
 	for i, in := range instances {
 		got, err := in.l1.TenantBySlug(ctx, "acme")
 		if err != nil || got.ID != acme.ID {
@@ -114,31 +129,7 @@ func TestCatalogSecondLevelSuspensionWhileRedisFlaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	type instance struct {
-		l1 *tenancypgx.CachedStore
-		l2 *tenancyredis.CatalogStore
-	}
-	var instances []instance
-	for range 2 {
-		rc, _ := tenancyredis.NewCache(rdb, &tenancyredis.CacheConfig{Prefix: "t:"})
-		l2, _ := tenancyredis.NewCatalogStore(cat, rc, time.Minute)
-		l1, _ := tenancypgx.NewCachedStore(l2, nil)
-		in := instance{l1, l2}
-		instances = append(instances, in)
-		wctx, cancel := context.WithCancel(ctx)
-		ready, done := make(chan struct{}), make(chan struct{})
-		var once atomic.Bool
-		go func() {
-			defer close(done)
-			cat.Watch(wctx, tenancypgx.Invalidators{in.l2, in.l1}, &tenancypgx.WatchOpts{OnConnect: func() {
-				if once.CompareAndSwap(false, true) {
-					close(ready)
-				}
-			}})
-		}()
-		t.Cleanup(func() { cancel(); <-done })
-		<-ready
-	}
+	instances := startInstances(t, cat, cat, rdb, "t:", 2)
 	for _, in := range instances {
 		if got, err := in.l1.TenantBySlug(ctx, "acme"); err != nil || got.Status != tenancy.StatusActive {
 			t.Fatalf("before: %v, %v", got, err)

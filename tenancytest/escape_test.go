@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tenancy"
 	"tenancy/tenancypgx"
@@ -240,12 +239,7 @@ func replaceUser(t *testing.T, rawURL, user string) string {
 func TestPreparedStatementsCannotBeHijacked(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
-	single := tenancytest.NewRuntimePool(t, env.Pool, func(c *pgxpool.Config) { c.MaxConns = 1 })
-	db, err := tenancypgx.New(single, tenancytest.WithKey(t, env.Pool, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, single := oneConnectionDB(t, env)
 	a, b := env.Pair(t, tenancy.IsolationShared)
 	ctxA, ctxB := tenancytest.Context(a), tenancytest.Context(b)
 	if _, err := db.Exec(ctxB, `INSERT INTO projects (name) VALUES ('B secret')`); err != nil {
@@ -261,7 +255,7 @@ func TestPreparedStatementsCannotBeHijacked(t *testing.T) {
 		t.Fatalf("control: B reads %q, %v", name, err)
 	}
 	var swapped string
-	err = db.Tx(ctxA, func(tx pgx.Tx) error {
+	err := db.Tx(ctxA, func(tx pgx.Tx) error {
 		var stmt string
 		if err := tx.QueryRow(ctxA, `SELECT name FROM pg_prepared_statements WHERE statement = $1`, query).Scan(&stmt); err != nil {
 			return fmt.Errorf("the driver's statement for B's query: %w", err)
@@ -307,14 +301,11 @@ func TestRoleChangesInsideAUnitOfWorkAreRolledBack(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
 	t.Cleanup(func() { env.Pool.Exec(context.Background(), `ALTER ROLE tenancy_app PASSWORD NULL`) })
-	var dbname string
-	if err := env.Pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&dbname); err != nil {
-		t.Fatal(err)
-	}
+	dbname := databaseName(t, env)
 	a := env.NewTenant(t, tenancy.IsolationShared)
 	ctx := tenancytest.Context(a)
 	for _, stmt := range []string{
-		`ALTER ROLE CURRENT_USER IN DATABASE ` + pgx.Identifier{dbname}.Sanitize() + ` SET search_path = pg_catalog`,
+		`ALTER ROLE CURRENT_USER IN DATABASE ` + dbname + ` SET search_path = pg_catalog`,
 		`ALTER ROLE tenancy_app PASSWORD 'chosen by A'`,
 	} {
 		var inside int
@@ -350,10 +341,7 @@ func TestRoleChangesInsideAUnitOfWorkAreRolledBack(t *testing.T) {
 func TestUnitOfWorkThatEndsItsTransactionIsRefused(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
-	var dbname string
-	if err := env.Pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&dbname); err != nil {
-		t.Fatal(err)
-	}
+	dbname := databaseName(t, env)
 	a := env.NewTenant(t, tenancy.IsolationShared)
 	ctx := tenancytest.Context(a)
 	if _, err := env.DB.Exec(ctx, `INSERT INTO projects (name) VALUES ('A own')`); err != nil {
@@ -367,7 +355,7 @@ func TestUnitOfWorkThatEndsItsTransactionIsRefused(t *testing.T) {
 		if err := tx.QueryRow(ctx, `SELECT count(*) FROM projects`).Scan(&unbound); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `ALTER ROLE CURRENT_USER IN DATABASE `+pgx.Identifier{dbname}.Sanitize()+` SET search_path = pg_catalog`); err != nil {
+		if _, err := tx.Exec(ctx, `ALTER ROLE CURRENT_USER IN DATABASE `+dbname+` SET search_path = pg_catalog`); err != nil {
 			return err
 		}
 		return tx.QueryRow(ctx, roleDefaults).Scan(&defaults)
@@ -407,11 +395,8 @@ func TestConnectionsWithRoleDefaultsAreRefused(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
 	ctx := context.Background()
-	var dbname string
-	if err := env.Pool.QueryRow(ctx, `SELECT current_database()`).Scan(&dbname); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+pgx.Identifier{dbname}.Sanitize()+` SET default_transaction_read_only = on`); err != nil {
+	dbname := databaseName(t, env)
+	if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+dbname+` SET default_transaction_read_only = on`); err != nil {
 		t.Fatal(err)
 	}
 	if n := adminCount(t, env, roleDefaults); n != 1 {
@@ -475,20 +460,12 @@ func TestNoSignalsOrLargeObjectsBetweenTenants(t *testing.T) {
 func TestRolledBackRoleChangeDoesNotFailTheNextTenant(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
-	single := tenancytest.NewRuntimePool(t, env.Pool, func(c *pgxpool.Config) { c.MaxConns = 1 })
-	db, err := tenancypgx.New(single, tenancytest.WithKey(t, env.Pool, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	var dbname string
-	if err := env.Pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&dbname); err != nil {
-		t.Fatal(err)
-	}
+	db, _ := oneConnectionDB(t, env)
+	dbname := databaseName(t, env)
 	a, b := env.Pair(t, tenancy.IsolationShared)
 	ctxA, ctxB := tenancytest.Context(a), tenancytest.Context(b)
-	err = db.Tx(ctxA, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctxA, `ALTER ROLE CURRENT_USER IN DATABASE `+pgx.Identifier{dbname}.Sanitize()+` SET work_mem = '9MB'`); err != nil {
+	err := db.Tx(ctxA, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctxA, `ALTER ROLE CURRENT_USER IN DATABASE `+dbname+` SET work_mem = '9MB'`); err != nil {
 			return err
 		}
 		return errBoom
@@ -500,7 +477,9 @@ func TestRolledBackRoleChangeDoesNotFailTheNextTenant(t *testing.T) {
 		t.Fatalf("control: the rolled-back role default is there: %d", n)
 	}
 	for _, run := range []func() error{
-		func() error { return db.Tx(ctxB, func(tx pgx.Tx) error { _, err := tx.Exec(ctxB, `SELECT 1`); return err }) },
+		func() error {
+			return db.Tx(ctxB, func(tx pgx.Tx) error { _, err := tx.Exec(ctxB, `SELECT 1`); return err })
+		},
 		func() error { _, err := db.Exec(ctxB, `SELECT 1`); return err },
 	} {
 		if err := run(); err != nil {

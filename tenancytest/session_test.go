@@ -118,13 +118,31 @@ func newSessionEnv(t *testing.T) *sessionEnv {
 	t.Helper()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: sessionLine,
 		Router: &tenancypgx.RouterConfig{MaxConnsPerPool: 1}})
+	db, single := oneConnectionDB(t, env)
+	return &sessionEnv{Env: env, db: db, runtime: single}
+}
+
+// oneConnectionDB returns a DB with env's router on a runtime pool of one connection, so each unit
+// of work gets the connection the last one used, and that pool.
+func oneConnectionDB(t *testing.T, env *tenancytest.Env) (*tenancypgx.DB, *pgxpool.Pool) {
+	t.Helper()
 	single := tenancytest.NewRuntimePool(t, env.Pool, func(c *pgxpool.Config) { c.MaxConns = 1 })
 	db, err := tenancypgx.New(single, tenancytest.WithKey(t, env.Pool, &tenancypgx.Config{Router: env.Router}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return &sessionEnv{Env: env, db: db, runtime: single}
+	return db, single
+}
+
+// databaseName returns the name of env's database, quoted.
+func databaseName(t *testing.T, env *tenancytest.Env) string {
+	t.Helper()
+	var name string
+	if err := env.Pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	return pgx.Identifier{name}.Sanitize()
 }
 
 // api is one way to run a unit of work: Tx, the single-statement helpers, SQLTx.
