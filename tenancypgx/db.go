@@ -152,13 +152,16 @@ func (db *DB) queueScope(b *pgx.Batch, s scope) {
 // proven with the binding key, so row-level security on tenant tables (tenancy.isolate) shows and
 // accepts only that tenant's rows; an INSERT need not name the tenant. Setting app.tenant_id to
 // another tenant from inside is refused by the database (the proof does not verify). BEGIN and
-// the scoping go to the server in one round trip, so a scoped transaction costs what a plain one
-// does.
+// the scoping go to the server in one round trip, so a scoped transaction takes the round trips
+// of a plain one.
 //
 // The connection goes back to the pool as it came, whatever fn did: in the round trip of the
 // COMMIT (or after the ROLLBACK) tenancy.reset_session() closes held cursors, drops LISTEN
 // registrations and session advisory locks, resets session settings and sequence state, and
-// drops temporary objects; a connection that cannot be reset is closed, never reused.
+// drops temporary objects and SQL-prepared statements; a connection that cannot be reset is
+// closed, never reused. If fn ends the transaction itself (a COMMIT inside it: what follows runs
+// without a tenant) or changes a role, Tx returns the database's refusal (SQLSTATE TNCY1, TNCY2),
+// rolls back what it can and closes the connection.
 //
 // Tx rolls back when fn returns an error, when fn panics (the panic goes on), and when ctx ends.
 // Without a tenant in ctx it returns tenancy.ErrNoTenant before any SQL is sent; for a suspended

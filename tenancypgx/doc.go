@@ -36,8 +36,12 @@
 // tenant from inside is an error, never that tenant's rows. The unit of work ends with
 // tenancy.reset_session() in the COMMIT's round trip (or after the ROLLBACK): held cursors,
 // LISTEN, session advisory locks, session settings (RESET ALL), sequence state and temporary
-// objects are gone, so the pooled connection goes back as it came; one that cannot be reset is
-// closed. The runtime role has no TEMP privilege at all. Without a tenant in the context, Tx and
+// objects and statements prepared with SQL's PREPARE are gone, so the pooled connection goes back
+// as it came; one that cannot be reset is closed. A unit of work that ends its own transaction (a
+// COMMIT inside fn: what follows runs unbound) or changes a role (PostgreSQL lets a role ALTER
+// itself) is refused and rolled back, with SQLSTATE TNCY1 or TNCY2, and its connection closed; a
+// new runtime connection that starts with role defaults is refused (ErrRoleDefaults) after
+// removing them. The runtime role has no TEMP privilege at all. Without a tenant in the context, Tx and
 // the helpers return tenancy.ErrNoTenant before any SQL runs. SQLTx gives database/sql users a
 // *sql.Tx with the same guarantees.
 //
