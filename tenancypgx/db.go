@@ -251,7 +251,7 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time) erro
 			err = cerr
 		}
 		if err == nil {
-			if !kept(protocol) {
+			if !kept(conn, protocol) {
 				discard(ctx, conn)
 			}
 			return nil
@@ -263,8 +263,15 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time) erro
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	results, rerr := conn.PgConn().Exec(rctx, "ROLLBACK; "+resetSQL).ReadAll()
-	if tampered(err) || rerr != nil || len(results) != 2 || len(results[1].Rows) != 1 || !kept(parseInt32(results[1].Rows[0][0])) {
+	if tampered(err) {
+		// The unit may have given the role session defaults outside its transaction, with
+		// session settings of its own that would stop a removal run from here.
+		_ = sweep(rctx, conn)
 		discard(rctx, conn)
+	} else if rerr != nil || len(results) != 2 || len(results[1].Rows) != 1 || !kept(conn, parseInt32(results[1].Rows[0][0])) {
+		discard(rctx, conn)
+	} else {
+		forgetPrepared(conn)
 	}
 	return err
 }
@@ -276,11 +283,34 @@ func tampered(err error) bool {
 	return errors.As(err, &pgErr) && (pgErr.Code == codeTxEnded || pgErr.Code == codeRoleChanged)
 }
 
-// kept reports whether conn may go back to the pool after a reset that returned protocol (see
-// tenancy.reset_session): -1 means the unit of work prepared statements with SQL's PREPARE, which
-// the reset dropped — one may have taken the name of a statement the driver prepared, so the
-// driver's cache no longer says what runs on this connection.
-func kept(protocol int32) bool { return protocol >= 0 }
+// kept reports whether conn may go back to the pool after a reset that returned protocol, the
+// number of statements the driver has prepared on it (see tenancy.reset_session): -1 means the
+// unit of work prepared statements with SQL's PREPARE, which the reset dropped — one may have
+// taken the name of a statement the driver prepared, so the driver's cache no longer says what
+// runs on this connection; fewer than after the last unit means it DEALLOCATEd some, and the next
+// user's queries would fail. The driver deallocates statements itself only after a statement
+// failed (it drops that one from its cache, before its next query) or when its cache is full: a
+// unit that ended in an error forgets the count (forgetPrepared), and the rare rest costs a
+// reconnect.
+func kept(conn *pgx.Conn, protocol int32) bool {
+	if protocol < 0 {
+		return false
+	}
+	data := conn.PgConn().CustomData()
+	if last, ok := data[preparedKey].(int32); ok && protocol < last {
+		return false
+	}
+	data[preparedKey] = protocol
+	return true
+}
+
+// forgetPrepared drops conn's count of prepared statements after a unit that ended in an error:
+// the driver may deallocate one before its next query.
+func forgetPrepared(conn *pgx.Conn) { delete(conn.PgConn().CustomData(), preparedKey) }
+
+// preparedKey keeps, on each connection, how many statements the driver had prepared on it at
+// the end of its last unit of work.
+const preparedKey = "tenancy.prepared"
 
 // discard closes conn: the pool never hands out a closed connection.
 func discard(ctx context.Context, conn *pgx.Conn) {
@@ -324,11 +354,12 @@ func (db *DB) acquire(ctx context.Context, s scope) (*pgxpool.Conn, func(error),
 	return conn, release, nil
 }
 
-// Exec runs one statement as the tenant in ctx. The scoping, the statement and the session reset
-// go to the server in one round trip and run in one implicit transaction (a pipeline ends its
-// transaction at its Sync), so the scope ends with the statement: it commits when the statement
-// succeeds and rolls back when it fails (then the reset takes a round trip of its own). For a
-// schema-model tenant it takes two round trips (see single). It fails like Tx without a tenant.
+// Exec runs one statement as the tenant in ctx. BEGIN, the scoping, the statement, the session
+// reset and COMMIT go to the server in one round trip, so the scope ends with the statement: it
+// commits when the statement succeeds and rolls back when it fails (then the reset takes a round
+// trip of its own). The transaction block is explicit, so a DO block or procedure in the statement
+// cannot COMMIT and go on unbound. For a schema-model tenant it takes two round trips (see
+// single). It fails like Tx without a tenant.
 func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	st, err := db.single(ctx, sql, args)
 	if err != nil {
@@ -403,10 +434,17 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 		st.br = conn.SendBatch(ctx, b)
 		return st, nil
 	}
+	// An explicit transaction block, not the pipeline's implicit transaction: in one, a DO block
+	// or a procedure cannot COMMIT and go on unbound.
+	b.Queue("BEGIN")
 	db.queueScope(b, s)
 	b.Queue(sql, args...)
 	b.Queue(resetUnitSQL)
+	b.Queue("COMMIT")
 	st.br = conn.SendBatch(ctx, b)
+	if _, err := st.br.Exec(); err != nil { // BEGIN
+		return nil, st.finish(err)
+	}
 	if _, err := st.br.Exec(); err != nil { // the scoping
 		return nil, st.finish(err)
 	}
@@ -438,9 +476,10 @@ func (st *single) finish(stmtErr error) error {
 	case err != nil || pc.TxStatus() != 'I':
 		end(st.ctx, conn, false, time.Time{})
 		if tampered(err) {
+			_ = sweep(st.ctx, conn)
 			discard(st.ctx, conn)
 		}
-	case !kept(protocol):
+	case !kept(conn, protocol):
 		discard(st.ctx, conn)
 	}
 	st.release(err)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,8 +82,17 @@ func NewRuntimePool(ctx context.Context, connString string, opts *RuntimePoolOpt
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
-// roleDefaultsSQL counts the session defaults (ALTER ROLE … SET) of the login role, in any database.
-const roleDefaultsSQL = `SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = session_user`
+// roleDefaultsSQL counts the session defaults (ALTER ROLE … SET) of the login role that a
+// connection to this database starts with: for this database and for all.
+const roleDefaultsSQL = `SELECT count(*) FROM pg_catalog.pg_db_role_setting s
+	JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.setrole
+	WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER
+	  AND s.setdatabase OPERATOR(pg_catalog.=) ANY (ARRAY[0, (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())])`
+
+// sweepSQL removes them (tenancy.sweep_role_defaults) in a transaction of its own that no session
+// default can stop: read-write, without statement or lock timeouts.
+const sweepSQL = `BEGIN READ WRITE; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0;
+	SET LOCAL idle_in_transaction_session_timeout = 0; SELECT tenancy.sweep_role_defaults(); COMMIT`
 
 // ErrRoleDefaults means a new connection of the runtime role started with session defaults that
 // SQL inside some unit of work gave the role (PostgreSQL lets a role ALTER ROLE itself … SET):
@@ -93,16 +103,29 @@ var ErrRoleDefaults = errors.New("tenancypgx: the runtime role had session defau
 // refuseRoleDefaults is the runtime pools' AfterConnect: a connection that started with role
 // defaults is refused, after removing them.
 func refuseRoleDefaults(ctx context.Context, conn *pgx.Conn) error {
-	var n int
-	if err := conn.QueryRow(ctx, roleDefaultsSQL).Scan(&n); err != nil {
+	// Read without the statement timeout the defaults themselves may set.
+	results, err := conn.PgConn().Exec(ctx, "BEGIN; SET LOCAL statement_timeout = 0; "+roleDefaultsSQL+"; COMMIT").ReadAll()
+	if err == nil && (len(results) != 4 || len(results[2].Rows) != 1) {
+		err = errors.New("unexpected result")
+	}
+	if err != nil {
 		return fmt.Errorf("tenancypgx: check the runtime role's session defaults: %w", err)
 	}
+	n, _ := strconv.Atoi(string(results[2].Rows[0][0]))
 	if n == 0 {
 		return nil
 	}
-	// The role may reset its own defaults; read-write whatever the defaults say.
-	_, err := conn.Exec(ctx, "BEGIN READ WRITE; "+resetSQL+"; COMMIT")
-	return fmt.Errorf("%w: %d removed (%v); this connection, which started with them, is refused", ErrRoleDefaults, n, err)
+	if err := sweep(ctx, conn); err != nil {
+		return fmt.Errorf("%w: %d, which could not be removed (%v): as a superuser, ALTER ROLE %s IN DATABASE %s RESET ALL (and ALTER ROLE %[3]s RESET ALL)",
+			ErrRoleDefaults, n, err, pgx.Identifier{conn.Config().User}.Sanitize(), pgx.Identifier{conn.Config().Database}.Sanitize())
+	}
+	return fmt.Errorf("%w: %d removed; this connection, which started with them, is refused", ErrRoleDefaults, n)
+}
+
+// sweep runs sweepSQL on conn.
+func sweep(ctx context.Context, conn *pgx.Conn) error {
+	_, err := conn.PgConn().Exec(ctx, sweepSQL).ReadAll()
+	return err
 }
 
 // chainAfterConnect runs first, then next when there is one.
@@ -133,8 +156,19 @@ func prepareRuntimeConfig(ctx context.Context, cfg *pgx.ConnConfig, connString s
 	if err := checkRuntimeRole(ctx, conn); err != nil {
 		return err
 	}
-	if err := refuseRoleDefaults(ctx, conn); err != nil && !errors.Is(err, ErrRoleDefaults) {
-		return err // role defaults found are removed: the pool's connections start clean
+	if err := refuseRoleDefaults(ctx, conn); err != nil {
+		if !errors.Is(err, ErrRoleDefaults) || strings.Contains(err.Error(), "could not be removed") {
+			return err
+		}
+		// They were removed: look again on a connection that starts without them.
+		conn.Close(ctx)
+		if conn, err = pgx.ConnectConfig(ctx, cfg); err != nil {
+			return fmt.Errorf("tenancypgx: runtime pool: %w", err)
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		if err := refuseRoleDefaults(ctx, conn); err != nil {
+			return err
+		}
 	}
 	pooled, err := throughIntermediary(ctx, conn)
 	if err != nil {

@@ -103,9 +103,17 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		}
 		p := recover()
 		_ = tx.Rollback()
-		resetSQLConn(ctx, conn)
 		if tampered(err) {
+			// As end does: remove role defaults the unit may have made, close the connection.
+			_ = conn.Raw(func(dc any) error {
+				if c, ok := dc.(*stdlib.Conn); ok {
+					_ = sweep(context.WithoutCancel(ctx), c.Conn())
+				}
+				return nil
+			})
 			keepSQLConn(conn, -1)
+		} else {
+			resetSQLConn(ctx, conn)
 		}
 		if p != nil {
 			panic(p)
@@ -145,6 +153,12 @@ func resetSQLConn(ctx context.Context, conn *sql.Conn) {
 		protocol = -1
 	}
 	keepSQLConn(conn, protocol)
+	_ = conn.Raw(func(dc any) error { // a unit that ended in an error: see forgetPrepared
+		if c, ok := dc.(*stdlib.Conn); ok {
+			forgetPrepared(c.Conn())
+		}
+		return nil
+	})
 }
 
 // keepSQLConn discards conn unless its session may be reused (see kept): it closes the pgx
@@ -153,7 +167,7 @@ func resetSQLConn(ctx context.Context, conn *sql.Conn) {
 func keepSQLConn(conn *sql.Conn, protocol int32) {
 	_ = conn.Raw(func(dc any) error {
 		c, ok := dc.(*stdlib.Conn)
-		if ok && kept(protocol) {
+		if ok && kept(c.Conn(), protocol) {
 			return nil
 		}
 		if ok {

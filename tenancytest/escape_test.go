@@ -396,11 +396,13 @@ func TestConnectionsWithRoleDefaultsAreRefused(t *testing.T) {
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
 	ctx := context.Background()
 	dbname := databaseName(t, env)
-	if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+dbname+` SET default_transaction_read_only = on`); err != nil {
+	// Defaults that would also stop a removal that trusted the session: read-only, 1 ms statements.
+	if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+dbname+` SET default_transaction_read_only = on;
+		ALTER ROLE tenancy_app IN DATABASE `+dbname+` SET statement_timeout = 1`); err != nil {
 		t.Fatal(err)
 	}
 	if n := adminCount(t, env, roleDefaults); n != 1 {
-		t.Fatalf("control: %d defaults", n)
+		t.Fatalf("control: %d rows of defaults", n)
 	}
 	env.Runtime.Reset() // the pool's connections are closed: the next acquire connects
 	_, err := env.Runtime.Acquire(ctx)
@@ -485,5 +487,110 @@ func TestRolledBackRoleChangeDoesNotFailTheNextTenant(t *testing.T) {
 		if err := run(); err != nil {
 			t.Fatalf("B after A's rolled-back role change: %v", err)
 		}
+	}
+}
+
+// The attack a second review found: a unit of work COMMITs its transaction, gives the role session
+// defaults outside it (1 ms statements) and makes its own session read-only, so that a removal run
+// with that session's settings fails and every later connection of every tenant starts with the
+// defaults. Through Tx and SQLTx the unit is refused and the defaults removed regardless; through
+// Exec a DO block cannot COMMIT at all. Later connections of another tenant are served.
+func TestRoleDefaultsCannotLockTheServiceOut(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	dbname := databaseName(t, env)
+	a, b := env.Pair(t, tenancy.IsolationShared)
+	ctxA, ctxB := tenancytest.Context(a), tenancytest.Context(b)
+	attack := `COMMIT; ALTER ROLE CURRENT_USER IN DATABASE ` + dbname + ` SET statement_timeout = 1; SET default_transaction_read_only = on`
+	var pgErr *pgconn.PgError
+	err := env.DB.Tx(ctxA, func(tx pgx.Tx) error { _, err := tx.Exec(ctxA, attack); return err })
+	if !errors.As(err, &pgErr) || pgErr.Code != "TNCY1" {
+		t.Fatalf("Tx: %v; want the reset's refusal (TNCY1)", err)
+	}
+	if n := adminCount(t, env, roleDefaults); n != 0 {
+		t.Fatalf("after Tx the runtime role kept %d rows of defaults", n)
+	}
+	err = env.DB.SQLTx(ctxA, func(tx *sql.Tx) error { _, err := tx.ExecContext(ctxA, attack); return err })
+	if !errors.As(err, &pgErr) || pgErr.Code != "TNCY1" {
+		t.Fatalf("SQLTx: %v; want the reset's refusal (TNCY1)", err)
+	}
+	if n := adminCount(t, env, roleDefaults); n != 0 {
+		t.Fatalf("after SQLTx the runtime role kept %d rows of defaults", n)
+	}
+	_, err = env.DB.Exec(ctxA, `DO $$BEGIN COMMIT; EXECUTE 'ALTER ROLE CURRENT_USER IN DATABASE `+strings.ReplaceAll(dbname, `'`, `''`)+` SET statement_timeout = 1'; END$$`)
+	if !errors.As(err, &pgErr) || pgErr.Code != "2D000" { // invalid transaction termination
+		t.Fatalf("Exec of a DO block that COMMITs: %v; want 2D000", err)
+	}
+	if n := adminCount(t, env, roleDefaults); n != 0 {
+		t.Fatalf("after Exec the runtime role kept %d rows of defaults", n)
+	}
+	env.Runtime.Reset() // new connections from here
+	for i := range 5 {
+		if _, err := env.DB.Exec(ctxB, `INSERT INTO projects (name) VALUES ($1)`, fmt.Sprint("B ", i)); err != nil {
+			t.Fatalf("B's request %d after A's attacks: %v", i, err)
+		}
+	}
+}
+
+// SQL in one unit of work can DEALLOCATE the statements the driver prepared on its connection; the
+// next user of that connection would then fail. The connection is closed instead.
+func TestDeallocatedStatementsDoNotFailTheNextTenant(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	db, single := oneConnectionDB(t, env)
+	a, b := env.Pair(t, tenancy.IsolationShared)
+	ctxA, ctxB := tenancytest.Context(a), tenancytest.Context(b)
+	read := func() error {
+		var n int
+		return db.QueryRow(ctxB, `SELECT count(*) FROM projects`).Scan(&n)
+	}
+	for name, deallocate := range map[string]func() error{
+		"Tx": func() error {
+			return db.Tx(ctxA, func(tx pgx.Tx) error { _, err := tx.Exec(ctxA, `DEALLOCATE ALL`); return err })
+		},
+		"Exec": func() error { _, err := db.Exec(ctxA, `DEALLOCATE ALL`); return err },
+	} {
+		if err := read(); err != nil { // B's statements are prepared on the connection
+			t.Fatal(err)
+		}
+		before := single.Stat().NewConnsCount()
+		deallocate()
+		if err := read(); err != nil {
+			t.Errorf("B after A's DEALLOCATE ALL through %s: %v", name, err)
+		}
+		if single.Stat().NewConnsCount() == before {
+			t.Errorf("control: the connection A deallocated on (%s) was reused", name)
+		}
+	}
+}
+
+// A unit of work that seeds random() would make the next user's random() predictable; the reset
+// reseeds it from the strong generator. The control: the same seed on a connection of its own
+// gives the predicted value.
+func TestRandomSeedDoesNotCarryOver(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	db, single := oneConnectionDB(t, env)
+	a, b := env.Pair(t, tenancy.IsolationShared)
+	var predicted float64
+	if err := env.Pool.QueryRow(context.Background(), `SELECT setseed(0.42), random()`).Scan(nil, &predicted); err != nil {
+		t.Fatal(err)
+	}
+	var again float64
+	if err := env.Pool.QueryRow(context.Background(), `SELECT setseed(0.42), random()`).Scan(nil, &again); err != nil || again != predicted {
+		t.Fatalf("control: setseed(0.42) gives %v then %v", predicted, again)
+	}
+	if _, err := db.Exec(tenancytest.Context(a), `SELECT setseed(0.42)`); err != nil {
+		t.Fatal(err)
+	}
+	var got float64
+	if err := db.QueryRow(tenancytest.Context(b), `SELECT random()`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got == predicted {
+		t.Fatalf("B's random() is %v, what A's seed predicts", got)
+	}
+	if n := single.Stat().NewConnsCount(); n != 1 {
+		t.Fatalf("control: B ran on a new connection (%d opened), not the one A seeded", n)
 	}
 }

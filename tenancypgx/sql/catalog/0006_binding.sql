@@ -83,19 +83,16 @@ END $$;
 -- start, no longer now(): what followed ran unbound) or changed a role: PostgreSQL lets any role
 -- set its own password and session defaults (ALTER ROLE CURRENT_USER SET search_path …), which
 -- every later connection of every tenant would start with. Defaults of the runtime role made
--- anyway (outside a transaction it could roll back) are removed by the reset that follows the
--- ROLLBACK.
+-- anyway (outside a transaction it could roll back) are removed by tenancy.sweep_role_defaults().
 --
 -- It returns how many statements the driver prepared, or -1 when the connection must not be
--- reused: SQL-prepared statements or role defaults had to be dropped, or a role was changed on
--- it. tenancypgx calls it after every ROLLBACK too (in_unit false). It runs with the caller's
+-- reused: SQL-prepared statements had to be dropped, or a role was changed on it. tenancypgx calls it after every ROLLBACK too (in_unit false). It runs with the caller's
 -- rights and no SET clause (one would undo RESET ALL at exit); every name in it is qualified.
 CREATE FUNCTION tenancy.reset_session(in_unit boolean DEFAULT false, tx_start timestamptz DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     stmt      text;
     by_sql    boolean;
-    db        oid;
     role_writes bigint;
     protocol  integer := 0;
 BEGIN
@@ -137,28 +134,44 @@ BEGIN
             protocol := protocol OPERATOR(pg_catalog.+) 1;
         END IF;
     END LOOP;
-    -- Role defaults cannot have been made inside the unit (refused above); made outside a
-    -- transaction (TNCY1 leads here, after the ROLLBACK) or by anyone else, they are removed.
-    IF in_unit THEN
-        RETURN protocol;
-    END IF;
-    FOR db IN SELECT s.setdatabase FROM pg_catalog.pg_db_role_setting s
-               WHERE s.setrole OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER) LOOP
-        IF db OPERATOR(pg_catalog.=) 0 THEN
-            EXECUTE 'ALTER ROLE CURRENT_USER RESET ALL';
-        ELSE
-            EXECUTE pg_catalog.format('ALTER ROLE CURRENT_USER IN DATABASE %I RESET ALL',
-                                      (SELECT d.datname FROM pg_catalog.pg_database d WHERE d.oid OPERATOR(pg_catalog.=) db));
-        END IF;
-        protocol := -1;
-    END LOOP;
+    -- The generator of random(): a unit of work may have seeded it (setseed), which would make
+    -- the next user's random() predictable. Reseeded from the strong generator.
+    PERFORM pg_catalog.setseed(
+        ((('x' OPERATOR(pg_catalog.||) pg_catalog.substr(pg_catalog.md5(pg_catalog.gen_random_uuid()::pg_catalog.text), 1, 13))::pg_catalog.bit(52)::pg_catalog.int8)::pg_catalog.float8
+         OPERATOR(pg_catalog./) 4503599627370496.0) OPERATOR(pg_catalog.*) 2 OPERATOR(pg_catalog.-) 1);
     RETURN protocol;
 END $$;
 
--- Only the runtime role calls into the catalog schema, and only these two functions.
+-- tenancy.sweep_role_defaults() removes the session defaults of the login role (ALTER ROLE … SET)
+-- for this database and for all databases — which PostgreSQL lets the role set on itself, and
+-- which every later connection would start with. (Defaults for other databases are each one's
+-- own connections' to remove: a deployment never touches another's.) tenancypgx runs it, as the runtime role, after a unit
+-- of work that ended its transaction itself or changed a role, and when a new runtime connection
+-- starts with defaults: in a transaction of its own, read-write and without timeouts, whatever the
+-- session's defaults say. It returns how many it removed.
+CREATE FUNCTION tenancy.sweep_role_defaults() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    db      oid;
+    removed integer := 0;
+BEGIN
+    FOR db IN SELECT s.setdatabase FROM pg_catalog.pg_db_role_setting s
+               WHERE s.setrole OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER)
+                 AND s.setdatabase OPERATOR(pg_catalog.=) ANY (ARRAY[0, (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())]) LOOP
+        IF db OPERATOR(pg_catalog.=) 0 THEN
+            EXECUTE 'ALTER ROLE CURRENT_USER RESET ALL';
+        ELSE
+            EXECUTE pg_catalog.format('ALTER ROLE CURRENT_USER IN DATABASE %I RESET ALL', pg_catalog.current_database());
+        END IF;
+        removed := removed OPERATOR(pg_catalog.+) 1;
+    END LOOP;
+    RETURN removed;
+END $$;
+
+-- Only the runtime role calls into the catalog schema, and only these functions.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA tenancy FROM PUBLIC;
 GRANT USAGE ON SCHEMA tenancy TO tenancy_app;
-GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.reset_session(boolean, timestamptz) TO tenancy_app;
+GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.reset_session(boolean, timestamptz), tenancy.sweep_role_defaults() TO tenancy_app;
 
 -- tenancy.isolate(table) as in 0002, but the policy trusts only the verified binding
 -- (tenancy.current_tenant(), read once per query), not the raw setting. The column default still
@@ -221,8 +234,9 @@ BEGIN
         EXECUTE format('GRANT USAGE ON SCHEMA tenancy TO %I', runtime_role);
     END IF;
     IF NOT (has_function_privilege(runtime_role, 'tenancy.current_tenant()', 'EXECUTE')
-            AND has_function_privilege(runtime_role, 'tenancy.reset_session(boolean, timestamptz)', 'EXECUTE')) THEN
-        EXECUTE format('GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.reset_session(boolean, timestamptz) TO %I', runtime_role);
+            AND has_function_privilege(runtime_role, 'tenancy.reset_session(boolean, timestamptz)', 'EXECUTE')
+            AND has_function_privilege(runtime_role, 'tenancy.sweep_role_defaults()', 'EXECUTE')) THEN
+        EXECUTE format('GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.reset_session(boolean, timestamptz), tenancy.sweep_role_defaults() TO %I', runtime_role);
     END IF;
 END $$;
 REVOKE EXECUTE ON FUNCTION tenancy.isolate(regclass, name) FROM PUBLIC;
