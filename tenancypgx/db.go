@@ -67,7 +67,8 @@ const (
 )
 
 // New returns a DB on pool, which must log in as the runtime role (see NewRuntimePool): not a
-// superuser, without BYPASSRLS or CREATEROLE, a member of no role. The first transaction checks
+// superuser, without BYPASSRLS or CREATEROLE, a member of no role; and must not use pgx's simple
+// protocol (it would write the tenant's proof into statement text other sessions can read). The first transaction checks
 // that, and that cfg.Key is the key of the pool's database, and fails with ErrUnsafeRuntimeRole or
 // ErrBindingKeyMismatch otherwise: SQL inside a transaction can never become anyone else.
 func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
@@ -77,7 +78,20 @@ func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
 	if cfg == nil || cfg.Key == nil {
 		return nil, errors.New("tenancypgx: New needs Config.Key, the catalog's binding key (Catalog.BindingKey)")
 	}
+	if err := refuseSimpleProtocol(pool.Config().ConnConfig); err != nil {
+		return nil, err
+	}
 	return &DB{pool: pool, key: cfg.Key, store: cfg.Store, router: cfg.Router}, nil
+}
+
+// refuseSimpleProtocol refuses pgx's simple protocol for tenant work: it writes arguments into
+// the statement's text, and the text of a statement in flight is visible to every session of the
+// same role (pg_stat_activity) — the tenant's proof included.
+func refuseSimpleProtocol(cfg *pgx.ConnConfig) error {
+	if cfg.DefaultQueryExecMode == pgx.QueryExecModeSimpleProtocol {
+		return errors.New("tenancypgx: default_query_exec_mode=simple_protocol would put each transaction's tenant proof in the statement text, which other tenants' sessions can read in pg_stat_activity: use exec, cache_describe (behind a pooler) or the default")
+	}
+	return nil
 }
 
 // Pool returns the pool transactions run on.
@@ -262,16 +276,18 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time) erro
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	results, rerr := conn.PgConn().Exec(rctx, "ROLLBACK; "+resetSQL).ReadAll()
-	if tampered(err) {
-		// The unit may have given the role session defaults outside its transaction, with
-		// session settings of its own that would stop a removal run from here.
+	_, rerr := conn.PgConn().Exec(rctx, "ROLLBACK").ReadAll()
+	protocol := int32(-1)
+	if rerr == nil && !tampered(err) {
+		// Through pgx: it first drops the statements it invalidated when one failed, so the
+		// count the reset returns is what it keeps.
+		rerr = conn.QueryRow(rctx, resetSQL).Scan(&protocol)
+	}
+	if rerr != nil || !kept(conn, protocol) {
+		// The unit may also have given the role session defaults outside its transaction, with
+		// session settings of its own that would stop a removal run from its session.
 		_ = sweep(rctx, conn)
 		discard(rctx, conn)
-	} else if rerr != nil || len(results) != 2 || len(results[1].Rows) != 1 || !kept(conn, parseInt32(results[1].Rows[0][0])) {
-		discard(rctx, conn)
-	} else {
-		forgetPrepared(conn)
 	}
 	return err
 }
@@ -287,11 +303,10 @@ func tampered(err error) bool {
 // number of statements the driver has prepared on it (see tenancy.reset_session): -1 means the
 // unit of work prepared statements with SQL's PREPARE, which the reset dropped — one may have
 // taken the name of a statement the driver prepared, so the driver's cache no longer says what
-// runs on this connection; fewer than after the last unit means it DEALLOCATEd some, and the next
-// user's queries would fail. The driver deallocates statements itself only after a statement
-// failed (it drops that one from its cache, before its next query) or when its cache is full: a
-// unit that ended in an error forgets the count (forgetPrepared), and the rare rest costs a
-// reconnect.
+// runs on this connection — or changed a role, or the role has session defaults; fewer than after
+// the last unit means it DEALLOCATEd some, and the next user's queries would fail. The driver
+// deallocates statements itself after a statement failed (before its next query, which on the
+// rollback path is the reset) and when its cache is full: that rare case costs a reconnect.
 func kept(conn *pgx.Conn, protocol int32) bool {
 	if protocol < 0 {
 		return false
@@ -303,10 +318,6 @@ func kept(conn *pgx.Conn, protocol int32) bool {
 	data[preparedKey] = protocol
 	return true
 }
-
-// forgetPrepared drops conn's count of prepared statements after a unit that ended in an error:
-// the driver may deallocate one before its next query.
-func forgetPrepared(conn *pgx.Conn) { delete(conn.PgConn().CustomData(), preparedKey) }
 
 // preparedKey keeps, on each connection, how many statements the driver had prepared on it at
 // the end of its last unit of work.
@@ -475,7 +486,7 @@ func (st *single) finish(stmtErr error) error {
 	case pc.IsClosed():
 	case err != nil || pc.TxStatus() != 'I':
 		end(st.ctx, conn, false, time.Time{})
-		if tampered(err) {
+		if tampered(err) && !conn.IsClosed() {
 			_ = sweep(st.ctx, conn)
 			discard(st.ctx, conn)
 		}

@@ -41,7 +41,11 @@
 // COMMIT inside fn: what follows runs unbound) or changes a role (PostgreSQL lets a role ALTER
 // itself) is refused and rolled back, with SQLSTATE TNCY1 or TNCY2, and its connection closed; a
 // new runtime connection that starts with role defaults is refused (ErrRoleDefaults) after
-// removing them. The runtime role has no TEMP privilege at all. Without a tenant in the context, Tx and
+// removing them, and so are defaults a unit left before failing. Catalog.GuardRuntimeRole, run in
+// one instance on the migration role's pool, removes those a cut connection left and reports a
+// changed password. A unit that DEALLOCATEs the driver's statements gets its connection closed.
+// pgx's simple protocol is refused (it would show the proof in pg_stat_activity). The runtime
+// role has no TEMP privilege at all. Without a tenant in the context, Tx and
 // the helpers return tenancy.ErrNoTenant before any SQL runs. SQLTx gives database/sql users a
 // *sql.Tx with the same guarantees.
 //

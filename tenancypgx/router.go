@@ -140,6 +140,15 @@ func NewRouter(cfg *RouterConfig) (*Router, error) {
 	if err := cfg.Servers.validate(); err != nil {
 		return nil, err
 	}
+	for alias := range cfg.Servers {
+		pc, err := cfg.Servers.PoolConfig(alias, "postgres")
+		if err != nil {
+			return nil, err
+		}
+		if err := refuseSimpleProtocol(pc.ConnConfig); err != nil {
+			return nil, fmt.Errorf("tenancypgx: server %s: %w", alias, err)
+		}
+	}
 	c := *cfg
 	setDefault := func(v *int, d int) {
 		if *v == 0 {

@@ -72,6 +72,9 @@ func NewRuntimePool(ctx context.Context, connString string, opts *RuntimePoolOpt
 	if opts != nil && opts.Logger != nil {
 		log = opts.Logger
 	}
+	if err := refuseSimpleProtocol(cfg.ConnConfig); err != nil {
+		return nil, err
+	}
 	if err := prepareRuntimeConfig(ctx, cfg.ConnConfig, connString, log); err != nil {
 		return nil, err
 	}
@@ -176,7 +179,7 @@ func prepareRuntimeConfig(ctx context.Context, cfg *pgx.ConnConfig, connString s
 	}
 	if pooled && !explicitExecMode.MatchString(connString) {
 		cfg.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
-		log.Info("tenancy: the runtime URL reaches PostgreSQL through a pooler or proxy: statements are not prepared by name (default_query_exec_mode=cache_describe); set default_query_exec_mode in the URL to choose",
+		log.Info("tenancy: the runtime URL reaches PostgreSQL through a pooler or proxy: statements are not prepared by name (default_query_exec_mode=cache_describe); set default_query_exec_mode (exec, cache_describe) in the URL to choose",
 			"host", cfg.Host, "port", cfg.Port)
 	}
 	return nil

@@ -152,13 +152,15 @@ func resetSQLConn(ctx context.Context, conn *sql.Conn) {
 	if err := conn.QueryRowContext(rctx, resetSQL).Scan(&protocol); err != nil {
 		protocol = -1
 	}
+	if protocol < 0 { // as end does: remove role defaults the unit may have made
+		_ = conn.Raw(func(dc any) error {
+			if c, ok := dc.(*stdlib.Conn); ok {
+				_ = sweep(rctx, c.Conn())
+			}
+			return nil
+		})
+	}
 	keepSQLConn(conn, protocol)
-	_ = conn.Raw(func(dc any) error { // a unit that ended in an error: see forgetPrepared
-		if c, ok := dc.(*stdlib.Conn); ok {
-			forgetPrepared(c.Conn())
-		}
-		return nil
-	})
 }
 
 // keepSQLConn discards conn unless its session may be reused (see kept): it closes the pgx

@@ -13,8 +13,27 @@ import (
 // returns a pool on it (closed when t ends) and the catalog.
 func NewCatalog(t testing.TB) (*pgxpool.Pool, *tenancypgx.Catalog) {
 	t.Helper()
+	return catalogAt(t, NewDatabase(t))
+}
+
+// NewCatalog creates database on the private server (if it is not there), migrates the tenant
+// catalog into it and returns a pool on it as postgres (closed when the test ends) and the
+// catalog.
+func (p *PrivatePostgres) NewCatalog(database string) (*pgxpool.Pool, *tenancypgx.Catalog) {
+	p.t.Helper()
+	url := p.URL(database)
+	if _, err := tenancypgx.EnsureDatabase(context.Background(), url); err != nil {
+		p.t.Fatalf("tenancytest: %v", err)
+	}
+	return catalogAt(p.t, url)
+}
+
+// catalogAt migrates the tenant catalog into the database at url and returns a pool on it
+// (closed when t ends) and the catalog.
+func catalogAt(t testing.TB, url string) (*pgxpool.Pool, *tenancypgx.Catalog) {
+	t.Helper()
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, NewDatabase(t))
+	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
 		t.Fatalf("tenancytest: %v", err)
 	}

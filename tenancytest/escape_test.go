@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tenancy"
 	"tenancy/tenancypgx"
@@ -533,7 +534,9 @@ func TestRoleDefaultsCannotLockTheServiceOut(t *testing.T) {
 }
 
 // SQL in one unit of work can DEALLOCATE the statements the driver prepared on its connection; the
-// next user of that connection would then fail. The connection is closed instead.
+// next user of that connection would then fail. The connection is closed instead — also when the
+// unit then fails, and when it spares the statement of the reset (whose failure alone would
+// close the connection).
 func TestDeallocatedStatementsDoNotFailTheNextTenant(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
@@ -544,11 +547,25 @@ func TestDeallocatedStatementsDoNotFailTheNextTenant(t *testing.T) {
 		var n int
 		return db.QueryRow(ctxB, `SELECT count(*) FROM projects`).Scan(&n)
 	}
+	const allButTheReset = `DO $$DECLARE n text; BEGIN
+		FOR n IN SELECT name FROM pg_prepared_statements WHERE statement NOT LIKE '%reset_session%' LOOP
+			EXECUTE 'DEALLOCATE ' || quote_ident(n);
+		END LOOP; END$$`
 	for name, deallocate := range map[string]func() error{
 		"Tx": func() error {
 			return db.Tx(ctxA, func(tx pgx.Tx) error { _, err := tx.Exec(ctxA, `DEALLOCATE ALL`); return err })
 		},
 		"Exec": func() error { _, err := db.Exec(ctxA, `DEALLOCATE ALL`); return err },
+		"a Tx that fails": func() error {
+			return db.Tx(ctxA, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctxA, allButTheReset); err != nil {
+					return err
+				}
+				return errBoom
+			})
+		},
+		// The control: a unit that fails and deallocates nothing keeps its connection.
+		"control": func() error { return db.Tx(ctxA, func(tx pgx.Tx) error { return errBoom }) },
 	} {
 		if err := read(); err != nil { // B's statements are prepared on the connection
 			t.Fatal(err)
@@ -556,10 +573,10 @@ func TestDeallocatedStatementsDoNotFailTheNextTenant(t *testing.T) {
 		before := single.Stat().NewConnsCount()
 		deallocate()
 		if err := read(); err != nil {
-			t.Errorf("B after A's DEALLOCATE ALL through %s: %v", name, err)
+			t.Errorf("B after A's DEALLOCATE through %s: %v", name, err)
 		}
-		if single.Stat().NewConnsCount() == before {
-			t.Errorf("control: the connection A deallocated on (%s) was reused", name)
+		if reused := single.Stat().NewConnsCount() == before; reused != (name == "control") {
+			t.Errorf("%s: the connection was reused: %v", name, reused)
 		}
 	}
 }
@@ -593,4 +610,124 @@ func TestRandomSeedDoesNotCarryOver(t *testing.T) {
 	if n := single.Stat().NewConnsCount(); n != 1 {
 		t.Fatalf("control: B ran on a new connection (%d opened), not the one A seeded", n)
 	}
+}
+
+// The attack a third review found: a unit of work COMMITs, gives the role session defaults
+// outside its transaction, then fails (its next statement errors), so it ends on the rollback path
+// rather than the commit's reset — at once, or after PostgreSQL has flushed the statistics that
+// tell a role changed on the connection. Through Tx and SQLTx the defaults are removed all the
+// same and the connection closed; another tenant's later connections start clean.
+func TestFailedUnitOfWorkCannotLeaveRoleDefaults(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	dbname := databaseName(t, env)
+	a, b := env.Pair(t, tenancy.IsolationShared)
+	ctxA, ctxB := tenancytest.Context(a), tenancytest.Context(b)
+	attack := []string{
+		`COMMIT; ALTER ROLE CURRENT_USER IN DATABASE ` + dbname + ` SET search_path = pg_catalog`,
+		`SELECT pg_sleep(0)`, // or long enough for the statistics to be flushed (1 s)
+		`SELECT 1/0`,
+	}
+	for _, pause := range []string{"0", "1.2"} {
+		attack[1] = `SELECT pg_sleep(` + pause + `)`
+		for name, unit := range map[string]func() error{
+			"Tx": func() error {
+				return env.DB.Tx(ctxA, func(tx pgx.Tx) error {
+					for _, stmt := range attack {
+						if _, err := tx.Exec(ctxA, stmt); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+			},
+			"SQLTx": func() error {
+				return env.DB.SQLTx(ctxA, func(tx *sql.Tx) error {
+					for _, stmt := range attack {
+						if _, err := tx.ExecContext(ctxA, stmt); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+			},
+		} {
+			var pgErr *pgconn.PgError
+			if err := unit(); !errors.As(err, &pgErr) || pgErr.Code != "22012" {
+				t.Fatalf("%s (pause %s s): %v; want the unit's own error (division by zero)", name, pause, err)
+			}
+			if n := adminCount(t, env, roleDefaults); n != 0 {
+				t.Fatalf("after %s (pause %s s) the runtime role kept %d rows of defaults", name, pause, n)
+			}
+			env.Runtime.Reset() // new connections from here
+			var path string
+			if err := env.DB.QueryRow(ctxB, `SELECT current_setting('search_path')`).Scan(&path); err != nil || path == "pg_catalog" {
+				t.Fatalf("B's next connection after %s (pause %s s): search_path %q, %v", name, pause, path, err)
+			}
+		}
+	}
+	// The control: the same statement from the migration role leaves the default (it is
+	// the toolkit, not PostgreSQL, that removes it).
+	if _, err := env.Pool.Exec(context.Background(), `ALTER ROLE tenancy_app IN DATABASE `+dbname+` SET search_path = pg_catalog`); err != nil {
+		t.Fatal(err)
+	}
+	if n := adminCount(t, env, roleDefaults); n != 1 {
+		t.Fatalf("control: the default set by the migration role is not there (%d)", n)
+	}
+	if _, err := env.Pool.Exec(context.Background(), `ALTER ROLE tenancy_app IN DATABASE `+dbname+` RESET ALL`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pgx's simple protocol writes arguments into the statement's text, which every session of the
+// runtime role can read in pg_stat_activity while it runs: the tenant's proof would be readable
+// by other tenants' SQL. A pool, a DB and a router that would use it are refused.
+func TestSimpleProtocolIsRefused(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	ctx := context.Background()
+	runtimeURL, err := tenancypgx.RuntimeURL(env.Pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	simple := runtimeURL + sep(runtimeURL) + "default_query_exec_mode=simple_protocol"
+	if pool, err := tenancypgx.NewRuntimePool(ctx, simple, nil); err == nil || !strings.Contains(err.Error(), "simple_protocol") {
+		if pool != nil {
+			pool.Close()
+		}
+		t.Errorf("NewRuntimePool with the simple protocol: %v; want a refusal", err)
+	}
+	// A pool made by hand, as a user may.
+	cfg, err := pgxpool.ParseConfig(simple)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := tenancypgx.New(pool, tenancytest.WithKey(t, env.Pool, nil)); err == nil || !strings.Contains(err.Error(), "simple_protocol") {
+		t.Errorf("New on a simple-protocol pool: %v; want a refusal", err)
+	}
+	if _, err := tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: tenancypgx.Servers{tenancypgx.DefaultServer: simple}}); err == nil || !strings.Contains(err.Error(), "simple_protocol") {
+		t.Errorf("NewRouter with the simple protocol: %v; want a refusal", err)
+	}
+	// The control: the same URL in the default mode is served.
+	good, err := tenancypgx.NewRuntimePool(ctx, runtimeURL, nil)
+	if err != nil {
+		t.Fatalf("control: %v", err)
+	}
+	defer good.Close()
+	if _, err := tenancypgx.New(good, tenancytest.WithKey(t, env.Pool, nil)); err != nil {
+		t.Fatalf("control: %v", err)
+	}
+}
+
+// sep is what joins a query parameter to u.
+func sep(u string) string {
+	if strings.Contains(u, "?") {
+		return "&"
+	}
+	return "?"
 }

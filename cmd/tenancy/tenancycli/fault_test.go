@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tenancy"
 	"tenancy/cmd/tenancy/tenancycli"
@@ -190,18 +189,8 @@ func TestServiceRecoversFromPostgresRestart(t *testing.T) {
 	t.Parallel()
 	pg := tenancytest.StartPostgres(t)
 	ctx := context.Background()
+	pool, _ := pg.NewCatalog("service")
 	url := pg.URL("service")
-	if _, err := tenancypgx.EnsureDatabase(ctx, url); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := tenancypgx.MigrateCatalog(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
 	servers := tenancypgx.Servers{tenancypgx.DefaultServer: url}
 	lines := tenancycli.ReferenceLines()
 	lines.Servers = servers

@@ -261,8 +261,15 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Catalog returns the tenant catalog the service reads.
 func (s *Server) Catalog() *tenancypgx.Catalog { return s.catalog }
 
-// Run keeps the lookup cache current with the catalog's change notifications until ctx ends.
+// Run keeps the lookup cache current with the catalog's change notifications, and guards the
+// runtime role (tenancypgx.Catalog.GuardRuntimeRole), until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
+	guarded := make(chan struct{})
+	go func() { // the runtime role's session defaults removed, a changed password reported
+		defer close(guarded)
+		s.catalog.GuardRuntimeRole(ctx, &tenancypgx.GuardOpts{Logger: s.log})
+	}()
+	defer func() { <-guarded }()
 	return s.catalog.Watch(ctx, s.invalidate, &tenancypgx.WatchOpts{
 		OnConnect: func() { s.watchUp.Store(true) },
 		OnDisconnect: func(err error) {

@@ -118,6 +118,14 @@ BEGIN
         END IF;
         protocol := -1;
     END IF;
+    -- After a ROLLBACK: a unit that ended its transaction itself and then failed may have left
+    -- the role session defaults in any database; the caller then removes them
+    -- (tenancy.sweep_role_defaults) and closes the connection.
+    IF NOT in_unit AND EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s
+                                 JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.setrole
+                                WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER) THEN
+        protocol := -1;
+    END IF;
     EXECUTE 'CLOSE ALL';
     EXECUTE 'UNLISTEN *';
     PERFORM pg_catalog.pg_advisory_unlock_all();
@@ -142,26 +150,30 @@ BEGIN
     RETURN protocol;
 END $$;
 
--- tenancy.sweep_role_defaults() removes the session defaults of the login role (ALTER ROLE … SET)
--- for this database and for all databases — which PostgreSQL lets the role set on itself, and
--- which every later connection would start with. (Defaults for other databases are each one's
--- own connections' to remove: a deployment never touches another's.) tenancypgx runs it, as the runtime role, after a unit
+-- tenancy.sweep_role_defaults() removes the session defaults of the login role (ALTER ROLE … SET),
+-- in every database — which PostgreSQL lets the role set on itself, and which every later
+-- connection would start with. (The runtime role has no defaults of its own by design: what its
+-- connections need goes in the runtime URL.) tenancypgx runs it, as the runtime role, after a unit
 -- of work that ended its transaction itself or changed a role, and when a new runtime connection
--- starts with defaults: in a transaction of its own, read-write and without timeouts, whatever the
--- session's defaults say. It returns how many it removed.
+-- starts with defaults: in a transaction of its own, read-write and without timeouts, whatever
+-- the session's defaults say. It returns how many it removed.
 CREATE FUNCTION tenancy.sweep_role_defaults() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     db      oid;
+    dbname  name;
     removed integer := 0;
 BEGIN
-    FOR db IN SELECT s.setdatabase FROM pg_catalog.pg_db_role_setting s
-               WHERE s.setrole OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER)
-                 AND s.setdatabase OPERATOR(pg_catalog.=) ANY (ARRAY[0, (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())]) LOOP
+    -- A database dropped meanwhile takes its settings with it: skip it.
+    FOR db, dbname IN SELECT s.setdatabase, d.datname FROM pg_catalog.pg_db_role_setting s
+                        LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.setdatabase
+                       WHERE s.setrole OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER) LOOP
         IF db OPERATOR(pg_catalog.=) 0 THEN
             EXECUTE 'ALTER ROLE CURRENT_USER RESET ALL';
+        ELSIF dbname IS NOT NULL THEN
+            EXECUTE pg_catalog.format('ALTER ROLE CURRENT_USER IN DATABASE %I RESET ALL', dbname);
         ELSE
-            EXECUTE pg_catalog.format('ALTER ROLE CURRENT_USER IN DATABASE %I RESET ALL', pg_catalog.current_database());
+            CONTINUE;
         END IF;
         removed := removed OPERATOR(pg_catalog.+) 1;
     END LOOP;
