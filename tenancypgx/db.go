@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -328,15 +327,6 @@ func discard(ctx context.Context, conn *pgx.Conn) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
 	_ = conn.Close(cctx)
-}
-
-// parseInt32 reads a text-format integer; anything else is -1.
-func parseInt32(b []byte) int32 {
-	n, err := strconv.ParseInt(string(b), 10, 32)
-	if err != nil {
-		return -1
-	}
-	return int32(n)
 }
 
 // acquire takes a connection for s, whose login role and binding have been checked: from the
