@@ -40,6 +40,7 @@ type DB struct {
 	router  *Router
 	sql     sqlDBs
 	checked checkOnce // the shared pool's login role and binding, checked on first use
+	janitor *janitor  // removes the role's session defaults for the shared pool's server
 }
 
 // Scoping statements: the tenant, its proof and (schema tenants) the search_path exist only inside
@@ -80,7 +81,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
 	if err := refuseSimpleProtocol(pool.Config().ConnConfig); err != nil {
 		return nil, err
 	}
-	return &DB{pool: pool, key: cfg.Key, store: cfg.Store, router: cfg.Router}, nil
+	return &DB{pool: pool, key: cfg.Key, store: cfg.Store, router: cfg.Router, janitor: newJanitor(pool.Config().ConnConfig)}, nil
 }
 
 // refuseSimpleProtocol refuses pgx's simple protocol for tenant work: it writes arguments into
@@ -184,7 +185,7 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 	if err != nil {
 		return err
 	}
-	pc, release, err := db.acquire(ctx, s)
+	pc, release, j, err := db.acquire(ctx, s)
 	if err != nil {
 		return err
 	}
@@ -196,13 +197,13 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 	tx := br.Tx()
 	start, err := readScope(br, s)
 	if err != nil {
-		end(ctx, conn, false, start)
+		end(ctx, conn, false, start, j, err)
 		release(err)
 		return fmt.Errorf("tenancypgx: begin tenant transaction: %w", err)
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			end(ctx, conn, false, start)
+			end(ctx, conn, false, start, j, fmt.Errorf("panic: %v", p))
 			release(nil)
 			panic(p)
 		}
@@ -213,10 +214,10 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 		inner = &schemaTx{Tx: tx, tag: schemaTag(s.schema)}
 	}
 	if err := fn(inner); err != nil {
-		end(ctx, conn, false, start)
+		end(ctx, conn, false, start, j, err)
 		return err
 	}
-	return end(ctx, conn, true, start)
+	return end(ctx, conn, true, start, j, nil)
 }
 
 // readScope reads the results of a batch of BEGIN and the scoping statement, and closes it. It
@@ -239,12 +240,13 @@ func readScope(br pgx.BatchResults, s scope) (time.Time, error) {
 
 // end ends the unit of work on conn and leaves its session as the unit found it: with commit, the
 // reset (checking that the transaction is still the one that began at start) and the COMMIT in one
-// round trip; otherwise (or when that fails) ROLLBACK and the reset in one round trip, even after
-// ctx has ended. A connection that cannot be reset, whose unit of work ended its transaction
-// itself or changed a role, or whose driver cache it tampered with (see kept), is closed, so the
-// pool discards it. It returns the error of the commit.
-func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time) error {
-	var err error
+// round trip; otherwise (or when that fails) ROLLBACK, then the reset, even after ctx has ended. A
+// connection that cannot be reset, whose unit of work ended its transaction itself or changed a
+// role, or whose driver cache it tampered with (see kept), is closed, so the pool discards it; the
+// role's session defaults are then removed through j, as they are when the session died under
+// the unit. cause is why a unit that does not commit ends. It returns the error of the commit.
+func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time, j *janitor, cause error) error {
+	err := cause
 	if commit {
 		// One round trip, both statements prepared once per connection (a statement not yet
 		// prepared cannot be in an aborted transaction: then the ROLLBACK below cleans up).
@@ -271,6 +273,9 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time) erro
 		}
 	}
 	if conn.IsClosed() {
+		// The session ended under the unit of work, which can end its own (exit_on_error,
+		// idle_session_timeout…) after giving the role session defaults outside its transaction.
+		_ = j.sweep(ctx)
 		return err
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -282,10 +287,10 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time) erro
 		// count the reset returns is what it keeps.
 		rerr = conn.QueryRow(rctx, resetSQL).Scan(&protocol)
 	}
-	if rerr != nil || !kept(conn, protocol) {
-		// The unit may also have given the role session defaults outside its transaction, with
-		// session settings of its own that would stop a removal run from its session.
-		_ = sweep(rctx, conn)
+	if rerr != nil || lostStatement(err) || !keptAfterRollback(conn, protocol, err) {
+		// The unit may also have given the role session defaults outside its transaction: they
+		// are removed from the janitor's connection, whose session the unit never touched.
+		_ = j.sweep(rctx)
 		discard(rctx, conn)
 	}
 	return err
@@ -298,14 +303,15 @@ func tampered(err error) bool {
 	return errors.As(err, &pgErr) && (pgErr.Code == codeTxEnded || pgErr.Code == codeRoleChanged)
 }
 
-// kept reports whether conn may go back to the pool after a reset that returned protocol, the
-// number of statements the driver has prepared on it (see tenancy.reset_session): -1 means the
-// unit of work prepared statements with SQL's PREPARE, which the reset dropped — one may have
-// taken the name of a statement the driver prepared, so the driver's cache no longer says what
-// runs on this connection — or changed a role, or the role has session defaults; fewer than after
-// the last unit means it DEALLOCATEd some, and the next user's queries would fail. The driver
-// deallocates statements itself after a statement failed (before its next query, which on the
-// rollback path is the reset) and when its cache is full: that rare case costs a reconnect.
+// kept reports whether conn may go back to the pool after a unit of work that committed and a
+// reset that returned protocol, the number of the driver's cached statements prepared on it (see
+// tenancy.reset_session): -1 means the unit of work prepared statements with SQL's PREPARE, which
+// the reset dropped — one may have taken the name of a statement the driver prepared, so the
+// driver's cache no longer says what runs on this connection — or changed a role, or the role
+// has session defaults; fewer than after the last unit means it DEALLOCATEd some, and the next
+// user's queries would fail. (The driver deallocates statements itself when one fails — which in
+// a committed unit only a savepoint allows — and when its cache is full, where a new statement
+// takes an old one's place.)
 func kept(conn *pgx.Conn, protocol int32) bool {
 	if protocol < 0 {
 		return false
@@ -318,8 +324,45 @@ func kept(conn *pgx.Conn, protocol int32) bool {
 	return true
 }
 
-// preparedKey keeps, on each connection, how many statements the driver had prepared on it at
-// the end of its last unit of work.
+// keptAfterRollback is kept after a unit of work that failed with cause. When a statement failed
+// (cause holds the server's error), the driver has deallocated the statements that did: all of a
+// failed batch's (the single-statement helpers' pipeline is five) or, in Tx, the one that failed
+// and any run after it in the aborted transaction. Up to failedSlack fewer is taken for that; more
+// — or any fewer when no statement failed — means the unit DEALLOCATEd some. (So a unit that
+// fails on a statement after deallocating a few of the driver's statements, sparing the reset's,
+// is not seen: the next user of one of them on this connection gets one error (lostStatement:
+// the connection is then closed). pgx does not show its cache, which would tell exactly.)
+func keptAfterRollback(conn *pgx.Conn, protocol int32, cause error) bool {
+	if protocol < 0 {
+		return false
+	}
+	slack := int32(0)
+	var pgErr *pgconn.PgError
+	if errors.As(cause, &pgErr) {
+		slack = failedSlack
+	}
+	data := conn.PgConn().CustomData()
+	if last, ok := data[preparedKey].(int32); ok && protocol < last-slack {
+		return false
+	}
+	data[preparedKey] = protocol
+	return true
+}
+
+// lostStatement reports whether err says a statement the driver prepared is gone from the
+// server (SQLSTATE 26000): SQL in this or an earlier unit of work DEALLOCATEd it, so the driver's
+// cache no longer says what this connection has.
+func lostStatement(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "26000"
+}
+
+// failedSlack is how many fewer cached statements a unit of work whose statement failed may leave:
+// the single-statement pipeline's five, and one more.
+const failedSlack = 6
+
+// preparedKey keeps, on each connection, how many statements the driver had cached on it at the
+// end of its last unit of work.
 const preparedKey = "tenancy.prepared"
 
 // discard closes conn: the pool never hands out a closed connection.
@@ -332,27 +375,37 @@ func discard(ctx context.Context, conn *pgx.Conn) {
 // acquire takes a connection for s, whose login role and binding have been checked: from the
 // tenant's own pool for the database model, else from the shared pool. release gives it back with
 // the outcome of the work.
-func (db *DB) acquire(ctx context.Context, s scope) (*pgxpool.Conn, func(error), error) {
+func (db *DB) acquire(ctx context.Context, s scope) (*pgxpool.Conn, func(error), *janitor, error) {
 	var conn *pgxpool.Conn
 	var release func(error)
 	var checked *checkOnce
+	var j *janitor
 	if s.tenant.Isolation == tenancy.IsolationDatabase {
 		var err error
-		if conn, release, checked, err = db.router.acquire(ctx, s.tenant); err != nil {
-			return nil, nil, err
+		if conn, release, checked, j, err = db.router.acquire(ctx, s.tenant); err != nil {
+			return nil, nil, nil, err
 		}
 	} else {
 		var err error
-		if conn, err = db.pool.Acquire(ctx); err != nil {
-			return nil, nil, err
+		j = db.janitor
+		if conn, err = db.pool.Acquire(ctx); err != nil && startupRefused(err) {
+			// Session defaults a unit of work gave the role may stop every new connection from
+			// starting (local_preload_libraries): removed, and the connection tried again.
+			if j.sweep(ctx) == nil {
+				conn, err = db.pool.Acquire(ctx)
+			}
+		}
+		if err != nil {
+			return nil, nil, nil, err
 		}
 		release, checked = func(error) { conn.Release() }, &db.checked
 	}
 	if err := checked.do(ctx, conn.Conn(), db.key); err != nil {
 		release(nil)
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return conn, release, nil
+	j.ready(ctx)
+	return conn, release, j, nil
 }
 
 // Exec runs one statement as the tenant in ctx. BEGIN, the scoping, the statement, the session
@@ -403,6 +456,7 @@ type single struct {
 	ctx     context.Context
 	conn    *pgxpool.Conn
 	release func(error)
+	janitor *janitor
 	br      pgx.BatchResults
 	done    bool
 	err     error
@@ -413,11 +467,11 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 	if err != nil {
 		return nil, err
 	}
-	conn, release, err := db.acquire(ctx, s)
+	conn, release, j, err := db.acquire(ctx, s)
 	if err != nil {
 		return nil, err
 	}
-	st := &single{ctx: ctx, conn: conn, release: release}
+	st := &single{ctx: ctx, conn: conn, release: release, janitor: j}
 	b := &pgx.Batch{}
 	if s.schema != "" {
 		// pgx prepares a batch's new statements before it runs any of them, so in one batch the
@@ -473,13 +527,8 @@ func (st *single) finish(stmtErr error) error {
 	}
 	conn := st.conn.Conn()
 	switch pc := conn.PgConn(); {
-	case pc.IsClosed():
-	case err != nil || pc.TxStatus() != 'I':
-		end(st.ctx, conn, false, time.Time{})
-		if tampered(err) && !conn.IsClosed() {
-			_ = sweep(st.ctx, conn)
-			discard(st.ctx, conn)
-		}
+	case err != nil || pc.TxStatus() != 'I': // the session may have died: end sweeps then
+		end(st.ctx, conn, false, time.Time{}, st.janitor, err)
 	case !kept(conn, protocol):
 		discard(st.ctx, conn)
 	}

@@ -40,10 +40,12 @@
 // as it came; one that cannot be reset is closed. A unit of work that ends its own transaction (a
 // COMMIT inside fn: what follows runs unbound) or changes a role (PostgreSQL lets a role ALTER
 // itself) is refused and rolled back, with SQLSTATE TNCY1 or TNCY2, and its connection closed; a
-// new runtime connection that starts with role defaults is refused (ErrRoleDefaults) after
-// removing them, and so are defaults a unit left before failing. Catalog.GuardRuntimeRole, run in
-// one instance on the migration role's pool, removes those a cut connection left and reports a
-// changed password. A unit that DEALLOCATEs the driver's statements gets its connection closed.
+// new runtime connection that starts with role defaults (its session's own settings are
+// checked) is refused (ErrRoleDefaults) after removing them. Defaults a unit left before failing,
+// or before ending its own session, are removed from a connection each DB opens for that on its
+// first unit (one per pool, and per Router server). Catalog.GuardRuntimeRole, run in one
+// instance on the migration role's pool, removes any left anyway and reports a changed password.
+// A unit that DEALLOCATEs the driver's statements gets its connection closed.
 // pgx's simple protocol is refused (it would show the proof in pg_stat_activity). The runtime
 // role has no TEMP privilege at all. Without a tenant in the context, Tx and
 // the helpers return tenancy.ErrNoTenant before any SQL runs. SQLTx gives database/sql users a
@@ -51,7 +53,9 @@
 //
 // Behind PgBouncer in transaction mode, point the runtime pool (and the Router's Servers) at the
 // pooler and keep the migration role's URL direct: NewRuntimePool notices the pooler and stops
-// pgx from preparing statements by name.
+// pgx from preparing statements by name. Give PgBouncer connect_query='SELECT
+// tenancy.check_session()': a server connection it opens that started with role defaults then
+// ends itself.
 //
 // # Tenant tables
 //

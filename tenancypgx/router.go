@@ -87,7 +87,8 @@ type Router struct {
 	stop chan struct{}
 	done chan struct{}
 
-	modes sync.Map // alias -> *execMode: how pgx runs statements on that server
+	modes    sync.Map // alias -> *execMode: how pgx runs statements on that server
+	janitors sync.Map // alias -> *janitor
 }
 
 // execMode is how pgx runs statements on one server, decided by its first connection.
@@ -598,6 +599,7 @@ func (r *Router) Close() {
 		go func() { defer wg.Done(); e.close() }()
 	}
 	wg.Wait()
+	r.janitors.Range(func(_, j any) bool { j.(*janitor).close(); return true })
 	r.mu.Lock()
 	r.pools, r.reserved = 0, 0
 	r.mu.Unlock()
@@ -606,24 +608,44 @@ func (r *Router) Close() {
 // acquire leases t's pool and takes a connection from it. release must be called with the outcome
 // of the work. A failure to connect is tenancy.ErrTenantUnavailable; no free connection in t's
 // pool within AcquireTimeout is tenancy.ErrCapacityExhausted.
-func (r *Router) acquire(ctx context.Context, t *tenancy.Tenant) (*pgxpool.Conn, func(error), *checkOnce, error) {
+func (r *Router) acquire(ctx context.Context, t *tenancy.Tenant) (*pgxpool.Conn, func(error), *checkOnce, *janitor, error) {
 	lease, err := r.Lease(ctx, t)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
+	j := r.janitorFor(t.Server)
 	actx, cancel := context.WithTimeout(ctx, r.cfg.AcquireTimeout)
 	conn, err := lease.Pool().Acquire(actx)
+	if err != nil && startupRefused(err) && j.sweep(ctx) == nil {
+		// Session defaults a unit of work gave the role may stop every new connection from
+		// starting (local_preload_libraries): removed, and the connection tried again.
+		conn, err = lease.Pool().Acquire(actx)
+	}
 	cancel()
 	if err != nil {
 		lease.Done(err)
 		switch {
 		case isConnectFailure(err):
-			return nil, nil, nil, fmt.Errorf("%w: %s: %v", tenancy.ErrTenantUnavailable, t.Slug, err)
+			return nil, nil, nil, nil, fmt.Errorf("%w: %s: %v", tenancy.ErrTenantUnavailable, t.Slug, err)
 		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
 			r.capacityErrors.Add(1)
-			return nil, nil, nil, fmt.Errorf("%w: all %d connections of %s are in use", tenancy.ErrCapacityExhausted, r.cfg.MaxConnsPerPool, t.Slug)
+			return nil, nil, nil, nil, fmt.Errorf("%w: all %d connections of %s are in use", tenancy.ErrCapacityExhausted, r.cfg.MaxConnsPerPool, t.Slug)
 		}
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	return conn, func(err error) { conn.Release(); lease.Done(err) }, &lease.e.checked, nil
+	return conn, func(err error) { conn.Release(); lease.Done(err) }, &lease.e.checked, j, nil
+}
+
+// janitorFor returns the janitor of a server (see janitor): it connects to the database
+// "postgres" there, never a tenant's, as the runtime role. Nil for a server not configured.
+func (r *Router) janitorFor(alias string) *janitor {
+	if j, ok := r.janitors.Load(alias); ok {
+		return j.(*janitor)
+	}
+	cfg, err := r.cfg.Servers.ConnConfig(alias, "postgres")
+	if err != nil {
+		return nil
+	}
+	j, _ := r.janitors.LoadOrStore(alias, newJanitor(cfg))
+	return j.(*janitor)
 }

@@ -86,16 +86,15 @@ func NewRuntimePool(ctx context.Context, connString string, opts *RuntimePoolOpt
 }
 
 // roleDefaultsSQL counts the session defaults (ALTER ROLE … SET) of the login role that a
-// connection to this database starts with: for this database and for all.
-const roleDefaultsSQL = `SELECT count(*) FROM pg_catalog.pg_db_role_setting s
+// connection to this database would start with (for this database and for all), and the
+// settings this session did start with from such defaults — which may since have been removed:
+// the session keeps them all its life, every RESET goes back to them.
+const roleDefaultsSQL = `SELECT (SELECT count(*) FROM pg_catalog.pg_db_role_setting s
 	JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.setrole
 	WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER
-	  AND s.setdatabase OPERATOR(pg_catalog.=) ANY (ARRAY[0, (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())])`
-
-// sweepSQL removes them (tenancy.sweep_role_defaults) in a transaction of its own that no session
-// default can stop: read-write, without statement or lock timeouts.
-const sweepSQL = `BEGIN READ WRITE; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0;
-	SET LOCAL idle_in_transaction_session_timeout = 0; SELECT tenancy.sweep_role_defaults(); COMMIT`
+	  AND s.setdatabase OPERATOR(pg_catalog.=) ANY (ARRAY[0, (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())]))
+	OPERATOR(pg_catalog.+) (SELECT count(*) FROM pg_catalog.pg_settings s
+	WHERE s.source OPERATOR(pg_catalog.=) ANY (ARRAY['user', 'database user']::pg_catalog.text[]))`
 
 // ErrRoleDefaults means a new connection of the runtime role started with session defaults that
 // SQL inside some unit of work gave the role (PostgreSQL lets a role ALTER ROLE itself … SET):
@@ -104,7 +103,7 @@ const sweepSQL = `BEGIN READ WRITE; SET LOCAL statement_timeout = 0; SET LOCAL l
 var ErrRoleDefaults = errors.New("tenancypgx: the runtime role had session defaults (ALTER ROLE … SET)")
 
 // refuseRoleDefaults is the runtime pools' AfterConnect: a connection that started with role
-// defaults is refused, after removing them.
+// defaults, or would have, is refused, after removing them.
 func refuseRoleDefaults(ctx context.Context, conn *pgx.Conn) error {
 	// Read without the statement timeout the defaults themselves may set.
 	results, err := conn.PgConn().Exec(ctx, "BEGIN; SET LOCAL statement_timeout = 0; "+roleDefaultsSQL+"; COMMIT").ReadAll()
@@ -123,12 +122,6 @@ func refuseRoleDefaults(ctx context.Context, conn *pgx.Conn) error {
 			ErrRoleDefaults, n, err, pgx.Identifier{conn.Config().User}.Sanitize(), pgx.Identifier{conn.Config().Database}.Sanitize())
 	}
 	return fmt.Errorf("%w: %d removed; this connection, which started with them, is refused", ErrRoleDefaults, n)
-}
-
-// sweep runs sweepSQL on conn.
-func sweep(ctx context.Context, conn *pgx.Conn) error {
-	_, err := conn.PgConn().Exec(ctx, sweepSQL).ReadAll()
-	return err
 }
 
 // chainAfterConnect runs first, then next when there is one.
@@ -264,19 +257,19 @@ func checkBinding(ctx context.Context, conn *pgx.Conn, key *BindingKey) error {
 	where := conn.Config().Database
 	switch {
 	case errors.As(err, &pgErr) && (pgErr.Code == "42883" || pgErr.Code == "3F000"): // no such function, schema
-		end(ctx, conn, false, time.Time{})
+		end(ctx, conn, false, time.Time{}, nil, nil)
 		return fmt.Errorf("%w: database %s has no tenancy.current_tenant() (%s): check that the runtime URL names the catalog's database, and run tenancy migrate on it",
 			ErrNoSupport, where, pgErr.Message)
 	case errors.As(err, &pgErr) && pgErr.Code == "42501" && strings.HasPrefix(pgErr.Message, "tenancy:"):
-		end(ctx, conn, false, time.Time{})
+		end(ctx, conn, false, time.Time{}, nil, nil)
 		return fmt.Errorf("%w: database %s: %s: give tenancypgx.Config the Key of the catalog this database belongs to (Catalog.BindingKey)",
 			ErrBindingKeyMismatch, where, pgErr.Message)
 	case errors.As(err, &pgErr) && pgErr.Code == "42501": // permission denied: not a role tenancy.isolate granted
-		end(ctx, conn, false, time.Time{})
+		end(ctx, conn, false, time.Time{}, nil, nil)
 		return fmt.Errorf("%w: %s may not use the isolation support of database %s (%s): log the runtime pool in as %s, or grant your role with tenancy.isolate(table, role)",
 			ErrUnsafeRuntimeRole, conn.Config().User, where, pgErr.Message, DefaultRole)
 	case err != nil:
-		end(ctx, conn, false, time.Time{})
+		end(ctx, conn, false, time.Time{}, nil, nil)
 		return fmt.Errorf("tenancypgx: check the binding: %w", err)
 	case bound == nil || *bound != probeTenant:
 		return fmt.Errorf("%w: tenancy.current_tenant() did not return the bound tenant", ErrBindingKeyMismatch)

@@ -41,8 +41,10 @@ func (db *DB) execSQLDB() *sql.DB {
 	return db.sql.exec
 }
 
-// Close closes the database/sql handles SQLDB and SQLTx opened. It does not close the pool.
+// Close closes the database/sql handles SQLDB and SQLTx opened, and the connection that removes
+// the runtime role's session defaults (see Tx). It does not close the pool.
 func (db *DB) Close() error {
+	db.janitor.close()
 	var err error
 	for _, d := range []*sql.DB{db.sql.pooled, db.sql.exec} {
 		if d != nil {
@@ -67,7 +69,7 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	if err != nil {
 		return err
 	}
-	handle := db.SQLDB()
+	handle, j := db.SQLDB(), db.janitor
 	switch {
 	case s.schema != "":
 		handle = db.execSQLDB()
@@ -80,8 +82,9 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		if err := db.checkPool(ctx, lease.Pool(), &lease.e.checked); err != nil {
 			return err
 		}
-		handle = lease.SQLDB()
+		handle, j = lease.SQLDB(), db.router.janitorFor(s.tenant.Server)
 	}
+	j.ready(ctx)
 	if s.tenant.Isolation != tenancy.IsolationDatabase {
 		if err := db.checkPool(ctx, db.pool, &db.checked); err != nil {
 			return err
@@ -103,17 +106,13 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		}
 		p := recover()
 		_ = tx.Rollback()
-		if tampered(err) {
-			// As end does: remove role defaults the unit may have made, close the connection.
-			_ = conn.Raw(func(dc any) error {
-				if c, ok := dc.(*stdlib.Conn); ok {
-					_ = sweep(context.WithoutCancel(ctx), c.Conn())
-				}
-				return nil
-			})
-			keepSQLConn(conn, -1)
+		if tampered(err) || sqlConnClosed(conn) {
+			// As end does: remove role defaults the unit may have made (its session may have
+			// ended itself), close the connection.
+			_ = j.sweep(ctx)
+			keepSQLConn(conn, -1, nil)
 		} else {
-			resetSQLConn(ctx, conn)
+			resetSQLConn(ctx, conn, j, err)
 		}
 		if p != nil {
 			panic(p)
@@ -140,36 +139,46 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		return err
 	}
 	committed = true
-	keepSQLConn(conn, protocol)
+	keepSQLConn(conn, protocol, kept)
 	return nil
 }
 
-// resetSQLConn resets conn's session after a rollback, or discards the connection when it cannot.
-func resetSQLConn(ctx context.Context, conn *sql.Conn) {
+// resetSQLConn resets conn's session after a rollback, or discards the connection when it cannot
+// (and then removes the role's session defaults through j, as end does).
+func resetSQLConn(ctx context.Context, conn *sql.Conn, j *janitor, cause error) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	protocol := int32(-1)
 	if err := conn.QueryRowContext(rctx, resetSQL).Scan(&protocol); err != nil {
 		protocol = -1
 	}
-	if protocol < 0 { // as end does: remove role defaults the unit may have made
-		_ = conn.Raw(func(dc any) error {
-			if c, ok := dc.(*stdlib.Conn); ok {
-				_ = sweep(rctx, c.Conn())
-			}
-			return nil
-		})
+	if protocol < 0 {
+		_ = j.sweep(rctx)
 	}
-	keepSQLConn(conn, protocol)
+	keepSQLConn(conn, protocol, func(c *pgx.Conn, protocol int32) bool {
+		return !lostStatement(cause) && keptAfterRollback(c, protocol, cause)
+	})
 }
 
-// keepSQLConn discards conn unless its session may be reused (see kept): it closes the pgx
-// connection underneath (a handle over a pool would otherwise give it back to the pool) and tells
-// database/sql the connection is bad.
-func keepSQLConn(conn *sql.Conn, protocol int32) {
+// sqlConnClosed reports whether the pgx connection under conn is closed.
+func sqlConnClosed(conn *sql.Conn) bool {
+	closed := false
 	_ = conn.Raw(func(dc any) error {
 		c, ok := dc.(*stdlib.Conn)
-		if ok && kept(c.Conn(), protocol) {
+		closed = ok && c.Conn().IsClosed()
+		return nil
+	})
+	return closed
+}
+
+// keepSQLConn discards conn unless its session may be reused (keep: kept, or keptAfterRollback;
+// nil: never):
+// it closes the pgx connection underneath (a handle over a pool would otherwise give it back to
+// the pool) and tells database/sql the connection is bad.
+func keepSQLConn(conn *sql.Conn, protocol int32, keep func(*pgx.Conn, int32) bool) {
+	_ = conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if ok && keep != nil && keep(c.Conn(), protocol) {
 			return nil
 		}
 		if ok {

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -535,8 +537,9 @@ func TestRoleDefaultsCannotLockTheServiceOut(t *testing.T) {
 
 // SQL in one unit of work can DEALLOCATE the statements the driver prepared on its connection; the
 // next user of that connection would then fail. The connection is closed instead — also when the
-// unit then fails, and when it spares the statement of the reset (whose failure alone would
-// close the connection).
+// unit then fails. A failed unit that spares the reset's own statement is the limit (pgx does not
+// show its cache): the next user of a statement it dropped gets one error, after which that
+// connection is closed, and the user after is served.
 func TestDeallocatedStatementsDoNotFailTheNextTenant(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
@@ -551,32 +554,52 @@ func TestDeallocatedStatementsDoNotFailTheNextTenant(t *testing.T) {
 		FOR n IN SELECT name FROM pg_prepared_statements WHERE statement NOT LIKE '%reset_session%' LOOP
 			EXECUTE 'DEALLOCATE ' || quote_ident(n);
 		END LOOP; END$$`
-	for name, deallocate := range map[string]func() error{
-		"Tx": func() error {
-			return db.Tx(ctxA, func(tx pgx.Tx) error { _, err := tx.Exec(ctxA, `DEALLOCATE ALL`); return err })
-		},
-		"Exec": func() error { _, err := db.Exec(ctxA, `DEALLOCATE ALL`); return err },
-		"a Tx that fails": func() error {
+	failing := func(stmt string) func() error {
+		return func() error {
 			return db.Tx(ctxA, func(tx pgx.Tx) error {
-				if _, err := tx.Exec(ctxA, allButTheReset); err != nil {
+				if _, err := tx.Exec(ctxA, stmt); err != nil {
 					return err
 				}
 				return errBoom
 			})
-		},
-		// The control: a unit that fails and deallocates nothing keeps its connection.
-		"control": func() error { return db.Tx(ctxA, func(tx pgx.Tx) error { return errBoom }) },
+		}
+	}
+	for _, c := range []struct {
+		name       string
+		deallocate func() error
+		reused     bool // the control: nothing was deallocated
+		limit      bool // the known limit: B may get one error
+	}{
+		{"Tx", func() error {
+			return db.Tx(ctxA, func(tx pgx.Tx) error { _, err := tx.Exec(ctxA, `DEALLOCATE ALL`); return err })
+		}, false, false},
+		{"Exec", func() error { _, err := db.Exec(ctxA, `DEALLOCATE ALL`); return err }, false, false},
+		{"Tx, all but the reset's", func() error {
+			return db.Tx(ctxA, func(tx pgx.Tx) error { _, err := tx.Exec(ctxA, allButTheReset); return err })
+		}, false, false},
+		{"a Tx that fails", failing(`DEALLOCATE ALL`), false, false},
+		{"a Tx that fails, all but the reset's", failing(allButTheReset), false, true},
+		{"control: a Tx that fails", func() error { return db.Tx(ctxA, func(tx pgx.Tx) error { return errBoom }) }, true, false},
+		{"control: a Tx whose statement fails", func() error {
+			return db.Tx(ctxA, func(tx pgx.Tx) error { _, err := tx.Exec(ctxA, `SELECT 1/$1::int`, 0); return err })
+		}, true, false},
+		{"control: a statement that fails", func() error { _, err := db.Exec(ctxA, `SELECT 1/$1::int`, 0); return err }, true, false},
 	} {
 		if err := read(); err != nil { // B's statements are prepared on the connection
 			t.Fatal(err)
 		}
 		before := single.Stat().NewConnsCount()
-		deallocate()
-		if err := read(); err != nil {
-			t.Errorf("B after A's DEALLOCATE through %s: %v", name, err)
+		c.deallocate()
+		err := read()
+		var pgErr *pgconn.PgError
+		if c.limit && errors.As(err, &pgErr) && pgErr.Code == "26000" {
+			err = read() // once, then on a new connection
 		}
-		if reused := single.Stat().NewConnsCount() == before; reused != (name == "control") {
-			t.Errorf("%s: the connection was reused: %v", name, reused)
+		if err != nil {
+			t.Errorf("B after A's DEALLOCATE through %s: %v", c.name, err)
+		}
+		if reused := single.Stat().NewConnsCount() == before; reused != c.reused {
+			t.Errorf("%s: the connection was reused: %v", c.name, reused)
 		}
 	}
 }
@@ -730,4 +753,207 @@ func sep(u string) string {
 		return "&"
 	}
 	return "?"
+}
+
+// The attack a fourth review found: a unit of work COMMITs, gives the role a session default that
+// stops every new connection from starting (a library that cannot be loaded), then ends its own
+// session — an error that exit_on_error makes fatal, or an idle timeout — before the toolkit could
+// remove the default there. The default is removed all the same, from a connection opened before
+// it (the janitor), and other tenants' new connections start.
+func TestUnitThatEndsItsSessionCannotLeaveRoleDefaults(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	dbname := databaseName(t, env)
+	a, b := env.Pair(t, tenancy.IsolationShared)
+	ctxA, ctxB := tenancytest.Context(a), tenancytest.Context(b)
+	if _, err := env.DB.Exec(ctxB, `INSERT INTO projects (name) VALUES ('B before')`); err != nil {
+		t.Fatal(err)
+	}
+	lockout := `COMMIT; ALTER ROLE CURRENT_USER IN DATABASE ` + dbname + ` SET local_preload_libraries = 'tenancy_no_such_library'; `
+	for _, ending := range []string{`SET exit_on_error = on`, `SET idle_session_timeout = 1`} {
+		attack := lockout + ending
+		for name, unit := range map[string]func() error{
+			"Tx": func() error {
+				return env.DB.Tx(ctxA, func(tx pgx.Tx) error {
+					_, err := tx.Exec(ctxA, attack)
+					time.Sleep(20 * time.Millisecond) // idle: the timeout ends the session
+					return err
+				})
+			},
+			"SQLTx": func() error {
+				return env.DB.SQLTx(ctxA, func(tx *sql.Tx) error {
+					_, err := tx.ExecContext(ctxA, attack)
+					time.Sleep(20 * time.Millisecond)
+					return err
+				})
+			},
+		} {
+			if err := unit(); err == nil {
+				t.Errorf("%s (%s): the unit of work that ended its transaction succeeded", name, ending)
+			}
+			if n := adminCount(t, env, roleDefaults); n != 0 {
+				t.Fatalf("after %s (%s) the runtime role kept %d rows of defaults", name, ending, n)
+			}
+			env.Runtime.Reset() // new connections from here
+			if _, err := env.DB.Exec(ctxB, `INSERT INTO projects (name) VALUES ($1)`, name+" "+ending); err != nil {
+				t.Fatalf("B's next connection after %s (%s): %v", name, ending, err)
+			}
+		}
+	}
+	// The control: the same default set by the migration role does stop new runtime connections.
+	if _, err := env.Pool.Exec(context.Background(), `ALTER ROLE tenancy_app IN DATABASE `+dbname+` SET local_preload_libraries = 'tenancy_no_such_library'`); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(context.Background(), env.Runtime.Config().ConnConfig.ConnString())
+	if err == nil {
+		conn.Close(context.Background())
+	}
+	if _, rerr := env.Pool.Exec(context.Background(), `ALTER ROLE tenancy_app IN DATABASE `+dbname+` RESET ALL`); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err == nil || !strings.Contains(err.Error(), "tenancy_no_such_library") {
+		t.Fatalf("control: a runtime connection with the library default: %v; want it refused", err)
+	}
+}
+
+// Behind PgBouncer the pooler opens server connections itself, and one that starts while SQL in
+// some unit of work has given the role session defaults keeps them as its own for its whole life.
+// With the README's connect_query such a connection ends itself before it serves anyone; the
+// control, a PgBouncer without it, keeps serving the defaults after they were removed.
+func TestPooledServerConnectionsDoNotKeepRoleDefaults(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	dbname := databaseName(t, env)
+	database := env.Runtime.Config().ConnConfig.Database
+	ctx := context.Background()
+	searchPath := func(url string) (string, error) {
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close(ctx)
+		var path string
+		err = conn.QueryRow(ctx, `SHOW search_path`, pgx.QueryExecModeSimpleProtocol).Scan(&path)
+		return path, err
+	}
+	for _, c := range []struct {
+		name, connectQuery string
+		keeps              bool
+	}{
+		{"control, no session check", "SELECT 1", true},
+		{"with the session check", tenancytest.SessionCheckQuery, false},
+	} {
+		bouncer := tenancytest.StartPgBouncer(t, env.Pool.Config().ConnString(), &tenancytest.PgBouncerOpts{PoolSize: 1, ConnectQuery: c.connectQuery})
+		url := bouncer.URL("tenancy_app", database)
+		if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+dbname+` SET search_path = pg_catalog`); err != nil {
+			t.Fatal(err)
+		}
+		// The pooler opens its server connection for the first client while the default
+		// exists; the default is then removed (the toolkit does so within milliseconds).
+		type result struct {
+			path string
+			err  error
+		}
+		first := make(chan result, 1)
+		go func() { path, err := searchPath(url); first <- result{path, err} }()
+		time.Sleep(300 * time.Millisecond)
+		if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+dbname+` RESET ALL`); err != nil {
+			t.Fatal(err)
+		}
+		r := <-first
+		if r.err != nil {
+			t.Fatalf("%s: the first client: %v", c.name, r.err)
+		}
+		if kept := r.path == "pg_catalog"; kept != c.keeps {
+			t.Errorf("%s: the first client was served search_path %q", c.name, r.path)
+		}
+		for range 3 {
+			path, err := searchPath(url)
+			if err != nil {
+				t.Fatalf("%s: after the default was removed: %v", c.name, err)
+			}
+			if kept := path == "pg_catalog"; kept != c.keeps {
+				t.Errorf("%s: a server connection born with the default still serves search_path %q", c.name, path)
+			}
+		}
+	}
+}
+
+// A session takes its role's defaults when it starts and keeps them; SQL in a unit of work can
+// switch a default on and off, so a new connection may start with it and find the role without
+// it a moment later. The runtime pool checks the session itself: such a connection is refused,
+// and tenancy.check_session() ends one (what PgBouncer's connect_query runs). The control: a
+// session started without the default passes both.
+func TestConnectionBornWithARemovedRoleDefaultIsRefused(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	dbname := databaseName(t, env)
+	ctx := context.Background()
+	setDefault := func(on bool) {
+		stmt := `ALTER ROLE tenancy_app IN DATABASE ` + dbname + ` RESET ALL`
+		if on {
+			stmt = `ALTER ROLE tenancy_app IN DATABASE ` + dbname + ` SET search_path = pg_catalog`
+		}
+		if _, err := env.Pool.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var removeAfterStart atomic.Bool
+	pool := tenancytest.NewRuntimePool(t, env.Pool, func(c *pgxpool.Config) {
+		c.MaxConns = 1
+		// Runs as soon as the session has started, before the pool's own checks.
+		c.ConnConfig.AfterConnect = func(ctx context.Context, _ *pgconn.PgConn) error {
+			if removeAfterStart.Load() {
+				setDefault(false)
+			}
+			return nil
+		}
+	})
+	if _, err := pool.Exec(ctx, `SELECT 1`); err != nil {
+		t.Fatalf("control: a clean session: %v", err)
+	}
+	pool.Reset()
+	setDefault(true)
+	removeAfterStart.Store(true)
+	conn, err := pool.Acquire(ctx)
+	removeAfterStart.Store(false)
+	if err == nil {
+		conn.Release()
+	}
+	if !errors.Is(err, tenancypgx.ErrRoleDefaults) {
+		t.Fatalf("a connection born with a default removed since: %v; want ErrRoleDefaults", err)
+	}
+	if n := adminCount(t, env, roleDefaults); n != 0 {
+		t.Fatalf("control: the default was not removed (%d)", n)
+	}
+
+	// tenancy.check_session(), on a session born with the default.
+	url := env.Runtime.Config().ConnConfig.ConnString()
+	clean, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clean.Close(ctx)
+	setDefault(true)
+	tainted, err := pgx.Connect(ctx, url)
+	setDefault(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tainted.Close(ctx)
+	if _, err := clean.Exec(ctx, tenancytest.SessionCheckQuery); err != nil {
+		t.Fatalf("control: check_session on a clean session: %v", err)
+	}
+	var path string
+	if err := tainted.QueryRow(ctx, `SHOW search_path`).Scan(&path); err != nil || path != "pg_catalog" {
+		t.Fatalf("control: the tainted session's search_path: %q, %v", path, err)
+	}
+	_, err = tainted.Exec(ctx, tenancytest.SessionCheckQuery)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "TNCY3" || pgErr.Severity != "FATAL" {
+		t.Fatalf("check_session on a session born with the default: %v; want FATAL TNCY3", err)
+	}
+	if err := tainted.Ping(ctx); err == nil {
+		t.Fatal("the tainted session is still open")
+	}
 }

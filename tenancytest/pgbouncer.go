@@ -30,7 +30,14 @@ type PgBouncerOpts struct {
 	// Users may log in through it (trust authentication, as the server's). Defaults to
 	// tenancy_app and postgres.
 	Users []string
+	// ConnectQuery runs on every server connection it opens. Defaults to SessionCheckQuery, as
+	// the README's configuration has it.
+	ConnectQuery string
 }
+
+// SessionCheckQuery is the connect_query the README gives PgBouncer: a server connection that
+// started with session defaults of the runtime role ends itself (tenancy.check_session).
+const SessionCheckQuery = "SELECT tenancy.check_session()"
 
 // StartPgBouncer starts a PgBouncer in transaction mode that sends every database to the server
 // of upstream (a postgres:// URL), skipping t when pgbouncer is not installed (Debian's
@@ -57,8 +64,11 @@ func StartPgBouncer(t testing.TB, upstream string, opts *PgBouncerOpts) *PgBounc
 	if port == "" {
 		port = "5432"
 	}
-	o := PgBouncerOpts{PoolSize: 10, Users: []string{"tenancy_app", "postgres"}}
+	o := PgBouncerOpts{PoolSize: 10, Users: []string{"tenancy_app", "postgres"}, ConnectQuery: SessionCheckQuery}
 	if opts != nil {
+		if opts.ConnectQuery != "" {
+			o.ConnectQuery = opts.ConnectQuery
+		}
 		if opts.PoolSize > 0 {
 			o.PoolSize = opts.PoolSize
 		}
@@ -83,7 +93,7 @@ func StartPgBouncer(t testing.TB, upstream string, opts *PgBouncerOpts) *PgBounc
 		fmt.Fprintf(&users, "%q \"\"\n", name)
 	}
 	conf := fmt.Sprintf(`[databases]
-* = host=%s port=%s
+* = host=%s port=%s connect_query='%s'
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -92,12 +102,13 @@ unix_socket_dir =
 auth_type = trust
 auth_file = %s
 pool_mode = transaction
+server_login_retry = 1
 default_pool_size = %d
 max_client_conn = 1000
 ignore_startup_parameters = extra_float_digits
 logfile = %s
 pidfile = %s
-`, host, port, b.port, filepath.Join(dir, "users.txt"), o.PoolSize, filepath.Join(dir, "pgbouncer.log"), filepath.Join(dir, "pgbouncer.pid"))
+`, host, port, o.ConnectQuery, b.port, filepath.Join(dir, "users.txt"), o.PoolSize, filepath.Join(dir, "pgbouncer.log"), filepath.Join(dir, "pgbouncer.pid"))
 	for name, body := range map[string]string{"users.txt": users.String(), "pgbouncer.ini": conf} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)

@@ -83,10 +83,11 @@ END $$;
 -- start, no longer now(): what followed ran unbound) or changed a role: PostgreSQL lets any role
 -- set its own password and session defaults (ALTER ROLE CURRENT_USER SET search_path …), which
 -- every later connection of every tenant would start with. Defaults of the runtime role made
--- anyway (outside a transaction it could roll back) are removed by tenancy.sweep_role_defaults().
+-- anyway (outside a transaction it could roll back) are removed by tenancypgx (a sweep of its own).
 --
--- It returns how many statements the driver prepared, or -1 when the connection must not be
--- reused: SQL-prepared statements had to be dropped, or a role was changed on it. tenancypgx calls it after every ROLLBACK too (in_unit false). It runs with the caller's
+-- It returns how many statements the driver's statement cache holds on the connection (pgx names
+-- them stmtcache_…), or -1 when the connection must not be reused: SQL-prepared statements had to
+-- be dropped, or a role was changed on it. tenancypgx calls it after every ROLLBACK too (in_unit false). It runs with the caller's
 -- rights and no SET clause (one would undo RESET ALL at exit); every name in it is qualified.
 CREATE FUNCTION tenancy.reset_session(in_unit boolean DEFAULT false, tx_start timestamptz DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -120,7 +121,7 @@ BEGIN
     END IF;
     -- After a ROLLBACK: a unit that ended its transaction itself and then failed may have left
     -- the role session defaults in any database; the caller then removes them
-    -- (tenancy.sweep_role_defaults) and closes the connection.
+    -- and closes the connection.
     IF NOT in_unit AND EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s
                                  JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.setrole
                                 WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER) THEN
@@ -138,8 +139,8 @@ BEGIN
         IF by_sql THEN
             EXECUTE 'DEALLOCATE ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(stmt);
             protocol := -1;
-        ELSIF protocol OPERATOR(pg_catalog.>=) 0 THEN
-            protocol := protocol OPERATOR(pg_catalog.+) 1;
+        ELSIF protocol OPERATOR(pg_catalog.>=) 0 AND pg_catalog.starts_with(stmt, 'stmtcache_') THEN
+            protocol := protocol OPERATOR(pg_catalog.+) 1; -- one of the driver's statement cache
         END IF;
     END LOOP;
     -- The generator of random(): a unit of work may have seeded it (setseed), which would make
@@ -150,40 +151,34 @@ BEGIN
     RETURN protocol;
 END $$;
 
--- tenancy.sweep_role_defaults() removes the session defaults of the login role (ALTER ROLE … SET),
--- in every database — which PostgreSQL lets the role set on itself, and which every later
--- connection would start with. (The runtime role has no defaults of its own by design: what its
--- connections need goes in the runtime URL.) tenancypgx runs it, as the runtime role, after a unit
--- of work that ended its transaction itself or changed a role, and when a new runtime connection
--- starts with defaults: in a transaction of its own, read-write and without timeouts, whatever
--- the session's defaults say. It returns how many it removed.
-CREATE FUNCTION tenancy.sweep_role_defaults() RETURNS integer
+-- tenancy.check_session() ends the session (FATAL) when it started with session defaults of its
+-- role (ALTER ROLE … SET): SQL in a unit of work can give the role some for a moment, and a
+-- connection that starts then keeps them as its defaults — every RESET goes back to them — for
+-- its whole life. tenancypgx checks its own new connections; a pooler that opens server
+-- connections itself runs this first on each (PgBouncer: connect_query). A pooler ignores a
+-- failed connect query, so the session ends itself (exit_on_error) rather than serve. Sessions
+-- of a superuser or of the catalog's owner are left alone.
+CREATE FUNCTION tenancy.check_session() RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE
-    db      oid;
-    dbname  name;
-    removed integer := 0;
 BEGIN
-    -- A database dropped meanwhile takes its settings with it: skip it.
-    FOR db, dbname IN SELECT s.setdatabase, d.datname FROM pg_catalog.pg_db_role_setting s
-                        LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.setdatabase
-                       WHERE s.setrole OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER) LOOP
-        IF db OPERATOR(pg_catalog.=) 0 THEN
-            EXECUTE 'ALTER ROLE CURRENT_USER RESET ALL';
-        ELSIF dbname IS NOT NULL THEN
-            EXECUTE pg_catalog.format('ALTER ROLE CURRENT_USER IN DATABASE %I RESET ALL', dbname);
-        ELSE
-            CONTINUE;
-        END IF;
-        removed := removed OPERATOR(pg_catalog.+) 1;
-    END LOOP;
-    RETURN removed;
+    -- A pooler may serve the migration role too: its defaults are its owner's business.
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER
+                  AND (r.rolsuper OR r.oid OPERATOR(pg_catalog.=) (SELECT n.nspowner FROM pg_catalog.pg_namespace n
+                                                                     WHERE n.nspname OPERATOR(pg_catalog.=) 'tenancy'))) THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_settings s
+                WHERE s.source OPERATOR(pg_catalog.=) ANY (ARRAY['user', 'database user']::pg_catalog.text[])) THEN
+        PERFORM pg_catalog.set_config('exit_on_error', 'on', false);
+        RAISE EXCEPTION 'tenancy: this session started with session defaults of its role (ALTER ROLE … SET), which every unit of work on it would inherit'
+            USING ERRCODE = 'TNCY3';
+    END IF;
 END $$;
 
 -- Only the runtime role calls into the catalog schema, and only these functions.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA tenancy FROM PUBLIC;
 GRANT USAGE ON SCHEMA tenancy TO tenancy_app;
-GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.reset_session(boolean, timestamptz), tenancy.sweep_role_defaults() TO tenancy_app;
+GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.reset_session(boolean, timestamptz), tenancy.check_session() TO tenancy_app;
 
 -- tenancy.isolate(table) as in 0002, but the policy trusts only the verified binding
 -- (tenancy.current_tenant(), read once per query), not the raw setting. The column default still
@@ -247,8 +242,8 @@ BEGIN
     END IF;
     IF NOT (has_function_privilege(runtime_role, 'tenancy.current_tenant()', 'EXECUTE')
             AND has_function_privilege(runtime_role, 'tenancy.reset_session(boolean, timestamptz)', 'EXECUTE')
-            AND has_function_privilege(runtime_role, 'tenancy.sweep_role_defaults()', 'EXECUTE')) THEN
-        EXECUTE format('GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.reset_session(boolean, timestamptz), tenancy.sweep_role_defaults() TO %I', runtime_role);
+            AND has_function_privilege(runtime_role, 'tenancy.check_session()', 'EXECUTE')) THEN
+        EXECUTE format('GRANT EXECUTE ON FUNCTION tenancy.current_tenant(), tenancy.reset_session(boolean, timestamptz), tenancy.check_session() TO %I', runtime_role);
     END IF;
 END $$;
 REVOKE EXECUTE ON FUNCTION tenancy.isolate(regclass, name) FROM PUBLIC;

@@ -1,0 +1,136 @@
+package tenancypgx
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// sweepSQL removes the login role's session defaults (ALTER ROLE … SET), in every database, in a
+// transaction of its own that no session setting can stop: read-write, without statement, lock or
+// idle timeouts. A DO block, so it runs in any database, the maintenance one included. (The
+// runtime role has no defaults of its own by design: what its connections need is in its URL.)
+const sweepSQL = `BEGIN READ WRITE; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0;
+SET LOCAL idle_in_transaction_session_timeout = 0;
+DO $sweep$
+DECLARE
+    db     oid;
+    dbname name;
+BEGIN
+    FOR db, dbname IN SELECT s.setdatabase, d.datname FROM pg_catalog.pg_db_role_setting s
+                        LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.setdatabase
+                       WHERE s.setrole OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r
+                                                                 WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER) LOOP
+        IF db OPERATOR(pg_catalog.=) 0 THEN
+            EXECUTE 'ALTER ROLE CURRENT_USER RESET ALL';
+        ELSIF dbname IS NOT NULL THEN -- a database dropped meanwhile took its settings with it
+            EXECUTE pg_catalog.format('ALTER ROLE CURRENT_USER IN DATABASE %I RESET ALL', dbname);
+        END IF;
+    END LOOP;
+END $sweep$; COMMIT`
+
+// sweep runs sweepSQL on conn.
+func sweep(ctx context.Context, conn *pgx.Conn) error {
+	_, err := conn.PgConn().Exec(ctx, sweepSQL).ReadAll()
+	return err
+}
+
+// A janitor removes the runtime role's session defaults from a connection of its own, opened
+// before the first unit of work. SQL in a unit of work can COMMIT, give the role defaults and then
+// end its own session (exit_on_error, idle_session_timeout…) before the toolkit could remove them
+// there — and some defaults (local_preload_libraries) stop every new connection from starting, so
+// no new one could. The janitor's connection predates them. One per runtime pool's server: for
+// a Router's servers it connects to the database "postgres", which is never a tenant's.
+type janitor struct {
+	cfg    *pgx.ConnConfig
+	opened atomic.Bool
+	mu     sync.Mutex
+	conn   *pgx.Conn
+}
+
+func newJanitor(cfg *pgx.ConnConfig) *janitor {
+	c := cfg.Copy()
+	c.Tracer = nil // the application's tracer sees its own statements, not this housekeeping
+	return &janitor{cfg: c}
+}
+
+// ready opens the janitor's connection on the first unit of work of its pool. Only that attempt:
+// when it fails, sweep connects when it is needed.
+func (j *janitor) ready(ctx context.Context) {
+	if j == nil || j.opened.Load() {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.opened.Load() {
+		_ = j.connect(ctx)
+		j.opened.Store(true)
+	}
+}
+
+// connect opens a new connection; j.mu is held.
+func (j *janitor) connect(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, j.cfg)
+	if err != nil {
+		return err
+	}
+	j.conn = conn
+	return nil
+}
+
+// sweep removes the role's session defaults, within 5 seconds whatever ctx says: on its own
+// connection, or on a new one when that was lost (the server restarted, say).
+func (j *janitor) sweep(ctx context.Context) error {
+	if j == nil {
+		return errors.New("tenancypgx: no janitor for this pool")
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		if j.conn == nil || j.conn.IsClosed() {
+			if err := j.connect(sctx); err != nil {
+				return err
+			}
+		}
+		err := sweep(sctx, j.conn)
+		if err == nil {
+			return nil
+		}
+		if !j.conn.IsClosed() {
+			// In a failed transaction, say: it is of no use as it is.
+			_ = j.conn.Close(sctx)
+		}
+		if attempt == 1 || sctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// close closes the janitor's connection.
+func (j *janitor) close() {
+	if j == nil {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.conn != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = j.conn.Close(cctx)
+		cancel()
+		j.conn = nil
+	}
+}
+
+// startupRefused reports whether err is the server refusing a new connection (a FATAL while it
+// started, such as a library a role default names that cannot be loaded), not a network failure.
+func startupRefused(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr)
+}
