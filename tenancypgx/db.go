@@ -275,7 +275,7 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time, j *j
 	if conn.IsClosed() {
 		// The session ended under the unit of work, which can end its own (exit_on_error,
 		// idle_session_timeout…) after giving the role session defaults outside its transaction.
-		_ = j.sweep(ctx)
+		_ = j.sweep(ctx, conn.Config().Database)
 		return err
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -290,7 +290,7 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time, j *j
 	if rerr != nil || lostStatement(err) || !keptAfterRollback(conn, protocol, err) {
 		// The unit may also have given the role session defaults outside its transaction: they
 		// are removed from the janitor's connection, whose session the unit never touched.
-		_ = j.sweep(rctx)
+		_ = j.sweep(rctx, conn.Config().Database)
 		discard(rctx, conn)
 	}
 	return err
@@ -391,7 +391,7 @@ func (db *DB) acquire(ctx context.Context, s scope) (*pgxpool.Conn, func(error),
 		if conn, err = db.pool.Acquire(ctx); err != nil && startupRefused(err) {
 			// Session defaults a unit of work gave the role may stop every new connection from
 			// starting (local_preload_libraries): removed, and the connection tried again.
-			if j.sweep(ctx) == nil {
+			if j.sweep(ctx, db.pool.Config().ConnConfig.Database) == nil {
 				conn, err = db.pool.Acquire(ctx)
 			}
 		}

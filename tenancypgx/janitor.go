@@ -11,32 +11,52 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// sweepSQL removes the login role's session defaults (ALTER ROLE … SET), in every database, in a
-// transaction of its own that no session setting can stop: read-write, without statement, lock or
-// idle timeouts. A DO block, so it runs in any database, the maintenance one included. (The
+// sweepSQL removes the login role's session defaults (ALTER ROLE … SET) for all databases and
+// for one, named by the setting tenancy.sweep_database (this database when it is empty), in a
+// transaction of its own that no session setting can stop (sweepBegin): read-write, without
+// statement, lock or idle timeouts. A DO block, so it runs in any database, the maintenance one included. (The
 // runtime role has no defaults of its own by design: what its connections need is in its URL.)
-const sweepSQL = `BEGIN READ WRITE; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0;
-SET LOCAL idle_in_transaction_session_timeout = 0;
-DO $sweep$
+// Another database's defaults are that database's pools' to remove: on a server shared by
+// several deployments, or by tests, one never touches another's.
+const (
+	sweepBegin = `BEGIN READ WRITE; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0;
+SET LOCAL idle_in_transaction_session_timeout = 0`
+	sweepTarget = `SELECT pg_catalog.set_config('tenancy.sweep_database', $1, true)`
+	sweepSQL    = `DO $sweep$
 DECLARE
+    target name := COALESCE(NULLIF(pg_catalog.current_setting('tenancy.sweep_database', true), ''),
+                                       pg_catalog.current_database());
     db     oid;
     dbname name;
 BEGIN
     FOR db, dbname IN SELECT s.setdatabase, d.datname FROM pg_catalog.pg_db_role_setting s
                         LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.setdatabase
                        WHERE s.setrole OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r
-                                                                 WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER) LOOP
+                                                                 WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER)
+                         AND (s.setdatabase OPERATOR(pg_catalog.=) 0 OR d.datname OPERATOR(pg_catalog.=) target) LOOP
         IF db OPERATOR(pg_catalog.=) 0 THEN
             EXECUTE 'ALTER ROLE CURRENT_USER RESET ALL';
-        ELSIF dbname IS NOT NULL THEN -- a database dropped meanwhile took its settings with it
+        ELSE
             EXECUTE pg_catalog.format('ALTER ROLE CURRENT_USER IN DATABASE %I RESET ALL', dbname);
         END IF;
     END LOOP;
 END $sweep$; COMMIT`
+)
 
-// sweep runs sweepSQL on conn.
-func sweep(ctx context.Context, conn *pgx.Conn) error {
-	_, err := conn.PgConn().Exec(ctx, sweepSQL).ReadAll()
+// sweep removes the session defaults of conn's login role for all databases and for database
+// (conn's own when it is empty), on conn, in three round trips (only when something is wrong).
+func sweep(ctx context.Context, conn *pgx.Conn, database string) error {
+	pc := conn.PgConn()
+	_, err := pc.Exec(ctx, sweepBegin).ReadAll()
+	if err == nil {
+		err = pc.ExecParams(ctx, sweepTarget, [][]byte{[]byte(database)}, nil, nil, nil).Read().Err
+	}
+	if err == nil {
+		_, err = pc.Exec(ctx, sweepSQL).ReadAll()
+	}
+	if err != nil && !pc.IsClosed() {
+		_, _ = pc.Exec(ctx, "ROLLBACK").ReadAll()
+	}
 	return err
 }
 
@@ -83,9 +103,10 @@ func (j *janitor) connect(ctx context.Context) error {
 	return nil
 }
 
-// sweep removes the role's session defaults, within 5 seconds whatever ctx says: on its own
-// connection, or on a new one when that was lost (the server restarted, say).
-func (j *janitor) sweep(ctx context.Context) error {
+// sweep removes the role's session defaults for all databases and for database, within 5
+// seconds whatever ctx says: on its own connection, or on a new one when that was lost (the
+// server restarted, say).
+func (j *janitor) sweep(ctx context.Context, database string) error {
 	if j == nil {
 		return errors.New("tenancypgx: no janitor for this pool")
 	}
@@ -99,7 +120,7 @@ func (j *janitor) sweep(ctx context.Context) error {
 				return err
 			}
 		}
-		err := sweep(sctx, j.conn)
+		err := sweep(sctx, j.conn, database)
 		if err == nil {
 			return nil
 		}

@@ -616,7 +616,7 @@ func (r *Router) acquire(ctx context.Context, t *tenancy.Tenant) (*pgxpool.Conn,
 	j := r.janitorFor(t.Server)
 	actx, cancel := context.WithTimeout(ctx, r.cfg.AcquireTimeout)
 	conn, err := lease.Pool().Acquire(actx)
-	if err != nil && startupRefused(err) && j.sweep(ctx) == nil {
+	if err != nil && startupRefused(err) && j.sweep(ctx, lease.Pool().Config().ConnConfig.Database) == nil {
 		// Session defaults a unit of work gave the role may stop every new connection from
 		// starting (local_preload_libraries): removed, and the connection tried again.
 		conn, err = lease.Pool().Acquire(actx)

@@ -117,7 +117,7 @@ func refuseRoleDefaults(ctx context.Context, conn *pgx.Conn) error {
 	if n == 0 {
 		return nil
 	}
-	if err := sweep(ctx, conn); err != nil {
+	if err := sweep(ctx, conn, ""); err != nil {
 		return fmt.Errorf("%w: %d, which could not be removed (%v): as a superuser, ALTER ROLE %s IN DATABASE %s RESET ALL (and ALTER ROLE %[3]s RESET ALL)",
 			ErrRoleDefaults, n, err, pgx.Identifier{conn.Config().User}.Sanitize(), pgx.Identifier{conn.Config().Database}.Sanitize())
 	}

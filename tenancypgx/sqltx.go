@@ -69,7 +69,7 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	if err != nil {
 		return err
 	}
-	handle, j := db.SQLDB(), db.janitor
+	handle, j, database := db.SQLDB(), db.janitor, db.pool.Config().ConnConfig.Database
 	switch {
 	case s.schema != "":
 		handle = db.execSQLDB()
@@ -82,7 +82,7 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		if err := db.checkPool(ctx, lease.Pool(), &lease.e.checked); err != nil {
 			return err
 		}
-		handle, j = lease.SQLDB(), db.router.janitorFor(s.tenant.Server)
+		handle, j, database = lease.SQLDB(), db.router.janitorFor(s.tenant.Server), lease.Pool().Config().ConnConfig.Database
 	}
 	j.ready(ctx)
 	if s.tenant.Isolation != tenancy.IsolationDatabase {
@@ -109,10 +109,10 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		if tampered(err) || sqlConnClosed(conn) {
 			// As end does: remove role defaults the unit may have made (its session may have
 			// ended itself), close the connection.
-			_ = j.sweep(ctx)
+			_ = j.sweep(ctx, database)
 			keepSQLConn(conn, -1, nil)
 		} else {
-			resetSQLConn(ctx, conn, j, err)
+			resetSQLConn(ctx, conn, j, database, err)
 		}
 		if p != nil {
 			panic(p)
@@ -145,7 +145,7 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 
 // resetSQLConn resets conn's session after a rollback, or discards the connection when it cannot
 // (and then removes the role's session defaults through j, as end does).
-func resetSQLConn(ctx context.Context, conn *sql.Conn, j *janitor, cause error) {
+func resetSQLConn(ctx context.Context, conn *sql.Conn, j *janitor, database string, cause error) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	protocol := int32(-1)
@@ -153,7 +153,7 @@ func resetSQLConn(ctx context.Context, conn *sql.Conn, j *janitor, cause error) 
 		protocol = -1
 	}
 	if protocol < 0 {
-		_ = j.sweep(rctx)
+		_ = j.sweep(rctx, database)
 	}
 	keepSQLConn(conn, protocol, func(c *pgx.Conn, protocol int32) bool {
 		return !lostStatement(cause) && keptAfterRollback(c, protocol, cause)

@@ -756,63 +756,83 @@ func sep(u string) string {
 }
 
 // The attack a fourth review found: a unit of work COMMITs, gives the role a session default that
-// stops every new connection from starting (a library that cannot be loaded), then ends its own
-// session — an error that exit_on_error makes fatal, or an idle timeout — before the toolkit could
-// remove the default there. The default is removed all the same, from a connection opened before
-// it (the janitor), and other tenants' new connections start.
+// stops every new connection to its database from starting (a library that cannot be loaded),
+// then ends its own session — an error that exit_on_error makes fatal, or an idle timeout —
+// before the toolkit could remove the default there. The default is removed all the same, from a
+// connection opened before it (the janitor), and the tenant's next connections start: for a
+// shared tenant, and for a database tenant (whose janitor connects to the server's "postgres").
 func TestUnitThatEndsItsSessionCannotLeaveRoleDefaults(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
-	dbname := databaseName(t, env)
-	a, b := env.Pair(t, tenancy.IsolationShared)
-	ctxA, ctxB := tenancytest.Context(a), tenancytest.Context(b)
-	if _, err := env.DB.Exec(ctxB, `INSERT INTO projects (name) VALUES ('B before')`); err != nil {
-		t.Fatal(err)
+	ctx := context.Background()
+	defaultsIn := func(database string) int {
+		return adminCount(t, env, `SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+			JOIN pg_database d ON d.oid = s.setdatabase WHERE r.rolname = 'tenancy_app' AND d.datname = $1`, database)
 	}
-	lockout := `COMMIT; ALTER ROLE CURRENT_USER IN DATABASE ` + dbname + ` SET local_preload_libraries = 'tenancy_no_such_library'; `
-	for _, ending := range []string{`SET exit_on_error = on`, `SET idle_session_timeout = 1`} {
-		attack := lockout + ending
-		for name, unit := range map[string]func() error{
-			"Tx": func() error {
-				return env.DB.Tx(ctxA, func(tx pgx.Tx) error {
-					_, err := tx.Exec(ctxA, attack)
-					time.Sleep(20 * time.Millisecond) // idle: the timeout ends the session
-					return err
-				})
-			},
-			"SQLTx": func() error {
-				return env.DB.SQLTx(ctxA, func(tx *sql.Tx) error {
-					_, err := tx.ExecContext(ctxA, attack)
-					time.Sleep(20 * time.Millisecond)
-					return err
-				})
-			},
-		} {
-			if err := unit(); err == nil {
-				t.Errorf("%s (%s): the unit of work that ended its transaction succeeded", name, ending)
-			}
-			if n := adminCount(t, env, roleDefaults); n != 0 {
-				t.Fatalf("after %s (%s) the runtime role kept %d rows of defaults", name, ending, n)
-			}
-			env.Runtime.Reset() // new connections from here
-			if _, err := env.DB.Exec(ctxB, `INSERT INTO projects (name) VALUES ($1)`, name+" "+ending); err != nil {
-				t.Fatalf("B's next connection after %s (%s): %v", name, ending, err)
+	lockout := `COMMIT; DO $$BEGIN EXECUTE format('ALTER ROLE CURRENT_USER IN DATABASE %I SET local_preload_libraries = %L',
+		current_database(), 'tenancy_no_such_library'); END$$; `
+	for _, model := range []tenancy.Isolation{tenancy.IsolationShared, tenancy.IsolationDatabase} {
+		tn := env.NewTenant(t, model)
+		tctx := tenancytest.Context(tn)
+		var database string
+		if err := env.DB.QueryRow(tctx, `SELECT current_database()`).Scan(&database); err != nil {
+			t.Fatal(err)
+		}
+		newConnections := func() { // the tenant's pool opens new connections from here
+			if model == tenancy.IsolationDatabase {
+				env.Router.Forget(tn.ID)
+			} else {
+				env.Runtime.Reset()
 			}
 		}
-	}
-	// The control: the same default set by the migration role does stop new runtime connections.
-	if _, err := env.Pool.Exec(context.Background(), `ALTER ROLE tenancy_app IN DATABASE `+dbname+` SET local_preload_libraries = 'tenancy_no_such_library'`); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(context.Background(), env.Runtime.Config().ConnConfig.ConnString())
-	if err == nil {
-		conn.Close(context.Background())
-	}
-	if _, rerr := env.Pool.Exec(context.Background(), `ALTER ROLE tenancy_app IN DATABASE `+dbname+` RESET ALL`); rerr != nil {
-		t.Fatal(rerr)
-	}
-	if err == nil || !strings.Contains(err.Error(), "tenancy_no_such_library") {
-		t.Fatalf("control: a runtime connection with the library default: %v; want it refused", err)
+		for _, ending := range []string{`SET exit_on_error = on`, `SET idle_session_timeout = 1`} {
+			attack := lockout + ending
+			for name, unit := range map[string]func() error{
+				"Tx": func() error {
+					return env.DB.Tx(tctx, func(tx pgx.Tx) error {
+						_, err := tx.Exec(tctx, attack)
+						time.Sleep(20 * time.Millisecond) // idle: the timeout ends the session
+						return err
+					})
+				},
+				"SQLTx": func() error {
+					return env.DB.SQLTx(tctx, func(tx *sql.Tx) error {
+						_, err := tx.ExecContext(tctx, attack)
+						time.Sleep(20 * time.Millisecond)
+						return err
+					})
+				},
+			} {
+				what := fmt.Sprintf("%s %s (%s)", model, name, ending)
+				if err := unit(); err == nil {
+					t.Errorf("%s: the unit of work that ended its transaction succeeded", what)
+				}
+				if n := defaultsIn(database); n != 0 {
+					t.Fatalf("after %s the runtime role kept %d rows of defaults", what, n)
+				}
+				newConnections()
+				if _, err := env.DB.Exec(tctx, `INSERT INTO projects (name) VALUES ($1)`, what); err != nil {
+					t.Fatalf("the tenant's next connection after %s: %v", what, err)
+				}
+			}
+		}
+		// The control: the same default set by the migration role does stop new runtime
+		// connections to that database.
+		if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+pgx.Identifier{database}.Sanitize()+` SET local_preload_libraries = 'tenancy_no_such_library'`); err != nil {
+			t.Fatal(err)
+		}
+		cfg := env.Runtime.Config().ConnConfig.Copy()
+		cfg.Database = database
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err == nil {
+			conn.Close(ctx)
+		}
+		if _, rerr := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+pgx.Identifier{database}.Sanitize()+` RESET ALL`); rerr != nil {
+			t.Fatal(rerr)
+		}
+		if err == nil || !strings.Contains(err.Error(), "tenancy_no_such_library") {
+			t.Fatalf("control (%s): a runtime connection with the library default: %v; want it refused", model, err)
+		}
 	}
 }
 
