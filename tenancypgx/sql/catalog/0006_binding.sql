@@ -123,13 +123,15 @@ BEGIN
     -- the role session defaults, for all databases or this one; the caller then removes them and
     -- closes the connection. (Defaults for another database are refused and removed by that
     -- database's pools when a connection starts.)
-    IF NOT in_unit AND EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s
-                                 JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.setrole
-                                WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER
-                                  AND (s.setdatabase OPERATOR(pg_catalog.=) 0
-                                       OR s.setdatabase OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
-                                                                                 WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()))) THEN
-        protocol := -1;
+    IF NOT in_unit THEN -- nested: the check's subqueries cost the commit path nothing
+        IF EXISTS (SELECT FROM pg_catalog.pg_db_role_setting s
+                     JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.setrole
+                    WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER
+                      AND (s.setdatabase OPERATOR(pg_catalog.=) 0
+                           OR s.setdatabase OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
+                                                                     WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()))) THEN
+            protocol := -1;
+        END IF;
     END IF;
     EXECUTE 'CLOSE ALL';
     EXECUTE 'UNLISTEN *';
