@@ -43,7 +43,9 @@
 // new runtime connection that starts with role defaults (its session's own settings are
 // checked) is refused (ErrRoleDefaults) after removing them. Defaults a unit left before failing,
 // or before ending its own session, are removed from a connection each DB opens for that on its
-// first unit (one per pool, and per Router server). Catalog.GuardRuntimeRole, run in one
+// first unit (one per pool, and per Router server). Runtime connections ask for no
+// local_preload_libraries at start-up, which beats any role default, so no default can stop them
+// from starting. Catalog.GuardRuntimeRole, run in one
 // instance on the migration role's pool, removes any left anyway and reports a changed password.
 // A unit that DEALLOCATEs the driver's statements gets its connection closed.
 // pgx's simple protocol is refused (it would show the proof in pg_stat_activity). The runtime
@@ -53,9 +55,9 @@
 //
 // Behind PgBouncer in transaction mode, point the runtime pool (and the Router's Servers) at the
 // pooler and keep the migration role's URL direct: NewRuntimePool notices the pooler and stops
-// pgx from preparing statements by name. Give PgBouncer connect_query='SELECT
-// tenancy.check_session()': a server connection it opens that started with role defaults then
-// ends itself.
+// pgx from preparing statements by name. Give PgBouncer the connect_query of the README (which
+// calls tenancy.check_session() with exit_on_error on): a server connection it opens that started
+// with role defaults then ends itself.
 //
 // # Tenant tables
 //

@@ -127,7 +127,7 @@ func (g *guard) removeDefaults(ctx context.Context, q querierExecer, server stri
 		if p.OID != 0 {
 			stmt = "ALTER ROLE " + role + " IN DATABASE " + pgx.Identifier{p.Name}.Sanitize() + " RESET ALL"
 		}
-		if _, err := q.Exec(ctx, stmt); err != nil {
+		if err := execRetryingConflicts(ctx, q, stmt); err != nil {
 			return removed, fmt.Errorf("remove the session defaults of %s on %s: %w", role, server, err)
 		}
 		removed++
@@ -177,6 +177,10 @@ func (g *guard) look(ctx context.Context) (*GuardResult, error) {
 		return nil, err
 	}
 	byServer[DefaultServer] = append(byServer[DefaultServer], g.c.pool.Config().ConnConfig.Database)
+	for alias := range byServer {
+		// Where a Router's janitor connects (see janitor).
+		byServer[alias] = append(byServer[alias], "postgres")
+	}
 	for alias, dbs := range byServer {
 		n, err := g.removeDefaultsOn(ctx, alias, dbs)
 		res.DefaultsRemoved += n
@@ -212,4 +216,17 @@ func (g *guard) look(ctx context.Context) (*GuardResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// execRetryingConflicts runs stmt, again when it fails because a transaction that changed the
+// same row committed meanwhile ("tuple concurrently updated"): a unit of work can hold the row of
+// the role's defaults and commit just as the guard removes them.
+func execRetryingConflicts(ctx context.Context, q querierExecer, stmt string) error {
+	for attempt := 1; ; attempt++ {
+		_, err := q.Exec(ctx, stmt)
+		var pgErr *pgconn.PgError
+		if err == nil || attempt == 5 || !errors.As(err, &pgErr) || pgErr.Code != "XX000" || ctx.Err() != nil {
+			return err
+		}
+	}
 }

@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// sweepSQL removes the login role's session defaults (ALTER ROLE … SET) for all databases and
-// for one, named by the setting tenancy.sweep_database (this database when it is empty), in a
+// sweepSQL removes the login role's session defaults (ALTER ROLE … SET) for all databases, for
+// this one and for one named by the setting tenancy.sweep_database, in a
 // transaction of its own that no session setting can stop (sweepBegin): read-write, without
 // statement, lock or idle timeouts. A DO block, so it runs in any database, the maintenance one included. (The
 // runtime role has no defaults of its own by design: what its connections need is in its URL.)
@@ -33,7 +33,8 @@ BEGIN
                         LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.setdatabase
                        WHERE s.setrole OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r
                                                                  WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER)
-                         AND (s.setdatabase OPERATOR(pg_catalog.=) 0 OR d.datname OPERATOR(pg_catalog.=) target) LOOP
+                         AND (s.setdatabase OPERATOR(pg_catalog.=) 0 OR d.datname OPERATOR(pg_catalog.=) target
+                              OR d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) LOOP
         IF db OPERATOR(pg_catalog.=) 0 THEN
             EXECUTE 'ALTER ROLE CURRENT_USER RESET ALL';
         ELSE
@@ -93,9 +94,22 @@ func (j *janitor) ready(ctx context.Context) {
 	}
 }
 
+// janitorGuard are the start-up settings of the janitor's connection (see startupGuard): whatever
+// session defaults the role was given, it starts, stays connected while idle and keeps going
+// after an error.
+var janitorGuard = map[string]string{
+	"local_preload_libraries":             "",
+	"exit_on_error":                       "off",
+	"idle_session_timeout":                "0",
+	"idle_in_transaction_session_timeout": "0",
+	"statement_timeout":                   "0",
+	"lock_timeout":                        "0",
+	"default_transaction_read_only":       "off",
+}
+
 // connect opens a new connection; j.mu is held.
 func (j *janitor) connect(ctx context.Context) error {
-	conn, err := pgx.ConnectConfig(ctx, j.cfg)
+	conn, err := connectGuarded(ctx, j.cfg.Copy(), janitorGuard)
 	if err != nil {
 		return err
 	}
@@ -114,21 +128,17 @@ func (j *janitor) sweep(ctx context.Context, database string) error {
 	defer cancel()
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for attempt := 0; ; attempt++ {
+	for attempt := 1; ; attempt++ {
 		if j.conn == nil || j.conn.IsClosed() {
 			if err := j.connect(sctx); err != nil {
 				return err
 			}
 		}
+		// A unit of work that changes the role's defaults in a transaction it keeps open makes
+		// the removal wait, then fail ("tuple concurrently updated") when it commits: removed
+		// again, on the same connection (sweep rolled back).
 		err := sweep(sctx, j.conn, database)
-		if err == nil {
-			return nil
-		}
-		if !j.conn.IsClosed() {
-			// In a failed transaction, say: it is of no use as it is.
-			_ = j.conn.Close(sctx)
-		}
-		if attempt == 1 || sctx.Err() != nil {
+		if err == nil || attempt == 5 || sctx.Err() != nil {
 			return err
 		}
 	}

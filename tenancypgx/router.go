@@ -96,6 +96,7 @@ type execMode struct {
 	mu      sync.Mutex
 	decided bool
 	mode    pgx.QueryExecMode
+	params  map[string]string // start-up settings, the guard included where the server takes it
 }
 
 type routerShard struct {
@@ -376,9 +377,14 @@ func (r *Router) execModeFor(ctx context.Context, alias, url string, cc *pgx.Con
 		if err := prepareRuntimeConfig(ctx, probe, url, r.cfg.Logger); err != nil {
 			return err
 		}
-		m.mode, m.decided = probe.DefaultQueryExecMode, true
+		m.mode, m.params, m.decided = probe.DefaultQueryExecMode, probe.RuntimeParams, true
 	}
 	cc.DefaultQueryExecMode = m.mode
+	for k, v := range m.params {
+		if _, set := cc.RuntimeParams[k]; !set {
+			cc.RuntimeParams[k] = v // the start-up guard (see startupGuard), where the server takes it
+		}
+	}
 	return nil
 }
 

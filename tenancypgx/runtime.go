@@ -124,6 +124,36 @@ func refuseRoleDefaults(ctx context.Context, conn *pgx.Conn) error {
 	return fmt.Errorf("%w: %d removed; this connection, which started with them, is refused", ErrRoleDefaults, n)
 }
 
+// startupGuard are settings a runtime connection asks for when it starts. Settings sent at
+// start-up take precedence over the role's session defaults (ALTER ROLE … SET), which SQL in a
+// unit of work can give the role: a library to load that does not exist
+// (local_preload_libraries) would stop every new connection from starting, so no connection
+// could remove it. A setting the URL names is left as the URL says.
+var startupGuard = map[string]string{"local_preload_libraries": ""}
+
+// connectGuarded connects with cfg, asking for the guard settings at start-up too; when the
+// server refuses the connection so (a pooler such as PgBouncer refuses start-up settings it does
+// not know, and does not pass them on) and accepts it without, cfg stays without. With them,
+// cfg's RuntimeParams keep them, for every later connection.
+func connectGuarded(ctx context.Context, cfg *pgx.ConnConfig, guard map[string]string) (*pgx.Conn, error) {
+	guarded := cfg.Copy()
+	for k, v := range guard {
+		if _, set := guarded.RuntimeParams[k]; !set {
+			guarded.RuntimeParams[k] = v
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, guarded)
+	if err == nil {
+		cfg.RuntimeParams = guarded.RuntimeParams
+		return conn, nil
+	}
+	plain, perr := pgx.ConnectConfig(ctx, cfg)
+	if perr != nil {
+		return nil, err
+	}
+	return plain, nil
+}
+
 // chainAfterConnect runs first, then next when there is one.
 func chainAfterConnect(first, next func(context.Context, *pgx.Conn) error) func(context.Context, *pgx.Conn) error {
 	if next == nil {
@@ -144,7 +174,7 @@ var explicitExecMode = regexp.MustCompile(`(^|[?&\s])default_query_exec_mode=`)
 // PostgreSQL through an intermediary, turns pgx's named prepared statements off unless the
 // connection string chose a mode.
 func prepareRuntimeConfig(ctx context.Context, cfg *pgx.ConnConfig, connString string, log *slog.Logger) error {
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	conn, err := connectGuarded(ctx, cfg, startupGuard)
 	if err != nil {
 		return fmt.Errorf("tenancypgx: runtime pool: %w", err)
 	}
@@ -158,7 +188,7 @@ func prepareRuntimeConfig(ctx context.Context, cfg *pgx.ConnConfig, connString s
 		}
 		// They were removed: look again on a connection that starts without them.
 		conn.Close(ctx)
-		if conn, err = pgx.ConnectConfig(ctx, cfg); err != nil {
+		if conn, err = connectGuarded(ctx, cfg, startupGuard); err != nil {
 			return fmt.Errorf("tenancypgx: runtime pool: %w", err)
 		}
 		defer conn.Close(context.WithoutCancel(ctx))

@@ -816,84 +816,106 @@ func TestUnitThatEndsItsSessionCannotLeaveRoleDefaults(t *testing.T) {
 				}
 			}
 		}
-		// The control: the same default set by the migration role does stop new runtime
-		// connections to that database.
+		// The control: the same default set by the migration role does stop a plain runtime
+		// connection to that database from starting — not the pool's, which asks for no library
+		// when it starts (startup settings take precedence over role defaults).
 		if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+pgx.Identifier{database}.Sanitize()+` SET local_preload_libraries = 'tenancy_no_such_library'`); err != nil {
 			t.Fatal(err)
 		}
-		cfg := env.Runtime.Config().ConnConfig.Copy()
-		cfg.Database = database
-		conn, err := pgx.ConnectConfig(ctx, cfg)
-		if err == nil {
-			conn.Close(ctx)
+		connect := func(cfg *pgx.ConnConfig) error {
+			cfg.Database = database
+			conn, err := pgx.ConnectConfig(ctx, cfg)
+			if err == nil {
+				conn.Close(ctx)
+			}
+			return err
 		}
+		guarded := env.Runtime.Config().ConnConfig.Copy()
+		plain := guarded.Copy()
+		delete(plain.RuntimeParams, "local_preload_libraries")
+		plainErr, guardedErr := connect(plain), connect(guarded)
 		if _, rerr := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+pgx.Identifier{database}.Sanitize()+` RESET ALL`); rerr != nil {
 			t.Fatal(rerr)
 		}
-		if err == nil || !strings.Contains(err.Error(), "tenancy_no_such_library") {
-			t.Fatalf("control (%s): a runtime connection with the library default: %v; want it refused", model, err)
+		if plainErr == nil || !strings.Contains(plainErr.Error(), "tenancy_no_such_library") {
+			t.Fatalf("control (%s): a plain runtime connection with the library default: %v; want it refused", model, plainErr)
+		}
+		if guardedErr != nil {
+			t.Fatalf("%s: a connection of the runtime pool with the library default: %v", model, guardedErr)
 		}
 	}
 }
 
 // Behind PgBouncer the pooler opens server connections itself, and one that starts while SQL in
 // some unit of work has given the role session defaults keeps them as its own for its whole life.
-// With the README's connect_query such a connection ends itself before it serves anyone; the
-// control, a PgBouncer without it, keeps serving the defaults after they were removed.
+// With the README's connect_query such a connection ends itself before it serves anyone — also
+// when the default is a 1 ms statement timeout that makes the check itself fail. The control, a
+// PgBouncer without it, keeps serving the defaults after they were removed.
 func TestPooledServerConnectionsDoNotKeepRoleDefaults(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
 	dbname := databaseName(t, env)
 	database := env.Runtime.Config().ConnConfig.Database
 	ctx := context.Background()
-	searchPath := func(url string) (string, error) {
-		conn, err := pgx.Connect(ctx, url)
-		if err != nil {
-			return "", err
-		}
-		defer conn.Close(ctx)
-		var path string
-		err = conn.QueryRow(ctx, `SHOW search_path`, pgx.QueryExecModeSimpleProtocol).Scan(&path)
-		return path, err
-	}
-	for _, c := range []struct {
-		name, connectQuery string
-		keeps              bool
-	}{
-		{"control, no session check", "SELECT 1", true},
-		{"with the session check", tenancytest.SessionCheckQuery, false},
+	for _, d := range []struct{ setting, value, shown string }{
+		{"search_path", "pg_catalog", "pg_catalog"},
+		{"statement_timeout", "1", "1ms"},
 	} {
-		bouncer := tenancytest.StartPgBouncer(t, env.Pool.Config().ConnString(), &tenancytest.PgBouncerOpts{PoolSize: 1, ConnectQuery: c.connectQuery})
-		url := bouncer.URL("tenancy_app", database)
-		if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+dbname+` SET search_path = pg_catalog`); err != nil {
-			t.Fatal(err)
-		}
-		// The pooler opens its server connection for the first client while the default
-		// exists; the default is then removed (the toolkit does so within milliseconds).
-		type result struct {
-			path string
-			err  error
-		}
-		first := make(chan result, 1)
-		go func() { path, err := searchPath(url); first <- result{path, err} }()
-		time.Sleep(300 * time.Millisecond)
-		if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+dbname+` RESET ALL`); err != nil {
-			t.Fatal(err)
-		}
-		r := <-first
-		if r.err != nil {
-			t.Fatalf("%s: the first client: %v", c.name, r.err)
-		}
-		if kept := r.path == "pg_catalog"; kept != c.keeps {
-			t.Errorf("%s: the first client was served search_path %q", c.name, r.path)
-		}
-		for range 3 {
-			path, err := searchPath(url)
+		// tainted reports whether a session served through url has the default.
+		tainted := func(url string) (bool, error) {
+			conn, err := pgx.Connect(ctx, url)
 			if err != nil {
-				t.Fatalf("%s: after the default was removed: %v", c.name, err)
+				return false, err
 			}
-			if kept := path == "pg_catalog"; kept != c.keeps {
-				t.Errorf("%s: a server connection born with the default still serves search_path %q", c.name, path)
+			defer conn.Close(ctx)
+			var v string
+			err = conn.QueryRow(ctx, `SHOW `+d.setting, pgx.QueryExecModeSimpleProtocol).Scan(&v)
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "57014" { // the 1 ms timeout itself
+				return true, nil
+			}
+			return v == d.shown, err
+		}
+		for _, c := range []struct {
+			name, connectQuery string
+			keeps              bool
+		}{
+			{"control, no session check", "SELECT 1", true},
+			{"with the session check", tenancytest.SessionCheckQuery, false},
+		} {
+			what := d.setting + ", " + c.name
+			bouncer := tenancytest.StartPgBouncer(t, env.Pool.Config().ConnString(), &tenancytest.PgBouncerOpts{PoolSize: 1, ConnectQuery: c.connectQuery})
+			url := bouncer.URL("tenancy_app", database)
+			if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+dbname+` SET `+d.setting+` = '`+d.value+`'`); err != nil {
+				t.Fatal(err)
+			}
+			// The pooler opens its server connection for the first client while the default
+			// exists; the default is then removed (the toolkit does so within milliseconds).
+			type result struct {
+				tainted bool
+				err     error
+			}
+			first := make(chan result, 1)
+			go func() { got, err := tainted(url); first <- result{got, err} }()
+			time.Sleep(300 * time.Millisecond)
+			if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+dbname+` RESET ALL`); err != nil {
+				t.Fatal(err)
+			}
+			r := <-first
+			if r.err != nil {
+				t.Fatalf("%s: the first client: %v", what, r.err)
+			}
+			if r.tainted != c.keeps {
+				t.Errorf("%s: the first client was served the default: %v", what, r.tainted)
+			}
+			for range 3 {
+				got, err := tainted(url)
+				if err != nil {
+					t.Fatalf("%s: after the default was removed: %v", what, err)
+				}
+				if got != c.keeps {
+					t.Errorf("%s: a server connection born with the default still serves it: %v", what, got)
+				}
 			}
 		}
 	}
@@ -975,5 +997,71 @@ func TestConnectionBornWithARemovedRoleDefaultIsRefused(t *testing.T) {
 	}
 	if err := tainted.Ping(ctx); err == nil {
 		t.Fatal("the tainted session is still open")
+	}
+}
+
+// The attack a fifth review found: one unit of work gives the role a default after its COMMIT and
+// then holds the row of the role's defaults in a transaction it keeps open, so the removal that
+// another unit's tampering sets off waits for it — and fails when it commits ("tuple concurrently
+// updated"). The removal is tried again on the same connection; the defaults go, and another
+// tenant's new connections start clean.
+func TestRoleDefaultsHeldByAnOpenTransactionAreStillRemoved(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	dbname := databaseName(t, env)
+	a, b := env.Pair(t, tenancy.IsolationShared)
+	ctxA, ctxB := tenancytest.Context(a), tenancytest.Context(b)
+	if _, err := env.DB.Exec(ctxB, `INSERT INTO projects (name) VALUES ('B before')`); err != nil {
+		t.Fatal(err)
+	}
+	holding, release := make(chan struct{}), make(chan struct{})
+	u1 := make(chan error, 1)
+	go func() {
+		u1 <- env.DB.Tx(ctxA, func(tx pgx.Tx) error {
+			for _, stmt := range []string{
+				`COMMIT`,
+				`ALTER ROLE CURRENT_USER IN DATABASE ` + dbname + ` SET search_path = pg_catalog`,
+				`ALTER ROLE CURRENT_USER IN DATABASE ` + dbname + ` SET local_preload_libraries = 'tenancy_no_such_library'`,
+				`BEGIN`,
+				`ALTER ROLE CURRENT_USER IN DATABASE ` + dbname + ` SET work_mem = '1MB'`, // holds the row
+			} {
+				if _, err := tx.Exec(ctxA, stmt); err != nil {
+					return err
+				}
+			}
+			close(holding)
+			<-release
+			_, err := tx.Exec(ctxA, `COMMIT`)
+			return err
+		})
+	}()
+	<-holding
+	u2 := make(chan error, 1)
+	go func() { // its tampering sets off a removal, which waits for U1's row
+		u2 <- env.DB.Tx(ctxA, func(tx pgx.Tx) error { _, err := tx.Exec(ctxA, `COMMIT`); return err })
+	}()
+	time.Sleep(300 * time.Millisecond)
+	var waiting int
+	if err := env.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND wait_event_type = 'Lock' AND usename = 'tenancy_app'`).Scan(&waiting); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-u1; err == nil {
+		t.Error("U1, which ended its transaction, succeeded")
+	}
+	if err := <-u2; err == nil {
+		t.Error("U2, which ended its transaction, succeeded")
+	}
+	if waiting == 0 {
+		t.Fatal("control: no removal waited for U1's row: the test proves nothing")
+	}
+	if n := adminCount(t, env, roleDefaults); n != 0 {
+		t.Fatalf("the runtime role kept %d rows of defaults", n)
+	}
+	env.Runtime.Reset()
+	var path string
+	if err := env.DB.QueryRow(ctxB, `SELECT current_setting('search_path')`).Scan(&path); err != nil || path == "pg_catalog" {
+		t.Fatalf("B's next connection: search_path %q, %v", path, err)
 	}
 }

@@ -32,6 +32,7 @@ func TestGuardRemovesRuntimeRoleDefaults(t *testing.T) {
 		`ALTER ROLE tenancy_app IN DATABASE service SET search_path = pg_catalog`,
 		`ALTER ROLE tenancy_app IN DATABASE ` + tenantDB + ` SET default_transaction_read_only = on`,
 		`ALTER ROLE tenancy_app IN DATABASE other_deployment SET work_mem = '9MB'`,
+		`ALTER ROLE tenancy_app IN DATABASE postgres SET search_path = pg_catalog`, // where a Router's janitor connects
 	} {
 		if _, err := pool.Exec(ctx, stmt); err != nil {
 			t.Fatalf("%s: %v", stmt, err)
@@ -63,8 +64,8 @@ func TestGuardRemovesRuntimeRoleDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.DefaultsRemoved != 3 {
-		t.Errorf("the guard removed %d rows of defaults; want 3 (all databases, the catalog's, the tenant's)", res.DefaultsRemoved)
+	if res.DefaultsRemoved != 4 {
+		t.Errorf("the guard removed %d rows of defaults; want 4 (all databases, the catalog's, the tenant's, postgres)", res.DefaultsRemoved)
 	}
 	if err := connect(); err != nil {
 		t.Fatalf("a runtime connection after the guard: %v", err)

@@ -36,8 +36,10 @@ type PgBouncerOpts struct {
 }
 
 // SessionCheckQuery is the connect_query the README gives PgBouncer: a server connection that
-// started with session defaults of the runtime role ends itself (tenancy.check_session).
-const SessionCheckQuery = "SELECT tenancy.check_session()"
+// started with session defaults of the runtime role ends itself (tenancy.check_session), and so
+// does one where the check fails for any other reason; in a database without the check (the
+// maintenance database "postgres") it does nothing.
+const SessionCheckQuery = "SET exit_on_error = on; DO $d$BEGIN IF pg_catalog.to_regprocedure($p$tenancy.check_session()$p$) IS NOT NULL THEN PERFORM tenancy.check_session(); END IF; END$d$; RESET exit_on_error"
 
 // StartPgBouncer starts a PgBouncer in transaction mode that sends every database to the server
 // of upstream (a postgres:// URL), skipping t when pgbouncer is not installed (Debian's

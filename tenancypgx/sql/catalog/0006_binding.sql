@@ -162,8 +162,10 @@ END $$;
 -- connection that starts then keeps them as its defaults — every RESET goes back to them — for
 -- its whole life. tenancypgx checks its own new connections; a pooler that opens server
 -- connections itself runs this first on each (PgBouncer: connect_query). A pooler ignores a
--- failed connect query, so the session ends itself (exit_on_error) rather than serve. Sessions
--- of a superuser or of the catalog's owner are left alone.
+-- failed connect query, so the session ends itself (exit_on_error) rather than serve; the connect
+-- query turns exit_on_error on before the call, so that any other error — a statement_timeout
+-- default of 1 ms, say — ends it too (see the README's PgBouncer configuration). Sessions of a
+-- superuser or of the catalog's owner are left alone.
 CREATE FUNCTION tenancy.check_session() RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -173,8 +175,10 @@ BEGIN
                                                                      WHERE n.nspname OPERATOR(pg_catalog.=) 'tenancy'))) THEN
         RETURN;
     END IF;
+    -- exit_on_error: the connect query sets it first (see below), which hides its source.
     IF EXISTS (SELECT FROM pg_catalog.pg_settings s
-                WHERE s.source OPERATOR(pg_catalog.=) ANY (ARRAY['user', 'database user']::pg_catalog.text[])) THEN
+                WHERE s.source OPERATOR(pg_catalog.=) ANY (ARRAY['user', 'database user']::pg_catalog.text[])
+                   OR (s.name OPERATOR(pg_catalog.=) 'exit_on_error' AND s.reset_val OPERATOR(pg_catalog.=) 'on')) THEN
         PERFORM pg_catalog.set_config('exit_on_error', 'on', false);
         RAISE EXCEPTION 'tenancy: this session started with session defaults of its role (ALTER ROLE … SET), which every unit of work on it would inherit'
             USING ERRCODE = 'TNCY3';
