@@ -56,6 +56,7 @@ var scenarios = []scenario{
 	{"ratelimit-memory", benchRateLimitMemory},
 	{"ratelimit-redis", benchRateLimitRedis},
 	{"cache", benchCache},
+	{"audit", benchAudit},
 }
 
 func main() {

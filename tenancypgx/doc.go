@@ -69,12 +69,16 @@
 //
 // isolate gives tenant_id a default of the transaction's tenant, indexes it, enables and FORCEs
 // row-level security with one policy (USING and WITH CHECK, on tenancy.current_tenant()) for
-// every command, and grants the runtime role what it needs. No tenant matches no row and refuses
-// every insert; a forged one is an error. Lead unique keys and foreign keys with tenant_id so
-// they reveal nothing across tenants. Audit (tenancy doctor) lists every hole it finds: tables
-// without RLS, FORCE or a complete policy, policies that trust the raw app.tenant_id, keys
-// without tenant_id, views without security_invoker, a runtime role that bypasses RLS, SECURITY
-// DEFINER functions without a search_path.
+// every command, and grants the runtime role the table. It grants no sequence: a serial column
+// becomes an identity column (which needs no grant) going on from the same value, because a
+// sequence's last_value counts every tenant's rows. No tenant matches no row and refuses every
+// insert; a forged one is an error. Lead unique keys and foreign keys with tenant_id so they
+// reveal nothing across tenants. Reference data every tenant reads is declared shared,
+//
+//	SELECT tenancy.share('plans');
+//
+// which leaves the runtime role SELECT only. The package tenancyaudit (tenancy doctor) lists every
+// hole it finds, by the meaning of each policy, not its text.
 //
 // # Schema and database tenants
 //

@@ -15,13 +15,13 @@ import (
 const supportLockKey int64 = 0x74656e616e6373 + 1
 
 // supportMigrations are the catalog migrations that a database tenant's own database carries
-// too: the runtime role, tenancy.isolate, the binding and the session reset.
-var supportMigrations = []string{"0002_isolation.sql", "0006_binding.sql"}
+// too: the runtime role, tenancy.isolate, the binding, the session reset and shared tables.
+var supportMigrations = []string{"0002_isolation.sql", "0006_binding.sql", "0009_shared_tables.sql"}
 
 // SupportVersion is the version of the isolation support InstallSupport installs (the last
 // support migration's). tenancymigrate records it per database tenant, so older tenant databases
 // are brought up to it.
-const SupportVersion = 6
+const SupportVersion = 9
 
 // InstallSupport installs in the database behind conn what tenant tables need there — the runtime
 // role tenancy_app, the function tenancy.isolate, tenancy.current_tenant and

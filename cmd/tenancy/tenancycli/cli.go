@@ -34,7 +34,7 @@ Usage:
   tenancy migrate --shared                the catalog and the shared line
   tenancy migrate --tenant [--schema SLUG]... [--workers N] [--dry-run] [--json]
   tenancy migrate status [--json]         per tenant: version, pending, last error
-  tenancy doctor [--json]                 audit the database for isolation holes
+  tenancy doctor [--json] [--ignore K:O --reason R]   audit the catalog's and tenant databases for isolation holes
   tenancy help                            this text
 
 Every command reads --database-url (or TENANCY_DATABASE_URL); the default is the local

@@ -403,15 +403,47 @@ func TestDoctorCommand(t *testing.T) {
 	}
 	r = run(t, "doctor", "--json", "--database-url", db)
 	var rep struct {
-		Findings []struct{ Check, Object string }
+		Databases []struct{ Database string }
+		Findings  []struct{ Kind, Object, Database, Severity, Problem, Fix string }
+		Ignored   []struct{ Kind, Object, Reason string }
 	}
-	if r.code != 1 || json.Unmarshal([]byte(r.stdout), &rep) != nil || len(rep.Findings) == 0 {
+	if r.code != 1 || json.Unmarshal([]byte(r.stdout), &rep) != nil || len(rep.Findings) != 1 || len(rep.Databases) != 1 {
 		t.Fatalf("doctor --json: %+v", r)
+	}
+	if f := rep.Findings[0]; f.Kind != "rls-disabled" || f.Object != "leaky" || f.Database != rep.Databases[0].Database ||
+		f.Severity != "critical" || !strings.Contains(f.Fix, "tenancy.isolate('leaky'") {
+		t.Fatalf("doctor --json finding: %+v", f)
 	}
 	// serve runs the same audit and refuses to start.
 	r = run(t, "serve", "--addr", "127.0.0.1:0", "--database-url", db)
 	if r.code != 1 || !strings.Contains(r.stderr, "refusing to serve") || !strings.Contains(r.stderr, "leaky") {
 		t.Fatalf("serve on a database with a hole: %+v", r)
+	}
+
+	// Accepting a finding takes a written reason; it is kept in the catalog, so serve respects it.
+	for _, bad := range [][]string{
+		{"--ignore", "rls-disabled:leaky"},
+		{"--ignore", "leaky", "--reason", "x"},
+		{"--reason", "x"},
+	} {
+		if r := run(t, append([]string{"doctor", "--database-url", db}, bad...)...); r.code != 2 {
+			t.Fatalf("doctor %v: %+v", bad, r)
+		}
+	}
+	r = run(t, "doctor", "--json", "--database-url", db, "--ignore", "rls-disabled:leaky", "--reason", "test fixture, no tenant data")
+	rep.Findings, rep.Ignored = nil, nil
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rep) != nil || len(rep.Findings) != 0 || len(rep.Ignored) != 1 ||
+		rep.Ignored[0].Reason != "test fixture, no tenant data" {
+		t.Fatalf("doctor --ignore: %+v", r)
+	}
+	if r := run(t, "doctor", "--database-url", db); r.code != 0 || !strings.Contains(r.stdout, "ACCEPTED") || !strings.Contains(r.stdout, "test fixture") {
+		t.Fatalf("doctor after --ignore: %+v", r)
+	}
+	addr, stop := startServe(t, "--database-url", db) // it refused to start before
+	waitHealthy(t, addr, "")
+	stop()
+	if r := run(t, "doctor", "--database-url", db, "--unignore", "rls-disabled:leaky"); r.code != 1 || !strings.Contains(r.stdout, "leaky") {
+		t.Fatalf("doctor --unignore: %+v", r)
 	}
 }
 
@@ -448,19 +480,25 @@ func TestDoctorAuditsTenantDatabases(t *testing.T) {
 	}
 	r := run(t, "doctor", "--json", "--database-url", db)
 	var rep struct {
-		Findings        []struct{ Check string }
-		TenantDatabases []struct {
+		Databases []struct {
 			Database     string
-			TenantTables []string `json:"tenant_tables"`
-			Findings     []struct{ Check, Object string }
-		} `json:"tenant_databases"`
+			Tenants      []string
+			TenantTables int `json:"tenant_tables"`
+		}
 	}
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rep) != nil || len(rep.TenantDatabases) != 1 ||
-		len(rep.TenantDatabases[0].TenantTables) == 0 {
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rep) != nil || len(rep.Databases) != 2 {
 		t.Fatalf("doctor with a clean database tenant: %+v", r)
 	}
+	tenantDB := ""
+	for _, d := range rep.Databases {
+		if len(d.Tenants) == 1 && d.Tenants[0] == "dbco" && d.TenantTables > 0 {
+			tenantDB = d.Database
+		}
+	}
+	if tenantDB == "" {
+		t.Fatalf("the database tenant's database was not audited: %+v", rep)
+	}
 	// A table without row-level security inside the tenant's database.
-	tenantDB := rep.TenantDatabases[0].Database
 	cfg, _ := pgx.ParseConfig(db)
 	cfg.Database = tenantDB
 	conn, err := pgx.ConnectConfig(context.Background(), cfg)

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"tenancy/tenancyaudit"
 	"tenancy/tenancypgx"
 )
 
@@ -18,10 +18,15 @@ var errAuditFailed = errors.New("isolation is at risk: see the findings above")
 func doctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("doctor", stderr)
 	dbf := databaseFlags(fs)
-	dbURL := dbf.url
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	role := fs.String("role", tenancypgx.DefaultRole, "the runtime role tenant transactions run as")
-	poolRole := fs.Bool("login-role-is-runtime", false, "audit the login role of --database-url as the runtime role")
+	loginRole := fs.String("login-role", "", "the role the runtime pool logs in as, when it is not --role (checked that it cannot become a privileged role)")
+	column := fs.String("tenant-column", "tenant_id", "the column that says whose a row is: a table with it is a tenant table")
+	workers := fs.Int("workers", 4, "databases audited at once")
+	var ignore, unignore listFlag
+	fs.Var(&ignore, "ignore", "accept the finding KIND:OBJECT, with --reason; kept in the catalog, so serve accepts it too (repeatable)")
+	reason := fs.String("reason", "", "why the findings named by --ignore are accepted (required with --ignore)")
+	fs.Var(&unignore, "unignore", "take back an accepted finding KIND:OBJECT (repeatable)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -29,104 +34,93 @@ func doctor(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(pos) > 0 {
 		return usagef("doctor takes no arguments, got %q", pos)
 	}
-	pool, err := pgxpool.New(ctx, *dbURL)
+	if *workers < 1 {
+		return usagef("--workers must be at least 1")
+	}
+	if len(ignore) > 0 && *reason == "" {
+		return usagef("--ignore needs --reason: say why the finding is accepted")
+	}
+	if *reason != "" && len(ignore) == 0 {
+		return usagef("--reason goes with --ignore KIND:OBJECT")
+	}
+	type key struct{ kind, object string }
+	var toIgnore, toUnignore []key
+	for _, list := range []struct {
+		in  listFlag
+		out *[]key
+	}{{ignore, &toIgnore}, {unignore, &toUnignore}} {
+		for _, s := range list.in {
+			k, o, err := tenancypgx.ParseAuditKey(s)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			*list.out = append(*list.out, key{k, o})
+		}
+	}
+	pool, err := pgxpool.New(ctx, *dbf.url)
 	if err != nil {
 		return fmt.Errorf("database URL: %w", err)
 	}
 	defer pool.Close()
-	opts := &tenancypgx.AuditOpts{Role: *role, PoolRoleIsRuntime: *poolRole}
-	if *poolRole {
-		opts.Role = ""
-	}
-	rep, err := tenancypgx.Audit(ctx, pool, opts)
-	if err != nil {
+	opts := &tenancyaudit.Options{Role: *role, LoginRole: *loginRole, TenantColumn: *column, Workers: *workers}
+
+	var hasCatalog bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass('tenancy.audit_ignores') IS NOT NULL`).Scan(&hasCatalog); err != nil {
 		return err
 	}
-	out := doctorReport{AuditReport: rep}
-	if out.TenantDatabases, err = auditTenantDatabases(ctx, pool, dbf, opts); err != nil {
-		return err
-	}
-	if *asJSON {
-		err = writeJSON(stdout, out)
+	var rep *tenancyaudit.Report
+	if !hasCatalog {
+		if len(toIgnore)+len(toUnignore) > 0 {
+			return errors.New("--ignore and --unignore keep accepted findings in the catalog, and this database has none (or an old one): run `tenancy migrate --shared` first")
+		}
+		if rep, err = tenancyaudit.AuditDatabase(ctx, pool, opts); err != nil {
+			return err
+		}
 	} else {
-		err = rep.WriteText(stdout)
-		for _, r := range out.TenantDatabases {
-			if err == nil {
-				err = r.WriteText(stdout)
+		servers, err := dbf.serverMap()
+		if err != nil {
+			return err
+		}
+		cat, err := tenancypgx.NewCatalog(pool, &tenancypgx.CatalogConfig{Servers: servers})
+		if err != nil {
+			return err
+		}
+		for _, k := range toIgnore {
+			if err := cat.IgnoreFinding(ctx, k.kind, k.object, *reason); err != nil {
+				return err
 			}
 		}
+		for _, k := range toUnignore {
+			ok, err := cat.UnignoreFinding(ctx, k.kind, k.object)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				fmt.Fprintf(stderr, "tenancy doctor: %s:%s was not accepted\n", k.kind, k.object)
+			}
+		}
+		if rep, err = tenancyaudit.Audit(ctx, cat, opts); err != nil {
+			return err
+		}
+	}
+	if *asJSON {
+		err = rep.WriteJSON(stdout)
+	} else {
+		err = rep.WriteText(stdout)
 	}
 	if err != nil {
 		return err
 	}
-	if !out.ok() {
+	if !rep.OK() {
 		return errAuditFailed
 	}
 	return nil
 }
 
-// doctorReport is the catalog database's audit and, below it, each tenant database's.
-type doctorReport struct {
-	*tenancypgx.AuditReport
-	TenantDatabases []*tenancypgx.AuditReport `json:"tenant_databases,omitempty"`
-}
-
-func (d doctorReport) ok() bool {
-	for _, r := range d.TenantDatabases {
-		if !r.OK() {
-			return false
-		}
-	}
-	return d.OK()
-}
-
-// auditTenantDatabases audits the database of every database-model tenant in the catalog (none
-// when the database has no catalog).
-func auditTenantDatabases(ctx context.Context, pool *pgxpool.Pool, dbf dbFlags, opts *tenancypgx.AuditOpts) ([]*tenancypgx.AuditReport, error) {
-	var hasCatalog bool
-	if err := pool.QueryRow(ctx, `SELECT to_regclass('tenancy.tenants') IS NOT NULL`).Scan(&hasCatalog); err != nil || !hasCatalog {
-		return nil, err
-	}
-	rows, err := pool.Query(ctx, `SELECT server, database_name FROM tenancy.tenants
-		WHERE database_name IS NOT NULL AND status NOT IN ('deleted', 'provisioning') ORDER BY slug`)
-	if err != nil {
-		return nil, err
-	}
-	places, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (p [2]string, err error) {
-		err = r.Scan(&p[0], &p[1])
-		return p, err
-	})
-	if err != nil || len(places) == 0 {
-		return nil, err
-	}
-	servers, err := dbf.serverMap()
-	if err != nil {
-		return nil, err
-	}
-	var reports []*tenancypgx.AuditReport
-	for _, p := range places {
-		cfg, err := servers.PoolConfig(p[0], p[1])
-		if err != nil {
-			return nil, err
-		}
-		cfg.MaxConns = 1
-		tp, err := pgxpool.NewWithConfig(ctx, cfg)
-		if err != nil {
-			return nil, err
-		}
-		rep, err := tenancypgx.Audit(ctx, tp, opts)
-		tp.Close()
-		if err != nil {
-			return nil, fmt.Errorf("tenant database %s on %s: %w", p[1], p[0], err)
-		}
-		reports = append(reports, rep)
-	}
-	return reports, nil
-}
-
-// auditOrRefuse runs the doctor's audit before serving and refuses to serve when it finds anything.
-func auditOrRefuse(ctx context.Context, pool *pgxpool.Pool, stderr io.Writer) error {
-	rep, err := tenancypgx.Audit(ctx, pool, nil)
+// auditOrRefuse runs the doctor's audit — the catalog's database and every database tenant's,
+// accepted findings respected — before serving, and refuses to serve when it finds anything.
+func auditOrRefuse(ctx context.Context, cat *tenancypgx.Catalog, loginRole string, stderr io.Writer) error {
+	rep, err := tenancyaudit.Audit(ctx, cat, &tenancyaudit.Options{LoginRole: loginRole})
 	if err != nil {
 		return err
 	}

@@ -510,9 +510,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if res != nil && (len(res.SharedApplied) > 0 || len(res.Targets) > 0) {
 		log.Info("tenancy: migrated", "shared_applied", res.SharedApplied, "tenant_targets", len(res.Targets))
 	}
-	if err := auditOrRefuse(ctx, pool, stderr); err != nil {
-		return err
-	}
 	if *concurrency < 1 || *instances < 1 {
 		return usagef("--concurrency and --instances must be at least 1")
 	}
@@ -524,6 +521,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if *runtimeURL, err = tenancypgx.RuntimeURL(*dbf.url); err != nil {
 			return err
 		}
+	}
+	runtimeCfg, err := pgxpool.ParseConfig(*runtimeURL)
+	if err != nil {
+		return fmt.Errorf("runtime URL: %w", err)
+	}
+	auditCat, err := tenancypgx.NewCatalog(pool, &tenancypgx.CatalogConfig{Servers: servers})
+	if err != nil {
+		return err
+	}
+	if err := auditOrRefuse(ctx, auditCat, runtimeCfg.ConnConfig.User, stderr); err != nil {
+		return err
 	}
 	runtime, err := tenancypgx.NewRuntimePool(ctx, *runtimeURL, &tenancypgx.RuntimePoolOpts{Logger: log})
 	if err != nil {

@@ -1,0 +1,94 @@
+package tenancyaudit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"tenancy"
+	"tenancy/tenancypgx"
+)
+
+// place is one database to audit.
+type place struct {
+	server, database string
+	tenants          []string
+}
+
+// Audit audits the catalog's database and the own database of every database-model tenant in
+// it, several at once (Options.Workers), and reports every finding with the server and database
+// it is in. Findings the catalog records as accepted (Catalog.IgnoreFinding), or named in
+// opts.Ignore, are reported apart and do not fail the audit. The catalog's pool and the servers'
+// URLs must log in as the migration role. An error means the audit could not run, not that it
+// found something.
+func Audit(ctx context.Context, cat *tenancypgx.Catalog, opts *Options) (*Report, error) {
+	if cat == nil {
+		return nil, errors.New("tenancyaudit: Audit needs a catalog")
+	}
+	o := opts.withDefaults()
+	ignores, err := cat.AuditIgnores(ctx)
+	if err != nil {
+		return nil, err
+	}
+	o.Ignore = append(append([]tenancypgx.AuditIgnore{}, o.Ignore...), ignores...)
+	tenants, err := cat.List(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	byPlace := map[[2]string]*place{}
+	var places []*place
+	for _, t := range tenants {
+		if t.Isolation != tenancy.IsolationDatabase || t.Database == "" || t.Status == tenancy.StatusProvisioning {
+			continue
+		}
+		k := [2]string{t.Server, t.Database}
+		if byPlace[k] == nil {
+			byPlace[k] = &place{server: t.Server, database: t.Database}
+			places = append(places, byPlace[k])
+		}
+		byPlace[k].tenants = append(byPlace[k].tenants, t.Slug)
+	}
+	servers := cat.Servers()
+	catalogServer := tenancypgx.DefaultServer
+	reports := make([]DatabaseReport, len(places)+1)
+	found := make([][]Finding, len(places)+1)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(o.Workers)
+	g.Go(func() error {
+		d, fs, err := auditOne(gctx, cat.Pool(), catalogServer, o)
+		reports[0], found[0] = d, fs
+		return err
+	})
+	for i, p := range places {
+		g.Go(func() error {
+			cfg, err := servers.ConnConfig(p.server, p.database)
+			if err != nil {
+				return fmt.Errorf("tenancyaudit: database %s of %v: %w", p.database, p.tenants, err)
+			}
+			conn, err := pgx.ConnectConfig(gctx, cfg)
+			if err != nil {
+				return fmt.Errorf("tenancyaudit: database %s on %s (tenant %v): %w", p.database, p.server, p.tenants, err)
+			}
+			defer conn.Close(context.WithoutCancel(gctx))
+			d, fs, err := auditOne(gctx, conn, p.server, o)
+			d.Tenants = p.tenants
+			sort.Strings(d.Tenants)
+			reports[i+1], found[i+1] = d, fs
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	rep := &Report{Databases: reports, Findings: []Finding{}, Ignored: []Finding{}}
+	for _, fs := range found {
+		rep.add(fs, o.Ignore)
+	}
+	rep.sort()
+	return rep, nil
+}

@@ -1,0 +1,570 @@
+package tenancyaudit
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// checkUniqueness: unique indexes, unique and primary-key constraints and exclusion constraints on
+// tenant tables whose key columns (INCLUDE columns do not count) leave out the tenant column,
+// partial and expression indexes included. Inserting another tenant's value then fails, which
+// tells the inserter that the value exists. Tables pinned to one tenant hold nobody else's rows.
+func (a *auditor) checkUniqueness(ctx context.Context) error {
+	rows, err := a.tx.Query(ctx, `SELECT indexrelid, indrelid, indnkeyatts, indkey::int2[] FROM pg_index
+		WHERE indrelid = ANY($1) AND (indisunique OR indisexclusion)`, a.tenants)
+	if err != nil {
+		return err
+	}
+	var flagged []uint32
+	for rows.Next() {
+		var index, table uint32
+		var keyAtts int16
+		var keys []int16
+		if err := rows.Scan(&index, &table, &keyAtts, &keys); err != nil {
+			rows.Close()
+			return err
+		}
+		t := a.rels[table]
+		if t.pinned || slices.Contains(keys[:min(int(keyAtts), len(keys))], t.tenantAttnum) {
+			continue
+		}
+		flagged = append(flagged, index)
+	}
+	if err := rows.Err(); err != nil || len(flagged) == 0 {
+		return err
+	}
+	rows, err = a.tx.Query(ctx, `
+		SELECT i.indexrelid::regclass::text, i.indrelid, i.indisexclusion, coalesce(c.conname, ''),
+		       coalesce(pg_get_constraintdef(c.oid), pg_get_indexdef(i.indexrelid))
+		  FROM pg_index i
+		  LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x')
+		 WHERE i.indexrelid = ANY($1)
+		 ORDER BY 1`, flagged)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var index, constraint, def string
+		var table uint32
+		var exclusion bool
+		if err := rows.Scan(&index, &table, &exclusion, &constraint, &def); err != nil {
+			rows.Close()
+			return err
+		}
+		t := a.rels[table]
+		col := ident(a.o.TenantColumn)
+		var fix string
+		switch {
+		case exclusion:
+			fix = fmt.Sprintf("-- add %s WITH = to the constraint (btree_gist provides = for gist):\n-- %s", col, def)
+		case constraint != "":
+			fix = fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT %s, ADD CONSTRAINT %s %s;", t.name, ident(constraint), ident(constraint),
+				strings.Replace(def, "(", "("+col+", ", 1))
+		default:
+			at := strings.Index(def, " USING ")
+			open := strings.Index(def[max(at, 0):], "(") + max(at, 0)
+			fix = fmt.Sprintf("DROP INDEX %s;\n%s;", index, def[:open+1]+col+", "+def[open+1:])
+		}
+		what := "unique index"
+		if exclusion {
+			what = "exclusion constraint"
+		} else if constraint != "" {
+			what = "unique key"
+		}
+		a.add("unique-without-tenant", High, index, fix,
+			"a %s on %s whose key leaves out %s (%s): inserting a value another tenant already has fails, which tells one tenant what another stores",
+			what, t.name, a.o.TenantColumn, def)
+	}
+	return rows.Err()
+}
+
+// checkForeignKeys: a foreign key between tenant tables that leaves out the tenant column lets a
+// row point at (and so probe for) another tenant's row; a table that references a tenant table
+// but has no tenant column and no row-level security holds tenant data no policy guards.
+func (a *auditor) checkForeignKeys(ctx context.Context) error {
+	rows, err := a.tx.Query(ctx, `SELECT oid, conname, conrelid, confrelid, conkey::int2[] FROM pg_constraint
+		WHERE contype = 'f' AND confrelid = ANY($1) ORDER BY conname`, a.tenants)
+	if err != nil {
+		return err
+	}
+	type fk struct {
+		oid           uint32
+		name          string
+		child, parent uint32
+		withTenant    bool
+	}
+	fks, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (f fk, err error) {
+		var keys []int16
+		err = r.Scan(&f.oid, &f.name, &f.child, &f.parent, &keys)
+		if c := a.rels[f.child]; err == nil && c != nil {
+			f.withTenant = c.tenantAttnum > 0 && slices.Contains(keys, c.tenantAttnum)
+		}
+		return f, err
+	})
+	if err != nil {
+		return err
+	}
+	for _, f := range fks {
+		child, parent := a.rels[f.child], a.rels[f.parent]
+		if child == nil || parent == nil {
+			continue
+		}
+		switch {
+		case child.tenant && !f.withTenant:
+			if child.pinned && parent.pinned && child.schema == parent.schema {
+				continue
+			}
+			a.add("foreign-key-without-tenant", High, child.name+" constraint "+f.name,
+				fmt.Sprintf("-- reference (%s, …) → %s (%s, …), with a unique key on %s that leads with %s:\nALTER TABLE %s DROP CONSTRAINT %s;",
+					a.o.TenantColumn, parent.name, a.o.TenantColumn, parent.name, a.o.TenantColumn, child.name, ident(f.name)),
+				"a foreign key from %s to %s without %s lets a row point at another tenant's row, and whether the insert fails tells that the row exists",
+				child.name, parent.name, a.o.TenantColumn)
+		case !child.tenant && !child.rls && child.schema != "tenancy":
+			sev := High
+			if child.read || child.update || child.del {
+				sev = Critical
+			}
+			child.untenanted = true
+			var cols, parentCols []string
+			var tenantType string
+			if err := a.tx.QueryRow(ctx, `
+				SELECT ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i) JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
+				       ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i) JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i),
+				       (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = c.confrelid AND a.attnum = $2)
+				  FROM pg_constraint c WHERE c.oid = $1`, f.oid, parent.tenantAttnum).Scan(&cols, &parentCols, &tenantType); err != nil {
+				return err
+			}
+			var match []string
+			for i := range cols {
+				match = append(match, fmt.Sprintf("c.%s = p.%s", ident(cols[i]), ident(parentCols[i])))
+			}
+			fix := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s;\nUPDATE %s c SET %s = p.%s FROM %s p WHERE %s;\n%s\n-- then make the foreign key lead with %s",
+				child.name, col(a), tenantType, child.name, col(a), col(a), parent.name, strings.Join(match, " AND "), a.isolateFix(child.name), a.o.TenantColumn)
+			a.add("untenanted-child", sev, child.name, fix,
+				"%s references the tenant table %s (constraint %s) but has no %s column and no row-level security: its rows belong to tenants and no policy keeps them apart",
+				child.name, parent.name, f.name, a.o.TenantColumn)
+		}
+	}
+	return nil
+}
+
+// viewBases reads, for every view and materialized view, the relations its query reads.
+func (a *auditor) viewBases(ctx context.Context) (map[uint32][]uint32, error) {
+	rows, err := a.tx.Query(ctx, `
+		SELECT DISTINCT rw.ev_class, d.refobjid
+		  FROM pg_rewrite rw
+		  JOIN pg_depend d ON d.objid = rw.oid AND d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+		 WHERE rw.rulename = '_RETURN' AND d.refobjid <> rw.ev_class`)
+	if err != nil {
+		return nil, err
+	}
+	bases := map[uint32][]uint32{}
+	for rows.Next() {
+		var view, base uint32
+		if err := rows.Scan(&view, &base); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		bases[view] = append(bases[view], base)
+	}
+	return bases, rows.Err()
+}
+
+// readsTenantData reports whether a view reads a tenant table, directly or through other views.
+func (a *auditor) readsTenantData(view uint32, bases map[uint32][]uint32, seen map[uint32]bool) bool {
+	if seen[view] {
+		return false
+	}
+	seen[view] = true
+	for _, b := range bases[view] {
+		if r := a.rels[b]; r != nil && (r.tenant || ((r.kind == "v" || r.kind == "m") && a.readsTenantData(b, bases, seen))) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkViews: a view over tenant tables without security_invoker reads them with its owner's
+// rights (an owner row-level security does not bind, or binds to no tenant); a materialized view
+// over them stores every tenant's rows in a table with no policy.
+func (a *auditor) checkViews(ctx context.Context) error {
+	bases, err := a.viewBases(ctx)
+	if err != nil {
+		return err
+	}
+	a.bases = bases
+	for _, r := range a.sortedRels() {
+		if (r.kind != "v" && r.kind != "m") || !a.readsTenantData(r.oid, bases, map[uint32]bool{}) {
+			continue
+		}
+		r.overTenants = true
+		switch {
+		case r.kind == "m":
+			a.add("materialized-view", Critical, r.name,
+				fmt.Sprintf("DROP MATERIALIZED VIEW %s;\n-- a view WITH (security_invoker = true) over the same query reads under each tenant's policies", r.name),
+				"a materialized view over tenant tables stores every tenant's rows and has no row-level security")
+		case !r.invoker:
+			a.add("view-not-security-invoker", Critical, r.name, fmt.Sprintf("ALTER VIEW %s SET (security_invoker = true);", r.name),
+				"the view reads tenant tables with its owner's rights, not under the reading tenant's policies")
+		}
+	}
+	return nil
+}
+
+// checkRules: a rule rewrites statements into others that run with the rule's table owner's
+// rights; on or over tenant data that bypasses the policies.
+func (a *auditor) checkRules(ctx context.Context) error {
+	rows, err := a.tx.Query(ctx, `
+		SELECT rw.rulename, rw.ev_class,
+		       EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+		                  AND d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY($1))
+		  FROM pg_rewrite rw
+		  JOIN pg_class c ON c.oid = rw.ev_class
+		  JOIN pg_namespace n ON n.oid = c.relnamespace
+		 WHERE rw.rulename <> '_RETURN' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+		 ORDER BY 2, 1`, a.tenants)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var name string
+		var table uint32
+		var touches bool
+		if err := rows.Scan(&name, &table, &touches); err != nil {
+			rows.Close()
+			return err
+		}
+		t := a.rels[table]
+		if t == nil {
+			continue
+		}
+		sev := High
+		if touches || t.tenant {
+			sev = Critical
+		}
+		a.add("rule", sev, t.name+" rule "+name,
+			fmt.Sprintf("DROP RULE %s ON %s;\n-- a trigger does the same work with the caller's rights, under the caller's policies", ident(name), t.name),
+			"a rule on %s runs the statements it adds with the rights of the table's owner, outside the policies of the tenant who triggers it", t.name)
+	}
+	return rows.Err()
+}
+
+var identifier = regexp.MustCompile(`"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*`)
+
+// mentions returns the tenant tables whose names appear in src as identifiers.
+func (a *auditor) mentions(src string, names map[string]bool) []string {
+	var out []string
+	for _, w := range identifier.FindAllString(src, -1) {
+		if strings.HasPrefix(w, `"`) {
+			w = strings.ReplaceAll(w[1:len(w)-1], `""`, `"`)
+		} else {
+			w = strings.ToLower(w)
+		}
+		if names[w] && !slices.Contains(out, w) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// checkFunctions: SECURITY DEFINER functions (and procedures) run with their owner's rights,
+// whatever their search_path; one that reads or writes a tenant table, or that the runtime role
+// can call, reaches past the caller's policies. tenancy.current_tenant() is the toolkit's own
+// (it reads the binding key and no tenant data).
+func (a *auditor) checkFunctions(ctx context.Context) error {
+	rows, err := a.tx.Query(ctx, `
+		SELECT p.oid::regprocedure::text, coalesce(p.prosrc, ''),
+		       ARRAY(SELECT d.refobjid FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.refclassid = 'pg_class'::regclass),
+		       EXISTS (SELECT FROM unnest($1::oid[]) u WHERE has_schema_privilege(u, p.pronamespace, 'USAGE') AND has_function_privilege(u, p.oid, 'EXECUTE')),
+		       p.prokind = 'p'
+		  FROM pg_proc p
+		  JOIN pg_namespace n ON n.oid = p.pronamespace
+		 WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+		   AND p.oid IS DISTINCT FROM to_regprocedure('tenancy.current_tenant()')::oid
+		 ORDER BY 1`, a.roles)
+	if err != nil {
+		return err
+	}
+	names := a.tenantNames()
+	for rows.Next() {
+		var sig, src string
+		var deps []uint32
+		var callable, procedure bool
+		if err := rows.Scan(&sig, &src, &deps, &callable, &procedure); err != nil {
+			rows.Close()
+			return err
+		}
+		touched := a.mentions(src, names)
+		for _, d := range deps {
+			if r := a.rels[d]; r != nil && r.tenant && !slices.Contains(touched, r.relname) {
+				touched = append(touched, r.relname)
+			}
+		}
+		if len(touched) == 0 && !callable {
+			continue
+		}
+		what := "FUNCTION"
+		if procedure {
+			what = "PROCEDURE"
+		}
+		fix := fmt.Sprintf("ALTER %s %s SECURITY INVOKER;", what, sig)
+		if len(touched) == 0 {
+			fix += fmt.Sprintf("\n-- or, if it must keep its owner's rights: REVOKE EXECUTE ON %s %s FROM PUBLIC, %s;", what, sig, ident(a.o.Role))
+		}
+		switch {
+		case len(touched) > 0 && callable:
+			a.add("security-definer", Critical, sig, fix,
+				"a SECURITY DEFINER routine the runtime role can call reads or writes tenant tables (%s) with its owner's rights, outside the caller's policies", strings.Join(touched, ", "))
+		case len(touched) > 0:
+			a.add("security-definer", Critical, sig, fix,
+				"a SECURITY DEFINER routine reads or writes tenant tables (%s) with its owner's rights, outside the caller's policies (a trigger or another routine may reach it)", strings.Join(touched, ", "))
+		default:
+			a.add("security-definer", High, sig, fix,
+				"the runtime role can call a SECURITY DEFINER routine, which runs with its owner's rights: whatever it reads now or later is outside the caller's policies")
+		}
+	}
+	return rows.Err()
+}
+
+func col(a *auditor) string { return ident(a.o.TenantColumn) }
+
+func (a *auditor) tenantNames() map[string]bool {
+	names := map[string]bool{}
+	for _, oid := range a.tenants {
+		names[a.rels[oid].relname] = true
+	}
+	return names
+}
+
+var writeTarget = regexp.MustCompile(`(?is)\b(?:insert\s+into|update|delete\s+from|merge\s+into)\s+((?:"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)(?:\s*\.\s*(?:"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*))?)`)
+
+// resolve finds the relation a name written in a routine means: schema-qualified exactly, else
+// in the given schema, then public, then anywhere.
+func (a *auditor) resolve(name, schema string) *relation {
+	parts := identifier.FindAllString(name, -1)
+	norm := func(s string) string {
+		if strings.HasPrefix(s, `"`) {
+			return strings.ReplaceAll(s[1:len(s)-1], `""`, `"`)
+		}
+		return strings.ToLower(s)
+	}
+	var want, in string
+	switch len(parts) {
+	case 1:
+		want = norm(parts[0])
+	case 2:
+		in, want = norm(parts[0]), norm(parts[1])
+	default:
+		return nil
+	}
+	var found *relation
+	for _, r := range a.sortedRels() {
+		if r.relname != want || (in != "" && r.schema != in) {
+			continue
+		}
+		switch {
+		case in != "" || r.schema == schema:
+			return r
+		case r.schema == "public" || found == nil:
+			found = r
+		}
+	}
+	return found
+}
+
+// checkTriggers: a trigger on a tenant table whose routine writes into a table that is not a
+// tenant table and that the runtime role can read copies one tenant's data where every tenant
+// reads it.
+func (a *auditor) checkTriggers(ctx context.Context) error {
+	rows, err := a.tx.Query(ctx, `
+		SELECT t.tgname, t.tgrelid, coalesce(p.prosrc, '')
+		  FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+		 WHERE NOT t.tgisinternal AND t.tgrelid = ANY($1)
+		 ORDER BY 2, 1`, a.tenants)
+	if err != nil {
+		return err
+	}
+	type trig struct {
+		name  string
+		table uint32
+		src   string
+	}
+	ts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (t trig, err error) {
+		err = r.Scan(&t.name, &t.table, &t.src)
+		return t, err
+	})
+	if err != nil {
+		return err
+	}
+	for _, tg := range ts {
+		t := a.rels[tg.table]
+		var into []string
+		for _, m := range writeTarget.FindAllStringSubmatch(tg.src, -1) {
+			r := a.resolve(m[1], t.schema)
+			if r == nil || r.tenant || !r.read || slices.Contains(into, r.name) {
+				continue
+			}
+			into = append(into, r.name)
+			fix := fmt.Sprintf("REVOKE SELECT ON %s FROM PUBLIC, %s;\n-- or make it a tenant table (give its rows a tenant_id first): %s", r.name, ident(a.o.Role), a.isolateFix(r.name))
+			if r.shared {
+				fix = fmt.Sprintf("DROP TRIGGER %s ON %s; -- a shared table is every tenant's to read: keep tenant data out of it", ident(tg.name), t.name)
+			}
+			a.add("trigger-writes-readable", Critical, t.name+" trigger "+tg.name, fix,
+				"a trigger on the tenant table %s writes into %s, which is not a tenant table and which the runtime role can read: one tenant's data lands where every tenant reads it",
+				t.name, r.name)
+		}
+	}
+	return nil
+}
+
+// checkSequences: a sequence that a tenant table's column takes its values from (serial,
+// identity, or a default calling nextval) counts every tenant's inserts: SELECT last_value,
+// nextval and setval on it tell one tenant how busy the others are, or disturb them.
+func (a *auditor) checkSequences(ctx context.Context) error {
+	var shared []uint32 // tables pinned to one tenant count only its rows
+	for _, oid := range a.tenants {
+		if !a.rels[oid].pinned {
+			shared = append(shared, oid)
+		}
+	}
+	if len(shared) == 0 || len(a.roles) == 0 {
+		return nil
+	}
+	rows, err := a.tx.Query(ctx, `
+		WITH uses(seq, tbl) AS (
+		    SELECT d.objid, d.refobjid FROM pg_depend d
+		     WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') AND d.refobjid = ANY($1)
+		    UNION
+		    SELECT d.refobjid, ad.adrelid FROM pg_attrdef ad
+		      JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+		     WHERE ad.adrelid = ANY($1))
+		SELECT DISTINCT ON (s.oid) s.oid::regclass::text, uses.tbl
+		  FROM uses JOIN pg_class s ON s.oid = uses.seq AND s.relkind = 'S'
+		 WHERE EXISTS (SELECT FROM unnest($2::oid[]) u WHERE has_schema_privilege(u, s.relnamespace, 'USAGE')
+		                  AND (has_sequence_privilege(u, s.oid, 'SELECT') OR has_sequence_privilege(u, s.oid, 'USAGE') OR has_sequence_privilege(u, s.oid, 'UPDATE')))
+		 ORDER BY s.oid, uses.tbl`, shared, a.roles)
+	if err != nil {
+		return err
+	}
+	type use struct {
+		seq   string
+		table uint32
+	}
+	uses, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (u use, err error) {
+		err = r.Scan(&u.seq, &u.table)
+		return u, err
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(uses, func(x, y use) int { return strings.Compare(x.seq, y.seq) })
+	for _, u := range uses {
+		table := a.rels[u.table]
+		a.add("sequence-readable", High, u.seq,
+			fmt.Sprintf("REVOKE ALL ON SEQUENCE %s FROM PUBLIC, %s;\n-- a serial column then needs no grant once it is an identity column: %s", u.seq, ident(a.o.Role), a.isolateFix(table.name)),
+			"the runtime role may read or advance the sequence of the tenant table %s, whose last_value counts every tenant's rows", table.name)
+	}
+	return nil
+}
+
+// checkSideChannels: the runtime role's TEMP privilege, large objects it can read, tables (in
+// any schema, the catalog's included) it can read that are neither tenant tables nor shared,
+// views that read such tables with their owner's rights, and shared tables it can write.
+func (a *auditor) checkSideChannels(ctx context.Context) error {
+	if len(a.roles) == 0 {
+		return nil
+	}
+	var temp bool
+	if err := a.tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM unnest($1::oid[]) u WHERE has_database_privilege(u, current_database(), 'TEMP'))`,
+		a.roles).Scan(&temp); err != nil {
+		return err
+	}
+	if temp {
+		a.add("temp-privilege", Medium, "database "+a.database,
+			fmt.Sprintf("REVOKE TEMPORARY ON DATABASE %s FROM PUBLIC, %s;", ident(a.database), ident(a.o.Role)),
+			"the runtime role may create temporary tables, which live as long as the connection: on a pooled connection they outlast the tenant that made them (tenancypgx discards them; a pooler in session mode or code outside db.Tx does not)")
+	}
+	rows, err := a.tx.Query(ctx, `
+		SELECT l.oid::text FROM pg_largeobject_metadata l
+		 WHERE current_setting('lo_compat_privileges')::boolean OR l.lomowner = ANY($1)
+		    OR EXISTS (SELECT FROM aclexplode(l.lomacl) g WHERE g.privilege_type = 'SELECT' AND (g.grantee = 0 OR g.grantee = ANY($1)))
+		 ORDER BY l.oid LIMIT 21`, a.roles)
+	if err != nil {
+		return err
+	}
+	los, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for i, lo := range los {
+		if i == 20 {
+			a.add("large-object-readable", Critical, "large objects beyond 20", "-- see the findings above; list them all with: SELECT oid FROM pg_largeobject_metadata;",
+				"more large objects are readable by the runtime role")
+			break
+		}
+		a.add("large-object-readable", Critical, "large object "+lo,
+			fmt.Sprintf("REVOKE ALL ON LARGE OBJECT %s FROM PUBLIC, %s;\nALTER LARGE OBJECT %s OWNER TO CURRENT_USER; -- as the migration role\n-- (and lo_compat_privileges = off)", lo, ident(a.o.Role), lo),
+			"the runtime role can read the large object; large objects have no row-level security, so whichever tenant's data it holds, every tenant can read it")
+	}
+	for _, r := range a.sortedRels() {
+		switch {
+		case r.tenant:
+		case r.shared:
+			if r.insert || r.update || r.del || r.truncate {
+				a.add("shared-table-writable", Critical, r.name, fmt.Sprintf("SELECT tenancy.share(%s, %s); -- leaves the runtime role SELECT only", quote(r.name), quote(a.o.Role)),
+					"the table is shared (every tenant reads it) but the runtime role can change it: one tenant's writes reach every tenant")
+			}
+		case !r.read || r.overTenants || r.untenanted:
+		case r.kind == "v" && (r.invoker || a.onlyShared(r.oid, map[uint32]bool{})):
+		default:
+			what := "table"
+			switch r.kind {
+			case "v":
+				what = "view (reading with its owner's rights)"
+			case "m":
+				what = "materialized view"
+			case "f":
+				what = "foreign table"
+			}
+			fix := fmt.Sprintf("REVOKE SELECT ON %s FROM PUBLIC, %s;\n-- or, if its rows are tenants' (give them a tenant_id first): %s\n-- or, if every tenant may read it: SELECT tenancy.share(%s, %s);",
+				r.name, ident(a.o.Role), a.isolateFix(r.name), quote(r.name), quote(a.o.Role))
+			a.add("readable-table", Critical, r.name, fix,
+				"the runtime role can read this %s, which is neither a tenant table nor shared (tenancy.share): every tenant reads all of its rows", what)
+		}
+	}
+	return nil
+}
+
+// onlyShared reports whether a view reads nothing but shared tables (and views that do).
+func (a *auditor) onlyShared(view uint32, seen map[uint32]bool) bool {
+	if seen[view] {
+		return true
+	}
+	seen[view] = true
+	for _, b := range a.bases[view] {
+		r := a.rels[b]
+		if r == nil || r.shared {
+			continue
+		}
+		if r.kind == "v" && a.onlyShared(b, seen) {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+func (a *auditor) sortedRels() []*relation {
+	if a.sorted == nil {
+		for _, r := range a.rels {
+			a.sorted = append(a.sorted, r)
+		}
+		slices.SortFunc(a.sorted, func(x, y *relation) int { return strings.Compare(x.name, y.name) })
+	}
+	return a.sorted
+}

@@ -1,0 +1,69 @@
+// Package tenancyaudit is the isolation audit behind `tenancy doctor` and the check `serve` runs
+// at start: it fails on any schema where one tenant could read, change or learn of another's
+// data, and gives for each finding the object, the database it is in, what a tenant could do with
+// it, and the SQL that fixes it.
+//
+//	rep, err := tenancyaudit.Audit(ctx, catalog, nil) // the catalog's database and every database tenant's
+//	if err != nil { ... }                              // the audit could not run
+//	if !rep.OK() { rep.WriteText(os.Stderr); ... }     // something was found
+//
+// Audit reads the catalog's database and the own database of every database-model tenant, several
+// at once; AuditDatabase reads one database (no catalog needed). Both log in as the migration role
+// and only read. A tenant table is a table with the tenant column (Options.TenantColumn, default
+// tenant_id) outside the catalog's schema; the runtime role is Options.Role (default
+// tenancy_app), and the audit judges everything the runtime role can do as itself or after SET ROLE
+// to any role it is a member of.
+//
+// # What it finds (Finding.Kind)
+//
+// Critical — a tenant can read or change another's rows, or become someone who can:
+//   - role-superuser, role-bypassrls, role-createrole, role-predefined (pg_read_all_data and the
+//     like), role-owns-table: the runtime role, or a role it can become; login-role-*: the same
+//     for the role the runtime pool logs in as (Options.LoginRole); role-missing.
+//   - rls-disabled, rls-not-forced: a tenant table without row-level security, or not forced.
+//   - policy-widens: a policy judged by meaning, not text. The parsed expression (pg_node_tree of
+//     USING and WITH CHECK) must pin the tenant column to tenancy.current_tenant(), in the forms
+//     tenancy.isolate generates (casts and a scalar subquery allowed); an AND passes when one
+//     term does, an OR only when every branch does. For each command the permissive policies that
+//     apply to the runtime role must all pass, unless a restrictive one that applies to it does:
+//     restrictive policies narrow, never widen. Writes are judged on WITH CHECK, or USING where a
+//     policy has none, as PostgreSQL applies them. policy-forgeable-binding: a policy that trusts
+//     the setting app.tenant_id, which SQL inside a transaction can set.
+//   - security-definer: a SECURITY DEFINER routine (whatever its search_path) that reads or
+//     writes a tenant table (High when it only is callable by the runtime role).
+//   - view-not-security-invoker, materialized-view: a view over tenant tables (directly or through
+//     other views) without security_invoker; a materialized view over them.
+//   - rule: a rule (it runs with its table owner's rights); High when it touches no tenant data.
+//   - trigger-writes-readable: a trigger on a tenant table that writes into a table that is not a
+//     tenant table and that the runtime role can read.
+//   - readable-table: a table, foreign table, materialized view or owner's-rights view in any
+//     schema, the catalog's included, that the runtime role can read and that is neither a tenant
+//     table nor shared (tenancy.share).
+//   - shared-table-writable: a shared table the runtime role can change.
+//   - large-object-readable: a large object the runtime role can read.
+//   - untenanted-child: a table that references a tenant table but has no tenant column and no
+//     row-level security (High while the runtime role cannot reach it).
+//
+// High — a tenant can learn of another's data:
+//   - unique-without-tenant: a unique index, unique or primary key, or exclusion constraint whose
+//     key columns leave out the tenant column (INCLUDE columns do not count; partial and
+//     expression indexes included): an insert that fails tells that the value exists.
+//   - foreign-key-without-tenant: a foreign key between tenant tables without the tenant column.
+//   - sequence-readable: a sequence a tenant table takes values from that the runtime role may
+//     read or advance (its last_value counts every tenant's rows).
+//   - role-createdb: the runtime role can create databases (copies of any template included).
+//
+// Medium: temp-privilege (the runtime role may create temporary objects), policy-missing (the
+// runtime role is granted a command no permissive policy allows).
+//
+// Tables pinned to one tenant — a validated CHECK (tenant_id = constant), which tenancy.isolate
+// puts on a schema tenant's tables — hold no one else's rows: their unique keys and sequences
+// reveal nothing and are not findings.
+//
+// # Accepting a finding
+//
+// Catalog.IgnoreFinding records that a finding (kind and object) is accepted, with its reason, in
+// the catalog; Audit then reports it under Report.Ignored and does not fail on it, and so does the
+// audit of `serve`. `tenancy doctor --ignore KIND:OBJECT --reason TEXT` records one,
+// `--unignore KIND:OBJECT` takes it back.
+package tenancyaudit
