@@ -143,7 +143,14 @@ func TestCleanDatabaseHasNoFinding(t *testing.T) {
 	f.env.NewTenant(t, tenancy.IsolationSchema)
 	dbTenant := f.env.NewTenant(t, tenancy.IsolationDatabase)
 	// A restrictive policy narrows: it may sit beside the toolkit's.
-	f.exec(t, `CREATE POLICY only_short ON items AS RESTRICTIVE FOR SELECT USING (length(sku) < 100)`)
+	f.exec(t, `CREATE POLICY not_empty ON items AS RESTRICTIVE FOR SELECT USING (sku <> '')`)
+	// A policy of one's own that compares the tenant column as text, and an inheritance child
+	// reached only through its parent.
+	f.exec(t, `CREATE TABLE notes (tenant_id uuid NOT NULL, body text);
+		ALTER TABLE notes ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+		CREATE POLICY own ON notes USING (tenant_id::text = tenancy.current_tenant());
+		GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO tenancy_app;
+		CREATE TABLE notes_2025 () INHERITS (notes)`)
 	rep := f.audit(t, nil)
 	if !rep.OK() {
 		var out strings.Builder
@@ -164,8 +171,8 @@ func TestCleanDatabaseHasNoFinding(t *testing.T) {
 	if len(rep.Databases) != 2 || catalogs != 1 || tenantDBs != 1 {
 		t.Fatalf("databases audited: %+v", rep.Databases)
 	}
-	if n := rep.TenantTables(); n != 3*4 {
-		t.Fatalf("%d tenant tables, want 12 (4 in public, the schema tenant's and the database tenant's)", n)
+	if n := rep.TenantTables(); n != 3*4+2 {
+		t.Fatalf("%d tenant tables, want 14 (6 in public, 4 in the schema tenant's and the database tenant's)", n)
 	}
 	// The features work as the runtime role: the serial column (now an identity column) without a
 	// grant on its sequence, the trigger, the view, the function.
@@ -333,11 +340,100 @@ var holes = []hole{
 		}},
 }
 
+// bTx runs statements in B's transaction and returns the last one's error, if any.
+func (f *fixture) bTx(stmts ...string) error {
+	return f.env.DB.Tx(f.ctxB, func(tx pgx.Tx) error {
+		for _, s := range stmts {
+			if _, err := tx.Exec(f.ctxB, s); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// adminCount counts as the migration role (row-level security does not bind it).
+func (f *fixture) adminCount(t *testing.T, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := f.env.Pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%v: %s", err, sql)
+	}
+	return n
+}
+
+// holesFromReview are the holes an adversarial review of the first version found it passed.
+var holesFromReview = []hole{
+	{"TRUNCATE on a tenant table", `GRANT TRUNCATE ON counters TO tenancy_app`,
+		"rls-bypassing-privilege", "counters", func(t *testing.T, f *fixture) bool {
+			// TRUNCATE ignores row-level security: B empties A's rows.
+			if _, err := f.env.DB.Exec(f.ctxA, `INSERT INTO counters DEFAULT VALUES`); err != nil {
+				t.Fatalf("control: A inserts: %v", err)
+			}
+			if f.bTx(`TRUNCATE counters`) != nil {
+				return false
+			}
+			return f.adminCount(t, `SELECT count(*) FROM counters WHERE tenant_id = $1`, f.a.ID) == 0
+		}},
+	{"tenant table inheriting a shared table", `CREATE TABLE catalog_entries (sku text); SELECT tenancy.share('catalog_entries');
+		ALTER TABLE items INHERIT catalog_entries`,
+		"inherits-into-untenanted", "items", bCounts(`SELECT count(*) FROM catalog_entries WHERE sku = 'a-secret'`)},
+	{"LEAKPROOF function", `CREATE FUNCTION short_sku(s text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE LEAKPROOF COST 0.0001 AS $$
+		BEGIN IF length(s) > 5 THEN RAISE EXCEPTION 'sku too long: %', s; END IF; RETURN true; END $$`,
+		"leakproof-function", "short_sku(text)", func(t *testing.T, f *fixture) bool {
+			// Run before the policy's filter, its error quotes A's sku.
+			err := f.bTx(`SET LOCAL enable_indexscan = off`, `SET LOCAL enable_bitmapscan = off`, `SELECT count(*) FROM items WHERE short_sku(sku)`)
+			return err != nil && strings.Contains(err.Error(), "a-secret")
+		}},
+	{"policy calling a function on row values", `CREATE FUNCTION shout(s text) RETURNS boolean LANGUAGE plpgsql COST 0.0001 AS $$
+		BEGIN IF s LIKE 'a-%' THEN RAISE EXCEPTION 'saw %', s; END IF; RETURN true; END $$;
+		CREATE POLICY loud ON items AS RESTRICTIVE FOR SELECT USING (shout(sku))`,
+		"policy-leaky-function", "items policy loud", func(t *testing.T, f *fixture) bool {
+			err := f.bTx(`SET LOCAL enable_indexscan = off`, `SET LOCAL enable_bitmapscan = off`, `SELECT count(*) FROM items`)
+			return err != nil && strings.Contains(err.Error(), "a-secret")
+		}},
+	{"CREATE on the database", `GRANT CREATE ON DATABASE {db} TO tenancy_app`,
+		"create-privilege", "database {dbname}", func(t *testing.T, f *fixture) bool {
+			// B makes a schema named like the runtime role, first on the default search_path, and
+			// captures A's next insert.
+			defer f.env.Pool.Exec(context.Background(), `DROP SCHEMA IF EXISTS tenancy_app CASCADE`)
+			if f.bTx(`CREATE SCHEMA tenancy_app`, `CREATE TABLE tenancy_app.items (sku text)`) != nil {
+				return false
+			}
+			sku := tenancytest.UniqueName("a-captured")
+			f.env.DB.Exec(f.ctxA, `INSERT INTO items (sku) VALUES ($1)`, sku)
+			return f.count(f.ctxB, `SELECT count(*) FROM tenancy_app.items WHERE sku = $1`, sku) > 0
+		}},
+	{"table the runtime role may delete from", `CREATE TABLE outbox (payload text); INSERT INTO outbox VALUES ('a-event');
+		GRANT INSERT, DELETE ON outbox TO tenancy_app`,
+		"writable-table", "outbox", func(t *testing.T, f *fixture) bool {
+			defer f.env.Pool.Exec(context.Background(), `INSERT INTO outbox SELECT 'a-event' WHERE NOT EXISTS (SELECT FROM outbox)`)
+			if f.bTx(`DELETE FROM outbox`) != nil {
+				return false
+			}
+			return f.adminCount(t, `SELECT count(*) FROM outbox WHERE payload = 'a-event'`) == 0
+		}},
+	{"tenancy.current_tenant() replaced", `CREATE OR REPLACE FUNCTION tenancy.current_tenant() RETURNS text LANGUAGE sql STABLE SECURITY DEFINER
+		SET search_path = pg_catalog, pg_temp AS $$ SELECT NULLIF(current_setting('app.tenant_id', true), '') $$`,
+		"binding-tampered", "tenancy.current_tenant()", func(t *testing.T, f *fixture) bool {
+			var n int
+			err := f.env.DB.Tx(f.ctxB, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(f.ctxB, `SELECT set_config('app.tenant_id', $1, true)`, f.a.ID); err != nil {
+					return err
+				}
+				return tx.QueryRow(f.ctxB, `SELECT count(*) FROM items WHERE sku = 'a-secret'`).Scan(&n)
+			})
+			return err == nil && n > 0
+		}},
+	{"system table granted", `ANALYZE items; GRANT SELECT ON pg_catalog.pg_statistic TO tenancy_app`,
+		"readable-table", "pg_statistic", bCounts(`SELECT count(*) FROM pg_statistic WHERE stavalues1::text LIKE '%a-secret%'`)},
+}
+
 // Each kind of hole: the audit finds it (kind, object, database), tenant B really reaches A's
 // data through it, and the finding's own fix removes both the finding and the reach.
 func TestEachHoleIsFoundIsRealAndFixed(t *testing.T) {
 	t.Parallel()
-	for _, h := range holes {
+	for _, h := range append(holes, holesFromReview...) {
 		t.Run(h.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t)
@@ -407,6 +503,32 @@ func TestVariantsAreFound(t *testing.T) {
 		{"rls not forced", `ALTER TABLE parts NO FORCE ROW LEVEL SECURITY`, "rls-not-forced", "parts"},
 		{"granted without a policy", `CREATE TABLE quotes (tenant_id uuid NOT NULL); ALTER TABLE quotes ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
 			GRANT SELECT ON quotes TO tenancy_app`, "policy-missing", "quotes"},
+		{"exclusion constraint comparing the tenant with <>", `CREATE EXTENSION IF NOT EXISTS btree_gist;
+			ALTER TABLE items ADD CONSTRAINT sku_one_owner EXCLUDE USING gist (sku WITH =, tenant_id WITH <>)`, "unique-without-tenant", "sku_one_owner"},
+		{"view over a sequence", `CREATE VIEW counter_stats AS SELECT last_value FROM counters_id_seq; GRANT SELECT ON counter_stats TO tenancy_app`,
+			"readable-table", "counter_stats"},
+		{"definer reached through an invoker view", `CREATE SCHEMA internal;
+			CREATE FUNCTION internal.all_skus() RETURNS SETOF text LANGUAGE sql SECURITY DEFINER SET search_path = public AS 'SELECT sku FROM item_skus';
+			CREATE VIEW sku_directory WITH (security_invoker = true) AS SELECT * FROM internal.all_skus() s;
+			GRANT SELECT ON sku_directory TO tenancy_app`, "security-definer", "internal.all_skus()"},
+		{"trigger writing a shared table through a helper", `CREATE FUNCTION publish(s text) RETURNS void LANGUAGE sql AS 'INSERT INTO plans VALUES (s, 0)';
+			CREATE FUNCTION on_item() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM publish(NEW.sku); RETURN NEW; END $$;
+			CREATE TRIGGER on_item AFTER INSERT ON items FOR EACH ROW EXECUTE FUNCTION on_item()`, "trigger-writes-readable", "items trigger on_item"},
+		{"trigger writing through dynamic SQL", `CREATE TABLE feed (v text); GRANT SELECT, INSERT ON feed TO tenancy_app;
+			CREATE FUNCTION on_part() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN EXECUTE format('INSERT INTO %I VALUES ($1)', 'feed') USING NEW.id::text; RETURN NEW; END $$;
+			CREATE TRIGGER on_part AFTER INSERT ON parts FOR EACH ROW EXECUTE FUNCTION on_part()`, "trigger-writes-readable", "parts trigger on_part"},
+		{"trigger sending NOTIFY", `CREATE FUNCTION announce() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('items', NEW.sku); RETURN NEW; END $$;
+			CREATE TRIGGER announce AFTER INSERT ON items FOR EACH ROW EXECUTE FUNCTION announce()`, "trigger-notifies", "items trigger announce"},
+		{"sequence behind a default function", `CREATE SEQUENCE item_no_seq; GRANT USAGE ON SEQUENCE item_no_seq TO tenancy_app`,
+			"sequence-readable", "item_no_seq"},
+		{"insert-only table with a unique key", `CREATE TABLE signups (email text PRIMARY KEY); GRANT INSERT ON signups TO tenancy_app`,
+			"writable-table", "signups"},
+		{"child with RLS but no tenant column", `CREATE TABLE item_refs (item_tenant uuid, item_id uuid, FOREIGN KEY (item_tenant, item_id) REFERENCES items (tenant_id, id));
+			ALTER TABLE item_refs ENABLE ROW LEVEL SECURITY; CREATE POLICY add ON item_refs FOR INSERT WITH CHECK (true); GRANT INSERT ON item_refs TO tenancy_app`,
+			"untenanted-child", "item_refs"},
+		{"table in information_schema", `CREATE TABLE information_schema.item_notes (tenant_id uuid NOT NULL, body text);
+			GRANT SELECT ON information_schema.item_notes TO tenancy_app`, "rls-disabled", "information_schema.item_notes"},
+		{"CREATE on a schema", `CREATE SCHEMA scratch; GRANT CREATE ON SCHEMA scratch TO tenancy_app`, "create-privilege", "schema scratch"},
 		{"tenant data in another schema", `CREATE SCHEMA reports; GRANT USAGE ON SCHEMA reports TO tenancy_app;
 			CREATE TABLE reports.monthly (tenant_id uuid NOT NULL, total int); GRANT SELECT ON reports.monthly TO tenancy_app`, "rls-disabled", "reports.monthly"},
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -15,8 +16,9 @@ import (
 // partial and expression indexes included. Inserting another tenant's value then fails, which
 // tells the inserter that the value exists. Tables pinned to one tenant hold nobody else's rows.
 func (a *auditor) checkUniqueness(ctx context.Context) error {
-	rows, err := a.tx.Query(ctx, `SELECT indexrelid, indrelid, indnkeyatts, indkey::int2[] FROM pg_index
-		WHERE indrelid = ANY($1) AND (indisunique OR indisexclusion)`, a.tenants)
+	rows, err := a.tx.Query(ctx, `SELECT i.indexrelid, i.indrelid, i.indnkeyatts, i.indkey::int2[], coalesce(c.conexclop, '{}')
+		  FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.contype = 'x'
+		 WHERE i.indrelid = ANY($1) AND (i.indisunique OR i.indisexclusion)`, a.tenants)
 	if err != nil {
 		return err
 	}
@@ -25,12 +27,19 @@ func (a *auditor) checkUniqueness(ctx context.Context) error {
 		var index, table uint32
 		var keyAtts int16
 		var keys []int16
-		if err := rows.Scan(&index, &table, &keyAtts, &keys); err != nil {
+		var exclOps []uint32
+		if err := rows.Scan(&index, &table, &keyAtts, &keys, &exclOps); err != nil {
 			rows.Close()
 			return err
 		}
 		t := a.rels[table]
-		if t.pinned || slices.Contains(keys[:min(int(keyAtts), len(keys))], t.tenantAttnum) {
+		if t.pinned {
+			continue
+		}
+		// The tenant column must be a key column and, in an exclusion constraint, compared with =
+		// (tenant_id WITH <> would make rows of different tenants conflict).
+		at := slices.Index(keys[:min(int(keyAtts), len(keys))], t.tenantAttnum)
+		if at >= 0 && (len(exclOps) == 0 || (at < len(exclOps) && a.rules.equality[strconv.FormatUint(uint64(exclOps[at]), 10)])) {
 			continue
 		}
 		flagged = append(flagged, index)
@@ -124,7 +133,7 @@ func (a *auditor) checkForeignKeys(ctx context.Context) error {
 					a.o.TenantColumn, parent.name, a.o.TenantColumn, parent.name, a.o.TenantColumn, child.name, ident(f.name)),
 				"a foreign key from %s to %s without %s lets a row point at another tenant's row, and whether the insert fails tells that the row exists",
 				child.name, parent.name, a.o.TenantColumn)
-		case !child.tenant && !child.rls && child.schema != "tenancy":
+		case !child.tenant && child.schema != "tenancy":
 			sev := High
 			if child.read || child.update || child.del {
 				sev = Critical
@@ -146,7 +155,7 @@ func (a *auditor) checkForeignKeys(ctx context.Context) error {
 			fix := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s;\nUPDATE %s c SET %s = p.%s FROM %s p WHERE %s;\n%s\n-- then make the foreign key lead with %s",
 				child.name, col(a), tenantType, child.name, col(a), col(a), parent.name, strings.Join(match, " AND "), a.isolateFix(child.name), a.o.TenantColumn)
 			a.add("untenanted-child", sev, child.name, fix,
-				"%s references the tenant table %s (constraint %s) but has no %s column and no row-level security: its rows belong to tenants and no policy keeps them apart",
+				"%s references the tenant table %s (constraint %s) but has no %s column: its rows belong to tenants, no policy can pin them to one, and whether an insert fails the foreign key tells that another tenant's row exists",
 				child.name, parent.name, f.name, a.o.TenantColumn)
 		}
 	}
@@ -254,10 +263,104 @@ func (a *auditor) checkRules(ctx context.Context) error {
 	return rows.Err()
 }
 
+// checkFunctions: SECURITY DEFINER functions (and procedures) run with their owner's rights,
+// whatever their search_path; one that reads or writes a tenant table, or that the runtime role
+// can call, reaches past the caller's policies. tenancy.current_tenant() is the toolkit's own
+// (it reads the binding key and no tenant data).
+func (a *auditor) checkFunctions(ctx context.Context) error {
+	if err := a.loadRoutines(ctx); err != nil {
+		return err
+	}
+	names := a.tenantNames()
+	for _, f := range a.routines {
+		if f.leakproof {
+			a.add("leakproof-function", Critical, f.sig, fmt.Sprintf("ALTER FUNCTION %s NOT LEAKPROOF;", f.sig),
+				"a function users wrote is marked LEAKPROOF, so PostgreSQL runs it on rows before row-level security filters them: whatever it logs, counts or raises shows other tenants' values")
+		}
+		if !f.definer {
+			continue
+		}
+		touched := a.mentions(f.src, names, f.dynamic)
+		for _, d := range f.deps {
+			if r := a.rels[d]; r != nil && (r.tenant || r.overTenants) && !slices.Contains(touched, r.relname) {
+				touched = append(touched, r.relname)
+			}
+		}
+		if len(touched) == 0 && !f.callable {
+			continue
+		}
+		what := "FUNCTION"
+		if f.procedure {
+			what = "PROCEDURE"
+		}
+		fix := fmt.Sprintf("ALTER %s %s SECURITY INVOKER;", what, f.sig)
+		if len(touched) == 0 {
+			fix += fmt.Sprintf("\n-- or, if it must keep its owner's rights: REVOKE EXECUTE ON %s %s FROM PUBLIC, %s;", what, f.sig, ident(a.o.Role))
+		}
+		switch {
+		case len(touched) > 0 && f.callable:
+			a.add("security-definer", Critical, f.sig, fix,
+				"a SECURITY DEFINER routine the runtime role can call reads or writes tenant data (%s) with its owner's rights, outside the caller's policies", strings.Join(touched, ", "))
+		case len(touched) > 0:
+			a.add("security-definer", Critical, f.sig, fix,
+				"a SECURITY DEFINER routine reads or writes tenant data (%s) with its owner's rights, outside the caller's policies (a view, trigger or another routine may reach it)", strings.Join(touched, ", "))
+		default:
+			a.add("security-definer", High, f.sig, fix,
+				"the runtime role can call a SECURITY DEFINER routine, which runs with its owner's rights: whatever it reads now or later is outside the caller's policies")
+		}
+	}
+	return nil
+}
+
+// routine is a function or procedure users wrote.
+type routine struct {
+	oid                 uint32
+	sig, name, src      string
+	deps                []uint32
+	callable, procedure bool
+	definer, leakproof  bool
+	dynamic             bool // runs SQL built from text (EXECUTE, format): literals may name tables
+}
+
+// loadRoutines reads every routine users wrote, outside pg_catalog and information_schema.
+// Whether the runtime role can call one is EXECUTE alone: schema USAGE only guards name lookup,
+// and a view or another routine reaches it without one.
+func (a *auditor) loadRoutines(ctx context.Context) error {
+	rows, err := a.tx.Query(ctx, `
+		SELECT p.oid, p.oid::regprocedure::text, p.proname, coalesce(p.prosrc, ''),
+		       ARRAY(SELECT d.refobjid FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.refclassid = 'pg_class'::regclass),
+		       EXISTS (SELECT FROM unnest($1::oid[]) u WHERE has_function_privilege(u, p.oid, 'EXECUTE')),
+		       p.prokind = 'p', p.prosecdef, p.proleakproof
+		  FROM pg_proc p
+		  JOIN pg_namespace n ON n.oid = p.pronamespace
+		 WHERE p.oid >= $2 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+		   AND p.oid IS DISTINCT FROM to_regprocedure('tenancy.current_tenant()')::oid
+		 ORDER BY 2`, a.roles, firstNormalOID)
+	if err != nil {
+		return err
+	}
+	a.routines, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (f routine, err error) {
+		err = r.Scan(&f.oid, &f.sig, &f.name, &f.src, &f.deps, &f.callable, &f.procedure, &f.definer, &f.leakproof)
+		f.dynamic = dynamicSQL.MatchString(f.src)
+		return f, err
+	})
+	return err
+}
+
+var dynamicSQL = regexp.MustCompile(`(?i)\bexecute\b|\bformat\s*\(|quote_ident`)
+
 var identifier = regexp.MustCompile(`"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*`)
 
-// mentions returns the tenant tables whose names appear in src as identifiers.
-func (a *auditor) mentions(src string, names map[string]bool) []string {
+// literal matches SQL string literals and comments, which name nothing unless the code runs
+// SQL built from text.
+var literal = regexp.MustCompile(`(?s)'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/`)
+
+// mentions returns the names in names that appear in src as identifiers (in string literals too
+// when the code builds SQL from text).
+func (a *auditor) mentions(src string, names map[string]bool, dynamic bool) []string {
+	if !dynamic {
+		src = literal.ReplaceAllString(src, " ")
+	}
 	var out []string
 	for _, w := range identifier.FindAllString(src, -1) {
 		if strings.HasPrefix(w, `"`) {
@@ -272,71 +375,15 @@ func (a *auditor) mentions(src string, names map[string]bool) []string {
 	return out
 }
 
-// checkFunctions: SECURITY DEFINER functions (and procedures) run with their owner's rights,
-// whatever their search_path; one that reads or writes a tenant table, or that the runtime role
-// can call, reaches past the caller's policies. tenancy.current_tenant() is the toolkit's own
-// (it reads the binding key and no tenant data).
-func (a *auditor) checkFunctions(ctx context.Context) error {
-	rows, err := a.tx.Query(ctx, `
-		SELECT p.oid::regprocedure::text, coalesce(p.prosrc, ''),
-		       ARRAY(SELECT d.refobjid FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.refclassid = 'pg_class'::regclass),
-		       EXISTS (SELECT FROM unnest($1::oid[]) u WHERE has_schema_privilege(u, p.pronamespace, 'USAGE') AND has_function_privilege(u, p.oid, 'EXECUTE')),
-		       p.prokind = 'p'
-		  FROM pg_proc p
-		  JOIN pg_namespace n ON n.oid = p.pronamespace
-		 WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-		   AND p.oid IS DISTINCT FROM to_regprocedure('tenancy.current_tenant()')::oid
-		 ORDER BY 1`, a.roles)
-	if err != nil {
-		return err
-	}
-	names := a.tenantNames()
-	for rows.Next() {
-		var sig, src string
-		var deps []uint32
-		var callable, procedure bool
-		if err := rows.Scan(&sig, &src, &deps, &callable, &procedure); err != nil {
-			rows.Close()
-			return err
-		}
-		touched := a.mentions(src, names)
-		for _, d := range deps {
-			if r := a.rels[d]; r != nil && r.tenant && !slices.Contains(touched, r.relname) {
-				touched = append(touched, r.relname)
-			}
-		}
-		if len(touched) == 0 && !callable {
-			continue
-		}
-		what := "FUNCTION"
-		if procedure {
-			what = "PROCEDURE"
-		}
-		fix := fmt.Sprintf("ALTER %s %s SECURITY INVOKER;", what, sig)
-		if len(touched) == 0 {
-			fix += fmt.Sprintf("\n-- or, if it must keep its owner's rights: REVOKE EXECUTE ON %s %s FROM PUBLIC, %s;", what, sig, ident(a.o.Role))
-		}
-		switch {
-		case len(touched) > 0 && callable:
-			a.add("security-definer", Critical, sig, fix,
-				"a SECURITY DEFINER routine the runtime role can call reads or writes tenant tables (%s) with its owner's rights, outside the caller's policies", strings.Join(touched, ", "))
-		case len(touched) > 0:
-			a.add("security-definer", Critical, sig, fix,
-				"a SECURITY DEFINER routine reads or writes tenant tables (%s) with its owner's rights, outside the caller's policies (a trigger or another routine may reach it)", strings.Join(touched, ", "))
-		default:
-			a.add("security-definer", High, sig, fix,
-				"the runtime role can call a SECURITY DEFINER routine, which runs with its owner's rights: whatever it reads now or later is outside the caller's policies")
-		}
-	}
-	return rows.Err()
-}
-
 func col(a *auditor) string { return ident(a.o.TenantColumn) }
 
+// tenantNames are the names of tenant tables and of the views over them.
 func (a *auditor) tenantNames() map[string]bool {
 	names := map[string]bool{}
-	for _, oid := range a.tenants {
-		names[a.rels[oid].relname] = true
+	for _, r := range a.rels {
+		if r.tenant || r.overTenants {
+			names[r.relname] = true
+		}
 	}
 	return names
 }
@@ -377,97 +424,162 @@ func (a *auditor) resolve(name, schema string) *relation {
 	return found
 }
 
-// checkTriggers: a trigger on a tenant table whose routine writes into a table that is not a
-// tenant table and that the runtime role can read copies one tenant's data where every tenant
-// reads it.
+// checkTriggers: a trigger on a tenant table whose routine — or any routine it calls, by name —
+// writes into a table that is not a tenant table and that the runtime role can read copies one
+// tenant's data where every tenant reads it; one that sends NOTIFY hands it to any session of the
+// runtime role that listens.
 func (a *auditor) checkTriggers(ctx context.Context) error {
 	rows, err := a.tx.Query(ctx, `
-		SELECT t.tgname, t.tgrelid, coalesce(p.prosrc, '')
-		  FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+		SELECT t.tgname, t.tgrelid, t.tgfoid
+		  FROM pg_trigger t
 		 WHERE NOT t.tgisinternal AND t.tgrelid = ANY($1)
 		 ORDER BY 2, 1`, a.tenants)
 	if err != nil {
 		return err
 	}
 	type trig struct {
-		name  string
-		table uint32
-		src   string
+		name      string
+		table, fn uint32
 	}
 	ts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (t trig, err error) {
-		err = r.Scan(&t.name, &t.table, &t.src)
+		err = r.Scan(&t.name, &t.table, &t.fn)
 		return t, err
 	})
 	if err != nil {
 		return err
 	}
+	byOID, byName := map[uint32]*routine{}, map[string][]*routine{}
+	for i := range a.routines {
+		f := &a.routines[i]
+		byOID[f.oid] = f
+		byName[strings.ToLower(f.name)] = append(byName[strings.ToLower(f.name)], f)
+	}
+	readable := map[string]bool{}
+	for _, r := range a.rels {
+		if !r.tenant && r.read {
+			readable[r.relname] = true
+		}
+	}
 	for _, tg := range ts {
 		t := a.rels[tg.table]
-		var into []string
-		for _, m := range writeTarget.FindAllStringSubmatch(tg.src, -1) {
-			r := a.resolve(m[1], t.schema)
-			if r == nil || r.tenant || !r.read || slices.Contains(into, r.name) {
+		// The trigger's routine and every routine it calls by name, transitively.
+		var srcs []*routine
+		seen := map[uint32]bool{}
+		queue := []*routine{byOID[tg.fn]}
+		for len(queue) > 0 {
+			f := queue[0]
+			queue = queue[1:]
+			if f == nil || seen[f.oid] {
 				continue
 			}
-			into = append(into, r.name)
-			fix := fmt.Sprintf("REVOKE SELECT ON %s FROM PUBLIC, %s;\n-- or make it a tenant table (give its rows a tenant_id first): %s", r.name, ident(a.o.Role), a.isolateFix(r.name))
-			if r.shared {
-				fix = fmt.Sprintf("DROP TRIGGER %s ON %s; -- a shared table is every tenant's to read: keep tenant data out of it", ident(tg.name), t.name)
+			seen[f.oid] = true
+			srcs = append(srcs, f)
+			for _, m := range calls.FindAllStringSubmatch(literal.ReplaceAllString(f.src, " "), -1) {
+				queue = append(queue, byName[strings.ToLower(strings.Trim(m[1], `"`))]...)
 			}
-			a.add("trigger-writes-readable", Critical, t.name+" trigger "+tg.name, fix,
-				"a trigger on the tenant table %s writes into %s, which is not a tenant table and which the runtime role can read: one tenant's data lands where every tenant reads it",
-				t.name, r.name)
+		}
+		var into []string
+		notifies := false
+		for _, f := range srcs {
+			var names []string
+			for _, m := range writeTarget.FindAllStringSubmatch(literal.ReplaceAllString(f.src, " "), -1) {
+				names = append(names, m[1])
+			}
+			if f.dynamic { // SQL built from text: any readable table it names may be written
+				names = append(names, a.mentions(f.src, readable, true)...)
+			}
+			notifies = notifies || notify.MatchString(f.src)
+			for _, name := range names {
+				r := a.resolve(name, t.schema)
+				if r == nil || r.tenant || !r.read || slices.Contains(into, r.name) || (r.kind == "v" && r.invoker && a.onlyTenant(r.oid, map[uint32]bool{})) {
+					continue
+				}
+				into = append(into, r.name)
+				fix := fmt.Sprintf("REVOKE SELECT ON %s FROM PUBLIC, %s;\n-- or make it a tenant table (give its rows a tenant_id first): %s", r.name, ident(a.o.Role), a.isolateFix(r.name))
+				if r.shared {
+					fix = fmt.Sprintf("DROP TRIGGER %s ON %s; -- a shared table is every tenant's to read: keep tenant data out of it", ident(tg.name), t.name)
+				}
+				a.add("trigger-writes-readable", Critical, t.name+" trigger "+tg.name, fix,
+					"a trigger on the tenant table %s writes (in %s) into %s, which is not a tenant table and which the runtime role can read: one tenant's data lands where every tenant reads it",
+					t.name, f.sig, r.name)
+			}
+		}
+		if notifies {
+			a.add("trigger-notifies", Medium, t.name+" trigger "+tg.name,
+				fmt.Sprintf("-- send ids, not data, or give each tenant its own channel; or: DROP TRIGGER %s ON %s;", ident(tg.name), t.name),
+				"a trigger on the tenant table %s sends NOTIFY: every session of the runtime role that LISTENs on the channel receives the payload, whichever tenant wrote the row (tenancypgx unlistens after each transaction; code outside db.Tx does not)", t.name)
 		}
 	}
 	return nil
+}
+
+var calls = regexp.MustCompile(`("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)\s*\(`)
+
+var notify = regexp.MustCompile(`(?i)\bpg_notify\s*\(|\bnotify\s+[a-z_"]`)
+
+// onlyTenant reports whether a view reads nothing but tenant tables (and views that do).
+func (a *auditor) onlyTenant(view uint32, seen map[uint32]bool) bool {
+	if seen[view] {
+		return true
+	}
+	seen[view] = true
+	for _, b := range a.bases[view] {
+		r := a.rels[b]
+		switch {
+		case r != nil && r.tenant:
+		case r != nil && r.kind == "v" && a.onlyTenant(b, seen):
+		default:
+			return false
+		}
+	}
+	return len(a.bases[view]) > 0
 }
 
 // checkSequences: a sequence that a tenant table's column takes its values from (serial,
 // identity, or a default calling nextval) counts every tenant's inserts: SELECT last_value,
 // nextval and setval on it tell one tenant how busy the others are, or disturb them.
 func (a *auditor) checkSequences(ctx context.Context) error {
-	var shared []uint32 // tables pinned to one tenant count only its rows
-	for _, oid := range a.tenants {
-		if !a.rels[oid].pinned {
-			shared = append(shared, oid)
-		}
-	}
-	if len(shared) == 0 || len(a.roles) == 0 {
+	if len(a.roles) == 0 {
 		return nil
 	}
 	rows, err := a.tx.Query(ctx, `
-		WITH uses(seq, tbl) AS (
-		    SELECT d.objid, d.refobjid FROM pg_depend d
-		     WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') AND d.refobjid = ANY($1)
-		    UNION
-		    SELECT d.refobjid, ad.adrelid FROM pg_attrdef ad
-		      JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
-		     WHERE ad.adrelid = ANY($1))
-		SELECT DISTINCT ON (s.oid) s.oid::regclass::text, uses.tbl
-		  FROM uses JOIN pg_class s ON s.oid = uses.seq AND s.relkind = 'S'
-		 WHERE EXISTS (SELECT FROM unnest($2::oid[]) u WHERE has_schema_privilege(u, s.relnamespace, 'USAGE')
-		                  AND (has_sequence_privilege(u, s.oid, 'SELECT') OR has_sequence_privilege(u, s.oid, 'USAGE') OR has_sequence_privilege(u, s.oid, 'UPDATE')))
-		 ORDER BY s.oid, uses.tbl`, shared, a.roles)
+		SELECT s.oid::regclass::text,
+		       coalesce((SELECT d.refobjid FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = s.oid
+		                    AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1), 0)
+		  FROM pg_class s
+		 WHERE s.relkind = 'S' AND s.relnamespace <> 'pg_catalog'::regnamespace
+		   AND EXISTS (SELECT FROM unnest($1::oid[]) u WHERE has_sequence_privilege(u, s.oid, 'SELECT')
+		                  OR has_sequence_privilege(u, s.oid, 'USAGE') OR has_sequence_privilege(u, s.oid, 'UPDATE'))
+		 ORDER BY 1`, a.roles)
 	if err != nil {
 		return err
 	}
-	type use struct {
-		seq   string
-		table uint32
+	type seq struct {
+		name  string
+		owner uint32
 	}
-	uses, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (u use, err error) {
-		err = r.Scan(&u.seq, &u.table)
-		return u, err
+	seqs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (s seq, err error) {
+		err = r.Scan(&s.name, &s.owner)
+		return s, err
 	})
 	if err != nil {
 		return err
 	}
-	slices.SortFunc(uses, func(x, y use) int { return strings.Compare(x.seq, y.seq) })
-	for _, u := range uses {
-		table := a.rels[u.table]
-		a.add("sequence-readable", High, u.seq,
-			fmt.Sprintf("REVOKE ALL ON SEQUENCE %s FROM PUBLIC, %s;\n-- a serial column then needs no grant once it is an identity column: %s", u.seq, ident(a.o.Role), a.isolateFix(table.name)),
-			"the runtime role may read or advance the sequence of the tenant table %s, whose last_value counts every tenant's rows", table.name)
+	for _, sq := range seqs {
+		fix := fmt.Sprintf("REVOKE ALL ON SEQUENCE %s FROM PUBLIC, %s;", sq.name, ident(a.o.Role))
+		table := a.rels[sq.owner]
+		switch {
+		case table != nil && table.pinned:
+			continue // it counts one tenant's rows
+		case table != nil && table.tenant:
+			a.add("sequence-readable", High, sq.name,
+				fix+"\n-- a serial column then needs no grant once it is an identity column: "+a.isolateFix(table.name),
+				"the runtime role may read or advance the sequence of the tenant table %s, whose last_value counts every tenant's rows", table.name)
+		default:
+			a.add("sequence-readable", High, sq.name,
+				fix+"\n-- a column default or routine that calls nextval on it then runs as its owner, or the column becomes an identity column",
+				"the runtime role may read or advance the sequence: every tenant's nextval moves it, so its value counts what the other tenants do")
+		}
 	}
 	return nil
 }
@@ -519,8 +631,12 @@ func (a *auditor) checkSideChannels(ctx context.Context) error {
 				a.add("shared-table-writable", Critical, r.name, fmt.Sprintf("SELECT tenancy.share(%s, %s); -- leaves the runtime role SELECT only", quote(r.name), quote(a.o.Role)),
 					"the table is shared (every tenant reads it) but the runtime role can change it: one tenant's writes reach every tenant")
 			}
-		case !r.read || r.overTenants || r.untenanted:
+		case r.overTenants || r.untenanted:
 		case r.kind == "v" && (r.invoker || a.onlyShared(r.oid, map[uint32]bool{})):
+		case !r.read:
+			if err := a.checkWritable(ctx, r); err != nil {
+				return err
+			}
 		default:
 			what := "table"
 			switch r.kind {
@@ -537,6 +653,77 @@ func (a *auditor) checkSideChannels(ctx context.Context) error {
 				"the runtime role can read this %s, which is neither a tenant table nor shared (tenancy.share): every tenant reads all of its rows", what)
 		}
 	}
+	return a.checkCatalogGrants(ctx)
+}
+
+// checkWritable: a table that is neither a tenant table nor shared, which the runtime role cannot
+// read but can change: UPDATE, DELETE or TRUNCATE reach every tenant's rows; INSERT into a table
+// with a unique key tells, by failing, that another tenant's value is there.
+func (a *auditor) checkWritable(ctx context.Context, r *relation) error {
+	fix := fmt.Sprintf("REVOKE UPDATE, DELETE, TRUNCATE ON %s FROM PUBLIC, %s;\n-- or, if its rows are tenants' (give them a tenant_id first): %s", r.name, ident(a.o.Role), a.isolateFix(r.name))
+	switch {
+	case r.update || r.del || r.truncate:
+		a.add("writable-table", Critical, r.name, fix,
+			"the runtime role can change or delete rows of this table, which is neither a tenant table nor shared: one tenant's UPDATE, DELETE or TRUNCATE reaches every tenant's rows")
+	case r.insert:
+		var unique bool
+		if err := a.tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_index WHERE indrelid = $1 AND (indisunique OR indisexclusion))`, r.oid).Scan(&unique); err != nil {
+			return err
+		}
+		if unique {
+			a.add("writable-table", High, r.name,
+				fmt.Sprintf("REVOKE INSERT ON %s FROM PUBLIC, %s;\n-- or make it a tenant table, its keys led by the tenant column: %s", r.name, ident(a.o.Role), a.isolateFix(r.name)),
+				"the runtime role can insert into this table, which is neither a tenant table nor shared and has a unique key: an insert that fails tells one tenant what another stored")
+		}
+	}
+	return nil
+}
+
+// sensitiveCatalogs are the system tables only superusers read in a new cluster.
+var sensitiveCatalogs = []string{"pg_authid", "pg_shadow", "pg_statistic", "pg_statistic_ext_data", "pg_largeobject", "pg_user_mapping"}
+
+// checkCatalogGrants: a system table the runtime role can read that holds data (statistics,
+// large objects, passwords), and a CREATE privilege on the database or a schema, with which the
+// runtime role makes objects that other tenants' unqualified names resolve to.
+func (a *auditor) checkCatalogGrants(ctx context.Context) error {
+	rows, err := a.tx.Query(ctx, `
+		SELECT c.oid::regclass::text FROM pg_class c
+		 WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind IN ('r', 'v', 'm')
+		   AND EXISTS (SELECT FROM unnest($1::oid[]) u WHERE has_table_privilege(u, c.oid, 'SELECT') OR has_any_column_privilege(u, c.oid, 'SELECT'))
+		   AND (c.relname = ANY($2) OR EXISTS (SELECT FROM aclexplode(c.relacl) g WHERE g.grantee = ANY($1) AND g.privilege_type = 'SELECT'))
+		 ORDER BY 1`, a.roles, sensitiveCatalogs)
+	if err != nil {
+		return err
+	}
+	catalogs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, c := range catalogs {
+		a.add("readable-table", Critical, c, fmt.Sprintf("REVOKE SELECT ON %s FROM PUBLIC, %s;", c, ident(a.o.Role)),
+			"the runtime role can read a system table granted to it: statistics, large objects and role data in it are every tenant's")
+	}
+	rows, err = a.tx.Query(ctx, `
+		SELECT 'database', current_database() WHERE EXISTS (SELECT FROM unnest($1::oid[]) u WHERE has_database_privilege(u, current_database(), 'CREATE'))
+		UNION ALL
+		SELECT 'schema', n.nspname::text FROM pg_namespace n
+		 WHERE n.nspname NOT LIKE 'pg\_%' AND n.nspname <> 'information_schema'
+		   AND EXISTS (SELECT FROM unnest($1::oid[]) u WHERE has_schema_privilege(u, n.oid, 'CREATE'))`, a.roles)
+	if err != nil {
+		return err
+	}
+	creates, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (p [2]string, err error) {
+		err = r.Scan(&p[0], &p[1])
+		return p, err
+	})
+	if err != nil {
+		return err
+	}
+	for _, c := range creates {
+		a.add("create-privilege", Critical, c[0]+" "+c[1],
+			fmt.Sprintf("REVOKE CREATE ON %s %s FROM PUBLIC, %s;", strings.ToUpper(c[0]), ident(c[1]), ident(a.o.Role)),
+			"the runtime role may create objects in the %s: a schema named like a role, or a table or function met earlier on the search_path, captures other tenants' unqualified names", c[0])
+	}
 	return nil
 }
 
@@ -548,10 +735,10 @@ func (a *auditor) onlyShared(view uint32, seen map[uint32]bool) bool {
 	seen[view] = true
 	for _, b := range a.bases[view] {
 		r := a.rels[b]
-		if r == nil || r.shared {
+		if r != nil && r.shared {
 			continue
 		}
-		if r.kind == "v" && a.onlyShared(b, seen) {
+		if r != nil && r.kind == "v" && a.onlyShared(b, seen) {
 			continue
 		}
 		return false

@@ -101,8 +101,9 @@ type relation struct {
 	owner                     uint32
 	tenantAttnum              int16
 	invoker                   bool
+	parents                   []uint32 // the tables it inherits from (a partition: its parent)
 	read, insert, update, del bool
-	truncate                  bool
+	truncate, trigger         bool // TRUNCATE; TRIGGER or REFERENCES
 	tenant, shared, pinned    bool
 	overTenants               bool // a view or materialized view that reads tenant tables
 	untenanted                bool // references a tenant table, with no tenant column
@@ -119,6 +120,7 @@ type auditor struct {
 	rels     map[uint32]*relation
 	tenants  []uint32            // oids of tenant tables, sorted by name
 	bases    map[uint32][]uint32 // view -> the relations it reads
+	routines []routine
 	sorted   []*relation
 	findings []Finding
 }
@@ -200,8 +202,36 @@ func (a *auditor) loadRules(ctx context.Context) error {
 	a.rules = exprRules{equality: map[string]bool{}}
 	if ct != nil {
 		a.rules.currentTenant = strconv.FormatUint(uint64(*ct), 10)
+		// The function every policy trusts must be the toolkit's: same body, same rights.
+		statement, body, err := tenancypgx.CurrentTenantSQL()
+		if err != nil {
+			return err
+		}
+		var src string
+		var definer bool
+		var config []string
+		if err := a.tx.QueryRow(ctx, `SELECT prosrc, prosecdef, coalesce(proconfig, '{}') FROM pg_proc WHERE oid = $1`, *ct).
+			Scan(&src, &definer, &config); err != nil {
+			return err
+		}
+		if src != body || !definer || !slices.Equal(config, []string{"search_path=pg_catalog, pg_temp"}) {
+			a.add("binding-tampered", Critical, "tenancy.current_tenant()", statement,
+				"the function every tenant policy trusts is not the toolkit's (its body, SECURITY DEFINER or search_path differ): whatever it returns, the policies admit")
+		}
 	}
-	rows, err := a.tx.Query(ctx, `SELECT oid FROM pg_operator WHERE oprname = '=' AND oid < $1`, firstNormalOID)
+	rows, err := a.tx.Query(ctx, `SELECT oid FROM pg_proc WHERE proleakproof`)
+	if err != nil {
+		return err
+	}
+	leakproof, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+	if err != nil {
+		return err
+	}
+	a.rules.leakproof = map[string]bool{}
+	for _, f := range leakproof {
+		a.rules.leakproof[strconv.FormatUint(uint64(f), 10)] = true
+	}
+	rows, err = a.tx.Query(ctx, `SELECT oid FROM pg_operator WHERE oprname = '=' AND oid < $1`, firstNormalOID)
 	if err != nil {
 		return err
 	}
@@ -215,24 +245,30 @@ func (a *auditor) loadRules(ctx context.Context) error {
 	return nil
 }
 
-// relationsSQL reads every table and view outside the system schemas with what the roles in $1
-// may do to it (schema USAGE included), and the attnum of the tenant column $2 (0 for none).
+// relationsSQL reads every table and view users made, in any schema (in pg_catalog and
+// information_schema only those made after initdb), with what the roles in $1 may do to it, the
+// attnum of the tenant column $2 (0 for none) and the tables it inherits from. Schema USAGE is not
+// asked: it only guards name lookup, and a view or routine that names the table needs none.
 const relationsSQL = `
 SELECT c.oid, c.oid::regclass::text, n.nspname, c.relname, c.relkind::text, c.relrowsecurity, c.relforcerowsecurity,
        c.relispartition, c.relowner::oid, coalesce(a.attnum, 0),
        coalesce((SELECT bool_or(lower(o) IN ('security_invoker=true', 'security_invoker=on', 'security_invoker=1', 'security_invoker=yes'))
                    FROM unnest(c.reloptions) o), false),
-       coalesce(bool_or(has_schema_privilege(u, n.oid, 'USAGE') AND (has_table_privilege(u, c.oid, 'SELECT') OR has_any_column_privilege(u, c.oid, 'SELECT'))), false),
-       coalesce(bool_or(has_schema_privilege(u, n.oid, 'USAGE') AND (has_table_privilege(u, c.oid, 'INSERT') OR has_any_column_privilege(u, c.oid, 'INSERT'))), false),
-       coalesce(bool_or(has_schema_privilege(u, n.oid, 'USAGE') AND (has_table_privilege(u, c.oid, 'UPDATE') OR has_any_column_privilege(u, c.oid, 'UPDATE'))), false),
-       coalesce(bool_or(has_schema_privilege(u, n.oid, 'USAGE') AND has_table_privilege(u, c.oid, 'DELETE')), false),
-       coalesce(bool_or(has_schema_privilege(u, n.oid, 'USAGE') AND has_table_privilege(u, c.oid, 'TRUNCATE')), false)
+       ARRAY(SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid),
+       coalesce(bool_or(has_table_privilege(u, c.oid, 'SELECT') OR has_any_column_privilege(u, c.oid, 'SELECT')), false),
+       coalesce(bool_or(has_table_privilege(u, c.oid, 'INSERT') OR has_any_column_privilege(u, c.oid, 'INSERT')), false),
+       coalesce(bool_or(has_table_privilege(u, c.oid, 'UPDATE') OR has_any_column_privilege(u, c.oid, 'UPDATE')), false),
+       coalesce(bool_or(has_table_privilege(u, c.oid, 'DELETE')), false),
+       coalesce(bool_or(has_table_privilege(u, c.oid, 'TRUNCATE')), false),
+       coalesce(bool_or(has_table_privilege(u, c.oid, 'TRIGGER') OR has_table_privilege(u, c.oid, 'REFERENCES')
+                        OR has_any_column_privilege(u, c.oid, 'REFERENCES')), false)
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped
   LEFT JOIN unnest($1::oid[]) u ON true
  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
-   AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%' -- pg_catalog, pg_toast, temporary schemas: only superusers make pg_ schemas
+   AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'
+   AND (c.oid >= 16384 OR n.nspname NOT IN ('pg_catalog', 'information_schema'))
  GROUP BY c.oid, n.oid, a.attnum
  ORDER BY 2`
 
@@ -247,7 +283,7 @@ func (a *auditor) loadRelations(ctx context.Context) error {
 	for rows.Next() {
 		r := &relation{}
 		if err := rows.Scan(&r.oid, &r.name, &r.schema, &r.relname, &r.kind, &r.rls, &r.force, &r.partition, &r.owner,
-			&r.tenantAttnum, &r.invoker, &r.read, &r.insert, &r.update, &r.del, &r.truncate); err != nil {
+			&r.tenantAttnum, &r.invoker, &r.parents, &r.read, &r.insert, &r.update, &r.del, &r.truncate, &r.trigger); err != nil {
 			rows.Close()
 			return err
 		}
@@ -430,8 +466,19 @@ func (a *auditor) checkRoles(ctx context.Context) error {
 func (a *auditor) checkTables(context.Context) error {
 	for _, oid := range a.tenants {
 		t := a.rels[oid]
-		if t.partition && !(t.read || t.insert || t.update || t.del) {
-			continue // reached through its parent, whose policies apply
+		for _, p := range t.parents {
+			if parent := a.rels[p]; parent != nil && (!parent.tenant || !parent.rls) {
+				a.add("inherits-into-untenanted", Critical, t.name, fmt.Sprintf("ALTER TABLE %s NO INHERIT %s;", t.name, parent.name),
+					"the tenant table inherits from %s, which has no row-level security: reading %s returns every tenant's rows of this table", parent.name, parent.name)
+			}
+		}
+		if t.truncate || t.trigger {
+			a.add("rls-bypassing-privilege", Critical, t.name,
+				fmt.Sprintf("REVOKE TRUNCATE, TRIGGER, REFERENCES ON %s FROM PUBLIC, %s;", t.name, ident(a.o.Role)),
+				"the runtime role holds TRUNCATE, TRIGGER or REFERENCES on a tenant table: TRUNCATE empties every tenant's rows (row-level security does not apply to it), and the others attach code or references that see every row")
+		}
+		if len(t.parents) > 0 && !(t.read || t.insert || t.update || t.del) && a.allTenantParents(t) {
+			continue // reached only through its parent, whose policies apply
 		}
 		if !t.rls {
 			a.add("rls-disabled", Critical, t.name, a.isolateFix(t.name),
@@ -442,6 +489,16 @@ func (a *auditor) checkTables(context.Context) error {
 		}
 	}
 	return nil
+}
+
+// allTenantParents reports whether every table t inherits from is an isolated tenant table.
+func (a *auditor) allTenantParents(t *relation) bool {
+	for _, p := range t.parents {
+		if parent := a.rels[p]; parent == nil || !parent.tenant || !parent.rls {
+			return false
+		}
+	}
+	return true
 }
 
 var commandNames = map[string]string{"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
@@ -661,6 +718,33 @@ func (a *auditor) checkPolicies(ctx context.Context) error {
 				"the runtime role may %s but no permissive policy lets it, so those statements see or change nothing (grant only what policies cover)",
 				strings.Join(missing, ", "))
 		}
+	}
+	// Any policy that applies may be evaluated on every row before the others filter it.
+	for _, sc := range all {
+		p := sc.p
+		t := a.rels[p.table]
+		if !p.anyApplies || !t.rls {
+			continue
+		}
+		why := a.rules.leaks(p.using)
+		if why == "" {
+			why = a.rules.leaks(p.check)
+		}
+		if why == "" {
+			continue
+		}
+		expr, err := a.policyText(ctx, p.table, p.name)
+		if err != nil {
+			return err
+		}
+		sev := Critical
+		if b, ok := strings.CutPrefix(why, "builtin: "); ok {
+			sev, why = Medium, b
+		}
+		a.add("policy-leaky-function", sev, t.name+" policy "+p.name,
+			fmt.Sprintf("-- rewrite the policy with LEAKPROOF functions only, or drop it:\nDROP POLICY %s ON %s;", ident(p.name), t.name),
+			"the policy runs %s: PostgreSQL may evaluate it on every tenant's rows before the tenant filter, and what it logs, counts or raises shows other tenants' values %s",
+			a.named(why), expr)
 	}
 	return nil
 }

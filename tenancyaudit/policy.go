@@ -12,8 +12,9 @@ const firstNormalOID = 16384
 
 // exprRules say what a tenant-scoped expression is in one database.
 type exprRules struct {
-	currentTenant string          // oid of tenancy.current_tenant(), "" when the database has none
+	currentTenant string          // oid of tenancy.current_tenant(), "" when the database has none or it was altered
 	equality      map[string]bool // oids of PostgreSQL's own = operators
+	leakproof     map[string]bool // oids of LEAKPROOF functions
 }
 
 // scopedTo reports whether expr, a policy's USING or WITH CHECK on a table whose tenant column
@@ -105,12 +106,120 @@ func (r *exprRules) isTenantColumn(args []*node, attnum string) bool {
 	return false
 }
 
-// isColumn reports whether n is the tenant column of the policy's own table.
+// canonicalOut are the types whose text form is one per value (uuid, int2, int4, int8): the
+// tenant column cast to text compares as the column does.
+var canonicalOut = map[string]bool{"2950": true, "21": true, "23": true, "20": true}
+
+// isColumn reports whether n is the tenant column of the policy's own table, possibly relabelled
+// or cast to text from a type whose text form is canonical.
 func (r *exprRules) isColumn(n *node, attnum string) bool {
 	for n != nil && n.typ == "RELABELTYPE" {
 		n = n.child("arg")
 	}
+	if n != nil && n.typ == "COERCEVIAIO" {
+		if v := n.child("arg"); v != nil && v.typ == "VAR" && canonicalOut[v.str("vartype")] {
+			n = v
+		}
+	}
 	return n != nil && n.typ == "VAR" && n.str("varno") == "1" && n.str("varlevelsup") == "0" && n.str("varattno") == attnum
+}
+
+// leaks returns why expr may show a row's values before the policies have filtered it, or "".
+// PostgreSQL may evaluate any part of a policy's expression on every row, other tenants'
+// included; only LEAKPROOF functions and operators may look at row values there. A function
+// users wrote can log, raise or count what it is given; a cast of a row value (an input
+// function) raises an error that quotes it.
+func (r *exprRules) leaks(expr *node) string {
+	if expr == nil || !readsRow(expr) {
+		return ""
+	}
+	switch expr.typ {
+	case "FUNCEXPR", "OPEXPR", "DISTINCTEXPR", "NULLIFEXPR", "SCALARARRAYOPEXPR":
+		fn := expr.str("funcid")
+		if expr.typ != "FUNCEXPR" {
+			fn = expr.str("opfuncid")
+		}
+		if !r.leakproof[fn] {
+			if oid, _ := strconv.Atoi(fn); oid < firstNormalOID {
+				return "builtin: function call (oid " + fn + ") on row values, which PostgreSQL does not mark LEAKPROOF (an error it raises can tell a value)"
+			}
+			return "function call (oid " + fn + ") on row values"
+		}
+	case "COERCEVIAIO":
+		if t := expr.str("resulttype"); t != "25" && t != "1043" { // to text or varchar nothing fails
+			return "a cast of a row value (its errors quote the value)"
+		}
+	case "ARRAYCOERCEEXPR", "COERCETODOMAIN":
+		return "a cast of a row value (its errors quote the value)"
+	case "SUBLINK":
+		return "a subquery over row values"
+	}
+	for _, f := range expr.fields {
+		kids := f.list
+		if f.child != nil {
+			kids = []any{f.child}
+		}
+		for _, k := range kids {
+			if c, ok := k.(*node); ok {
+				if why := r.leaks(c); why != "" {
+					return why
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// readsRow reports whether n reads a column of the row (a Var of the policy's own query level).
+func readsRow(n *node) bool {
+	if n == nil {
+		return false
+	}
+	if n.typ == "VAR" {
+		return n.str("varlevelsup") == "0"
+	}
+	if n.typ == "QUERY" {
+		return queryReadsOuter(n, 1)
+	}
+	for _, f := range n.fields {
+		if f.child != nil && readsRow(f.child) {
+			return true
+		}
+		for _, k := range f.list {
+			if c, ok := k.(*node); ok && readsRow(c) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// queryReadsOuter reports whether a subquery reads the row of the query level above it.
+func queryReadsOuter(n *node, level int) bool {
+	if n == nil {
+		return false
+	}
+	if n.typ == "VAR" {
+		return n.str("varlevelsup") == strconv.Itoa(level)
+	}
+	for _, f := range n.fields {
+		kids := f.list
+		if f.child != nil {
+			kids = []any{f.child}
+		}
+		for _, k := range kids {
+			if c, ok := k.(*node); ok {
+				l := level
+				if c.typ == "QUERY" {
+					l = level + 1
+				}
+				if queryReadsOuter(c, l) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // isCurrentTenant reports whether n is tenancy.current_tenant(), through casts of PostgreSQL's

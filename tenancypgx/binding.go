@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -142,4 +143,28 @@ func (c *Catalog) BindingKey(ctx context.Context) (*BindingKey, error) {
 // migration role (Catalog.BindingKey is the same, cached).
 func ReadBindingKey(ctx context.Context, pool *pgxpool.Pool) (*BindingKey, error) {
 	return readBindingKey(ctx, pool)
+}
+
+// CurrentTenantSQL returns the statement that defines tenancy.current_tenant() as the catalog
+// migrations install it, and the function's body (its prosrc): the audit compares the function
+// in each database with it, and offers the statement to restore it.
+func CurrentTenantSQL() (statement, body string, err error) {
+	b, err := catalogSQL.ReadFile("sql/catalog/0006_binding.sql")
+	if err != nil {
+		return "", "", err
+	}
+	src := string(b)
+	start := strings.Index(src, "CREATE FUNCTION tenancy.current_tenant()")
+	open := strings.Index(src[max(start, 0):], "AS $$")
+	if start < 0 || open < 0 {
+		return "", "", errors.New("tenancypgx: tenancy.current_tenant() is missing from the catalog migrations")
+	}
+	open += start + len("AS $$")
+	end := strings.Index(src[open:], "$$;")
+	if end < 0 {
+		return "", "", errors.New("tenancypgx: tenancy.current_tenant() is malformed in the catalog migrations")
+	}
+	body = src[open : open+end]
+	statement = "CREATE OR REPLACE" + strings.TrimPrefix(src[start:open+end+3], "CREATE")
+	return statement, body, nil
 }
