@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"tenancy"
+	"github.com/gotenancy/tenancy"
 )
 
 func TestContext(t *testing.T) {

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"tenancy"
+	"github.com/gotenancy/tenancy"
 )
 
 func TestValidateSlug(t *testing.T) {

@@ -9,9 +9,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"tenancy/tenancyaudit"
-	"tenancy/tenancymigrate"
-	"tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyaudit"
+	"github.com/gotenancy/tenancy/tenancymigrate"
+	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
 // auditTenantLine makes ten tenant tables, with the keys, references and serial column a real

@@ -10,9 +10,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"tenancy/tenancycache"
-	"tenancy/tenancyredis"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancyredis"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 // benchCache measures the tenant-scoped cache: flushing one tenant that owns 1,000 keys among

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
-	"tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
 func firstEnv(def string, names ...string) string {

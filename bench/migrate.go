@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"tenancy/tenancymigrate"
+	"github.com/gotenancy/tenancy/tenancymigrate"
 )
 
 // benchTenantLine is ten migrations of the kind a real tenant line has: tables made tenant tables,

@@ -15,9 +15,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
-	"tenancy/tenancyrate"
-	"tenancy/tenancyredis"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy/tenancyrate"
+	"github.com/gotenancy/tenancy/tenancyredis"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 const limiterTenants = 10_000

@@ -9,8 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
-	"tenancy"
-	"tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
 // place is one database to audit.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
 // Options say whom and what the audit checks. A nil *Options means the defaults.

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
-	"tenancy"
+	"github.com/gotenancy/tenancy"
 )
 
 // Store keeps bytes by tenant and key. MemoryStore and tenancyredis.Cache implement it; Cache

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancycache"
 )
 
 func TestKeyDoesNotCollide(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"tenancy/internal/clock"
+	"github.com/gotenancy/tenancy/internal/clock"
 )
 
 // MemoryConfig configures a MemoryStore. A nil *MemoryConfig means the defaults.

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"tenancy/tenancycache"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 func TestMemoryStoreSuite(t *testing.T) {

@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 
-	"tenancy"
-	"tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancyhttp"
 )
 
 // mapStore is a tenancy.Store over a map, enough for an example; services use a

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy/tenancyhttp"
 )
 
 func TestNormalizeHost(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 	"net/url"
 	"strings"
 
-	"tenancy"
+	"github.com/gotenancy/tenancy"
 )
 
 // Config configures Middleware.

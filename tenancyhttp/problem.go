@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"tenancy"
+	"github.com/gotenancy/tenancy"
 )
 
 // Problem types: the stable "type" member of every problem+json body this package writes.

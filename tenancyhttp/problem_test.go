@@ -9,8 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"tenancy/tenancyhttp"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 // What PostgreSQL refuses because of a request's values is the request's fault: 4xx, never a

@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"tenancy"
-	"tenancy/tenancyrate"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancyrate"
 )
 
 // RateLimitConfig configures RateLimit.

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"tenancy"
-	"tenancy/tenancyhttp"
-	"tenancy/tenancypgx"
-	"tenancy/tenancyrate"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyrate"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 // chain puts the tenant middleware, then mws, in front of h.

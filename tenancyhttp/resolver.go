@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"tenancy"
+	"github.com/gotenancy/tenancy"
 )
 
 // Resolver finds the name of a request's tenant in one place of the request. Build resolvers with

@@ -16,9 +16,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"tenancy"
-	"tenancy/internal/migration"
-	"tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/internal/migration"
+	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
 // Config configures a Migrator. A nil *Config means the defaults (and no lines at all).

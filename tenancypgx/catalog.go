@@ -12,8 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"tenancy"
-	"tenancy/tenancyrate"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancyrate"
 )
 
 // CatalogConfig configures a Catalog. A nil *CatalogConfig means the defaults.

@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"tenancy/internal/migration"
+	"github.com/gotenancy/tenancy/internal/migration"
 )
 
 //go:embed sql/catalog/*.sql

@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"tenancy"
+	"github.com/gotenancy/tenancy"
 )
 
 // DefaultRole is the runtime role that MigrateCatalog creates: the role the runtime pool logs in

@@ -9,10 +9,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"tenancy"
-	"tenancy/tenancymigrate"
-	"tenancy/tenancypgx"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancymigrate"
+	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 // provisionDatabaseTenant creates and provisions a database tenant; its database and the

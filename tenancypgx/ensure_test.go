@@ -5,8 +5,8 @@ import (
 	"sync"
 	"testing"
 
-	"tenancy/tenancypgx"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 func TestEnsureDatabase(t *testing.T) {

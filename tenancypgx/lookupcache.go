@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
-	"tenancy"
-	"tenancy/internal/clock"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/internal/clock"
 )
 
 // CacheConfig configures a CachedStore. A nil *CacheConfig means the defaults.

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"tenancy"
-	"tenancy/tenancypgx"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 // countingStore counts the queries that reach the real catalog and can hold them at a gate.

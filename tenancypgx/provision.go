@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"tenancy"
+	"github.com/gotenancy/tenancy"
 )
 
 // SchemaName is the schema of a schema-model tenant: "tenant_" and the ID's 32 hex digits. It is

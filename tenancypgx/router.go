@@ -17,8 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"tenancy"
-	"tenancy/internal/clock"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/internal/clock"
 )
 
 // RouterConfig configures a Router. Servers is required; every other field has a default.

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"tenancy"
+	"github.com/gotenancy/tenancy"
 )
 
 // sqlDBs are the database/sql views of a DB, opened on first use: one over the pool, and one for

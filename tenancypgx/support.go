@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"tenancy/internal/migration"
+	"github.com/gotenancy/tenancy/internal/migration"
 )
 
 // supportLockKey serializes installations of the isolation support in one database.

@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"tenancy"
+	"github.com/gotenancy/tenancy"
 )
 
 // TemplateDatabase is the name of the migrated database that new tenant databases of this

@@ -10,8 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"tenancy"
-	"tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
 // instance is one running service: its own pool, catalog and cache, fed by its own Watch.

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"tenancy/internal/clock"
+	"github.com/gotenancy/tenancy/internal/clock"
 )
 
 // MemoryConfig configures a MemoryLimiter. A nil *MemoryConfig means the defaults.

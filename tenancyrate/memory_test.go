@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"tenancy/tenancyrate"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy/tenancyrate"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 func TestMemoryLimiterSuite(t *testing.T) {

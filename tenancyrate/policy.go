@@ -1,7 +1,7 @@
 package tenancyrate
 
 import (
-	"tenancy"
+	"github.com/gotenancy/tenancy"
 )
 
 // DefaultPlans are the limits by plan when Policy.Plans is nil: the reference article's 100

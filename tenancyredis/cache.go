@@ -10,7 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancycache"
 )
 
 // Keys of a tenant, all in its hash tag:

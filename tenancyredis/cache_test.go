@@ -5,10 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"tenancy/tenancycache"
-	"tenancy/tenancyrate"
-	"tenancy/tenancyredis"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancyrate"
+	"github.com/gotenancy/tenancy/tenancyredis"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 func TestRedisCacheSuite(t *testing.T) {

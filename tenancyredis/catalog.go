@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"tenancy"
+	"github.com/gotenancy/tenancy"
 )
 
 // CatalogStore is a second level for tenant lookups, shared by the instances of a service: the

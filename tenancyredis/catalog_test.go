@@ -9,10 +9,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"tenancy"
-	"tenancy/tenancypgx"
-	"tenancy/tenancyredis"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyredis"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 type countingStore struct {

@@ -10,8 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"tenancy/internal/clock"
-	"tenancy/tenancyrate"
+	"github.com/gotenancy/tenancy/internal/clock"
+	"github.com/gotenancy/tenancy/tenancyrate"
 )
 
 // gcraScript is tenancyrate's GCRA, in microseconds, on Redis's own clock (TIME), so application

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"tenancy"
-	"tenancy/tenancycache"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycache"
 )
 
 // CacheStoreSuite checks the behaviour every tenancycache.Store must have: values by tenant and

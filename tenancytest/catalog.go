@@ -6,7 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
 // NewCatalog gives t a database of its own (NewDatabase) with the tenant catalog migrated, and

@@ -10,9 +10,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"tenancy"
-	"tenancy/tenancymigrate"
-	"tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancymigrate"
+	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
 // Env is a database of the test's own with the catalog, a tenant migration line applied to the

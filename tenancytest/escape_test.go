@@ -15,9 +15,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"tenancy"
-	"tenancy/tenancypgx"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 // SQL inside a tenant transaction — an injection in one handler, say — tries to leave its

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"tenancy"
-	"tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
 // Isolated describes the code under test to RequireIsolated: how a tenant writes data and how a

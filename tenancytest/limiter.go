@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"tenancy/tenancyrate"
+	"github.com/gotenancy/tenancy/tenancyrate"
 )
 
 // LimiterSuite checks the behaviour every tenancyrate.Limiter must have, whatever keeps its

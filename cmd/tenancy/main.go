@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
 )
 
 func main() {

@@ -13,11 +13,11 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"tenancy"
-	"tenancy/tenancyhttp"
-	"tenancy/tenancypgx"
-	"tenancy/tenancyrate"
-	"tenancy/tenancyredis"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyrate"
+	"github.com/gotenancy/tenancy/tenancyredis"
 )
 
 // admin serves the admin API, the CLI's tenant operations over HTTP. It is off (404) unless an

@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"tenancy/cmd/tenancy/tenancycli"
-	"tenancy/tenancyhttp"
-	"tenancy/tenancymigrate"
-	"tenancy/tenancypgx"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy/tenancymigrate"
+	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 func newServer(t *testing.T, token string) http.Handler {

@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"tenancy/cmd/tenancy/tenancycli"
-	"tenancy/tenancycache"
-	"tenancy/tenancyhttp"
-	"tenancy/tenancymigrate"
-	"tenancy/tenancypgx"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy/tenancymigrate"
+	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 type apiClient struct {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
 // DefaultDatabaseURL is the local PostgreSQL as postgres, database tenancy (created if missing).

@@ -8,8 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"tenancy/tenancyaudit"
-	"tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyaudit"
+	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
 // errAuditFailed is returned when the doctor found something; the report says what.

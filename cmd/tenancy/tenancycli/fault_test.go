@@ -9,13 +9,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"tenancy"
-	"tenancy/cmd/tenancy/tenancycli"
-	"tenancy/tenancymigrate"
-	"tenancy/tenancypgx"
-	"tenancy/tenancyrate"
-	"tenancy/tenancyredis"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/tenancymigrate"
+	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyrate"
+	"github.com/gotenancy/tenancy/tenancyredis"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 // startEnvServer runs the reference service on an Env (with cfg's other settings) and its change

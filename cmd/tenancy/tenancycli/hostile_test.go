@@ -5,9 +5,9 @@ import (
 	"strings"
 	"testing"
 
-	"tenancy/cmd/tenancy/tenancycli"
-	"tenancy/tenancyhttp"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 // Hostile input, each with a clear error and nothing changed: slugs, domains and names built to

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"testing"
 
-	"tenancy/cmd/tenancy/tenancycli"
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 // The reference service, checked with the harness users point at their own APIs: projects made

@@ -11,7 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"tenancy/tenancymigrate"
+	"github.com/gotenancy/tenancy/tenancymigrate"
 )
 
 //go:embed sql/tenant/*.sql

@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"tenancy/tenancymigrate"
+	"github.com/gotenancy/tenancy/tenancymigrate"
 )
 
 func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"tenancy/tenancytest"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 // The reference service with its runtime URL on PgBouncer in transaction mode (a real one, on

@@ -10,9 +10,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"tenancy"
-	"tenancy/tenancyhttp"
-	"tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
 func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error {
