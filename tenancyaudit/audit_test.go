@@ -148,7 +148,8 @@ func TestCleanDatabaseHasNoFinding(t *testing.T) {
 	// reached only through its parent.
 	f.exec(t, `CREATE TABLE notes (tenant_id uuid NOT NULL, body text);
 		ALTER TABLE notes ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
-		CREATE POLICY own ON notes USING (tenant_id::text = tenancy.current_tenant());
+		CREATE POLICY own ON notes USING (tenant_id::text = tenancy.current_tenant())
+			WITH CHECK (tenant_id = ANY (ARRAY[(SELECT tenancy.current_tenant()::uuid)]));
 		GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO tenancy_app;
 		CREATE TABLE notes_2025 () INHERITS (notes)`)
 	rep := f.audit(t, nil)
@@ -529,12 +530,33 @@ func TestVariantsAreFound(t *testing.T) {
 		{"table in information_schema", `CREATE TABLE information_schema.item_notes (tenant_id uuid NOT NULL, body text);
 			GRANT SELECT ON information_schema.item_notes TO tenancy_app`, "rls-disabled", "information_schema.item_notes"},
 		{"CREATE on a schema", `CREATE SCHEMA scratch; GRANT CREATE ON SCHEMA scratch TO tenancy_app`, "create-privilege", "schema scratch"},
+		{"tenancy.current_tenant() made IMMUTABLE", `ALTER FUNCTION tenancy.current_tenant() IMMUTABLE`, "binding-tampered", "tenancy.current_tenant()"},
+		{"SECURITY DEFINER trigger nobody may call", `CREATE TABLE sku_registry (sku text PRIMARY KEY);
+			CREATE FUNCTION register_sku() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN INSERT INTO sku_registry VALUES (NEW.sku); RETURN NEW; END $$;
+			REVOKE EXECUTE ON FUNCTION register_sku() FROM PUBLIC;
+			CREATE TRIGGER register_sku BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION register_sku()`, "security-definer", "register_sku()"},
+		{"trigger writing an unreadable table with a unique key", ``, "trigger-writes-untenanted", "items trigger register_sku"},
+		{"domain owned by the runtime role", `CREATE DOMAIN note_text AS text; ALTER TABLE item_log ADD COLUMN note note_text;
+			ALTER DOMAIN note_text OWNER TO tenancy_app`, "role-owns-object", "type note_text"},
+		{"owner's-rights view writing a shared table", `CREATE VIEW plan_admin AS SELECT name, price FROM plans; GRANT SELECT, UPDATE ON plan_admin TO tenancy_app`,
+			"shared-table-writable", "plan_admin"},
+		{"foreign server with a user mapping", `CREATE EXTENSION IF NOT EXISTS postgres_fdw; CREATE SERVER elsewhere FOREIGN DATA WRAPPER postgres_fdw OPTIONS (dbname 'postgres');
+			GRANT USAGE ON FOREIGN SERVER elsewhere TO tenancy_app; CREATE USER MAPPING FOR tenancy_app SERVER elsewhere OPTIONS (user 'postgres', password 'secret')`,
+			"foreign-server", "server elsewhere"},
+		{"file-reading function granted", `GRANT EXECUTE ON FUNCTION pg_read_binary_file(text) TO tenancy_app`, "function-granted", "pg_read_binary_file(text)"},
 		{"tenant data in another schema", `CREATE SCHEMA reports; GRANT USAGE ON SCHEMA reports TO tenancy_app;
 			CREATE TABLE reports.monthly (tenant_id uuid NOT NULL, total int); GRANT SELECT ON reports.monthly TO tenancy_app`, "rls-disabled", "reports.monthly"},
 	}
 	for _, v := range variants {
-		f.exec(t, v.sql)
+		if v.sql != "" {
+			f.exec(t, v.sql)
+		}
 	}
+	// The sequence of a schema tenant's table counts that tenant's rows for whoever reads it.
+	st := f.env.NewTenant(t, tenancy.IsolationSchema)
+	seq := tenancypgx.SchemaName(st.ID) + ".counters_id_seq"
+	f.exec(t, "GRANT SELECT ON SEQUENCE "+seq+" TO tenancy_app")
+	variants = append(variants, struct{ name, sql, kind, object string }{"schema tenant's sequence", "", "sequence-readable", seq})
 	rep := f.audit(t, nil)
 	for _, v := range variants {
 		if find(rep, v.kind, v.object) == nil {
@@ -808,4 +830,23 @@ func TestRoleThatCreatesDatabases(t *testing.T) {
 		t.Fatal("the fix did not remove the finding or the reach")
 	}
 	f.aSeesOwn(t)
+}
+
+// A runtime role with REPLICATION can stream every table's changes.
+func TestRoleThatReplicates(t *testing.T) {
+	t.Parallel()
+	f, role := roleFixture(t)
+	opts := &tenancyaudit.Options{Role: role}
+	if rep := f.audit(t, opts); !rep.OK() {
+		t.Fatalf("control: %+v", rep.Findings)
+	}
+	f.exec(t, "ALTER ROLE "+role+" REPLICATION")
+	found := find(f.audit(t, opts), "role-replication", role)
+	if found == nil {
+		t.Fatal("no role-replication finding")
+	}
+	f.exec(t, found.Fix)
+	if find(f.audit(t, opts), "role-replication", role) != nil {
+		t.Fatal("the fix did not remove the finding")
+	}
 }

@@ -491,7 +491,21 @@ func (a *auditor) checkTriggers(ctx context.Context) error {
 			notifies = notifies || notify.MatchString(f.src)
 			for _, name := range names {
 				r := a.resolve(name, t.schema)
-				if r == nil || r.tenant || !r.read || slices.Contains(into, r.name) || (r.kind == "v" && r.invoker && a.onlyTenant(r.oid, map[uint32]bool{})) {
+				if r == nil || r.tenant || slices.Contains(into, r.name) || (r.kind == "v" && r.invoker && a.onlyTenant(r.oid, map[uint32]bool{})) {
+					continue
+				}
+				if !r.read {
+					// Unreadable, but a unique key there makes one tenant's insert fail on another's value.
+					var unique bool
+					if err := a.tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_index WHERE indrelid = $1 AND (indisunique OR indisexclusion))`, r.oid).Scan(&unique); err != nil {
+						return err
+					}
+					if unique {
+						into = append(into, r.name)
+						a.add("trigger-writes-untenanted", High, t.name+" trigger "+tg.name,
+							fmt.Sprintf("-- make %s a tenant table with keys led by the tenant column: %s\n-- or drop the trigger: DROP TRIGGER %s ON %s;", r.name, a.isolateFix(r.name), ident(tg.name), t.name),
+							"a trigger on the tenant table %s writes (in %s) into %s, which is not a tenant table and has a unique key: whether a tenant's insert fails tells what other tenants wrote", t.name, f.sig, r.name)
+					}
 					continue
 				}
 				into = append(into, r.name)
@@ -503,6 +517,12 @@ func (a *auditor) checkTriggers(ctx context.Context) error {
 					"a trigger on the tenant table %s writes (in %s) into %s, which is not a tenant table and which the runtime role can read: one tenant's data lands where every tenant reads it",
 					t.name, f.sig, r.name)
 			}
+		}
+		// A trigger runs its routine whoever may EXECUTE it: SECURITY DEFINER there runs as its
+		// owner on every tenant's rows.
+		if f := byOID[tg.fn]; f != nil && f.definer && !a.reported("security-definer", f.sig) {
+			a.add("security-definer", Critical, f.sig, fmt.Sprintf("ALTER FUNCTION %s SECURITY INVOKER;", f.sig),
+				"a SECURITY DEFINER routine is the trigger %s on the tenant table %s: it runs with its owner's rights, outside the policies, on the rows of whichever tenant writes (EXECUTE is not checked for triggers)", tg.name, t.name)
 		}
 		if notifies {
 			a.add("trigger-notifies", Medium, t.name+" trigger "+tg.name,
@@ -516,6 +536,16 @@ func (a *auditor) checkTriggers(ctx context.Context) error {
 var calls = regexp.MustCompile(`("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)\s*\(`)
 
 var notify = regexp.MustCompile(`(?i)\bpg_notify\s*\(|\bnotify\s+[a-z_"]`)
+
+// reported reports whether a finding of kind about object was already made.
+func (a *auditor) reported(kind, object string) bool {
+	for _, f := range a.findings {
+		if f.Kind == kind && f.Object == object {
+			return true
+		}
+	}
+	return false
+}
 
 // onlyTenant reports whether a view reads nothing but tenant tables (and views that do).
 func (a *auditor) onlyTenant(view uint32, seen map[uint32]bool) bool {
@@ -569,9 +599,7 @@ func (a *auditor) checkSequences(ctx context.Context) error {
 		fix := fmt.Sprintf("REVOKE ALL ON SEQUENCE %s FROM PUBLIC, %s;", sq.name, ident(a.o.Role))
 		table := a.rels[sq.owner]
 		switch {
-		case table != nil && table.pinned:
-			continue // it counts one tenant's rows
-		case table != nil && table.tenant:
+		case table != nil && table.tenant: // pinned to one tenant or not, the reader may be another
 			a.add("sequence-readable", High, sq.name,
 				fix+"\n-- a serial column then needs no grant once it is an identity column: "+a.isolateFix(table.name),
 				"the runtime role may read or advance the sequence of the tenant table %s, whose last_value counts every tenant's rows", table.name)
@@ -632,6 +660,9 @@ func (a *auditor) checkSideChannels(ctx context.Context) error {
 					"the table is shared (every tenant reads it) but the runtime role can change it: one tenant's writes reach every tenant")
 			}
 		case r.overTenants || r.untenanted:
+		case r.kind == "v" && !r.invoker && (r.insert || r.update || r.del) && a.onlyShared(r.oid, map[uint32]bool{}):
+			a.add("shared-table-writable", Critical, r.name, fmt.Sprintf("REVOKE INSERT, UPDATE, DELETE ON %s FROM PUBLIC, %s;", r.name, ident(a.o.Role)),
+				"the view writes shared tables with its owner's rights, and the runtime role may write through it: one tenant's writes reach every tenant")
 		case r.kind == "v" && (r.invoker || a.onlyShared(r.oid, map[uint32]bool{})):
 		case !r.read:
 			if err := a.checkWritable(ctx, r); err != nil {
@@ -723,6 +754,114 @@ func (a *auditor) checkCatalogGrants(ctx context.Context) error {
 		a.add("create-privilege", Critical, c[0]+" "+c[1],
 			fmt.Sprintf("REVOKE CREATE ON %s %s FROM PUBLIC, %s;", strings.ToUpper(c[0]), ident(c[1]), ident(a.o.Role)),
 			"the runtime role may create objects in the %s: a schema named like a role, or a table or function met earlier on the search_path, captures other tenants' unqualified names", c[0])
+	}
+	return a.checkOwnedAndServers(ctx)
+}
+
+// dangerousFunctions are PostgreSQL's functions only superusers (or predefined roles) may call
+// in a new cluster, or that the toolkit's migrations take from PUBLIC: granted to the runtime
+// role, they read the server's files (every tenant's rows on disk) or end other tenants' sessions.
+var dangerousFunctions = map[string]Severity{
+	"pg_read_file": Critical, "pg_read_binary_file": Critical, "pg_ls_dir": Critical, "pg_stat_file": Critical,
+	"lo_import": Critical, "lo_export": Critical, "pg_ls_waldir": High, "pg_ls_logdir": High, "pg_ls_tmpdir": High,
+	"pg_ls_archive_statusdir": High, "pg_terminate_backend": Medium, "pg_cancel_backend": Medium,
+}
+
+// checkOwnedAndServers: any object the runtime role (or a role it can become) owns — its owner
+// alters or drops it, and DROP … CASCADE takes the policies and columns that depend on it; the
+// database itself among them; foreign servers it may use (another database, every tenant's rows,
+// and in pg_user_mappings the password of the mapping); and PostgreSQL's file and session functions
+// granted to it.
+func (a *auditor) checkOwnedAndServers(ctx context.Context) error {
+	if len(a.roles) == 0 {
+		return nil
+	}
+	owned := map[uint32]bool{}
+	for _, oid := range a.tenants {
+		owned[oid] = true // role-owns-table says it
+	}
+	rows, err := a.tx.Query(ctx, `
+		SELECT coalesce(pg_describe_object(d.classid, d.objid, d.objsubid), d.classid::regclass::text || ' ' || d.objid), d.classid = 'pg_class'::regclass, d.objid
+		  FROM pg_shdepend d
+		 WHERE d.deptype = 'o' AND d.refobjid = ANY($1)
+		   AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		UNION ALL
+		SELECT 'database ' || quote_ident(datname), false, 0 FROM pg_database WHERE datname = current_database() AND datdba = ANY($1)
+		 ORDER BY 1`, a.roles)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var what string
+		var isRel bool
+		var oid uint32
+		if err := rows.Scan(&what, &isRel, &oid); err != nil {
+			rows.Close()
+			return err
+		}
+		if isRel && owned[oid] {
+			continue
+		}
+		a.add("role-owns-object", Critical, what, fmt.Sprintf("-- as the migration role: give it to yourself, e.g.\nREASSIGN OWNED BY %s TO CURRENT_USER;", ident(a.o.Role)),
+			"the runtime role owns %s: SQL of any tenant can alter it or DROP it … CASCADE, which removes the policies, defaults and columns that depend on it", what)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows, err = a.tx.Query(ctx, `
+		SELECT s.srvname::text, EXISTS (SELECT FROM pg_user_mapping m WHERE m.umserver = s.oid AND (m.umuser = 0 OR m.umuser = ANY($1)))
+		  FROM pg_foreign_server s
+		 WHERE EXISTS (SELECT FROM unnest($1::oid[]) u WHERE has_server_privilege(u, s.oid, 'USAGE'))
+		 ORDER BY 1`, a.roles)
+	if err != nil {
+		return err
+	}
+	servers, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (p struct {
+		name    string
+		mapping bool
+	}, err error) {
+		err = r.Scan(&p.name, &p.mapping)
+		return p, err
+	})
+	if err != nil {
+		return err
+	}
+	for _, srv := range servers {
+		why := "the runtime role may use the foreign server"
+		if srv.mapping {
+			why += ", and a user mapping gives it credentials (shown to it in pg_user_mappings)"
+		}
+		a.add("foreign-server", Critical, "server "+srv.name,
+			fmt.Sprintf("REVOKE USAGE ON FOREIGN SERVER %s FROM PUBLIC, %s;\nDROP USER MAPPING IF EXISTS FOR %s SERVER %s;", ident(srv.name), ident(a.o.Role), ident(a.o.Role), ident(srv.name)),
+			"%s: foreign tables it makes, or dblink, read the other side with the mapping's rights, outside this database's policies", why)
+	}
+	var names []string
+	for n := range dangerousFunctions {
+		names = append(names, n)
+	}
+	rows, err = a.tx.Query(ctx, `
+		SELECT p.oid::regprocedure::text, p.proname::text FROM pg_proc p
+		 WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = ANY($2)
+		   AND EXISTS (SELECT FROM unnest($1::oid[]) u WHERE has_function_privilege(u, p.oid, 'EXECUTE'))
+		 ORDER BY 1`, a.roles, names)
+	if err != nil {
+		return err
+	}
+	fns, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (p [2]string, err error) {
+		err = r.Scan(&p[0], &p[1])
+		return p, err
+	})
+	if err != nil {
+		return err
+	}
+	for _, f := range fns {
+		what := "reads the server's files, where every tenant's rows are"
+		if dangerousFunctions[f[1]] == Medium {
+			what = "ends or cancels the sessions of other tenants, which run as the same role"
+		}
+		a.add("function-granted", dangerousFunctions[f[1]], f[0],
+			fmt.Sprintf("REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC, %s; -- as a superuser", f[0], ident(a.o.Role)),
+			"the runtime role may call %s, which %s", f[0], what)
 	}
 	return nil
 }

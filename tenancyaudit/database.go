@@ -207,16 +207,19 @@ func (a *auditor) loadRules(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		var src string
+		var src, volatility, language string
 		var definer bool
 		var config []string
-		if err := a.tx.QueryRow(ctx, `SELECT prosrc, prosecdef, coalesce(proconfig, '{}') FROM pg_proc WHERE oid = $1`, *ct).
-			Scan(&src, &definer, &config); err != nil {
+		if err := a.tx.QueryRow(ctx, `SELECT p.prosrc, p.prosecdef, coalesce(p.proconfig, '{}'), p.provolatile::text, l.lanname
+			FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = $1`, *ct).
+			Scan(&src, &definer, &config, &volatility, &language); err != nil {
 			return err
 		}
-		if src != body || !definer || !slices.Equal(config, []string{"search_path=pg_catalog, pg_temp"}) {
+		// STABLE matters: an IMMUTABLE one is folded into a plan, which a pooled connection then
+		// reuses for the next tenant.
+		if src != body || !definer || volatility != "s" || language != "plpgsql" || !slices.Equal(config, []string{"search_path=pg_catalog, pg_temp"}) {
 			a.add("binding-tampered", Critical, "tenancy.current_tenant()", statement,
-				"the function every tenant policy trusts is not the toolkit's (its body, SECURITY DEFINER or search_path differ): whatever it returns, the policies admit")
+				"the function every tenant policy trusts is not the toolkit's (its body, language, volatility, SECURITY DEFINER or search_path differ): whatever it returns, the policies admit")
 		}
 	}
 	rows, err := a.tx.Query(ctx, `SELECT oid FROM pg_proc WHERE proleakproof`)
@@ -376,18 +379,18 @@ var dangerousPredefined = map[string]string{
 // or being a predefined role with rights over other sessions or all data.
 func (a *auditor) checkRoles(ctx context.Context) error {
 	check := func(from string, roles []uint32, login bool) error {
-		rows, err := a.tx.Query(ctx, `SELECT oid, rolname, rolsuper, rolbypassrls, rolcreaterole, rolcreatedb
+		rows, err := a.tx.Query(ctx, `SELECT oid, rolname, rolsuper, rolbypassrls, rolcreaterole, rolcreatedb, rolreplication
 			FROM pg_roles WHERE oid = ANY($1) ORDER BY rolname`, roles)
 		if err != nil {
 			return err
 		}
 		type role struct {
-			oid                                 uint32
-			name                                string
-			super, bypass, createRole, createDB bool
+			oid                                              uint32
+			name                                             string
+			super, bypass, createRole, createDB, replication bool
 		}
 		rs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (x role, err error) {
-			err = r.Scan(&x.oid, &x.name, &x.super, &x.bypass, &x.createRole, &x.createDB)
+			err = r.Scan(&x.oid, &x.name, &x.super, &x.bypass, &x.createRole, &x.createDB, &x.replication)
 			return x, err
 		})
 		if err != nil {
@@ -422,6 +425,10 @@ func (a *auditor) checkRoles(ctx context.Context) error {
 			if r.createRole {
 				a.add(kind("role-createrole"), Critical, r.name, alter("NOCREATEROLE"),
 					"the role can create roles%s, and grant itself any role that is not a superuser (pg_read_all_data reads the binding key)", via)
+			}
+			if r.replication {
+				a.add(kind("role-replication"), Critical, r.name, alter("NOREPLICATION"),
+					"the role may replicate%s: a replication connection streams every table's changes, every tenant's rows included", via)
 			}
 			if r.createDB {
 				a.add(kind("role-createdb"), High, r.name, alter("NOCREATEDB"),

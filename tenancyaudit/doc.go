@@ -17,9 +17,14 @@
 // # What it finds (Finding.Kind)
 //
 // Critical — a tenant can read or change another's rows, or become someone who can:
-//   - role-superuser, role-bypassrls, role-createrole, role-predefined (pg_read_all_data and the
-//     like), role-owns-table: the runtime role, or a role it can become; login-role-*: the same
-//     for the role the runtime pool logs in as (Options.LoginRole); role-missing.
+//   - role-superuser, role-bypassrls, role-createrole, role-replication, role-predefined
+//     (pg_read_all_data and the like), role-owns-table: the runtime role, or a role it can
+//     become; login-role-*: the same for the role the runtime pool logs in as
+//     (Options.LoginRole); role-missing. role-owns-object: anything else it owns (a function,
+//     a domain, the database): its owner alters it or drops it with CASCADE, policies included.
+//   - foreign-server: a foreign server the runtime role may use (another database's rows, and the
+//     mapping's password in pg_user_mappings); function-granted: PostgreSQL's file-reading
+//     functions granted to it (Medium: pg_terminate_backend and pg_cancel_backend).
 //   - rls-disabled, rls-not-forced: a tenant table without row-level security, or not forced
 //     (an inheritance child or partition the runtime role cannot reach but through its isolated
 //     parent excepted); rls-bypassing-privilege: TRUNCATE (which row-level security does not
@@ -68,6 +73,9 @@
 //     key columns leave out the tenant column (INCLUDE columns do not count; partial and
 //     expression indexes included): an insert that fails tells that the value exists.
 //   - foreign-key-without-tenant: a foreign key between tenant tables without the tenant column.
+//   - trigger-writes-untenanted: a trigger on a tenant table that writes into a table that is not
+//     a tenant table and has a unique key (whether an insert fails tells what others wrote); a
+//     SECURITY DEFINER trigger routine is security-definer (EXECUTE is not checked for triggers).
 //   - sequence-readable: a sequence the runtime role may read or advance (a tenant table's
 //     last_value counts every tenant's rows; any other counts what every tenant does).
 //   - role-createdb: the runtime role can create databases (copies of any template included).

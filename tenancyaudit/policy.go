@@ -92,6 +92,15 @@ func (r *exprRules) scopedTo(expr *node, attnum string) (ok bool, why string) {
 	case "SUBLINK":
 		return false, "a subquery test (EXISTS, IN, ANY) is not a form the toolkit generates"
 	case "SCALARARRAYOPEXPR":
+		// tenant = ANY (ARRAY[current]) with one element is the equality.
+		args := expr.list("args")
+		if expr.str("useOr") == "true" && r.equality[expr.str("opno")] && len(args) == 2 && r.isColumn(args[0], attnum) {
+			if arr := args[1]; arr != nil && arr.typ == "ARRAYEXPR" {
+				if elems := arr.list("elements"); len(elems) == 1 && r.isCurrentTenant(elems[0]) {
+					return true, ""
+				}
+			}
+		}
 		return false, "an = ANY / IN list admits every tenant the list names"
 	}
 	return false, "a " + strings.ToLower(expr.typ) + " expression is not a form the toolkit generates"
