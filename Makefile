@@ -26,9 +26,12 @@ lint: ## gofmt and go vet.
 	$(GO) vet ./...
 
 .PHONY: fuzz
-fuzz: ## Run each fuzz test for FUZZTIME (default 30s).
-	$(GO) test -run XXX -fuzz FuzzNormalizeHost -fuzztime $${FUZZTIME:-30s} ./tenancyhttp
-	$(GO) test -run XXX -fuzz FuzzValidateSlug -fuzztime $${FUZZTIME:-30s} .
+fuzz: ## Run every fuzz test in the repository, each for FUZZTIME (default 30s).
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "$$pkg $$f"; $(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $${FUZZTIME:-30s} $$pkg; \
+		done; \
+	done
 
 .PHONY: run
 run: ## The reference service with the demo tenants (go run ./cmd/tenancy serve --demo).

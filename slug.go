@@ -61,10 +61,10 @@ func (r *SlugRules) Validate(slug string) error {
 }
 
 // IsLabel reports whether s is a lower-case DNS label (a-z, 0-9, inner hyphens, 1 to 63
-// characters), the form of every slug. Unlike Validate it ignores the reserved list and does not
+// characters, no hyphens in the third and fourth places), the form of every slug. Unlike Validate it ignores the reserved list and does not
 // allocate.
 func IsLabel(s string) bool {
-	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' || idnaReserved(s) {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -74,6 +74,10 @@ func IsLabel(s string) bool {
 	}
 	return true
 }
+
+// idnaReserved reports whether s has "--" in its third and fourth places, which IDNA reserves
+// (xn-- is punycode: xn--cme-gna.example shows as another name than its letters).
+func idnaReserved(s string) bool { return len(s) >= 4 && s[2] == '-' && s[3] == '-' }
 
 // labelRule returns "" when s is a lower-case DNS label, or the rule it breaks.
 func labelRule(s string) string {
@@ -89,6 +93,8 @@ func labelRule(s string) string {
 		return "must not start with a hyphen"
 	case s[len(s)-1] == '-':
 		return "must not end with a hyphen"
+	case idnaReserved(s):
+		return "must not have hyphens in the third and fourth places (xn-- and the like are IDNA's: such a host names another label)"
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]

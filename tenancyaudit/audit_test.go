@@ -426,6 +426,42 @@ var holesFromReview = []hole{
 			})
 			return err == nil && n > 0
 		}},
+	{"tenant table without row-level security", `CREATE TABLE invoices (tenant_id uuid NOT NULL, total text);
+		INSERT INTO invoices SELECT tenant_id, 'a-invoice' FROM items WHERE sku = 'a-secret';
+		GRANT SELECT ON invoices TO tenancy_app`,
+		"rls-disabled", "invoices", bCounts(`SELECT count(*) FROM invoices WHERE total = 'a-invoice'`)},
+	{"domain owned by the runtime role", `CREATE DOMAIN sku_text AS text; ALTER TABLE item_log ALTER COLUMN sku TYPE sku_text;
+		ALTER DOMAIN sku_text OWNER TO tenancy_app`,
+		"role-owns-object", "type sku_text", func(t *testing.T, f *fixture) bool {
+			// Its owner adds a constraint, which PostgreSQL checks on every row, RLS or not: the
+			// error quotes A's value.
+			err := f.bTx(`ALTER DOMAIN sku_text ADD CONSTRAINT numeric_sku CHECK (VALUE::int > 0)`)
+			return err != nil && strings.Contains(err.Error(), "a-secret")
+		}},
+	{"trigger writing an unreadable table with a unique key", `CREATE TABLE sku_registry (sku text PRIMARY KEY);
+		INSERT INTO sku_registry SELECT sku FROM items;
+		GRANT INSERT ON sku_registry TO tenancy_app;
+		CREATE FUNCTION register_sku() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO sku_registry VALUES (NEW.sku); RETURN NEW; END $$;
+		CREATE TRIGGER register_sku BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION register_sku()`,
+		"trigger-writes-untenanted", "items trigger register_sku", func(t *testing.T, f *fixture) bool {
+			// B cannot read the registry, but its insert of A's sku fails there.
+			err := f.env.DB.Tx(f.ctxB, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(f.ctxB, `INSERT INTO items (sku) VALUES ('a-secret')`); err != nil {
+					return err
+				}
+				return errRollback
+			})
+			return code(err) == "23505"
+		}},
+	{"file-reading function granted", `CHECKPOINT; GRANT EXECUTE ON FUNCTION pg_read_binary_file(text) TO tenancy_app`,
+		"function-granted", "pg_read_binary_file(text)", func(t *testing.T, f *fixture) bool {
+			// The heap file of items holds every tenant's rows.
+			var path string
+			if err := f.env.Pool.QueryRow(context.Background(), `SELECT pg_relation_filepath('items')`).Scan(&path); err != nil {
+				t.Fatal(err)
+			}
+			return f.count(f.ctxB, `SELECT position('a-secret'::bytea IN pg_read_binary_file($1))`, path) > 0
+		}},
 	{"system table granted", `ANALYZE items; GRANT SELECT ON pg_catalog.pg_statistic TO tenancy_app`,
 		"readable-table", "pg_statistic", bCounts(`SELECT count(*) FROM pg_statistic WHERE stavalues1::text LIKE '%a-secret%'`)},
 }

@@ -503,7 +503,7 @@ func (a *auditor) checkTriggers(ctx context.Context) error {
 					if unique {
 						into = append(into, r.name)
 						a.add("trigger-writes-untenanted", High, t.name+" trigger "+tg.name,
-							fmt.Sprintf("-- make %s a tenant table with keys led by the tenant column: %s\n-- or drop the trigger: DROP TRIGGER %s ON %s;", r.name, a.isolateFix(r.name), ident(tg.name), t.name),
+							fmt.Sprintf("DROP TRIGGER %s ON %s;\n-- or make %s a tenant table with keys led by the tenant column (give its rows a tenant_id first): %s", ident(tg.name), t.name, r.name, a.isolateFix(r.name)),
 							"a trigger on the tenant table %s writes (in %s) into %s, which is not a tenant table and has a unique key: whether a tenant's insert fails tells what other tenants wrote", t.name, f.sig, r.name)
 					}
 					continue

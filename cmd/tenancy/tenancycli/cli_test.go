@@ -369,7 +369,7 @@ func TestServeWithRedis(t *testing.T) {
 	if code := stop(); code != 0 {
 		t.Fatalf("serve exited %d", code)
 	}
-	r := run(t, "serve", "--addr", "127.0.0.1:0", "--database-url", db, "--redis-url", "redis://127.0.0.1:1/0")
+	r := run(t, "serve", "--addr", "127.0.0.1:0", "--database-url", db, "--migrations", "demo", "--redis-url", "redis://127.0.0.1:1/0")
 	if r.code != 1 || !strings.Contains(r.stderr, "redis") || strings.Count(r.stderr, "\n") != 1 {
 		t.Fatalf("serve with Redis unreachable: %+v; want exit 1 and one line naming Redis", r)
 	}
@@ -474,8 +474,8 @@ func TestServePlanLimits(t *testing.T) {
 func TestDoctorAuditsTenantDatabases(t *testing.T) {
 	t.Parallel()
 	db := newDatabaseURL(t)
-	run(t, "migrate", "--shared", "--tenant", "--database-url", db)
-	if r := run(t, "tenant", "create", "dbco", "--isolation", "database", "--database-url", db); r.code != 0 {
+	run(t, "migrate", "--shared", "--tenant", "--database-url", db, "--migrations", "demo")
+	if r := run(t, "tenant", "create", "dbco", "--isolation", "database", "--database-url", db, "--migrations", "demo"); r.code != 0 {
 		t.Fatalf("create: %+v", r)
 	}
 	r := run(t, "doctor", "--json", "--database-url", db)
@@ -510,5 +510,40 @@ func TestDoctorAuditsTenantDatabases(t *testing.T) {
 	r = run(t, "doctor", "--database-url", db)
 	if r.code != 1 || !strings.Contains(r.stdout, tenantDB) || !strings.Contains(r.stdout, "rls-disabled") {
 		t.Fatalf("doctor with a hole in a tenant database: %+v", r)
+	}
+}
+
+// Outside serve --demo, the reference service's tables are installed only on request: migrate and
+// tenant create without --migrations apply the catalog alone, and say so.
+func TestDemoTablesOnlyOnRequest(t *testing.T) {
+	t.Parallel()
+	db := newDatabaseURL(t)
+	r := run(t, "migrate", "--shared", "--tenant", "--database-url", db)
+	if r.code != 0 || !strings.Contains(r.stderr, "only the catalog") {
+		t.Fatalf("migrate without --migrations: %+v", r)
+	}
+	if r := run(t, "tenant", "create", "plain", "--isolation", "schema", "--database-url", db); r.code != 0 || !strings.Contains(r.stderr, "only the catalog") {
+		t.Fatalf("tenant create without --migrations: %+v", r)
+	}
+	pool, err := pgxpool.New(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	tables := func() int {
+		var n int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_class WHERE relname IN ('projects', 'tasks') AND relkind = 'r'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := tables(); n != 0 {
+		t.Fatalf("%d reference tables installed without --migrations", n)
+	}
+	if r := run(t, "migrate", "--tenant", "--database-url", db, "--migrations", "demo"); r.code != 0 || strings.Contains(r.stderr, "only the catalog") {
+		t.Fatalf("migrate --migrations demo: %+v", r)
+	}
+	if n := tables(); n != 4 { // projects and tasks in public and in the schema tenant's schema
+		t.Fatalf("--migrations demo installed %d reference tables, want 4", n)
 	}
 }

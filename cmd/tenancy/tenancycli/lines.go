@@ -27,10 +27,16 @@ func ReferenceLines() *tenancymigrate.Config {
 	return &tenancymigrate.Config{Tenant: tenant}
 }
 
+// DemoMigrations names the reference service's lines for --migrations.
+const DemoMigrations = "demo"
+
 func migrationsFlag(fs *flag.FlagSet) *string {
 	return fs.String("migrations", env("TENANCY_MIGRATIONS", ""),
-		"directory with shared/ and tenant/ migration lines (env TENANCY_MIGRATIONS); default: the reference service's")
+		"directory with shared/ and tenant/ migration lines, or \"demo\" for the reference service's (env TENANCY_MIGRATIONS); default: none, the catalog only")
 }
+
+// noLinesNote is said once by a command that applies no migration lines of the user's.
+const noLinesNote = "tenancy: no --migrations given: only the catalog is applied (--migrations DIR for your own lines, --migrations demo for the reference service's)"
 
 // newMigrator returns a migrator on pool for the lines in dir (see loadLines) and the servers of f.
 func newMigrator(pool *pgxpool.Pool, dir string, f dbFlags) (*tenancymigrate.Migrator, error) {
@@ -44,9 +50,13 @@ func newMigrator(pool *pgxpool.Pool, dir string, f dbFlags) (*tenancymigrate.Mig
 	return tenancymigrate.New(pool, lines)
 }
 
-// loadLines returns the lines in dir/shared and dir/tenant, or the reference service's for "".
+// loadLines returns the lines in dir/shared and dir/tenant, the reference service's for "demo",
+// and none for "" (the catalog only).
 func loadLines(dir string) (*tenancymigrate.Config, error) {
-	if dir == "" {
+	switch dir {
+	case "":
+		return &tenancymigrate.Config{}, nil
+	case DemoMigrations:
 		return ReferenceLines(), nil
 	}
 	cfg := &tenancymigrate.Config{}

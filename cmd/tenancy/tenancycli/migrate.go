@@ -45,6 +45,9 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if _, err := loadLines(*migrations); err != nil {
 		return err
 	}
+	if *migrations == "" {
+		fmt.Fprintln(stderr, noLinesNote)
+	}
 	pool, applied, err := prepareDatabase(ctx, *dbf.url)
 	if err != nil {
 		return err

@@ -491,6 +491,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(applied) > 0 {
 		log.Info("tenancy: catalog migrated", "versions", applied)
 	}
+	switch {
+	case *migrations == "" && *demo:
+		*migrations = DemoMigrations
+	case *migrations == "":
+		log.Warn("tenancy: no --migrations given: only the catalog is applied; the reference API needs its tables (--migrations demo, or serve --demo)")
+	}
 	migrator, err := newMigrator(pool, *migrations, dbf)
 	if err != nil {
 		return err

@@ -90,6 +90,9 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		if t.Status == tenancy.StatusProvisioning {
+			if *migrations == "" {
+				fmt.Fprintln(stderr, noLinesNote)
+			}
 			if t, err = provision(ctx, cat, t, *migrations, *server, dbf); err != nil {
 				return err
 			}
@@ -153,6 +156,9 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		t, err = cat.Delete(ctx, t.ID)
 	case "provision":
+		if *migrations == "" {
+			fmt.Fprintln(stderr, noLinesNote)
+		}
 		t, err = provision(ctx, cat, t, *migrations, *server, dbf)
 	case "update":
 		t, err = cat.Update(ctx, t.ID, &tenancypgx.UpdateOpts{Name: *name, Plan: *plan})
