@@ -54,6 +54,9 @@ func (r *SlugRules) Validate(slug string) error {
 	if rule := labelRule(slug); rule != "" {
 		return &SlugError{Slug: slug, Rule: rule, err: ErrInvalidSlug}
 	}
+	if idnaReserved(slug) {
+		return &SlugError{Slug: slug, Rule: "must not have hyphens in the third and fourth places (xn-- and the like are IDNA's: such a host shows as another name)", err: ErrInvalidSlug}
+	}
 	if r.IsReserved(slug) {
 		return &SlugError{Slug: slug, Rule: "is reserved", err: ErrReservedSlug}
 	}
@@ -61,10 +64,10 @@ func (r *SlugRules) Validate(slug string) error {
 }
 
 // IsLabel reports whether s is a lower-case DNS label (a-z, 0-9, inner hyphens, 1 to 63
-// characters, no hyphens in the third and fourth places), the form of every slug. Unlike Validate it ignores the reserved list and does not
+// characters), the form of every slug and of each label of a domain. Unlike Validate it ignores the reserved list and does not
 // allocate.
 func IsLabel(s string) bool {
-	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' || idnaReserved(s) {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -93,8 +96,6 @@ func labelRule(s string) string {
 		return "must not start with a hyphen"
 	case s[len(s)-1] == '-':
 		return "must not end with a hyphen"
-	case idnaReserved(s):
-		return "must not have hyphens in the third and fourth places (xn-- and the like are IDNA's: such a host names another label)"
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]

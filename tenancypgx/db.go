@@ -209,16 +209,29 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 		}
 		release(err)
 	}()
-	inner := tx
+	inner := &unitTx{Tx: tx}
 	if s.schema != "" {
-		inner = &schemaTx{Tx: tx, tag: schemaTag(s.schema)}
+		inner.tag = schemaTag(s.schema)
 	}
 	if err := fn(inner); err != nil {
+		if len(inner.prepared) > 0 && !inner.deallocate(context.WithoutCancel(ctx), conn) {
+			discard(ctx, conn)
+		}
 		end(ctx, conn, false, start, j, err)
 		return err
 	}
+	if len(inner.prepared) > 0 && !inner.deallocate(ctx, conn) {
+		end(ctx, conn, false, start, j, errPreparedKept)
+		discard(ctx, conn)
+		return errPreparedKept
+	}
 	return end(ctx, conn, true, start, j, nil)
 }
+
+// errPreparedKept means a statement the unit of work prepared by name could not be dropped at its
+// end: the unit is rolled back and the connection closed, so the name never reaches another
+// tenant.
+var errPreparedKept = errors.New("tenancypgx: a statement prepared in the unit of work could not be deallocated")
 
 // readScope reads the results of a batch of BEGIN and the scoping statement, and closes it. It
 // returns the transaction's start.
