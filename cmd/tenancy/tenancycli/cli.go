@@ -46,19 +46,38 @@ Run "tenancy COMMAND -h" for a command's flags.
 // success, 1 when the command failed, 2 when it was called wrongly. Output goes to stdout, errors
 // (one line each) to stderr.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	err := run(ctx, args, stdout, stderr)
+	err := checkEnv()
+	if err == nil {
+		err = run(ctx, args, stdout, stderr)
+	}
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, new(usageError)):
-		fmt.Fprintf(stderr, "tenancy: %v\n", err)
+		fmt.Fprintf(stderr, "tenancy: %s\n", oneLine(err))
 		return 2
 	default:
 		fmt.Fprintf(stderr, "tenancy: %s\n", oneLine(err))
 		return 1
 	}
+}
+
+// envVars are the environment variables the commands read. One that is set but empty is a
+// mistake to name, never a reason to fall back to the default (an empty TENANCY_DATABASE_URL must
+// not mean the local database).
+var envVars = []string{"TENANCY_ADDR", "TENANCY_ADMIN_TOKEN", "TENANCY_BASE_DOMAIN", "TENANCY_CONCURRENCY",
+	"TENANCY_DATABASE_URL", "TENANCY_INSTANCES", "TENANCY_MIGRATIONS", "TENANCY_PLAN_LIMITS", "TENANCY_REDIS_PREFIX",
+	"TENANCY_REDIS_URL", "TENANCY_RUNTIME_SERVERS", "TENANCY_RUNTIME_URL", "TENANCY_SERVERS"}
+
+func checkEnv() error {
+	for _, name := range envVars {
+		if v, ok := os.LookupEnv(name); ok && strings.TrimSpace(v) == "" {
+			return usagef("%s is set but empty: unset it for the default, or give it a value", name)
+		}
+	}
+	return nil
 }
 
 type usageError struct{ msg string }
@@ -67,7 +86,21 @@ func (e usageError) Error() string { return e.msg + " (see tenancy help)" }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
-func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
+// oneLine is err on one line, without the prefixes of the toolkit's packages (the line already
+// starts with "tenancy: ").
+func oneLine(err error) string {
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	for {
+		trimmed := msg
+		for _, p := range []string{"tenancy: ", "tenancypgx: ", "tenancymigrate: ", "tenancyaudit: ", "tenancyhttp: ", "tenancyrate: "} {
+			trimmed = strings.TrimPrefix(trimmed, p)
+		}
+		if trimmed == msg {
+			return msg
+		}
+		msg = trimmed
+	}
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -90,10 +123,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return usagef("unknown command %q", args[0])
 }
 
-// newFlags returns a flag set that writes its usage to stderr and reports errors as usage errors.
+// synopses are each command's arguments, for its -h.
+var synopses = map[string]string{
+	"serve":            "[--demo] [flags]",
+	"tenant create":    "SLUG [--name N] [--plan P] [--isolation shared|schema|database] [--server ALIAS] [--domain D]... [--migrations DIR|demo]",
+	"tenant list":      "[--json] [--status S] [--all]",
+	"tenant show":      "SLUG [--json]",
+	"tenant update":    "SLUG [--name N] [--plan P]",
+	"tenant suspend":   "SLUG",
+	"tenant resume":    "SLUG",
+	"tenant delete":    "SLUG [--purge --yes]",
+	"tenant provision": "SLUG [--server ALIAS] [--migrations DIR|demo]",
+	"tenant set-limit": "SLUG LIMIT (500/min, 20/s, 10000/h, or \"plan\" for the plan's)",
+	"tenant domain":    "add|remove SLUG DOMAIN",
+	"migrate":          "--shared | --tenant [--schema SLUG]... [--workers N] [--dry-run] [--json] [--migrations DIR|demo]",
+	"migrate status":   "[--json] [--migrations DIR|demo]",
+	"doctor":           "[--json] [--role R] [--login-role R] [--tenant-column C] [--workers N] [--ignore KIND:OBJECT... --reason TEXT] [--unignore KIND:OBJECT]...",
+}
+
+// newFlags returns a flag set that writes its usage — the command's arguments, then its flags —
+// to stderr and reports errors as usage errors.
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("tenancy "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: tenancy %s %s\n\nflags:\n", name, synopses[name])
+		fs.PrintDefaults()
+	}
 	return fs
 }
 

@@ -139,7 +139,7 @@ func TestTenantCommands(t *testing.T) {
 	if r = run(t, "tenant", "set-limit", "acme", "500/min", "--database-url", db); r.code != 0 || !strings.Contains(r.stdout, "rate limit:  500/min") {
 		t.Fatalf("set-limit: %+v", r)
 	}
-	if r = run(t, "tenant", "set-limit", "acme", "lots", "--database-url", db); r.code != 1 || !strings.Contains(r.stderr, "invalid limit") {
+	if r = run(t, "tenant", "set-limit", "acme", "lots", "--database-url", db); r.code != 2 || !strings.Contains(r.stderr, "invalid limit") {
 		t.Fatalf("set-limit with a bad limit: %+v", r)
 	}
 	if r = run(t, "tenant", "set-limit", "acme", "plan", "--database-url", db); r.code != 0 || strings.Contains(r.stdout, "rate limit") {
@@ -161,9 +161,12 @@ func TestTenantCommands(t *testing.T) {
 	}{
 		{"duplicate slug", []string{"tenant", "create", "acme"}, 1, "slug already taken"},
 		{"invalid slug", []string{"tenant", "create", "-x"}, 2, ""}, // a flag, not a slug
-		{"invalid slug chars", []string{"tenant", "create", "Ac_me"}, 1, "only a-z"},
-		{"reserved slug", []string{"tenant", "create", "www"}, 1, "reserved"},
-		{"bad isolation", []string{"tenant", "create", "x1", "--isolation", "rows"}, 1, "invalid isolation"},
+		{"invalid slug chars", []string{"tenant", "create", "Ac_me"}, 2, "only a-z"},
+		{"reserved slug", []string{"tenant", "create", "www"}, 2, "reserved"},
+		{"punycode slug", []string{"tenant", "create", "xn--cme-gna"}, 2, "third and fourth"},
+		{"bad isolation", []string{"tenant", "create", "x1", "--isolation", "rows"}, 2, "invalid isolation"},
+		{"bad status", []string{"tenant", "list", "--status", "weird"}, 2, "invalid status"},
+		{"bad domain operation", []string{"tenant", "domain", "rename", "acme", "a.example"}, 2, "add or remove"},
 		{"bad domain", []string{"tenant", "create", "x2", "--domain", "10.0.0.1"}, 1, "invalid domain"},
 		{"duplicate domain", []string{"tenant", "create", "x3", "--domain", "shop.acme.com"}, 1, "domain already taken"},
 		{"unknown server", []string{"tenant", "create", "x4", "--isolation", "database", "--server", "evil"}, 1, "unknown server alias"},
@@ -545,5 +548,44 @@ func TestDemoTablesOnlyOnRequest(t *testing.T) {
 	}
 	if n := tables(); n != 4 { // projects and tasks in public and in the schema tenant's schema
 		t.Fatalf("--migrations demo installed %d reference tables, want 4", n)
+	}
+}
+
+// Every command explains itself: -h prints its usage, arguments included, and exits 0; a wrong
+// call exits 2; an empty environment variable is named, never taken for the default; errors
+// carry one prefix.
+func TestCLIExplainsItself(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"-h"}, "tenancy serve"},
+		{[]string{"tenant", "-h"}, "set-limit SLUG LIMIT|plan"},
+		{[]string{"tenant", "create", "-h"}, "usage: tenancy tenant create SLUG"},
+		{[]string{"tenant", "set-limit", "-h"}, "SLUG LIMIT"},
+		{[]string{"tenant", "domain", "--help"}, "add|remove SLUG DOMAIN"},
+		{[]string{"migrate", "-h"}, "--shared | --tenant"},
+		{[]string{"migrate", "status", "-h"}, "usage: tenancy migrate status"},
+		{[]string{"doctor", "-h"}, "--ignore KIND:OBJECT"},
+		{[]string{"serve", "-h"}, "usage: tenancy serve"},
+	} {
+		r := run(t, c.args...)
+		if r.code != 0 || !strings.Contains(r.stdout+r.stderr, c.says) {
+			t.Errorf("tenancy %v: exit %d, %q; want 0 and %q", c.args, r.code, r.stdout+r.stderr, c.says)
+		}
+	}
+	r := run(t, "tenant")
+	for _, sub := range []string{"create", "list", "show", "update", "suspend", "resume", "delete", "provision", "set-limit", "domain"} {
+		if r.code != 2 || !strings.Contains(r.stderr, "\n  "+sub+" ") {
+			t.Errorf("tenancy tenant: exit %d, does not list %s: %q", r.code, sub, r.stderr)
+		}
+	}
+	t.Setenv("TENANCY_DATABASE_URL", "")
+	if r := run(t, "tenant", "list"); r.code != 2 || !strings.Contains(r.stderr, "TENANCY_DATABASE_URL is set but empty") {
+		t.Fatalf("empty TENANCY_DATABASE_URL: %+v", r)
+	}
+	t.Setenv("TENANCY_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/"+tenancytest.UniqueName("tenancy_none")+"?sslmode=disable")
+	if r := run(t, "tenant", "create", "x", "--isolation", "rows"); strings.Count(r.stderr, "tenancy:") != 1 {
+		t.Fatalf("an error with more than one prefix: %q", r.stderr)
 	}
 }

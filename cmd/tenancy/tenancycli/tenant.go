@@ -13,13 +13,37 @@ import (
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancyhttp"
 	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyrate"
 )
+
+// tenantUsage lists every tenant subcommand.
+const tenantUsage = `usage: tenancy tenant SUBCOMMAND [arguments] [flags]
+
+  create SLUG [--isolation shared|schema|database] [--name N] [--plan P] [--server ALIAS] [--domain D]... [--migrations DIR|demo]
+  list [--json] [--status S] [--all]
+  show SLUG [--json]
+  update SLUG [--name N] [--plan P]
+  suspend SLUG
+  resume SLUG
+  delete SLUG [--purge --yes]
+  provision SLUG [--server ALIAS] [--migrations DIR|demo]
+  set-limit SLUG LIMIT|plan
+  domain add|remove SLUG DOMAIN
+
+Run "tenancy tenant SUBCOMMAND -h" for its flags.
+`
 
 func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("tenant needs a subcommand: create, list, show, suspend, resume, delete or domain")
+		fmt.Fprint(stderr, tenantUsage)
+		return usagef("tenant needs a subcommand")
 	}
 	sub, args := args[0], args[1:]
+	switch sub {
+	case "-h", "--help", "-help", "help":
+		fmt.Fprint(stdout, tenantUsage)
+		return nil
+	}
 	fs := newFlags("tenant "+sub, stderr)
 	dbf := databaseFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -60,6 +84,33 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(pos) != want {
 		return usagef("tenant %s takes %d argument(s), got %d", sub, want, len(pos))
 	}
+	// What the call says is checked before the database is: a wrong value is a wrong call (2).
+	var iso tenancy.Isolation
+	switch sub {
+	case "create":
+		if err := tenancy.ValidateSlug(pos[0]); err != nil {
+			return usagef("%s", oneLine(err))
+		}
+		if iso, err = tenancy.ParseIsolation(*isolation); err != nil {
+			return usagef("%s", oneLine(err))
+		}
+	case "list":
+		if *status != "" {
+			if _, err := tenancy.ParseStatus(*status); err != nil {
+				return usagef("%s", oneLine(err))
+			}
+		}
+	case "set-limit":
+		if pos[1] != "plan" {
+			if _, err := tenancyrate.ParseLimit(pos[1]); err != nil {
+				return usagef("%s", oneLine(err))
+			}
+		}
+	case "domain":
+		if pos[0] != "add" && pos[0] != "remove" {
+			return usagef("tenant domain takes add or remove, got %q", pos[0])
+		}
+	}
 	cat, closeDB, err := openCatalog(ctx, dbf)
 	if err != nil {
 		return err
@@ -68,10 +119,6 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	switch sub {
 	case "create":
-		iso, err := tenancy.ParseIsolation(*isolation)
-		if err != nil {
-			return err
-		}
 		norm, err := normalizeDomains(domains)
 		if err != nil {
 			return err
