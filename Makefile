@@ -8,9 +8,11 @@ help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: test
-test: ## Vet, then run the whole suite with the race detector against the local PostgreSQL and Redis (what CI runs).
+test: ## Vet, then run the whole suite with the race detector against the local PostgreSQL and Redis (what CI runs); fail if it leaves a database, role or Redis key behind.
 	$(GO) vet ./...
+	@$(GO) run ./internal/leakcheck snapshot $${TMPDIR:-/tmp}/tenancy-leakcheck.json
 	$(GO) test -race -count=1 -timeout 8m ./...
+	@$(GO) run ./internal/leakcheck compare $${TMPDIR:-/tmp}/tenancy-leakcheck.json
 
 .PHONY: short
 short: ## The suite without -race, quicker while editing.

@@ -35,10 +35,23 @@ func Audit(ctx context.Context, cat *tenancypgx.Catalog, opts *Options) (*Report
 		return nil, err
 	}
 	o.Ignore = append(append([]tenancypgx.AuditIgnore{}, o.Ignore...), ignores...)
-	tenants, err := cat.List(ctx, nil)
+	tenants, err := cat.List(ctx, &tenancypgx.ListOpts{IncludeDeleted: true})
 	if err != nil {
 		return nil, err
 	}
+	claimed := map[[2]string]bool{}
+	for _, t := range tenants {
+		if t.Database != "" {
+			claimed[[2]string{t.Server, t.Database}] = true
+		}
+	}
+	live := tenants[:0:0]
+	for _, t := range tenants {
+		if t.Status != tenancy.StatusDeleted {
+			live = append(live, t)
+		}
+	}
+	tenants = live
 	byPlace := map[[2]string]*place{}
 	var places []*place
 	for _, t := range tenants {
@@ -82,13 +95,59 @@ func Audit(ctx context.Context, cat *tenancypgx.Catalog, opts *Options) (*Report
 			return err
 		})
 	}
+	unclaimed := make([][]UnclaimedDatabase, len(servers.Aliases()))
+	for i, alias := range servers.Aliases() {
+		g.Go(func() error {
+			u, err := unclaimedOn(gctx, servers, alias, claimed)
+			unclaimed[i] = u
+			return err
+		})
+	}
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	rep := &Report{Databases: reports, Findings: []Finding{}, Ignored: []Finding{}}
+	rep := &Report{Databases: reports, Findings: []Finding{}, Ignored: []Finding{}, Unclaimed: []UnclaimedDatabase{}}
+	for _, u := range unclaimed {
+		rep.Unclaimed = append(rep.Unclaimed, u...)
+	}
 	for _, fs := range found {
 		rep.add(fs, o.Ignore)
 	}
 	rep.sort()
 	return rep, nil
+}
+
+// unclaimedOn lists the databases on the server alias named like a tenant's that no tenant in
+// claimed has, and the template databases there.
+func unclaimedOn(ctx context.Context, servers tenancypgx.Servers, alias string, claimed map[[2]string]bool) ([]UnclaimedDatabase, error) {
+	cfg, err := servers.ConnConfig(alias, "postgres")
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("tenancyaudit: server %s: %w", alias, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rows, err := conn.Query(ctx, `SELECT datname::text, datname ~ '^tenancy_template_' FROM pg_database
+		WHERE datname ~ '^tenant_[0-9a-f]{32}$' OR datname ~ '^tenancy_template_[0-9a-f]+$' ORDER BY 1`)
+	if err != nil {
+		return nil, err
+	}
+	var out []UnclaimedDatabase
+	for rows.Next() {
+		var name string
+		var template bool
+		if err := rows.Scan(&name, &template); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		switch {
+		case template:
+			out = append(out, UnclaimedDatabase{Server: alias, Database: name, Kind: "template"})
+		case !claimed[[2]string{alias, name}]:
+			out = append(out, UnclaimedDatabase{Server: alias, Database: name, Kind: "tenant"})
+		}
+	}
+	return out, rows.Err()
 }

@@ -683,7 +683,22 @@ func TestAuditsEveryTenantDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A database named like a tenant's that no tenant of this catalog has: listed, not a finding.
+	stray := "tenant_"
+	for len(stray) < len("tenant_")+32 {
+		stray += strings.TrimPrefix(tenancytest.UniqueName("x"), "x_")
+	}
+	stray = stray[:len("tenant_")+32]
+	f.exec(t, "CREATE DATABASE "+stray)
+	t.Cleanup(func() { tenancytest.DropDatabase(t, stray) })
 	rep := f.audit(t, nil)
+	listed := map[string]string{}
+	for _, u := range rep.Unclaimed {
+		listed[u.Database] = u.Kind
+	}
+	if listed[stray] != "tenant" || listed[one.Database] != "" || listed[two.Database] != "" {
+		t.Fatalf("unclaimed databases %v: want %s (and neither tenant's own)", listed, stray)
+	}
 	if len(rep.Databases) != 3 {
 		t.Fatalf("audited %d databases, want the catalog's and two tenants'", len(rep.Databases))
 	}

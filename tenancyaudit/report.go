@@ -64,6 +64,19 @@ type Report struct {
 	Databases []DatabaseReport `json:"databases"`
 	Findings  []Finding        `json:"findings"`
 	Ignored   []Finding        `json:"ignored"`
+	// Unclaimed lists databases on the configured servers named like a tenant's
+	// (tenant_<32 hex digits>) that no tenant of this catalog has, and template databases of
+	// tenant lines (tenancy_template_…, made again when missing). Listing only: the audit cannot
+	// know whose they are, and they do not fail it.
+	Unclaimed []UnclaimedDatabase `json:"unclaimed_databases"`
+}
+
+// UnclaimedDatabase is a database the catalog does not account for.
+type UnclaimedDatabase struct {
+	Server   string `json:"server"`
+	Database string `json:"database"`
+	// Kind is "tenant" (named like a tenant's database) or "template".
+	Kind string `json:"kind"`
 }
 
 // OK reports whether nothing was found (accepted findings aside).
@@ -131,6 +144,12 @@ func (r *Report) WriteText(w io.Writer) error {
 		b.WriteString("\nACCEPTED (tenancy doctor --unignore KIND:OBJECT takes one back)\n")
 		for _, f := range r.Ignored {
 			fmt.Fprintf(&b, "  %s %s  (%s on %s): %s\n", f.Kind, f.Object, f.Database, f.Server, f.Reason)
+		}
+	}
+	if len(r.Unclaimed) > 0 {
+		b.WriteString("\nUNCLAIMED DATABASES (listing only: no tenant of this catalog has them; whose they are, the audit cannot know)\n")
+		for _, u := range r.Unclaimed {
+			fmt.Fprintf(&b, "  %-8s %s on %s\n", u.Kind, u.Database, u.Server)
 		}
 	}
 	if r.OK() {
