@@ -26,6 +26,9 @@ const (
 	ProblemBadRequest        = "urn:tenancy:problem:bad-request"        // 400: the body or a parameter is wrong
 	ProblemNotFound          = "urn:tenancy:problem:not-found"          // 404: the resource does not exist
 	ProblemConflict          = "urn:tenancy:problem:conflict"           // 409: the name is taken
+	ProblemNoRoute           = "urn:tenancy:problem:no-route"           // 404: no such path
+	ProblemMethodNotAllowed  = "urn:tenancy:problem:method-not-allowed" // 405: the path takes other methods (see Allow)
+	ProblemTooLarge          = "urn:tenancy:problem:too-large"          // 413: the body is over the limit
 	ProblemUnauthorized      = "urn:tenancy:problem:unauthorized"       // 401
 	ProblemForbidden         = "urn:tenancy:problem:forbidden"          // 403: the database refused the write (row-level security)
 	ProblemInternal          = "urn:tenancy:problem:internal"           // 500
@@ -201,3 +204,50 @@ func cannedFor(err error) *canned {
 // row-level security 403. Errors it does not know are a 500 whose detail says nothing of the error
 // (log it yourself).
 func ProblemFor(err error) Problem { return cannedFor(err).p }
+
+// ProblemRoutes serves mux, answering what mux itself refuses — no route (404) and a method the
+// path does not take (405, with its Allow header) — as application/problem+json, like every other
+// error, instead of ServeMux's plain text.
+func ProblemRoutes(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		// ServeMux's own answer: a redirect (to the path with a slash) passes; 404 and 405 become
+		// problems.
+		probe := &headerProbe{header: http.Header{}}
+		h.ServeHTTP(probe, r)
+		switch probe.status {
+		case http.StatusNotFound:
+			WriteProblem(w, &Problem{Type: ProblemNoRoute, Title: "Not found", Status: http.StatusNotFound,
+				Detail: "No resource has this path."})
+		case http.StatusMethodNotAllowed:
+			w.Header().Set("Allow", probe.header.Get("Allow"))
+			WriteProblem(w, &Problem{Type: ProblemMethodNotAllowed, Title: "Method not allowed", Status: http.StatusMethodNotAllowed,
+				Detail: "This path takes " + probe.header.Get("Allow") + "."})
+		default:
+			mux.ServeHTTP(w, r)
+		}
+	})
+}
+
+// headerProbe records what a handler answers, and discards the body.
+type headerProbe struct {
+	header http.Header
+	status int
+}
+
+func (p *headerProbe) Header() http.Header { return p.header }
+func (p *headerProbe) Write(b []byte) (int, error) {
+	if p.status == 0 {
+		p.status = http.StatusOK
+	}
+	return len(b), nil
+}
+func (p *headerProbe) WriteHeader(status int) {
+	if p.status == 0 {
+		p.status = status
+	}
+}

@@ -37,9 +37,11 @@ func (s *Server) admin() http.Handler {
 	mux.HandleFunc("POST /admin/tenants/{slug}/domains", s.adminDomain(true))
 	mux.HandleFunc("DELETE /admin/tenants/{slug}/domains/{domain}", s.adminDomain(false))
 	want := sha256.Sum256([]byte(s.cfg.AdminToken))
+	routes := tenancyhttp.ProblemRoutes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.AdminToken == "" {
-			http.NotFound(w, r)
+			tenancyhttp.WriteProblem(w, &tenancyhttp.Problem{Type: tenancyhttp.ProblemNoRoute, Title: "Not found",
+				Status: http.StatusNotFound, Detail: "The admin API is off: serve has no --admin-token."})
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -50,7 +52,7 @@ func (s *Server) admin() http.Handler {
 				Title: "Unauthorized", Status: http.StatusUnauthorized, Detail: "The admin API needs the admin bearer token."})
 			return
 		}
-		mux.ServeHTTP(w, r)
+		routes.ServeHTTP(w, r)
 	})
 }
 

@@ -295,7 +295,7 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	var typeErr *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &tooBig):
-		tenancyhttp.WriteProblem(w, &tenancyhttp.Problem{Type: tenancyhttp.ProblemBadRequest, Title: "Body too large",
+		tenancyhttp.WriteProblem(w, &tenancyhttp.Problem{Type: tenancyhttp.ProblemTooLarge, Title: "Body too large",
 			Status: http.StatusRequestEntityTooLarge, Detail: fmt.Sprintf("The body must be at most %d bytes.", tooBig.Limit)})
 	case errors.Is(err, errNotUTF8):
 		badRequest(w, "", "The body must be UTF-8 text.")

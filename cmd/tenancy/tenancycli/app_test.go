@@ -191,6 +191,8 @@ func TestAPIBadInput(t *testing.T) {
 		{"nothing to update", "PATCH", "/tasks/00000000-0000-4000-8000-000000000000", `{}`, 400, ""},
 		{"id not a uuid", "GET", "/projects/1%20OR%201=1", "", 404, ""},
 		{"id not a uuid, tasks", "GET", "/projects/abc/tasks", "", 404, ""},
+		{"unknown route", "GET", "/nowhere", "", 404, ""},
+		{"wrong method", "DELETE", "/projects", "", 405, ""},
 	}
 	for _, c := range cases {
 		w := acme.do(c.method, c.path, c.body)
@@ -198,6 +200,21 @@ func TestAPIBadInput(t *testing.T) {
 		if w.Code != c.status || json.Unmarshal(w.Body.Bytes(), &prob) != nil || prob.Field != c.field ||
 			w.Header().Get("Content-Type") != "application/problem+json" {
 			t.Errorf("%s: %d %s; want %d problem+json naming field %q", c.name, w.Code, w.Body, c.status, c.field)
+		}
+	}
+	// Each kind of refusal has its own problem type; a 405 says what the path takes.
+	for _, c := range []struct{ method, path, body, typ string }{
+		{"GET", "/nowhere", "", tenancyhttp.ProblemNoRoute},
+		{"DELETE", "/projects", "", tenancyhttp.ProblemMethodNotAllowed},
+		{"POST", "/projects", `{"name":"` + strings.Repeat("a", 70<<10) + `"}`, tenancyhttp.ProblemTooLarge},
+	} {
+		w := acme.do(c.method, c.path, c.body)
+		var prob tenancyhttp.Problem
+		if json.Unmarshal(w.Body.Bytes(), &prob) != nil || prob.Type != c.typ {
+			t.Errorf("%s %s: type %q, want %q", c.method, c.path, prob.Type, c.typ)
+		}
+		if c.typ == tenancyhttp.ProblemMethodNotAllowed && !strings.Contains(w.Header().Get("Allow"), "GET") {
+			t.Errorf("405 without Allow: %v", w.Header())
 		}
 	}
 	var list []apiProject

@@ -208,8 +208,8 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 	root := http.NewServeMux()
 	root.HandleFunc("GET /healthz", s.healthz)
 	root.Handle("/admin/", s.admin())
-	root.Handle("/", mw(rateLimit(bulkhead(s.invalidateStatsOnWrite(app)))))
-	s.handler = root
+	root.Handle("/", mw(rateLimit(bulkhead(s.invalidateStatsOnWrite(tenancyhttp.ProblemRoutes(app))))))
+	s.handler = tenancyhttp.ProblemRoutes(root)
 	return s, nil
 }
 
