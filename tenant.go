@@ -70,6 +70,8 @@ type Tenant struct {
 	Isolation Isolation `json:"isolation"`
 	// Domains are the custom domains that name the tenant besides its subdomain.
 	Domains []string `json:"domains"`
+	// Schema places a schema-model tenant: its schema's name (set by the catalog).
+	Schema string `json:"schema,omitempty"`
 	// Server and Database place a database-model tenant: the alias of the server (its address and
 	// credentials come from configuration, never from the catalog) and the database's name.
 	Server   string `json:"server,omitempty"`

@@ -86,6 +86,9 @@ func scanTenant(row pgx.Row) (*tenancy.Tenant, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
 	}
+	if t.Isolation == tenancy.IsolationSchema {
+		t.Schema = SchemaName(t.ID)
+	}
 	return &t, nil
 }
 

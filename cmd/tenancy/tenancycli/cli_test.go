@@ -528,6 +528,13 @@ func TestDemoTablesOnlyOnRequest(t *testing.T) {
 	if r := run(t, "tenant", "create", "plain", "--isolation", "schema", "--database-url", db); r.code != 0 || !strings.Contains(r.stderr, "only the catalog") {
 		t.Fatalf("tenant create without --migrations: %+v", r)
 	}
+	// The placement is in the JSON (and in list's table).
+	if r := run(t, "tenant", "show", "plain", "--json", "--database-url", db); r.code != 0 || !strings.Contains(r.stdout, `"schema": "tenant_`) {
+		t.Fatalf("tenant show --json of a schema tenant: %+v", r)
+	}
+	if r := run(t, "tenant", "list", "--database-url", db); r.code != 0 || !strings.Contains(r.stdout, "PLACEMENT") || !strings.Contains(r.stdout, "tenant_") {
+		t.Fatalf("tenant list: %+v", r)
+	}
 	pool, err := pgxpool.New(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)

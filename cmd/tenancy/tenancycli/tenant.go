@@ -268,8 +268,8 @@ func printTenant(w io.Writer, t *tenancy.Tenant, asJSON bool) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "id:\t%s\nslug:\t%s\nname:\t%s\nplan:\t%s\nstatus:\t%s\nisolation:\t%s\n",
 		t.ID, t.Slug, t.Name, t.Plan, t.Status, t.Isolation)
-	if t.Isolation == tenancy.IsolationSchema {
-		fmt.Fprintf(tw, "schema:\t%s\n", tenancypgx.SchemaName(t.ID))
+	if t.Schema != "" {
+		fmt.Fprintf(tw, "schema:\t%s\n", t.Schema)
 	}
 	if t.Database != "" {
 		fmt.Fprintf(tw, "database:\t%s on server %s\n", t.Database, t.Server)
@@ -293,9 +293,16 @@ func printTenants(w io.Writer, ts []*tenancy.Tenant, asJSON bool) error {
 		return writeJSON(w, ts)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLUG\tSTATUS\tISOLATION\tPLAN\tNAME\tID")
+	fmt.Fprintln(tw, "SLUG\tSTATUS\tISOLATION\tPLACEMENT\tPLAN\tNAME\tID")
 	for _, t := range ts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.Slug, t.Status, t.Isolation, t.Plan, t.Name, t.ID)
+		place := "shared tables"
+		switch {
+		case t.Schema != "":
+			place = t.Schema
+		case t.Database != "":
+			place = t.Server + "/" + t.Database
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Slug, t.Status, t.Isolation, place, t.Plan, t.Name, t.ID)
 	}
 	return tw.Flush()
 }
