@@ -32,7 +32,7 @@ Usage:
   tenancy tenant set-limit SLUG 500/min   the tenant's own request rate ("plan" for its plan's)
   tenancy tenant domain add|remove SLUG DOMAIN
   tenancy migrate --shared                the catalog and the shared line
-  tenancy migrate --tenant [--schema SLUG]... [--workers N] [--dry-run] [--json]
+  tenancy migrate --tenant [--only SLUG]... [--workers N] [--dry-run] [--json]   the tenant line: shared, schema and database tenants
   tenancy migrate status [--json]         per tenant: version, pending, last error
   tenancy doctor [--json] [--ignore K:O --reason R]   audit the catalog's and tenant databases for isolation holes
   tenancy help                            this text
@@ -136,7 +136,7 @@ var synopses = map[string]string{
 	"tenant provision": "SLUG [--server ALIAS] [--migrations DIR|demo]",
 	"tenant set-limit": "SLUG LIMIT (500/min, 20/s, 10000/h, or \"plan\" for the plan's)",
 	"tenant domain":    "add|remove SLUG DOMAIN",
-	"migrate":          "--shared | --tenant [--schema SLUG]... [--workers N] [--dry-run] [--json] [--migrations DIR|demo]",
+	"migrate":          "--shared | --tenant [--only SLUG]... [--workers N] [--dry-run] [--json] [--migrations DIR|demo]",
 	"migrate status":   "[--json] [--migrations DIR|demo]",
 	"doctor":           "[--json] [--role R] [--login-role R] [--tenant-column C] [--workers N] [--ignore KIND:OBJECT... --reason TEXT] [--unignore KIND:OBJECT]...",
 }

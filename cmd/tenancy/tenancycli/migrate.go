@@ -22,9 +22,10 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	dbf := databaseFlags(fs)
 	migrations := migrationsFlag(fs)
 	shared := fs.Bool("shared", false, "create or upgrade the catalog and apply the shared line")
-	tenant := fs.Bool("tenant", false, "apply the tenant line to the shared schema and every schema tenant")
+	tenant := fs.Bool("tenant", false, "apply the tenant line to the shared schema, every schema tenant's schema and every database tenant's database")
 	var slugs listFlag
-	fs.Var(&slugs, "schema", "with --tenant: only this tenant, by slug (repeatable)")
+	fs.Var(&slugs, "only", "with --tenant: only this schema or database tenant, by slug (repeatable)")
+	fs.Var(&slugs, "schema", "the former name of --only")
 	workers := fs.Int("workers", 0, "tenants migrated at once (default: twice the CPUs)")
 	dryRun := fs.Bool("dry-run", false, "say what would be applied, change nothing")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
@@ -38,7 +39,7 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case !*shared && !*tenant && len(slugs) == 0:
 		return usagef("migrate needs --shared, --tenant or both (or migrate status)")
 	case len(slugs) > 0 && !*tenant:
-		return usagef("--schema goes with --tenant")
+		return usagef("--only goes with --tenant")
 	case *workers < 0:
 		return usagef("--workers must be positive")
 	}
@@ -195,12 +196,24 @@ func migrateStatus(ctx context.Context, args []string, stdout, stderr io.Writer)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "TARGET\tISOLATION\tVERSION\tPENDING\tLAST ERROR\n")
 	behind := 0
+	var ahead []string
 	for _, t := range st {
 		if t.Pending > 0 {
 			behind++
 		}
+		if t.Version > m.Latest() {
+			ahead = append(ahead, t.Name)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", t.Name, t.Isolation, t.Version, t.Pending, t.LastError)
 	}
 	fmt.Fprintf(tw, "\n%d of %d target(s) behind version %d\n", behind, len(st), m.Latest())
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(ahead) > 0 {
+		// A newer release migrated them, or --migrations names the wrong directory.
+		fmt.Fprintf(stderr, "tenancy: warning: %d target(s) ahead of the %d migration(s) known here (%s): is --migrations the line that migrated them?\n",
+			len(ahead), m.Latest(), strings.Join(ahead, ", "))
+	}
+	return nil
 }

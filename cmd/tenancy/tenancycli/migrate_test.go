@@ -61,7 +61,7 @@ func TestMigrateCommands(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "alpha: would apply [2]") || !strings.Contains(r.stdout, "4 target(s) to migrate") {
 		t.Fatalf("dry run: %+v", r)
 	}
-	r = run(t, with("migrate", "--tenant", "--schema", "alpha")...)
+	r = run(t, with("migrate", "--tenant", "--only", "alpha")...)
 	if r.code != 0 || !strings.Contains(r.stdout, "1 target(s) migrated") {
 		t.Fatalf("one tenant: %+v", r)
 	}
@@ -101,6 +101,12 @@ func TestMigrateCommands(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || len(res.Targets) != 1 || res.Targets[0].Target != "beta" {
 		t.Fatalf("re-run --json: %v %s", err, r.stdout)
+	}
+	// Status read with an older line (only its first migration): every target is ahead of it.
+	older := t.TempDir()
+	writeLines(t, older, map[string]string{"0001_notes.sql": notesV1}, nil)
+	if r = run(t, "migrate", "status", "--database-url", db, "--migrations", older); r.code != 0 || !strings.Contains(r.stderr, "ahead of the 1 migration(s) known here") {
+		t.Fatalf("status with an older line: %+v", r)
 	}
 
 	for _, bad := range [][]string{{"migrate"}, {"migrate", "--schema", "alpha"}, {"migrate", "--tenant", "--workers", "-1"}} {
