@@ -145,7 +145,11 @@ func (c *Catalog) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Tenant
 		}
 		return nil
 	})
-	if err != nil {
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.ConstraintName == "domains_pkey":
+		return nil, c.domainTaken(ctx, err, opts.Domains...)
+	case err != nil:
 		return nil, catalogError(err, opts.Slug)
 	}
 	return c.TenantByID(ctx, id)
@@ -178,12 +182,36 @@ func catalogError(err error, subject string) error {
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 		switch pgErr.ConstraintName {
 		case "tenants_slug_key":
-			return fmt.Errorf("%w: %q", tenancy.ErrDuplicateSlug, subject)
+			return &refusal{fmt.Sprintf("slug %s is already taken", subject), tenancy.ErrDuplicateSlug}
 		case "domains_pkey":
-			return fmt.Errorf("%w: %s", tenancy.ErrDuplicateDomain, strings.TrimPrefix(pgErr.Detail, "Key "))
+			return &refusal{fmt.Sprintf("domain %s is already taken", subject), tenancy.ErrDuplicateDomain}
 		}
 	}
 	return fmt.Errorf("tenancypgx: catalog: %w", err)
+}
+
+// refusal is the catalog refusing a request, said as a person would say it (by slug and domain,
+// never by PostgreSQL's constraint details); errors.Is finds its sentinel.
+type refusal struct {
+	msg string
+	err error
+}
+
+func (r *refusal) Error() string { return r.msg }
+func (r *refusal) Unwrap() error { return r.err }
+
+// domainTaken says which tenant has domain, when err is its unique violation.
+func (c *Catalog) domainTaken(ctx context.Context, err error, domains ...string) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" || pgErr.ConstraintName != "domains_pkey" {
+		return catalogError(err, "")
+	}
+	var domain, slug string
+	if qerr := c.pool.QueryRow(ctx, `SELECT d.domain, t.slug FROM tenancy.domains d JOIN tenancy.tenants t ON t.id = d.tenant_id
+		WHERE d.domain = ANY($1) ORDER BY 1 LIMIT 1`, domains).Scan(&domain, &slug); qerr != nil {
+		return catalogError(err, strings.Join(domains, ", "))
+	}
+	return &refusal{fmt.Sprintf("domain %s already belongs to tenant %s", domain, slug), tenancy.ErrDuplicateDomain}
 }
 
 // TenantByID returns the tenant with that ID, or tenancy.ErrTenantNotFound (also for a string that
@@ -303,7 +331,7 @@ func (c *Catalog) AddDomain(ctx context.Context, id, domain string) (*tenancy.Te
 	tag, err := c.pool.Exec(ctx, `INSERT INTO tenancy.domains (domain, tenant_id)
 		SELECT $2, id FROM tenancy.tenants WHERE id = $1::uuid AND status <> 'deleted'`, id, domain)
 	if err != nil {
-		return nil, catalogError(err, domain)
+		return nil, c.domainTaken(ctx, err, domain)
 	}
 	if tag.RowsAffected() == 0 {
 		return nil, tenancy.ErrTenantNotFound
@@ -322,7 +350,11 @@ func (c *Catalog) RemoveDomain(ctx context.Context, id, domain string) (*tenancy
 		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
-		return nil, fmt.Errorf("%w: %q has no domain %q", tenancy.ErrTenantNotFound, id, domain)
+		t, err := c.TenantByID(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &refusal{fmt.Sprintf("tenant %s has no domain %s", t.Slug, domain), tenancy.ErrTenantNotFound}
 	}
 	return c.TenantByID(ctx, id)
 }

@@ -101,6 +101,10 @@ func (s *Server) adminCreate(w http.ResponseWriter, r *http.Request) {
 		s.adminError(w, r, err)
 		return
 	}
+	if err := checkPlan(s.cfg.Policy, req.Plan); err != nil {
+		s.adminError(w, r, err)
+		return
+	}
 	t, err := s.catalog.Create(r.Context(), &tenancypgx.CreateOpts{Slug: req.Slug, Name: req.Name, Plan: req.Plan,
 		Isolation: iso, Domains: domains})
 	if err != nil {
@@ -123,6 +127,10 @@ func (s *Server) adminUpdate(w http.ResponseWriter, r *http.Request) {
 		s.adminError(w, r, err)
 		return
 	}
+	if err := checkPlan(s.cfg.Policy, req.Plan); err != nil {
+		s.adminError(w, r, err)
+		return
+	}
 	t, err := s.catalog.TenantBySlug(r.Context(), r.PathValue("slug"))
 	if err == nil {
 		t, err = s.catalog.Update(r.Context(), t.ID, &req)
@@ -134,7 +142,8 @@ func (s *Server) adminUpdate(w http.ResponseWriter, r *http.Request) {
 	writeJSONResponse(w, http.StatusOK, t)
 }
 
-// adminRateLimit sets the tenant's own rate ({"rate_limit": "500/min"}; "" for its plan's).
+// adminRateLimit sets the tenant's own rate ({"rate_limit": "500/min"}; "plan" or "" for its
+// plan's, as the CLI takes it).
 func (s *Server) adminRateLimit(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		RateLimit *string `json:"rate_limit"`
@@ -145,6 +154,9 @@ func (s *Server) adminRateLimit(w http.ResponseWriter, r *http.Request) {
 		}
 		s.adminError(w, r, err)
 		return
+	}
+	if *req.RateLimit == "plan" {
+		*req.RateLimit = ""
 	}
 	t, err := s.catalog.TenantBySlug(r.Context(), r.PathValue("slug"))
 	if err == nil {

@@ -130,6 +130,20 @@ func TestAdminAPI(t *testing.T) {
 	if w := admin("PUT", "/admin/tenants/acme/rate-limit", `{"rate_limit":"2/min"}`); w.Code != 200 || !strings.Contains(w.Body.String(), `"2/min"`) {
 		t.Fatalf("set the rate limit: %d %s", w.Code, w.Body)
 	}
+	// "plan" returns to the plan's rate, as the CLI takes it; an unknown plan is refused.
+	if w := admin("PUT", "/admin/tenants/acme/rate-limit", `{"rate_limit":"plan"}`); w.Code != 200 || strings.Contains(w.Body.String(), "rate_limit") {
+		t.Fatalf("rate-limit plan: %d %s", w.Code, w.Body)
+	}
+	if w := admin("PATCH", "/admin/tenants/acme", `{"plan":"premium"}`); w.Code != 400 || !strings.Contains(w.Body.String(), "unknown plan") {
+		t.Fatalf("unknown plan: %d %s", w.Code, w.Body)
+	}
+	if w := admin("POST", "/admin/tenants", `{"slug":"plannless","plan":"premium"}`); w.Code != 400 {
+		t.Fatalf("create with an unknown plan: %d %s", w.Code, w.Body)
+	}
+	if w := admin("GET", "/admin/nowhere", ""); w.Code != 404 || w.Header().Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("unknown admin route: %d %v", w.Code, w.Header())
+	}
+	admin("PUT", "/admin/tenants/acme/rate-limit", `{"rate_limit":"2/min"}`)
 	if w := admin("PUT", "/admin/tenants/acme/rate-limit", `{"rate_limit":"often"}`); w.Code != 400 {
 		t.Fatalf("a bad rate limit: %d %s", w.Code, w.Body)
 	}

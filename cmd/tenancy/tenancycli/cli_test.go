@@ -133,8 +133,15 @@ func TestTenantCommands(t *testing.T) {
 	if r = run(t, "tenant", "update", "acme", "--database-url", db); r.code != 1 || !strings.Contains(r.stderr, "nothing to update") {
 		t.Fatalf("update with nothing: %+v", r)
 	}
-	if r = run(t, "tenant", "update", "acme", "--plan", "Gold Plan", "--database-url", db); r.code != 1 || !strings.Contains(r.stderr, "plan") {
+	if r = run(t, "tenant", "update", "acme", "--plan", "Gold Plan", "--database-url", db); r.code != 2 || !strings.Contains(r.stderr, "plan") {
 		t.Fatalf("update with a bad plan: %+v", r)
+	}
+	// The plans are a configured set: an unknown one is a wrong call, a configured one is taken.
+	if r = run(t, "tenant", "update", "acme", "--plan", "premium", "--database-url", db); r.code != 2 || !strings.Contains(r.stderr, `unknown plan "premium"`) {
+		t.Fatalf("update to an unknown plan: %+v", r)
+	}
+	if r = run(t, "tenant", "update", "acme", "--plan", "premium", "--plan-limits", "free=10/min;premium=99/min", "--database-url", db); r.code != 0 {
+		t.Fatalf("update to a configured plan: %+v", r)
 	}
 	if r = run(t, "tenant", "set-limit", "acme", "500/min", "--database-url", db); r.code != 0 || !strings.Contains(r.stdout, "rate limit:  500/min") {
 		t.Fatalf("set-limit: %+v", r)
@@ -159,7 +166,7 @@ func TestTenantCommands(t *testing.T) {
 		code int
 		says string
 	}{
-		{"duplicate slug", []string{"tenant", "create", "acme"}, 1, "slug already taken"},
+		{"duplicate slug", []string{"tenant", "create", "acme"}, 1, "slug acme is already taken"},
 		{"invalid slug", []string{"tenant", "create", "-x"}, 2, ""}, // a flag, not a slug
 		{"invalid slug chars", []string{"tenant", "create", "Ac_me"}, 2, "only a-z"},
 		{"reserved slug", []string{"tenant", "create", "www"}, 2, "reserved"},
@@ -168,12 +175,14 @@ func TestTenantCommands(t *testing.T) {
 		{"bad status", []string{"tenant", "list", "--status", "weird"}, 2, "invalid status"},
 		{"bad domain operation", []string{"tenant", "domain", "rename", "acme", "a.example"}, 2, "add or remove"},
 		{"bad domain", []string{"tenant", "create", "x2", "--domain", "10.0.0.1"}, 1, "invalid domain"},
-		{"duplicate domain", []string{"tenant", "create", "x3", "--domain", "shop.acme.com"}, 1, "domain already taken"},
+		{"duplicate domain", []string{"tenant", "create", "x3", "--domain", "shop.acme.com"}, 1, "domain shop.acme.com already belongs to tenant acme"},
 		{"unknown server", []string{"tenant", "create", "x4", "--isolation", "database", "--server", "evil"}, 1, "unknown server alias"},
 		{"server for a shared tenant", []string{"tenant", "create", "x6", "--server", "other"}, 1, "only for database tenants"},
-		{"the refused ones were not made", []string{"tenant", "show", "x4"}, 1, "not found"},
-		{"unknown tenant", []string{"tenant", "show", "nobody"}, 1, "not found"},
-		{"suspend deleted", []string{"tenant", "suspend", "globex"}, 1, "not found"},
+		{"the refused ones were not made", []string{"tenant", "show", "x4"}, 1, "no tenant x4"},
+		{"unknown tenant", []string{"tenant", "show", "nobody"}, 1, "no tenant nobody"},
+		{"suspend deleted", []string{"tenant", "suspend", "globex"}, 1, "tenant globex is deleted"},
+		{"delete deleted", []string{"tenant", "delete", "globex"}, 1, "tenant globex is already deleted"},
+		{"remove a domain the tenant lacks", []string{"tenant", "domain", "remove", "acme", "nope.example"}, 1, "tenant acme has no domain nope.example"},
 		{"missing argument", []string{"tenant", "show"}, 2, "argument"},
 		{"unknown subcommand", []string{"tenant", "rename", "acme"}, 2, "unknown tenant subcommand"},
 		{"unknown command", []string{"deploy"}, 2, "unknown command"},

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -623,6 +624,29 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // parsePlanLimits reads "free=100/min;pro=1000/min" into a policy; "" is the default policy.
+// checkPlan refuses a plan that policy does not name (its Plans, or tenancyrate.DefaultPlans): the
+// plans are a configured set (--plan-limits), and a tenant on an unknown one would get the
+// default limit silently. "" (no plan given) passes.
+func checkPlan(policy *tenancyrate.Policy, plan string) error {
+	plans := tenancyrate.DefaultPlans
+	if policy != nil && len(policy.Plans) > 0 {
+		plans = policy.Plans
+	}
+	if plan == "" {
+		return nil
+	}
+	if _, ok := plans[plan]; ok {
+		return nil
+	}
+	names := make([]string, 0, len(plans))
+	for n := range plans {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return fmt.Errorf("%w: unknown plan %q: the plans are %s (--plan-limits or TENANCY_PLAN_LIMITS names them)",
+		errBadRequest, plan, strings.Join(names, ", "))
+}
+
 func parsePlanLimits(s string) (*tenancyrate.Policy, error) {
 	if strings.TrimSpace(s) == "" {
 		return &tenancyrate.Policy{}, nil

@@ -48,14 +48,15 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dbf := databaseFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	var (
-		name, plan, isolation, status, migrations, server *string
-		domains                                           listFlag
-		all, purge, yes                                   *bool
+		name, plan, isolation, status, migrations, server, planLimits *string
+		domains                                                       listFlag
+		all, purge, yes                                               *bool
 	)
 	switch sub {
 	case "create":
 		name = fs.String("name", "", "display name (defaults to the slug)")
-		plan = fs.String("plan", "free", "plan")
+		plan = fs.String("plan", "free", "plan, one of those --plan-limits names")
+		planLimits = fs.String("plan-limits", env("TENANCY_PLAN_LIMITS", ""), "the plans, plan=limit;… as serve takes them (env TENANCY_PLAN_LIMITS); default: free, pro, enterprise")
 		isolation = fs.String("isolation", "shared", "shared, schema or database")
 		fs.Var(&domains, "domain", "custom domain (repeatable)")
 		migrations = migrationsFlag(fs)
@@ -63,6 +64,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "update":
 		name = fs.String("name", "", "new display name")
 		plan = fs.String("plan", "", "new plan (its rate limit applies unless the tenant has its own)")
+		planLimits = fs.String("plan-limits", env("TENANCY_PLAN_LIMITS", ""), "the plans, plan=limit;… as serve takes them (env TENANCY_PLAN_LIMITS); default: free, pro, enterprise")
 	case "provision":
 		migrations = migrationsFlag(fs)
 		server = fs.String("server", tenancypgx.DefaultServer, "for a database tenant: the alias of the server to make its database on")
@@ -86,6 +88,15 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	// What the call says is checked before the database is: a wrong value is a wrong call (2).
 	var iso tenancy.Isolation
+	if planLimits != nil {
+		policy, err := parsePlanLimits(*planLimits)
+		if err != nil {
+			return usagef("%s", oneLine(err))
+		}
+		if err := checkPlan(policy, *plan); err != nil {
+			return usagef("%s", strings.TrimPrefix(oneLine(err), errBadRequest.Error()+": "))
+		}
+	}
 	switch sub {
 	case "create":
 		if err := tenancy.ValidateSlug(pos[0]); err != nil {
@@ -160,7 +171,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		t, err := cat.TenantBySlug(ctx, slug)
 		if err != nil {
-			return tenantErr(err, slug)
+			return tenantErr(ctx, cat, err, slug, sub)
 		}
 		switch op {
 		case "add":
@@ -177,7 +188,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	t, err := cat.TenantBySlug(ctx, pos[0])
 	if err != nil {
-		return tenantErr(err, pos[0])
+		return tenantErr(ctx, cat, err, pos[0], sub)
 	}
 	switch sub {
 	case "suspend":
@@ -217,7 +228,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		t, err = cat.SetRateLimit(ctx, t.ID, limit)
 	}
 	if err != nil {
-		return tenantErr(err, pos[0])
+		return tenantErr(ctx, cat, err, pos[0], sub)
 	}
 	return printTenant(stdout, t, *asJSON)
 }
@@ -236,12 +247,34 @@ func provision(ctx context.Context, cat *tenancypgx.Catalog, t *tenancy.Tenant, 
 	return p, nil
 }
 
-func tenantErr(err error, slug string) error {
-	if err == tenancy.ErrTenantNotFound {
-		return fmt.Errorf("%w: %q (tenancy tenant list shows the tenants)", err, slug)
+// tenantErr says a lookup by slug failed as a person would: by slug, and whether the tenant is
+// deleted (the catalog keeps deleted tenants until they are purged).
+func tenantErr(ctx context.Context, cat *tenancypgx.Catalog, err error, slug, sub string) error {
+	if err != tenancy.ErrTenantNotFound {
+		return err
 	}
-	return err
+	if deleted, lerr := cat.List(ctx, &tenancypgx.ListOpts{Status: tenancy.StatusDeleted}); lerr == nil {
+		for _, t := range deleted {
+			if t.Slug != slug {
+				continue
+			}
+			if sub == "delete" {
+				return &cliRefusal{fmt.Sprintf("tenant %s is already deleted (tenancy tenant delete %s --purge --yes removes its data for good)", slug, slug), err}
+			}
+			return &cliRefusal{fmt.Sprintf("tenant %s is deleted", slug), err}
+		}
+	}
+	return &cliRefusal{fmt.Sprintf("no tenant %s (tenancy tenant list shows the tenants)", slug), err}
 }
+
+// cliRefusal is a message for people that errors.Is still matches with its sentinel.
+type cliRefusal struct {
+	msg string
+	err error
+}
+
+func (r *cliRefusal) Error() string { return r.msg }
+func (r *cliRefusal) Unwrap() error { return r.err }
 
 // normalizeDomains turns typed domains (any case, IDNA, trailing dot) into catalog form.
 func normalizeDomains(in []string) ([]string, error) {
