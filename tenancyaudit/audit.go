@@ -130,7 +130,7 @@ func unclaimedOn(ctx context.Context, servers tenancypgx.Servers, alias string, 
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	rows, err := conn.Query(ctx, `SELECT datname::text, datname ~ '^tenancy_template_' FROM pg_database
-		WHERE datname ~ '^tenant_[0-9a-f]{32}$' OR datname ~ '^tenancy_template_[0-9a-f]+$' ORDER BY 1`)
+		WHERE datname ~ '^tenant_[0-9a-f]{32}$' OR datname ~ '^tenancy_template_[0-9a-f_]+$' ORDER BY 1`)
 	if err != nil {
 		return nil, err
 	}

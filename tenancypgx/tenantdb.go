@@ -13,19 +13,28 @@ import (
 	"github.com/gotenancy/tenancy"
 )
 
-// TemplateDatabase is the name of the migrated database that new tenant databases of this
-// catalog are copied from, on each server, for the tenant line of m: "tenancy_template_" and a
-// digest of the catalog's database, the line, the isolation support's version and the binding
-// key's fingerprint, so another catalog, another line, older support or another key never
-// shares it.
+// TemplateDatabase returns the name of the template database that new database tenants of this
+// catalog are copied from, on each server, for the tenant line of m: "tenancy_template_", a tag
+// of this catalog (a digest of its database's name and the binding key's fingerprint), and a
+// digest of the line and the isolation support's version — so another catalog, another line or
+// older support never shares it, and a catalog's superseded templates are known as its own.
 func (c *Catalog) TemplateDatabase(ctx context.Context, m TenantMigrator) (string, error) {
+	prefix, err := c.templatePrefix(ctx)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d", m.LineHash(), SupportVersion)))
+	return prefix + hex.EncodeToString(h[:8]), nil
+}
+
+// templatePrefix is the start of every template database name of this catalog.
+func (c *Catalog) templatePrefix(ctx context.Context) (string, error) {
 	key, err := c.BindingKey(ctx)
 	if err != nil {
 		return "", err
 	}
-	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%d\x00%s",
-		c.pool.Config().ConnConfig.Database, m.LineHash(), SupportVersion, key.fingerprint())))
-	return "tenancy_template_" + hex.EncodeToString(h[:10]), nil
+	h := sha256.Sum256([]byte(c.pool.Config().ConnConfig.Database + "\x00" + key.fingerprint()))
+	return "tenancy_template_" + hex.EncodeToString(h[:6]) + "_", nil
 }
 
 // templateLockKey serializes template upkeep and copies on a server (session lock in "postgres").
@@ -120,8 +129,39 @@ func (c *Catalog) refreshTemplate(ctx context.Context, server, template string, 
 	if version != m.Latest() {
 		return fmt.Errorf("template %s is at version %d after migrating, want %d", template, version, m.Latest())
 	}
-	_, err = maint.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{template}.Sanitize()+" IS_TEMPLATE true")
-	return err
+	if _, err = maint.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{template}.Sanitize()+" IS_TEMPLATE true"); err != nil {
+		return err
+	}
+	// The templates of this catalog's older lines are superseded: drop them (under the template
+	// lock the caller holds, so no copy of one is in progress).
+	prefix, err := c.templatePrefix(ctx)
+	if err != nil {
+		return err
+	}
+	return dropTemplates(ctx, maint, prefix, template)
+}
+
+// dropTemplates drops the template databases on maint's server whose names start with prefix,
+// but keep.
+func dropTemplates(ctx context.Context, maint *pgx.Conn, prefix, keep string) error {
+	rows, err := maint.Query(ctx, `SELECT datname::text FROM pg_database WHERE starts_with(datname, $1) AND datname <> $2`, prefix, keep)
+	if err != nil {
+		return err
+	}
+	old, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, name := range old {
+		tpl := pgx.Identifier{name}.Sanitize()
+		if _, err := maint.Exec(ctx, "ALTER DATABASE "+tpl+" IS_TEMPLATE false"); err != nil { // a template cannot be dropped
+			return err
+		}
+		if _, err := maint.Exec(ctx, "DROP DATABASE IF EXISTS "+tpl+" WITH (FORCE)"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // dropTenantDatabase drops t's database, ending its sessions.

@@ -35,6 +35,7 @@ Usage:
   tenancy migrate --tenant [--only SLUG]... [--workers N] [--dry-run] [--json]   the tenant line: shared, schema and database tenants
   tenancy migrate status [--json]         per tenant: version, pending, last error
   tenancy doctor [--json] [--ignore K:O --reason R]   audit the catalog's and tenant databases for isolation holes
+  tenancy uninstall --yes                 remove every schema, database and template this catalog made, then the catalog
   tenancy help                            this text
 
 Every command reads --database-url (or TENANCY_DATABASE_URL); the default is the local
@@ -116,6 +117,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return migrate(ctx, args[1:], stdout, stderr)
 	case "doctor":
 		return doctor(ctx, args[1:], stdout, stderr)
+	case "uninstall":
+		return uninstall(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -138,6 +141,7 @@ var synopses = map[string]string{
 	"tenant domain":    "add|remove SLUG DOMAIN",
 	"migrate":          "--shared | --tenant [--only SLUG]... [--workers N] [--dry-run] [--json] [--migrations DIR|demo]",
 	"migrate status":   "[--json] [--migrations DIR|demo]",
+	"uninstall":        "--yes [--json]",
 	"doctor":           "[--json] [--role R] [--login-role R] [--tenant-column C] [--workers N] [--ignore KIND:OBJECT... --reason TEXT] [--unignore KIND:OBJECT]...",
 }
 

@@ -605,3 +605,73 @@ func TestCLIExplainsItself(t *testing.T) {
 		t.Fatalf("an error with more than one prefix: %q", r.stderr)
 	}
 }
+
+// uninstall removes every schema, database and template database the catalog made, then the
+// catalog; a superseded template goes when the new one is made.
+func TestUninstall(t *testing.T) {
+	t.Parallel()
+	db := newDatabaseURL(t)
+	dir := t.TempDir()
+	writeLines(t, dir, map[string]string{"0001_notes.sql": notesV1}, nil)
+	with := func(args ...string) []string { return append(args, "--database-url", db, "--migrations", dir) }
+	run(t, with("migrate", "--shared", "--tenant")...)
+	for _, c := range [][2]string{{"s1", "schema"}, {"d1", "database"}} {
+		if r := run(t, with("tenant", "create", c[0], "--isolation", c[1])...); r.code != 0 {
+			t.Fatalf("create %s: %+v", c[0], r)
+		}
+	}
+	pool, err := pgxpool.New(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	count := func(sql string, args ...any) int {
+		var n int
+		if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	dbName := pool.Config().ConnConfig.Database
+	// A second tenant line: the new template supersedes the old one, which is dropped (uninstall
+	// below finds only the new one).
+	writeLines(t, dir, map[string]string{"0001_notes.sql": notesV1, "0002_more.sql": `ALTER TABLE notes ADD COLUMN extra text`}, nil)
+	if r := run(t, with("tenant", "create", "d2", "--isolation", "database")...); r.code != 0 {
+		t.Fatalf("create d2: %+v", r)
+	}
+	if r := run(t, "uninstall", "--database-url", db); r.code != 2 || !strings.Contains(r.stderr, "--yes") {
+		t.Fatalf("uninstall without --yes: %+v", r)
+	}
+	var dbs []string
+	rows, _ := pool.Query(context.Background(), `SELECT database_name FROM tenancy.tenants WHERE database_name IS NOT NULL`)
+	for rows.Next() {
+		var d string
+		rows.Scan(&d)
+		dbs = append(dbs, d)
+	}
+	r := run(t, "uninstall", "--yes", "--json", "--database-url", db)
+	var removed struct{ Schemas, Databases, Templates []string }
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &removed) != nil || len(removed.Schemas) != 1 || len(removed.Databases) != 2 {
+		t.Fatalf("uninstall: %+v", r)
+	}
+	if len(removed.Templates) != 1 {
+		t.Fatalf("templates of this catalog at uninstall: %v, want the newest only", removed.Templates)
+	}
+	if n := count(`SELECT count(*) FROM pg_namespace WHERE nspname ~ '^tenant_' OR nspname = 'tenancy'`); n != 0 {
+		t.Fatalf("%d tenant or catalog schemas left in %s", n, dbName)
+	}
+	if n := count(`SELECT count(*) FROM pg_database WHERE datname = ANY($1)`, dbs); len(dbs) != 2 || n != 0 {
+		t.Fatalf("tenant databases %v: %d left", dbs, n)
+	}
+	var tpls []string
+	for _, x := range removed.Templates {
+		_, name, _ := strings.Cut(x, "/")
+		tpls = append(tpls, name)
+	}
+	if n := count(`SELECT count(*) FROM pg_database WHERE datname = ANY($1)`, tpls); n != 0 || !strings.HasPrefix(tpls[0], "tenancy_template_") {
+		t.Fatalf("templates %v: %d left", tpls, n)
+	}
+	if r := run(t, "uninstall", "--yes", "--database-url", db); r.code != 1 || !strings.Contains(r.stderr, "no catalog") {
+		t.Fatalf("uninstall twice: %+v", r)
+	}
+}
