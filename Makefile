@@ -1,5 +1,7 @@
 # tenancy — run `make help` for the targets.
 GO ?= go
+# The toolkit, and the modules of its own beside it (go.work): the benchmarks and the example app.
+PACKAGES := ./... ./bench/... ./examples/notes/...
 
 .DEFAULT_GOAL := help
 
@@ -9,14 +11,14 @@ help: ## Show this help.
 
 .PHONY: test
 test: ## Vet, then run the whole suite with the race detector against the local PostgreSQL and Redis (what CI runs); fail if it leaves a database, role or Redis key behind.
-	$(GO) vet ./...
+	$(GO) vet $(PACKAGES)
 	@$(GO) run ./internal/leakcheck snapshot $${TMPDIR:-/tmp}/tenancy-leakcheck.json
-	$(GO) test -race -count=1 -timeout 8m ./...
+	$(GO) test -race -count=1 -timeout 8m $(PACKAGES)
 	@$(GO) run ./internal/leakcheck compare $${TMPDIR:-/tmp}/tenancy-leakcheck.json
 
 .PHONY: short
 short: ## The suite without -race, quicker while editing.
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 $(PACKAGES)
 
 .PHONY: bench
 bench: ## Side-by-side benchmarks against the baselines (go run ./bench; BENCH_FLAGS=-quick for a short run).
@@ -25,11 +27,11 @@ bench: ## Side-by-side benchmarks against the baselines (go run ./bench; BENCH_F
 .PHONY: lint
 lint: ## gofmt and go vet.
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	$(GO) vet $(PACKAGES)
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz test in the repository, each for FUZZTIME (default 30s).
-	@set -e; for pkg in $$($(GO) list ./...); do \
+	@set -e; for pkg in $$($(GO) list $(PACKAGES)); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 			echo "$$pkg $$f"; $(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $${FUZZTIME:-30s} $$pkg; \
 		done; \
