@@ -1,6 +1,7 @@
 package tenancy
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -114,6 +115,9 @@ type SlugError struct {
 }
 
 func (e *SlugError) Error() string {
+	if errors.Is(e.err, ErrReservedSlug) {
+		return fmt.Sprintf("slug %q is reserved", e.Slug)
+	}
 	return fmt.Sprintf("%v %q: %s", e.err, e.Slug, e.Rule)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
@@ -95,10 +96,14 @@ func Audit(ctx context.Context, cat *tenancypgx.Catalog, opts *Options) (*Report
 			return err
 		})
 	}
+	ownTemplates, err := cat.TemplatePrefix(ctx)
+	if err != nil {
+		return nil, err
+	}
 	unclaimed := make([][]UnclaimedDatabase, len(servers.Aliases()))
 	for i, alias := range servers.Aliases() {
 		g.Go(func() error {
-			u, err := unclaimedOn(gctx, servers, alias, claimed)
+			u, err := unclaimedOn(gctx, servers, alias, claimed, ownTemplates)
 			unclaimed[i] = u
 			return err
 		})
@@ -118,8 +123,9 @@ func Audit(ctx context.Context, cat *tenancypgx.Catalog, opts *Options) (*Report
 }
 
 // unclaimedOn lists the databases on the server alias named like a tenant's that no tenant in
-// claimed has, and the template databases there.
-func unclaimedOn(ctx context.Context, servers tenancypgx.Servers, alias string, claimed map[[2]string]bool) ([]UnclaimedDatabase, error) {
+// claimed has, and the template databases there that are not this catalog's (own is the prefix of
+// its templates' names; it drops its superseded ones itself).
+func unclaimedOn(ctx context.Context, servers tenancypgx.Servers, alias string, claimed map[[2]string]bool, own string) ([]UnclaimedDatabase, error) {
 	cfg, err := servers.ConnConfig(alias, "postgres")
 	if err != nil {
 		return nil, err
@@ -143,6 +149,7 @@ func unclaimedOn(ctx context.Context, servers tenancypgx.Servers, alias string, 
 			return nil, err
 		}
 		switch {
+		case template && strings.HasPrefix(name, own):
 		case template:
 			out = append(out, UnclaimedDatabase{Server: alias, Database: name, Kind: "template"})
 		case !claimed[[2]string{alias, name}]:

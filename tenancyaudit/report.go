@@ -119,7 +119,7 @@ func (r *Report) sort() {
 func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
 	for _, d := range r.Databases {
-		fmt.Fprintf(&b, "audited  %s on %s: runtime role %s", d.Database, d.Server, d.Role)
+		fmt.Fprintf(&b, "audited  %s%s: runtime role %s", d.Database, onServer(d.Server), d.Role)
 		if len(d.Reachable) > 1 {
 			fmt.Fprintf(&b, " (and %s, which it can become)", strings.Join(d.Reachable[1:], ", "))
 		}
@@ -135,7 +135,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			current = f.Severity
 			fmt.Fprintf(&b, "\n%s\n", strings.ToUpper(string(current)))
 		}
-		fmt.Fprintf(&b, "  %s %s  (%s on %s)\n    %s\n", f.Kind, f.Object, f.Database, f.Server, f.Problem)
+		fmt.Fprintf(&b, "  %s %s  (%s%s)\n    %s\n", f.Kind, f.Object, f.Database, onServer(f.Server), f.Problem)
 		for _, line := range strings.Split(f.Fix, "\n") {
 			fmt.Fprintf(&b, "    fix: %s\n", line)
 		}
@@ -143,7 +143,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	if len(r.Ignored) > 0 {
 		b.WriteString("\nACCEPTED (tenancy doctor --unignore KIND:OBJECT takes one back)\n")
 		for _, f := range r.Ignored {
-			fmt.Fprintf(&b, "  %s %s  (%s on %s): %s\n", f.Kind, f.Object, f.Database, f.Server, f.Reason)
+			fmt.Fprintf(&b, "  %s %s  (%s%s): %s\n", f.Kind, f.Object, f.Database, onServer(f.Server), f.Reason)
 		}
 	}
 	if len(r.Unclaimed) > 0 {
@@ -166,4 +166,12 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
+}
+
+// onServer is " on ALIAS", or nothing when the server has no alias (AuditDatabase).
+func onServer(alias string) string {
+	if alias == "" {
+		return ""
+	}
+	return " on " + alias
 }

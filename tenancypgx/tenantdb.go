@@ -27,6 +27,10 @@ func (c *Catalog) TemplateDatabase(ctx context.Context, m TenantMigrator) (strin
 	return prefix + hex.EncodeToString(h[:8]), nil
 }
 
+// TemplatePrefix is the start of the name of every template database this catalog makes (see
+// TemplateDatabase): the audit tells its own templates from others' by it.
+func (c *Catalog) TemplatePrefix(ctx context.Context) (string, error) { return c.templatePrefix(ctx) }
+
 // templatePrefix is the start of every template database name of this catalog.
 func (c *Catalog) templatePrefix(ctx context.Context) (string, error) {
 	key, err := c.BindingKey(ctx)

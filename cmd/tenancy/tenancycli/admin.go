@@ -198,7 +198,7 @@ func checkServer(servers tenancypgx.Servers, iso tenancy.Isolation, alias string
 		return fmt.Errorf("%w: server is only for database tenants", errBadRequest)
 	}
 	if _, ok := servers[alias]; !ok {
-		return fmt.Errorf("%w: unknown server alias (configured: %s)", errBadRequest, strings.Join(servers.Aliases(), ", "))
+		return fmt.Errorf("%w: unknown server alias %q (configured: %s)", errBadRequest, alias, strings.Join(servers.Aliases(), ", "))
 	}
 	return nil
 }

@@ -54,6 +54,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, new(helpText)):
+		var h helpText
+		errors.As(err, &h)
+		fmt.Fprint(stdout, string(h))
+		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, new(usageError)):
@@ -149,7 +154,7 @@ var synopses = map[string]string{
 // to stderr and reports errors as usage errors.
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("tenancy "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // a wrong flag is one line, said by Run; -h is printed by Run to stdout
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: tenancy %s %s\n\nflags:\n", name, synopses[name])
 		fs.PrintDefaults()
@@ -157,13 +162,22 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// helpText is a command's usage, asked for with -h: Run prints it to stdout and exits 0.
+type helpText string
+
+func (h helpText) Error() string        { return "help requested" }
+func (h helpText) Is(target error) bool { return target == flag.ErrHelp }
+
 // parse parses args, allowing flags after positional arguments (tenancy tenant show acme --json).
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
+				var b strings.Builder
+				fs.SetOutput(&b)
+				fs.Usage()
+				return nil, helpText(b.String())
 			}
 			return nil, usagef("%v", err)
 		}

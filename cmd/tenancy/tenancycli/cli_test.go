@@ -174,10 +174,12 @@ func TestTenantCommands(t *testing.T) {
 		{"bad isolation", []string{"tenant", "create", "x1", "--isolation", "rows"}, 2, "invalid isolation"},
 		{"bad status", []string{"tenant", "list", "--status", "weird"}, 2, "invalid status"},
 		{"bad domain operation", []string{"tenant", "domain", "rename", "acme", "a.example"}, 2, "add or remove"},
-		{"bad domain", []string{"tenant", "create", "x2", "--domain", "10.0.0.1"}, 1, "invalid domain"},
+		{"bad domain", []string{"tenant", "create", "x2", "--domain", "10.0.0.1"}, 2, "invalid domain"},
+		{"bad domain to add", []string{"tenant", "domain", "add", "acme", "bad domain"}, 2, "not a domain name"},
+		{"unknown flag", []string{"tenant", "create", "x7", "--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{"duplicate domain", []string{"tenant", "create", "x3", "--domain", "shop.acme.com"}, 1, "domain shop.acme.com already belongs to tenant acme"},
-		{"unknown server", []string{"tenant", "create", "x4", "--isolation", "database", "--server", "evil"}, 1, "unknown server alias"},
-		{"server for a shared tenant", []string{"tenant", "create", "x6", "--server", "other"}, 1, "only for database tenants"},
+		{"unknown server", []string{"tenant", "create", "x4", "--isolation", "database", "--server", "evil"}, 2, `unknown server alias "evil"`},
+		{"server for a shared tenant", []string{"tenant", "create", "x6", "--server", "other"}, 2, "only for database tenants"},
 		{"the refused ones were not made", []string{"tenant", "show", "x4"}, 1, "no tenant x4"},
 		{"unknown tenant", []string{"tenant", "show", "nobody"}, 1, "no tenant nobody"},
 		{"suspend deleted", []string{"tenant", "suspend", "globex"}, 1, "tenant globex is deleted"},
@@ -190,6 +192,9 @@ func TestTenantCommands(t *testing.T) {
 	}
 	for _, f := range failures {
 		r = run(t, append(f.args, "--database-url", db)...)
+		if strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+			t.Errorf("%s: more than one line on stderr: %q", f.name, r.stderr)
+		}
 		if r.code != f.code || !strings.Contains(r.stderr, f.says) {
 			t.Errorf("%s: exit %d stderr %q; want exit %d saying %q", f.name, r.code, r.stderr, f.code, f.says)
 		}
@@ -673,5 +678,29 @@ func TestUninstall(t *testing.T) {
 	}
 	if r := run(t, "uninstall", "--yes", "--database-url", db); r.code != 1 || !strings.Contains(r.stderr, "no catalog") {
 		t.Fatalf("uninstall twice: %+v", r)
+	}
+}
+
+// A schema or database tenant made without --migrations, where the other tenants carry a tenant
+// line, would be active without its tables: refused.
+func TestCreateWithoutLinesRefusedWhenTenantsHaveOne(t *testing.T) {
+	t.Parallel()
+	db := newDatabaseURL(t)
+	dir := t.TempDir()
+	writeLines(t, dir, map[string]string{"0001_notes.sql": notesV1}, nil)
+	if r := run(t, "migrate", "--shared", "--tenant", "--migrations", dir, "--database-url", db); r.code != 0 {
+		t.Fatalf("migrate: %+v", r)
+	}
+	if r := run(t, "tenant", "create", "bare", "--isolation", "schema", "--database-url", db); r.code != 2 || !strings.Contains(r.stderr, "give --migrations") {
+		t.Fatalf("create without --migrations: %+v", r)
+	}
+	if r := run(t, "tenant", "show", "bare", "--database-url", db); r.code != 1 {
+		t.Fatalf("the refused tenant was registered: %+v", r)
+	}
+	if r := run(t, "tenant", "create", "full", "--isolation", "schema", "--migrations", dir, "--database-url", db); r.code != 0 {
+		t.Fatalf("create with --migrations: %+v", r)
+	}
+	if r := run(t, "tenant", "create", "flat", "--database-url", db); r.code != 0 { // shared: nothing to provision
+		t.Fatalf("shared tenant without --migrations: %+v", r)
 	}
 }

@@ -64,9 +64,13 @@ func doctor(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer pool.Close()
 	opts := &tenancyaudit.Options{Role: *role, LoginRole: *loginRole, TenantColumn: *column, Workers: *workers}
 
-	var hasCatalog bool
-	if err := pool.QueryRow(ctx, `SELECT to_regclass('tenancy.audit_ignores') IS NOT NULL`).Scan(&hasCatalog); err != nil {
+	var hasCatalog, hasSchema bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass('tenancy.audit_ignores') IS NOT NULL, to_regnamespace('tenancy') IS NOT NULL`).
+		Scan(&hasCatalog, &hasSchema); err != nil {
 		return err
+	}
+	if !hasSchema {
+		return errors.New("this database has no tenancy catalog: nothing to audit (tenancy migrate --shared installs it)")
 	}
 	var rep *tenancyaudit.Report
 	if !hasCatalog {

@@ -186,6 +186,9 @@ func migrateStatus(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
+	if *migrations == "" {
+		fmt.Fprintln(stderr, "tenancy: no --migrations given: versions are shown without what is pending (give --migrations DIR, or demo)")
+	}
 	st, err := m.Status(ctx)
 	if err != nil {
 		return err
@@ -210,7 +213,7 @@ func migrateStatus(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(ahead) > 0 {
+	if len(ahead) > 0 && m.Latest() > 0 {
 		// A newer release migrated them, or --migrations names the wrong directory.
 		fmt.Fprintf(stderr, "tenancy: warning: %d target(s) ahead of the %d migration(s) known here (%s): is --migrations the line that migrated them?\n",
 			len(ahead), m.Latest(), strings.Join(ahead, ", "))

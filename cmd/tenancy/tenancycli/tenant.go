@@ -127,12 +127,17 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer closeDB()
+	if migrations != nil && *migrations == "" && (sub == "provision" || iso != tenancy.IsolationShared) {
+		if err := refuseWithoutLines(ctx, cat, dbf); err != nil {
+			return err
+		}
+	}
 
 	switch sub {
 	case "create":
 		norm, err := normalizeDomains(domains)
 		if err != nil {
-			return err
+			return usagef("%s", err)
 		}
 		servers, err := dbf.serverMap()
 		if err != nil {
@@ -140,7 +145,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		if *server != tenancypgx.DefaultServer || iso == tenancy.IsolationDatabase {
 			if err := checkServer(servers, iso, *server); err != nil {
-				return err
+				return usagef("%s", strings.TrimPrefix(err.Error(), errBadRequest.Error()+": "))
 			}
 		}
 		t, err := cat.Create(ctx, &tenancypgx.CreateOpts{Slug: pos[0], Name: *name, Plan: *plan, Isolation: iso, Domains: norm})
@@ -167,7 +172,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		op, slug := pos[0], pos[1]
 		d, err := tenancyhttp.NormalizeHost(pos[2])
 		if err != nil {
-			return fmt.Errorf("%w %q: %v", tenancy.ErrInvalidDomain, pos[2], err)
+			return usagef("%q is not a domain name", pos[2])
 		}
 		t, err := cat.TenantBySlug(ctx, slug)
 		if err != nil {
@@ -281,8 +286,11 @@ func normalizeDomains(in []string) ([]string, error) {
 	out := make([]string, 0, len(in))
 	for _, d := range in {
 		n, err := tenancyhttp.NormalizeHost(d)
+		if err == nil {
+			err = tenancy.ValidateDomain(n)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("%w %q: %v", tenancy.ErrInvalidDomain, d, err)
+			return nil, &cliRefusal{fmt.Sprintf("invalid domain %q: not a domain name a tenant can have", d), tenancy.ErrInvalidDomain}
 		}
 		out = append(out, n)
 	}
@@ -344,4 +352,26 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// refuseWithoutLines refuses to provision a schema or database tenant with no migration lines
+// when the catalog's tenants already carry a tenant line: the new tenant would be active with
+// none of their tables.
+func refuseWithoutLines(ctx context.Context, cat *tenancypgx.Catalog, dbf dbFlags) error {
+	m, err := newMigrator(cat.Pool(), "", dbf)
+	if err != nil {
+		return err
+	}
+	st, err := m.Status(ctx)
+	if err != nil {
+		return err
+	}
+	latest := 0
+	for _, t := range st {
+		latest = max(latest, t.Version)
+	}
+	if latest > 0 {
+		return usagef("this catalog's tenants carry a tenant line (version %d): give --migrations DIR, the lines that migrated them (or --migrations demo), so the new tenant gets its tables", latest)
+	}
+	return nil
 }
