@@ -743,10 +743,7 @@ func (a *auditor) checkCatalogGrants(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	creates, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (p [2]string, err error) {
-		err = r.Scan(&p[0], &p[1])
-		return p, err
-	})
+	creates, err := collectPairs[string](rows)
 	if err != nil {
 		return err
 	}
@@ -847,10 +844,7 @@ func (a *auditor) checkOwnedAndServers(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fns, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (p [2]string, err error) {
-		err = r.Scan(&p[0], &p[1])
-		return p, err
-	})
+	fns, err := collectPairs[string](rows)
 	if err != nil {
 		return err
 	}

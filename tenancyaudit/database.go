@@ -414,25 +414,21 @@ func (a *auditor) checkRoles(ctx context.Context) error {
 				}
 				return fix
 			}
-			if r.super {
-				a.add(kind("role-superuser"), Critical, r.name, alter("NOSUPERUSER"),
-					"the role is a superuser%s: row-level security does not apply to it and it can do anything", via)
-			}
-			if r.bypass {
-				a.add(kind("role-bypassrls"), Critical, r.name, alter("NOBYPASSRLS"),
-					"the role bypasses row-level security%s: it reads every tenant's rows", via)
-			}
-			if r.createRole {
-				a.add(kind("role-createrole"), Critical, r.name, alter("NOCREATEROLE"),
-					"the role can create roles%s, and grant itself any role that is not a superuser (pg_read_all_data reads the binding key)", via)
-			}
-			if r.replication {
-				a.add(kind("role-replication"), Critical, r.name, alter("NOREPLICATION"),
-					"the role may replicate%s: a replication connection streams every table's changes, every tenant's rows included", via)
-			}
-			if r.createDB {
-				a.add(kind("role-createdb"), High, r.name, alter("NOCREATEDB"),
-					"the role can create databases%s, copies of any template database included", via)
+			for _, attr := range []struct {
+				has       bool
+				kind, fix string
+				sev       Severity
+				problem   string
+			}{
+				{r.super, "role-superuser", "NOSUPERUSER", Critical, "the role is a superuser%s: row-level security does not apply to it and it can do anything"},
+				{r.bypass, "role-bypassrls", "NOBYPASSRLS", Critical, "the role bypasses row-level security%s: it reads every tenant's rows"},
+				{r.createRole, "role-createrole", "NOCREATEROLE", Critical, "the role can create roles%s, and grant itself any role that is not a superuser (pg_read_all_data reads the binding key)"},
+				{r.replication, "role-replication", "NOREPLICATION", Critical, "the role may replicate%s: a replication connection streams every table's changes, every tenant's rows included"},
+				{r.createDB, "role-createdb", "NOCREATEDB", High, "the role can create databases%s, copies of any template database included"},
+			} {
+				if attr.has {
+					a.add(kind(attr.kind), attr.sev, r.name, alter(attr.fix), attr.problem, via)
+				}
 			}
 			if why, ok := dangerousPredefined[r.name]; ok && r.name != from {
 				a.add(kind("role-predefined"), Critical, r.name, "REVOKE "+ident(r.name)+" FROM "+ident(from)+";",
@@ -594,10 +590,7 @@ func (a *auditor) checkPolicies(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		pairs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (p [2]uint32, err error) {
-			err = r.Scan(&p[0], &p[1])
-			return p, err
-		})
+		pairs, err := collectPairs[uint32](rows)
 		if err != nil {
 			return err
 		}
@@ -781,4 +774,12 @@ func (a *auditor) policyText(ctx context.Context, table uint32, name string) (st
 		parts = append(parts, "WITH CHECK "+*check)
 	}
 	return "(the policy: " + strings.Join(parts, " ") + ")", err
+}
+
+// collectPairs reads rows of two columns of type T.
+func collectPairs[T any](rows pgx.Rows) ([][2]T, error) {
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (p [2]T, err error) {
+		err = r.Scan(&p[0], &p[1])
+		return p, err
+	})
 }
