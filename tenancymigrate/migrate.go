@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/internal/lockkey"
 	"github.com/gotenancy/tenancy/internal/migration"
 	"github.com/gotenancy/tenancy/tenancypgx"
 )
@@ -53,9 +54,6 @@ type Migrator struct {
 }
 
 var _ tenancypgx.TenantMigrator = (*Migrator)(nil)
-
-// sharedLockKey serializes runs of the shared line.
-const sharedLockKey int64 = 0x74656e616e6373 // "tenancs"
 
 // New reads the lines of cfg and returns a Migrator on pool, whose database has the catalog.
 func New(pool *pgxpool.Pool, cfg *Config) (*Migrator, error) {
@@ -421,9 +419,6 @@ func (m *Migrator) migrateDatabaseTarget(ctx context.Context, t Target) TargetRe
 	return r
 }
 
-// tenantDatabaseLock serializes runs of the tenant line inside one tenant database.
-const tenantDatabaseLock int64 = 0x74656e616e6374
-
 // MigrateDatabase installs the isolation support and applies the pending tenant line in the
 // database behind conn (a database tenant's, or the template new ones are copied from), waiting
 // for a concurrent run. It returns the database's version afterwards.
@@ -441,7 +436,7 @@ func (m *Migrator) migrateDatabase(ctx context.Context, conn *pgx.Conn, tryLock 
 		return nil, 0, err
 	}
 	applied, err := migration.Apply(ctx, conn, migration.Line{Migrations: m.tenant,
-		Ledger: pgx.Identifier{"tenancy", "tenant_migrations"}, Lock: tenantDatabaseLock,
+		Ledger: pgx.Identifier{"tenancy", "tenant_migrations"}, Lock: lockkey.TenantDatabase,
 		SearchPath: pgx.Identifier{"public"}.Sanitize(), TryLock: tryLock})
 	if err != nil {
 		return nil, 0, err
@@ -569,7 +564,7 @@ func (m *Migrator) query(ctx context.Context, sql string, args []any) ([]Target,
 // applyShared applies the shared line, once, in the shared schema.
 func (m *Migrator) applyShared(ctx context.Context) ([]int, error) {
 	return migration.Apply(ctx, m.pool, migration.Line{Migrations: m.shared, Ledger: sharedLedger,
-		Lock: sharedLockKey, SearchPath: pgx.Identifier{m.sharedSchema}.Sanitize()})
+		Lock: lockkey.SharedLine, SearchPath: pgx.Identifier{m.sharedSchema}.Sanitize()})
 }
 
 var sharedLedger = pgx.Identifier{"tenancy", "shared_line"}

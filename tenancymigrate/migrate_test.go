@@ -7,11 +7,13 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/internal/lockkey"
 	"github.com/gotenancy/tenancy/tenancymigrate"
 	"github.com/gotenancy/tenancy/tenancypgx"
 	"github.com/gotenancy/tenancy/tenancytest"
@@ -324,5 +326,49 @@ func TestNewRefusesBadLines(t *testing.T) {
 	}
 	if _, err := tenancymigrate.New(b.pool, &tenancymigrate.Config{Tenant: tenantV2}); err != nil {
 		t.Errorf("control: %v", err)
+	}
+}
+
+// A runner that finds a database tenant's tenant line being migrated by another skips that tenant
+// (and says so) instead of waiting and recording an error: its isolation support, installed
+// first, takes a lock of its own.
+func TestConcurrentRunnerSkipsADatabaseTenant(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: tenantV1})
+	tn := env.NewTenant(t, tenancy.IsolationDatabase)
+	other := env.NewTenant(t, tenancy.IsolationDatabase)
+	cfg, err := env.Catalog.Servers().ConnConfig(tn.Server, tn.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another runner is inside tn's tenant line: it holds the line's lock in tn's database.
+	holder, err := pgx.ConnectConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(context.Background())
+	if _, err := holder.Exec(context.Background(), "SELECT pg_advisory_lock($1)", lockkey.TenantDatabase); err != nil {
+		t.Fatal(err)
+	}
+	m, err := tenancymigrate.New(env.Pool, &tenancymigrate.Config{Tenant: tenantV2,
+		Servers: tenancypgx.Servers{tenancypgx.DefaultServer: env.Pool.Config().ConnString()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := m.Migrate(ctx, &tenancymigrate.Opts{Tenant: true, Slugs: []string{tn.Slug, other.Slug}})
+	if err != nil {
+		t.Fatalf("a held tenant made the run fail: %v", err)
+	}
+	got := map[string]tenancymigrate.TargetResult{}
+	for _, r := range res.Targets {
+		got[r.Name] = r
+	}
+	if r := got[tn.Slug]; !r.Skipped || r.Error != "" {
+		t.Fatalf("the held tenant: %+v, want skipped without an error", r)
+	}
+	if r := got[other.Slug]; r.Skipped || r.Version != 3 {
+		t.Fatalf("control: the other tenant: %+v, want migrated to 3", r)
 	}
 }

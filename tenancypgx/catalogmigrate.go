@@ -8,14 +8,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gotenancy/tenancy/internal/lockkey"
 	"github.com/gotenancy/tenancy/internal/migration"
 )
 
 //go:embed sql/catalog/*.sql
 var catalogSQL embed.FS
-
-// catalogLockKey is the advisory lock that serializes catalog migrations across processes.
-const catalogLockKey int64 = 0x74656e616e6379 // "tenancy"
 
 // MigrateCatalog creates or upgrades the catalog schema "tenancy" to the version this package
 // embeds: the tenant registry, the runtime role tenancy_app (a login role that can become no
@@ -31,7 +29,7 @@ func MigrateCatalog(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
 		return nil, fmt.Errorf("tenancypgx: %w", err)
 	}
 	applied, err := migration.Apply(ctx, pool, migration.Line{
-		Migrations: ms, Ledger: pgx.Identifier{"tenancy", "catalog_migrations"}, Lock: catalogLockKey,
+		Migrations: ms, Ledger: pgx.Identifier{"tenancy", "catalog_migrations"}, Lock: lockkey.Catalog,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tenancypgx: migrate catalog: %w", err)

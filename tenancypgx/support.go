@@ -8,11 +8,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/gotenancy/tenancy/internal/lockkey"
 	"github.com/gotenancy/tenancy/internal/migration"
 )
-
-// supportLockKey serializes installations of the isolation support in one database.
-const supportLockKey int64 = 0x74656e616e6373 + 1
 
 // supportMigrations are the catalog migrations that a database tenant's own database carries
 // too: the runtime role, tenancy.isolate, the binding, the session reset and shared tables.
@@ -46,7 +44,7 @@ func InstallSupport(ctx context.Context, conn migration.Beginner, key *BindingKe
 		return fmt.Errorf("tenancypgx: the isolation support migrations are missing")
 	}
 	_, err = migration.Apply(ctx, conn, migration.Line{Migrations: support,
-		Ledger: pgx.Identifier{"tenancy", "support_migrations"}, Lock: supportLockKey})
+		Ledger: pgx.Identifier{"tenancy", "support_migrations"}, Lock: lockkey.Support})
 	if err != nil {
 		return fmt.Errorf("tenancypgx: install isolation support: %w", err)
 	}

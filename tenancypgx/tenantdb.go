@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/internal/lockkey"
 )
 
 // TemplateDatabase returns the name of the template database that new database tenants of this
@@ -41,9 +42,6 @@ func (c *Catalog) templatePrefix(ctx context.Context) (string, error) {
 	return "tenancy_template_" + hex.EncodeToString(h[:6]) + "_", nil
 }
 
-// templateLockKey serializes template upkeep and copies on a server (session lock in "postgres").
-const templateLockKey int64 = 0x74656e616e6374 + 1
-
 // createTenantDatabase places t on server and creates its database as a copy of the server's
 // template, bringing the template up to the tenant line first when it is behind. Copying a
 // migrated database is much faster than migrating a new one: the whole tenant line is one file
@@ -67,10 +65,10 @@ func (c *Catalog) createTenantDatabase(ctx context.Context, t *tenancy.Tenant, m
 		return err
 	}
 	defer maint.Close(context.WithoutCancel(ctx))
-	if _, err := maint.Exec(ctx, "SELECT pg_advisory_lock($1)", templateLockKey); err != nil {
+	if _, err := maint.Exec(ctx, "SELECT pg_advisory_lock($1)", lockkey.Template); err != nil {
 		return err
 	}
-	defer maint.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", templateLockKey)
+	defer maint.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockkey.Template)
 
 	template, err := c.TemplateDatabase(ctx, m)
 	if err != nil {

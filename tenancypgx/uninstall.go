@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/internal/lockkey"
 )
 
 // UninstallReport says what Uninstall removed.
@@ -64,11 +65,11 @@ func (c *Catalog) Uninstall(ctx context.Context) (*UninstallReport, error) {
 			names, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		}
 		if err == nil {
-			_, err = maint.Exec(ctx, "SELECT pg_advisory_lock($1)", templateLockKey)
+			_, err = maint.Exec(ctx, "SELECT pg_advisory_lock($1)", lockkey.Template)
 		}
 		if err == nil {
 			err = dropTemplates(ctx, maint, prefix, "")
-			maint.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", templateLockKey)
+			maint.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockkey.Template)
 		}
 		maint.Close(context.WithoutCancel(ctx))
 		if err != nil {

@@ -1,0 +1,25 @@
+// Package lockkey is the one table of the PostgreSQL advisory-lock keys the toolkit takes. Each
+// is distinct: two kinds of work under one key wait for each other, and a runner that tries the
+// lock (pg_try_advisory_xact_lock) would take the other's hold for a concurrent run of its own.
+package lockkey
+
+const (
+	// Catalog serializes catalog migrations (the catalog's database).
+	Catalog int64 = 0x74656e616e6379 // "tenancy"
+	// SharedLine serializes runs of the shared line (the catalog's database).
+	SharedLine int64 = 0x74656e616e6373
+	// Support serializes installations of the isolation support (a database tenant's database, or
+	// a template).
+	Support int64 = 0x74656e616e6374
+	// Template serializes template upkeep and copies on a server (session lock in "postgres").
+	Template int64 = 0x74656e616e6375
+	// TenantDatabase serializes runs of the tenant line inside one tenant database. (It shared
+	// Support's key until 2026-11-28: a second runner then waited on the first's tenant line
+	// while installing support, and recorded a false error instead of skipping the tenant.)
+	TenantDatabase int64 = 0x74656e616e6376
+)
+
+// All lists every key, for the test that they are distinct.
+var All = map[string]int64{
+	"Catalog": Catalog, "SharedLine": SharedLine, "Support": Support, "Template": Template, "TenantDatabase": TenantDatabase,
+}
