@@ -144,6 +144,12 @@ func TestCleanDatabaseHasNoFinding(t *testing.T) {
 	dbTenant := f.env.NewTenant(t, tenancy.IsolationDatabase)
 	// A restrictive policy narrows: it may sit beside the toolkit's.
 	f.exec(t, `CREATE POLICY not_empty ON items AS RESTRICTIVE FOR SELECT USING (sku <> '')`)
+	// Per-tenant partitions: a unique key without the tenant column on a partition that holds one
+	// tenant's rows reveals no one else's.
+	f.exec(t, `CREATE TABLE events (tenant_id uuid NOT NULL, slug text NOT NULL) PARTITION BY LIST (tenant_id);
+		SELECT tenancy.isolate('events');
+		CREATE TABLE events_a PARTITION OF events FOR VALUES IN ('`+f.a.ID+`');
+		ALTER TABLE events_a ADD CONSTRAINT events_a_slug UNIQUE (slug)`)
 	// A policy of one's own that compares the tenant column as text, and an inheritance child
 	// reached only through its parent.
 	f.exec(t, `CREATE TABLE notes (tenant_id uuid NOT NULL, body text);
@@ -172,8 +178,8 @@ func TestCleanDatabaseHasNoFinding(t *testing.T) {
 	if len(rep.Databases) != 2 || catalogs != 1 || tenantDBs != 1 {
 		t.Fatalf("databases audited: %+v", rep.Databases)
 	}
-	if n := rep.TenantTables(); n != 3*4+2 {
-		t.Fatalf("%d tenant tables, want 14 (6 in public, 4 in the schema tenant's and the database tenant's)", n)
+	if n := rep.TenantTables(); n != 3*4+4 {
+		t.Fatalf("%d tenant tables, want 16 (8 in public, 4 in the schema tenant's and the database tenant's)", n)
 	}
 	// The features work as the runtime role: the serial column (now an identity column) without a
 	// grant on its sequence, the trigger, the view, the function.
@@ -531,6 +537,9 @@ func TestVariantsAreFound(t *testing.T) {
 		{"partial unique index", `CREATE UNIQUE INDEX items_sku_partial ON items (sku) WHERE sku <> ''`, "unique-without-tenant", "items_sku_partial"},
 		{"expression unique index", `CREATE UNIQUE INDEX items_sku_lower ON items (lower(sku))`, "unique-without-tenant", "items_sku_lower"},
 		{"tenant only an INCLUDE column", `CREATE UNIQUE INDEX items_sku_incl ON items (sku) INCLUDE (tenant_id)`, "unique-without-tenant", "items_sku_incl"},
+		{"unique key on a default partition", `CREATE TABLE logs (tenant_id uuid NOT NULL, slug text NOT NULL) PARTITION BY LIST (tenant_id);
+			SELECT tenancy.isolate('logs'); CREATE TABLE logs_rest PARTITION OF logs DEFAULT;
+			ALTER TABLE logs_rest ADD CONSTRAINT logs_rest_slug UNIQUE (slug)`, "unique-without-tenant", "logs_rest_slug"},
 		{"unique constraint", `ALTER TABLE item_log ADD CONSTRAINT item_log_sku_key UNIQUE (sku)`, "unique-without-tenant", "item_log_sku_key"},
 		{"definer callable by the runtime role", `CREATE FUNCTION as_owner() RETURNS text LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS 'SELECT current_user::text'`,
 			"security-definer", "as_owner()"},

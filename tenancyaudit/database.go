@@ -337,6 +337,34 @@ func (a *auditor) loadRelations(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
+	// A partition of a table listed by the tenant column, bound to one value, holds one tenant's
+	// rows too (per-tenant partitions).
+	rows, err = a.tx.Query(ctx, `
+		SELECT c.oid, c.relpartbound::text FROM pg_class c
+		  JOIN pg_inherits i ON i.inhrelid = c.oid
+		  JOIN pg_partitioned_table pt ON pt.partrelid = i.inhparent
+		 WHERE c.relispartition AND c.oid = ANY($1) AND pt.partstrat = 'l' AND pt.partnatts = 1
+		   AND pt.partattrs[0] = (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = i.inhparent AND a.attname = $2)`,
+		a.tenants, a.o.TenantColumn)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var rel uint32
+		var bound string
+		if err := rows.Scan(&rel, &bound); err != nil {
+			rows.Close()
+			return err
+		}
+		if n, err := parseNodeTree(bound); err == nil && n != nil && n.typ == "PARTITIONBOUNDSPEC" && n.str("is_default") == "false" {
+			if ds := n.list("listdatums"); len(ds) == 1 && ds[0] != nil && ds[0].typ == "CONST" && ds[0].str("constisnull") == "false" {
+				a.rels[rel].pinned = true
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
 	rows, err = a.tx.Query(ctx, `SELECT oid, oid::regprocedure::text FROM pg_proc WHERE oid >= $1`, firstNormalOID)
 	if err != nil {
 		return err

@@ -85,8 +85,8 @@
 // tenant table sends NOTIFY, which every listening session of the runtime role receives).
 //
 // Tables pinned to one tenant — a validated CHECK (tenant_id = constant), which tenancy.isolate
-// puts on a schema tenant's tables — hold no one else's rows: their unique keys and sequences
-// reveal nothing and are not findings.
+// puts on a schema tenant's tables, or a partition of a table listed by the tenant column bound
+// to one value — hold no one else's rows: their unique keys reveal nothing and are not findings.
 //
 // # Accepting a finding
 //
