@@ -1,6 +1,7 @@
 package tenancycli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -72,8 +73,20 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rows, err := s.db.Query(r.Context(), `INSERT INTO projects (name) VALUES ($1) RETURNING id::text, name, created_at`, *in.Name)
-	respondOne(s, w, r, rows, err, scanProject, http.StatusCreated)
+	var made []project
+	if err == nil {
+		made, err = pgx.CollectRows(rows, scanProject)
+	}
+	if err != nil || len(made) != 1 {
+		respondOne(s, w, r, nil, cmp.Or(err, errNoRow), scanProject, http.StatusCreated)
+		return
+	}
+	w.Header().Set("Location", "/projects/"+made[0].ID)
+	writeJSONResponse(w, http.StatusCreated, made[0])
 }
+
+// errNoRow is an INSERT … RETURNING that returned no row.
+var errNoRow = errors.New("the insert returned no row")
 
 func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 	rows, err := s.db.Query(r.Context(), selectProject+` ORDER BY created_at, id`)

@@ -168,6 +168,11 @@ func TestAPIBadInput(t *testing.T) {
 	acme, _ := setupAPI(t)
 	var p apiProject
 	acme.must("POST", "/projects", `{"name":"Valid"}`, 201, &p)
+	// A created project says where it is, and is there.
+	if w := acme.do("POST", "/projects", `{"name":"Located"}`); w.Code != 201 || !strings.HasPrefix(w.Header().Get("Location"), "/projects/") ||
+		acme.do("GET", w.Header().Get("Location"), "").Code != 200 || acme.do("DELETE", w.Header().Get("Location"), "").Code != 204 {
+		t.Fatalf("created project: %d, Location %q", w.Code, w.Header().Get("Location"))
+	}
 	long := strings.Repeat("é", 201)
 	cases := []struct {
 		name, method, path, body string

@@ -321,7 +321,11 @@ func printTenant(w io.Writer, t *tenancy.Tenant, asJSON bool) error {
 	if t.RateLimit != "" {
 		fmt.Fprintf(tw, "rate limit:\t%s (the tenant's own)\n", t.RateLimit)
 	}
-	fmt.Fprintf(tw, "domains:\t%s\ncreated:\t%s\nupdated:\t%s\n", strings.Join(t.Domains, ", "),
+	domains := strings.Join(t.Domains, ", ")
+	if domains == "" {
+		domains = "(none)"
+	}
+	fmt.Fprintf(tw, "domains:\t%s\ncreated:\t%s\nupdated:\t%s\n", domains,
 		t.CreatedAt.UTC().Format(time.RFC3339), t.UpdatedAt.UTC().Format(time.RFC3339))
 	return tw.Flush()
 }
