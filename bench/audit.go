@@ -47,17 +47,7 @@ func benchAudit(ctx context.Context, e *env) ([]result, error) {
 		return nil, err
 	}
 	fmt.Fprintf(e.log, "audit: making %d schema tenants of 10 tables\n", n)
-	if _, err := pool.Exec(ctx, `
-		INSERT INTO tenancy.tenants (slug, name, isolation, status)
-		SELECT 'audit-' || i, 'audit ' || i, 'schema', 'active' FROM generate_series(1, $1) i`, n); err != nil {
-		return nil, err
-	}
-	if _, err := pool.Exec(ctx, `
-		DO $$ DECLARE r record; BEGIN
-			FOR r IN SELECT 'tenant_' || replace(id::text, '-', '') AS s FROM tenancy.tenants WHERE isolation = 'schema' LOOP
-				EXECUTE format('CREATE SCHEMA %I; GRANT USAGE ON SCHEMA %I TO tenancy_app', r.s, r.s);
-			END LOOP;
-		END $$`); err != nil {
+	if err := emptySchemaTenants(ctx, pool, n, "audit"); err != nil {
 		return nil, err
 	}
 	if _, err := m.Migrate(ctx, &tenancymigrate.Opts{Tenant: true}); err != nil {

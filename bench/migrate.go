@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy/tenancymigrate"
 )
@@ -60,20 +61,7 @@ func benchMigrate(ctx context.Context, e *env) ([]result, error) {
 	}
 	// Two sets of n empty schema tenants, one per side.
 	fmt.Fprintf(e.log, "migrate: making %d empty schema tenants\n", 2*n)
-	_, err = pool.Exec(ctx, `
-		INSERT INTO tenancy.tenants (slug, name, isolation, status)
-		SELECT side || '-' || i, side || ' ' || i, 'schema', 'active'
-		  FROM generate_series(1, $1) i, (VALUES ('seq'), ('par')) s(side)`, n)
-	if err != nil {
-		return nil, err
-	}
-	_, err = pool.Exec(ctx, `
-		DO $$ DECLARE r record; BEGIN
-			FOR r IN SELECT 'tenant_' || replace(id::text, '-', '') AS s FROM tenancy.tenants WHERE isolation = 'schema' LOOP
-				EXECUTE format('CREATE SCHEMA %I; GRANT USAGE ON SCHEMA %I TO tenancy_app', r.s, r.s);
-			END LOOP;
-		END $$`)
-	if err != nil {
+	if err := emptySchemaTenants(ctx, pool, n, "seq", "par"); err != nil {
 		return nil, err
 	}
 	slugs := func(side string) []string {
@@ -145,3 +133,22 @@ func benchMigrate(ctx context.Context, e *env) ([]result, error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// emptySchemaTenants registers n active schema tenants per prefix (prefix-1 … prefix-n) and makes
+// their empty schemas, as provisioning would before the tenant line.
+func emptySchemaTenants(ctx context.Context, pool *pgxpool.Pool, n int, prefixes ...string) error {
+	if _, err := pool.Exec(ctx, `
+		INSERT INTO tenancy.tenants (slug, name, isolation, status)
+		SELECT side || '-' || i, side || ' ' || i, 'schema', 'active'
+		  FROM generate_series(1, $1) i, unnest($2::text[]) side`, n, prefixes); err != nil {
+		return err
+	}
+	_, err := pool.Exec(ctx, `
+		DO $$ DECLARE r record; BEGIN
+			FOR r IN SELECT 'tenant_' || replace(id::text, '-', '') AS s FROM tenancy.tenants
+			          WHERE isolation = 'schema' AND to_regnamespace('tenant_' || replace(id::text, '-', '')) IS NULL LOOP
+				EXECUTE format('CREATE SCHEMA %I; GRANT USAGE ON SCHEMA %I TO tenancy_app', r.s, r.s);
+			END LOOP;
+		END $$`)
+	return err
+}

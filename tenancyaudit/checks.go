@@ -629,15 +629,11 @@ func (a *auditor) checkSideChannels(ctx context.Context) error {
 			fmt.Sprintf("REVOKE TEMPORARY ON DATABASE %s FROM PUBLIC, %s;", ident(a.database), ident(a.o.Role)),
 			"the runtime role may create temporary tables, which live as long as the connection: on a pooled connection they outlast the tenant that made them (tenancypgx discards them; a pooler in session mode or code outside db.Tx does not)")
 	}
-	rows, err := a.tx.Query(ctx, `
+	los, err := column[string](ctx, a.tx, `
 		SELECT l.oid::text FROM pg_largeobject_metadata l
 		 WHERE current_setting('lo_compat_privileges')::boolean OR l.lomowner = ANY($1)
 		    OR EXISTS (SELECT FROM aclexplode(l.lomacl) g WHERE g.privilege_type = 'SELECT' AND (g.grantee = 0 OR g.grantee = ANY($1)))
 		 ORDER BY l.oid LIMIT 21`, a.roles)
-	if err != nil {
-		return err
-	}
-	los, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return err
 	}
@@ -717,7 +713,7 @@ var sensitiveCatalogs = []string{"pg_authid", "pg_shadow", "pg_statistic", "pg_s
 // large objects, passwords), and a CREATE privilege on the database or a schema, with which the
 // runtime role makes objects that other tenants' unqualified names resolve to.
 func (a *auditor) checkCatalogGrants(ctx context.Context) error {
-	rows, err := a.tx.Query(ctx, `
+	catalogs, err := column[string](ctx, a.tx, `
 		SELECT c.oid::regclass::text FROM pg_class c
 		 WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind IN ('r', 'v', 'm')
 		   AND EXISTS (SELECT FROM unnest($1::oid[]) u WHERE has_table_privilege(u, c.oid, 'SELECT') OR has_any_column_privilege(u, c.oid, 'SELECT'))
@@ -726,15 +722,11 @@ func (a *auditor) checkCatalogGrants(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	catalogs, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return err
-	}
 	for _, c := range catalogs {
 		a.add("readable-table", Critical, c, fmt.Sprintf("REVOKE SELECT ON %s FROM PUBLIC, %s;", c, ident(a.o.Role)),
 			"the runtime role can read a system table granted to it: statistics, large objects and role data in it are every tenant's")
 	}
-	rows, err = a.tx.Query(ctx, `
+	rows, err := a.tx.Query(ctx, `
 		SELECT 'database', current_database() WHERE EXISTS (SELECT FROM unnest($1::oid[]) u WHERE has_database_privilege(u, current_database(), 'CREATE'))
 		UNION ALL
 		SELECT 'schema', n.nspname::text FROM pg_namespace n

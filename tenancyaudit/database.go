@@ -176,12 +176,9 @@ func auditOne(ctx context.Context, db Beginner, server string, o Options) (Datab
 
 // loadRoles finds the runtime role and every role it can become or act as.
 func (a *auditor) loadRoles(ctx context.Context) error {
-	rows, err := a.tx.Query(ctx, `SELECT r.oid FROM pg_roles r, pg_roles rt
+	var err error
+	a.roles, err = column[uint32](ctx, a.tx, `SELECT r.oid FROM pg_roles r, pg_roles rt
 		WHERE rt.rolname = $1 AND pg_has_role(rt.oid, r.oid, 'MEMBER') ORDER BY r.oid <> rt.oid, r.rolname`, a.o.Role)
-	if err != nil {
-		return err
-	}
-	a.roles, err = pgx.CollectRows(rows, pgx.RowTo[uint32])
 	if err != nil {
 		return err
 	}
@@ -222,11 +219,7 @@ func (a *auditor) loadRules(ctx context.Context) error {
 				"the function every tenant policy trusts is not the toolkit's (its body, language, volatility, SECURITY DEFINER or search_path differ): whatever it returns, the policies admit")
 		}
 	}
-	rows, err := a.tx.Query(ctx, `SELECT oid FROM pg_proc WHERE proleakproof`)
-	if err != nil {
-		return err
-	}
-	leakproof, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+	leakproof, err := column[uint32](ctx, a.tx, `SELECT oid FROM pg_proc WHERE proleakproof`)
 	if err != nil {
 		return err
 	}
@@ -234,11 +227,7 @@ func (a *auditor) loadRules(ctx context.Context) error {
 	for _, f := range leakproof {
 		a.rules.leakproof[strconv.FormatUint(uint64(f), 10)] = true
 	}
-	rows, err = a.tx.Query(ctx, `SELECT oid FROM pg_operator WHERE oprname = '=' AND oid < $1`, firstNormalOID)
-	if err != nil {
-		return err
-	}
-	ops, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+	ops, err := column[uint32](ctx, a.tx, `SELECT oid FROM pg_operator WHERE oprname = '=' AND oid < $1`, firstNormalOID)
 	if err != nil {
 		return err
 	}
@@ -304,11 +293,7 @@ func (a *auditor) loadRelations(ctx context.Context) error {
 		return err
 	}
 	if hasShared {
-		rows, err := a.tx.Query(ctx, `SELECT relation::oid FROM tenancy.shared_tables`)
-		if err != nil {
-			return err
-		}
-		shared, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+		shared, err := column[uint32](ctx, a.tx, `SELECT relation::oid FROM tenancy.shared_tables`)
 		if err != nil {
 			return err
 		}
@@ -479,12 +464,8 @@ func (a *auditor) checkRoles(ctx context.Context) error {
 	if a.o.LoginRole == a.o.Role {
 		return nil
 	}
-	rows, err := a.tx.Query(ctx, `SELECT r.oid FROM pg_roles r, pg_roles l
+	login, err := column[uint32](ctx, a.tx, `SELECT r.oid FROM pg_roles r, pg_roles l
 		WHERE l.rolname = $1 AND pg_has_role(l.oid, r.oid, 'MEMBER') AND NOT (r.oid = ANY($2))`, a.o.LoginRole, a.roles)
-	if err != nil {
-		return err
-	}
-	login, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
 	if err != nil || len(login) == 0 {
 		return err
 	}
@@ -810,4 +791,13 @@ func collectPairs[T any](rows pgx.Rows) ([][2]T, error) {
 		err = r.Scan(&p[0], &p[1])
 		return p, err
 	})
+}
+
+// column runs a query of one column and returns its values as T.
+func column[T any](ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]T, error) {
+	rows, err := tx.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[T])
 }
