@@ -21,6 +21,9 @@ var (
 	// ErrCapacityExhausted means every connection the service may open to tenant databases is in
 	// use and none came free in time. Try again later.
 	ErrCapacityExhausted = errors.New("tenancy: tenant capacity exhausted: every tenant database connection is busy")
+	// ErrIsolationNotSupported means the tenant's isolation model is not one this component can
+	// serve (an unknown model, or database tenants without a pool router).
+	ErrIsolationNotSupported = errors.New("tenancy: isolation model not supported")
 	// ErrInvalidSlug means a slug breaks the DNS label rules; the SlugError says which.
 	ErrInvalidSlug = errors.New("tenancy: invalid slug")
 	// ErrReservedSlug means a slug is a valid DNS label but reserved (www, api, admin, ...).

@@ -2,8 +2,8 @@ package tenancy
 
 import "context"
 
-// Store finds tenants. tenancypgx.Catalog implements it against PostgreSQL, with an in-process cache
-// in front (tenancypgx.Catalog.Cached).
+// Store finds tenants. tenancycatalog.Catalog implements it against PostgreSQL; tenancycache.Lookup
+// puts an in-process cache in front of any Store.
 //
 // Each method returns ErrTenantNotFound when nothing matches, and any other error when the answer is
 // unknown (the database is unreachable, say): callers must never read such an error as "not found"

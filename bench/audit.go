@@ -10,8 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gotenancy/tenancy/tenancyaudit"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancymigrate"
-	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
 // auditTenantLine makes ten tenant tables, with the keys, references and serial column a real
@@ -46,15 +46,15 @@ func benchAudit(ctx context.Context, e *env) ([]result, error) {
 	if err != nil {
 		return nil, err
 	}
+	cat, err := tenancycatalog.NewCatalog(pool, nil)
+	if err != nil {
+		return nil, err
+	}
 	fmt.Fprintf(e.log, "audit: making %d schema tenants of 10 tables\n", n)
-	if err := emptySchemaTenants(ctx, pool, n, "audit"); err != nil {
+	if _, err := emptySchemaTenants(ctx, cat, n, "audit"); err != nil {
 		return nil, err
 	}
 	if _, err := m.Migrate(ctx, &tenancymigrate.Opts{Tenant: true}); err != nil {
-		return nil, err
-	}
-	cat, err := tenancypgx.NewCatalog(pool, nil)
-	if err != nil {
 		return nil, err
 	}
 	if _, err := tenancyaudit.Audit(ctx, cat, nil); err != nil { // warm the catalog caches, as the baseline's first pass does below

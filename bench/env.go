@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 )
 
 func firstEnv(def string, names ...string) string {
@@ -54,7 +54,7 @@ func benchDatabase(ctx context.Context) (*pgxpool.Pool, func(), error) {
 	u.Path = "/" + name
 	pool, err := pgxpool.New(ctx, u.String())
 	if err == nil {
-		_, err = tenancypgx.MigrateCatalog(ctx, pool)
+		_, err = tenancycatalog.MigrateCatalog(ctx, pool)
 	}
 	if err != nil {
 		drop()

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancymigrate"
 )
 
@@ -61,7 +63,12 @@ func benchMigrate(ctx context.Context, e *env) ([]result, error) {
 	}
 	// Two sets of n empty schema tenants, one per side.
 	fmt.Fprintf(e.log, "migrate: making %d empty schema tenants\n", 2*n)
-	if err := emptySchemaTenants(ctx, pool, n, "seq", "par"); err != nil {
+	cat, err := tenancycatalog.NewCatalog(pool, nil)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := emptySchemaTenants(ctx, cat, n, "seq", "par")
+	if err != nil {
 		return nil, err
 	}
 	slugs := func(side string) []string {
@@ -98,14 +105,6 @@ func benchMigrate(ctx context.Context, e *env) ([]result, error) {
 		return nil, fmt.Errorf("no-op run: %v, %d targets", err, len(res.Targets))
 	}
 	noop := time.Since(start)
-	rows, err := pool.Query(ctx, `SELECT id::text FROM tenancy.tenants WHERE isolation = 'schema'`)
-	if err != nil {
-		return nil, err
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, err
-	}
 	start = time.Now()
 	for _, id := range ids {
 		var v int
@@ -113,10 +112,15 @@ func benchMigrate(ctx context.Context, e *env) ([]result, error) {
 			if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1, true)`, `"tenant_`+id[:8]+id[9:13]+id[14:18]+id[19:23]+id[24:]+`"`); err != nil {
 				return err
 			}
-			return tx.QueryRow(ctx, `SELECT version FROM tenancy.tenant_line WHERE target = $1`, id).Scan(&v)
+			var err error
+			v, err = tenancycatalog.LineVersion(ctx, tx, id)
+			return err
 		})
 		if err != nil {
 			return nil, err
+		}
+		if v != len(benchTenantLine) {
+			return nil, fmt.Errorf("no-op loop: tenant %s at version %d, want %d", id, v, len(benchTenantLine))
 		}
 	}
 	noopLoop := time.Since(start)
@@ -135,20 +139,31 @@ func benchMigrate(ctx context.Context, e *env) ([]result, error) {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // emptySchemaTenants registers n active schema tenants per prefix (prefix-1 … prefix-n) and makes
-// their empty schemas, as provisioning would before the tenant line.
-func emptySchemaTenants(ctx context.Context, pool *pgxpool.Pool, n int, prefixes ...string) error {
-	if _, err := pool.Exec(ctx, `
-		INSERT INTO tenancy.tenants (slug, name, isolation, status)
-		SELECT side || '-' || i, side || ' ' || i, 'schema', 'active'
-		  FROM generate_series(1, $1) i, unnest($2::text[]) side`, n, prefixes); err != nil {
-		return err
+// their empty schemas, as provisioning would before the tenant line. It returns their IDs.
+func emptySchemaTenants(ctx context.Context, cat *tenancycatalog.Catalog, n int, prefixes ...string) ([]string, error) {
+	var ids []string
+	for _, side := range prefixes {
+		for i := 1; i <= n; i++ {
+			t, err := cat.Create(ctx, &tenancycatalog.CreateOpts{Slug: fmt.Sprintf("%s-%d", side, i), Isolation: tenancy.IsolationSchema})
+			if err != nil {
+				return nil, err
+			}
+			if err := cat.Activate(ctx, t.ID); err != nil {
+				return nil, err
+			}
+			ids = append(ids, t.ID)
+		}
 	}
-	_, err := pool.Exec(ctx, `
-		DO $$ DECLARE r record; BEGIN
-			FOR r IN SELECT 'tenant_' || replace(id::text, '-', '') AS s FROM tenancy.tenants
-			          WHERE isolation = 'schema' AND to_regnamespace('tenant_' || replace(id::text, '-', '')) IS NULL LOOP
-				EXECUTE format('CREATE SCHEMA %I; GRANT USAGE ON SCHEMA %I TO tenancy_app', r.s, r.s);
-			END LOOP;
-		END $$`)
-	return err
+	var ddl strings.Builder
+	for _, id := range ids {
+		schema, err := tenancycatalog.QuotedSchema(id)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&ddl, "CREATE SCHEMA %s; GRANT USAGE ON SCHEMA %[1]s TO tenancy_app;\n", schema)
+	}
+	if _, err := cat.Pool().Exec(ctx, ddl.String()); err != nil {
+		return nil, err
+	}
+	return ids, nil
 }

@@ -9,8 +9,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancymigrate"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyprovision"
 )
 
 // benchProvision times making a database tenant: ours copies the catalog's migrated template;
@@ -26,11 +27,11 @@ func benchProvision(ctx context.Context, e *env) ([]result, error) {
 	if err != nil {
 		return nil, err
 	}
-	cat, err := tenancypgx.NewCatalog(pool, nil)
+	cat, err := tenancycatalog.NewCatalog(pool, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer cat.DropTemplate(context.Background(), tenancypgx.DefaultServer, m)
+	defer tenancyprovision.DropTemplate(context.Background(), cat, tenancycatalog.DefaultServer, m)
 	n := 15
 	if e.quick {
 		n = 5
@@ -48,13 +49,13 @@ func benchProvision(ctx context.Context, e *env) ([]result, error) {
 	}()
 
 	provision := func(i int) (time.Duration, error) {
-		t, err := cat.Create(ctx, &tenancypgx.CreateOpts{Slug: fmt.Sprintf("p%d", i), Isolation: tenancy.IsolationDatabase})
+		t, err := cat.Create(ctx, &tenancycatalog.CreateOpts{Slug: fmt.Sprintf("p%d", i), Isolation: tenancy.IsolationDatabase})
 		if err != nil {
 			return 0, err
 		}
-		made = append(made, tenancypgx.DatabaseName(t.ID))
+		made = append(made, tenancycatalog.DatabaseName(t.ID))
 		start := time.Now()
-		_, err = cat.Provision(ctx, t.ID, m, nil)
+		_, err = tenancyprovision.Provision(ctx, cat, t.ID, m, nil)
 		return time.Since(start), err
 	}
 	plain := func(i int) (time.Duration, error) {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
@@ -88,7 +89,7 @@ func benchRLS(ctx context.Context, e *env) ([]result, error) {
 		return nil, err
 	}
 	defer runtime.Close()
-	key, err := tenancypgx.ReadBindingKey(ctx, pool)
+	key, err := tenancycatalog.ReadBindingKey(ctx, pool)
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyrouter"
 )
 
 // benchRouter measures the pool router: the hot path (the tenant's pool is open) over 10,000
@@ -30,13 +32,13 @@ func benchRouter(ctx context.Context, e *env) ([]result, error) {
 	if err != nil {
 		return nil, err
 	}
-	servers := tenancypgx.Servers{tenancypgx.DefaultServer: runtimeURL}
+	servers := tenancycatalog.Servers{tenancycatalog.DefaultServer: runtimeURL}
 	dbName := pool.Config().ConnConfig.Database
 	tenant := func(i int) *tenancy.Tenant {
 		id := fmt.Sprintf("00000000-0000-4000-8000-%012x", i)
 		// Every tenant points at the bench database: the router keeps a pool per tenant regardless.
 		return &tenancy.Tenant{ID: id, Slug: fmt.Sprintf("t%d", i), Status: tenancy.StatusActive,
-			Isolation: tenancy.IsolationDatabase, Server: tenancypgx.DefaultServer, Database: dbName}
+			Isolation: tenancy.IsolationDatabase, Server: tenancycatalog.DefaultServer, Database: dbName}
 	}
 
 	// Hot path.
@@ -45,7 +47,7 @@ func benchRouter(ctx context.Context, e *env) ([]result, error) {
 	for i := range tenants {
 		tenants[i] = tenant(i)
 	}
-	r, err := tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: servers, MaxPools: known, MaxConns: 2 * known})
+	r, err := tenancyrouter.New(&tenancyrouter.Config{Servers: servers, MaxPools: known, MaxConns: 2 * known})
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +105,7 @@ func benchRouter(ctx context.Context, e *env) ([]result, error) {
 	for i := range churn {
 		churn[i] = tenant(known + i)
 	}
-	r, err = tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: servers, MaxPools: 50, MaxConns: 50, MaxConnsPerPool: 1})
+	r, err = tenancyrouter.New(&tenancyrouter.Config{Servers: servers, MaxPools: 50, MaxConns: 50, MaxConnsPerPool: 1})
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +194,7 @@ type lazyRouter struct {
 	pools   map[string]lazyEntry
 	max     int
 	idle    time.Duration
-	servers tenancypgx.Servers
+	servers tenancycatalog.Servers
 }
 
 type lazyEntry struct {
@@ -200,7 +202,7 @@ type lazyEntry struct {
 	lastUsed time.Time
 }
 
-func newLazyRouter(servers tenancypgx.Servers, max int) *lazyRouter {
+func newLazyRouter(servers tenancycatalog.Servers, max int) *lazyRouter {
 	return &lazyRouter{pools: map[string]lazyEntry{}, max: max, idle: 300 * time.Second, servers: servers}
 }
 

@@ -11,7 +11,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gotenancy/tenancy"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancyprovision"
 )
 
 // place is one database to audit.
@@ -26,7 +27,7 @@ type place struct {
 // opts.Ignore, are reported apart and do not fail the audit. The catalog's pool and the servers'
 // URLs must log in as the migration role. An error means the audit could not run, not that it
 // found something.
-func Audit(ctx context.Context, cat *tenancypgx.Catalog, opts *Options) (*Report, error) {
+func Audit(ctx context.Context, cat *tenancycatalog.Catalog, opts *Options) (*Report, error) {
 	if cat == nil {
 		return nil, errors.New("tenancyaudit: Audit needs a catalog")
 	}
@@ -35,8 +36,8 @@ func Audit(ctx context.Context, cat *tenancypgx.Catalog, opts *Options) (*Report
 	if err != nil {
 		return nil, err
 	}
-	o.Ignore = append(append([]tenancypgx.AuditIgnore{}, o.Ignore...), ignores...)
-	tenants, err := cat.List(ctx, &tenancypgx.ListOpts{IncludeDeleted: true})
+	o.Ignore = append(append([]tenancycatalog.AuditIgnore{}, o.Ignore...), ignores...)
+	tenants, err := cat.List(ctx, &tenancycatalog.ListOpts{IncludeDeleted: true})
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +68,7 @@ func Audit(ctx context.Context, cat *tenancypgx.Catalog, opts *Options) (*Report
 		byPlace[k].tenants = append(byPlace[k].tenants, t.Slug)
 	}
 	servers := cat.Servers()
-	catalogServer := tenancypgx.DefaultServer
+	catalogServer := tenancycatalog.DefaultServer
 	reports := make([]DatabaseReport, len(places)+1)
 	found := make([][]Finding, len(places)+1)
 
@@ -96,7 +97,7 @@ func Audit(ctx context.Context, cat *tenancypgx.Catalog, opts *Options) (*Report
 			return err
 		})
 	}
-	ownTemplates, err := cat.TemplatePrefix(ctx)
+	ownTemplates, err := tenancyprovision.TemplatePrefix(ctx, cat)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +126,7 @@ func Audit(ctx context.Context, cat *tenancypgx.Catalog, opts *Options) (*Report
 // unclaimedOn lists the databases on the server alias named like a tenant's that no tenant in
 // claimed has, and the template databases there that are not this catalog's (own is the prefix of
 // its templates' names; it drops its superseded ones itself).
-func unclaimedOn(ctx context.Context, servers tenancypgx.Servers, alias string, claimed map[[2]string]bool, own string) ([]UnclaimedDatabase, error) {
+func unclaimedOn(ctx context.Context, servers tenancycatalog.Servers, alias string, claimed map[[2]string]bool, own string) ([]UnclaimedDatabase, error) {
 	cfg, err := servers.ConnConfig(alias, "postgres")
 	if err != nil {
 		return nil, err

@@ -13,7 +13,7 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancyaudit"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -495,7 +495,7 @@ func TestEachHoleIsFoundIsRealAndFixed(t *testing.T) {
 			if found == nil {
 				t.Fatalf("no %s finding for %s; got %+v", h.kind, object, rep.Findings)
 			}
-			if found.Database != f.database || found.Server != tenancypgx.DefaultServer || found.Problem == "" || found.Fix == "" || found.Severity == "" {
+			if found.Database != f.database || found.Server != tenancycatalog.DefaultServer || found.Problem == "" || found.Fix == "" || found.Severity == "" {
 				t.Fatalf("finding incomplete: %+v", found)
 			}
 			if rep.OK() {
@@ -599,7 +599,7 @@ func TestVariantsAreFound(t *testing.T) {
 	}
 	// The sequence of a schema tenant's table counts that tenant's rows for whoever reads it.
 	st := f.env.NewTenant(t, tenancy.IsolationSchema)
-	seq := tenancypgx.SchemaName(st.ID) + ".counters_id_seq"
+	seq := tenancycatalog.SchemaName(st.ID) + ".counters_id_seq"
 	f.exec(t, "GRANT SELECT ON SEQUENCE "+seq+" TO tenancy_app")
 	variants = append(variants, struct{ name, sql, kind, object string }{"schema tenant's sequence", "", "sequence-readable", seq})
 	rep := f.audit(t, nil)
@@ -646,7 +646,7 @@ func TestAcceptedFindings(t *testing.T) {
 	f.exec(t, `CREATE TABLE countries (code text PRIMARY KEY); GRANT SELECT ON countries TO tenancy_app;
 		CREATE TABLE archive (body text); GRANT SELECT ON archive TO tenancy_app`)
 	ctx := context.Background()
-	if err := f.env.Catalog.IgnoreFinding(ctx, "readable-table", "countries", " "); !errors.Is(err, tenancypgx.ErrInvalidIgnore) {
+	if err := f.env.Catalog.IgnoreFinding(ctx, "readable-table", "countries", " "); !errors.Is(err, tenancycatalog.ErrInvalidIgnore) {
 		t.Fatalf("accepting without a reason: %v", err)
 	}
 	if err := f.env.Catalog.IgnoreFinding(ctx, "readable-table", "countries", "ISO codes, public"); err != nil {

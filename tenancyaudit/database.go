@@ -11,12 +11,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 )
 
 // Options say whom and what the audit checks. A nil *Options means the defaults.
 type Options struct {
-	// Role is the runtime role tenant transactions run as. Defaults to tenancypgx.DefaultRole.
+	// Role is the runtime role tenant transactions run as. Defaults to tenancycatalog.DefaultRole.
 	Role string
 	// LoginRole is the role the runtime pool logs in as, when it is not Role itself: the audit
 	// also checks that it cannot become a role that defeats isolation. Defaults to Role.
@@ -27,7 +27,7 @@ type Options struct {
 	// Workers is how many databases are audited at once. Defaults to 4.
 	Workers int
 	// Ignore accepts findings, as the catalog's tenancy.audit_ignores does (Catalog.AuditIgnores).
-	Ignore []tenancypgx.AuditIgnore
+	Ignore []tenancycatalog.AuditIgnore
 }
 
 func (o *Options) withDefaults() Options {
@@ -36,7 +36,7 @@ func (o *Options) withDefaults() Options {
 		out = *o
 	}
 	if out.Role == "" {
-		out.Role = tenancypgx.DefaultRole
+		out.Role = tenancycatalog.DefaultRole
 	}
 	if out.LoginRole == "" {
 		out.LoginRole = out.Role
@@ -74,7 +74,7 @@ func AuditDatabase(ctx context.Context, db Beginner, opts *Options) (*Report, er
 }
 
 // add files findings as found or accepted.
-func (r *Report) add(fs []Finding, ignore []tenancypgx.AuditIgnore) {
+func (r *Report) add(fs []Finding, ignore []tenancycatalog.AuditIgnore) {
 	for _, f := range fs {
 		accepted := false
 		for _, ig := range ignore {
@@ -200,7 +200,7 @@ func (a *auditor) loadRules(ctx context.Context) error {
 	if ct != nil {
 		a.rules.currentTenant = strconv.FormatUint(uint64(*ct), 10)
 		// The function every policy trusts must be the toolkit's: same body, same rights.
-		statement, body, err := tenancypgx.CurrentTenantSQL()
+		statement, body, err := tenancycatalog.CurrentTenantSQL()
 		if err != nil {
 			return err
 		}
@@ -288,19 +288,13 @@ func (a *auditor) loadRelations(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	var hasShared bool
-	if err := a.tx.QueryRow(ctx, `SELECT to_regclass('tenancy.shared_tables') IS NOT NULL`).Scan(&hasShared); err != nil {
+	shared, err := tenancycatalog.SharedTables(ctx, a.tx)
+	if err != nil {
 		return err
 	}
-	if hasShared {
-		shared, err := column[uint32](ctx, a.tx, `SELECT relation::oid FROM tenancy.shared_tables`)
-		if err != nil {
-			return err
-		}
-		for _, oid := range shared {
-			if r := a.rels[oid]; r != nil && !r.tenant {
-				r.shared = true
-			}
+	for _, oid := range shared {
+		if r := a.rels[oid]; r != nil && !r.tenant {
+			r.shared = true
 		}
 	}
 	rows, err = a.tx.Query(ctx, `SELECT conrelid, conbin::text FROM pg_constraint

@@ -106,6 +106,12 @@ func (c *Cache) FlushTenant(ctx context.Context) error {
 	return c.store.FlushTenant(ctx, t)
 }
 
+// Forget flushes the entries of the tenant t: for tenancycatalog.Catalog.OnDeleted, so a deleted
+// tenant's entries go with it rather than by their TTL.
+func (c *Cache) Forget(ctx context.Context, t *tenancy.Tenant) error {
+	return c.ForTenant(t.ID).FlushTenant(ctx)
+}
+
 // ForTenant returns the cache of one tenant named explicitly, for admin tools and jobs that act
 // on a tenant from outside its requests. Request code uses the context-bound methods.
 func (c *Cache) ForTenant(tenantID string) *TenantCache { return &TenantCache{c: c, tenant: tenantID} }

@@ -15,7 +15,7 @@
 //	http.ListenAndServe(":8080", mw(app))
 //
 // Inside app, tenancy.MustFromContext(r.Context()) is the tenant. store is a tenancy.Store, usually
-// a tenancypgx.CachedStore so that a request costs no query.
+// a tenancycache.Lookup so that a request costs no query.
 //
 // Hosts are normalized strictly by NormalizeHost (lower case, port and one trailing dot removed,
 // IDNA to ASCII); IP literals, the bare base domain, reserved labels (www, api, ...), malformed and

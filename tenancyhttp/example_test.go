@@ -12,7 +12,7 @@ import (
 )
 
 // mapStore is a tenancy.Store over a map, enough for an example; services use a
-// tenancypgx.CachedStore over the catalog.
+// tenancycache.Lookup over the catalog.
 type mapStore map[string]*tenancy.Tenant
 
 func (m mapStore) TenantBySlug(_ context.Context, slug string) (*tenancy.Tenant, error) {

@@ -30,7 +30,7 @@ type Config struct {
 }
 
 // Middleware returns HTTP middleware that resolves each request's tenant with cfg.Resolvers, looks
-// it up in store (use a tenancypgx.CachedStore) and serves the request with the tenant in its
+// it up in store (use a tenancycache.Lookup) and serves the request with the tenant in its
 // context (tenancy.FromContext). It refuses, with an application/problem+json body:
 //
 //   - 400 when no resolver names a tenant, or the name is malformed or reserved (ProblemNoTenant,

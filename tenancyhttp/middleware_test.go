@@ -12,14 +12,15 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
-	"github.com/gotenancy/tenancy/tenancypgx"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 type bundle struct {
-	catalog *tenancypgx.Catalog
-	store   *tenancypgx.CachedStore
+	catalog *tenancycatalog.Catalog
+	store   *tenancycache.Lookup
 	acme    *tenancy.Tenant
 	handler http.Handler
 }
@@ -33,15 +34,15 @@ func setup(t *testing.T) *bundle {
 	_, cat := tenancytest.NewCatalog(t)
 	b := &bundle{catalog: cat}
 	var err error
-	b.acme, err = cat.Create(ctx, &tenancypgx.CreateOpts{Slug: "acme", Domains: []string{"shop.acme.com"}})
+	b.acme, err = cat.Create(ctx, &tenancycatalog.CreateOpts{Slug: "acme", Domains: []string{"shop.acme.com"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	globex, _ := cat.Create(ctx, &tenancypgx.CreateOpts{Slug: "globex"})
+	globex, _ := cat.Create(ctx, &tenancycatalog.CreateOpts{Slug: "globex"})
 	cat.Suspend(ctx, globex.ID)
-	initech, _ := cat.Create(ctx, &tenancypgx.CreateOpts{Slug: "initech"})
+	initech, _ := cat.Create(ctx, &tenancycatalog.CreateOpts{Slug: "initech"})
 	cat.Delete(ctx, initech.ID)
-	b.store, _ = tenancypgx.NewCachedStore(cat, nil)
+	b.store, _ = tenancycache.NewLookup(cat, nil)
 	b.handler = newMiddleware(t, b.store)
 	return b
 }
@@ -231,9 +232,9 @@ func TestMiddlewareStoreDownIs503(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat, _ := tenancypgx.NewCatalog(pool, nil)
+	cat, _ := tenancycatalog.NewCatalog(pool, nil)
 	pool.Close()
-	store, _ := tenancypgx.NewCachedStore(cat, nil)
+	store, _ := tenancycache.NewLookup(cat, nil)
 	down := &bundle{handler: newMiddleware(t, store)}
 	for _, host := range []string{"acme.localhost", "shop.acme.com"} {
 		w := down.do(call{host: host})

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
-	"github.com/gotenancy/tenancy/tenancypgx"
 	"github.com/gotenancy/tenancy/tenancyrate"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
@@ -34,7 +34,7 @@ func TestRateLimit(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	other, err := b.catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: "other"})
+	other, err := b.catalog.Create(ctx, &tenancycatalog.CreateOpts{Slug: "other"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestRateLimit(t *testing.T) {
 	if _, err := b.catalog.SetRateLimit(ctx, acme.ID, "100/min"); err != nil {
 		t.Fatal(err)
 	}
-	b.store.Invalidate(acme.ID) // what Catalog.Watch does on the change's notification
+	_ = b.store.Invalidate(context.Background(), acme.ID) // what Catalog.Watch does on the change's notification
 	for i := range 10 {
 		if w := get("acme.localhost"); w.Code != 204 || w.Header().Get("RateLimit-Policy") != `"tenant";q=100;w=60` {
 			t.Fatalf("with the override, request %d: %d %v", i, w.Code, w.Header())
@@ -96,7 +96,7 @@ func TestRateLimit(t *testing.T) {
 func TestConcurrencyLimitKeepsOtherTenantsServed(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	if _, err := b.catalog.Create(context.Background(), &tenancypgx.CreateOpts{Slug: "quiet"}); err != nil {
+	if _, err := b.catalog.Create(context.Background(), &tenancycatalog.CreateOpts{Slug: "quiet"}); err != nil {
 		t.Fatal(err)
 	}
 	cl, err := tenancyhttp.ConcurrencyLimit(&tenancyhttp.ConcurrencyConfig{PerTenant: 2, MaxWait: 20 * time.Millisecond})

@@ -18,8 +18,7 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/internal/lockkey"
-	"github.com/gotenancy/tenancy/internal/migration"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 )
 
 // Config configures a Migrator. A nil *Config means the defaults (and no lines at all).
@@ -38,22 +37,20 @@ type Config struct {
 	Workers int
 	// Servers holds the servers of database-model tenants by alias. Defaults to one, "default":
 	// the server of the pool.
-	Servers tenancypgx.Servers
+	Servers tenancycatalog.Servers
 }
 
 // Migrator applies the shared and tenant lines across a database and its tenants.
 type Migrator struct {
 	keyMu        sync.Mutex
-	key          *tenancypgx.BindingKey // the catalog's, read on first need
+	key          *tenancycatalog.BindingKey // the catalog's, read on first need
 	pool         *pgxpool.Pool
-	shared       []migration.Migration
-	tenant       []migration.Migration
+	shared       []tenancycatalog.Migration
+	tenant       []tenancycatalog.Migration
 	sharedSchema string
 	workers      int
-	servers      tenancypgx.Servers
+	servers      tenancycatalog.Servers
 }
-
-var _ tenancypgx.TenantMigrator = (*Migrator)(nil)
 
 // New reads the lines of cfg and returns a Migrator on pool, whose database has the catalog.
 func New(pool *pgxpool.Pool, cfg *Config) (*Migrator, error) {
@@ -66,12 +63,12 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Migrator, error) {
 	}
 	var err error
 	if cfg.Shared != nil {
-		if m.shared, err = migration.Read(cfg.Shared, "."); err != nil {
+		if m.shared, err = tenancycatalog.ReadMigrations(cfg.Shared, "."); err != nil {
 			return nil, fmt.Errorf("tenancymigrate: shared line: %w", err)
 		}
 	}
 	if cfg.Tenant != nil {
-		if m.tenant, err = migration.Read(cfg.Tenant, "."); err != nil {
+		if m.tenant, err = tenancycatalog.ReadMigrations(cfg.Tenant, "."); err != nil {
 			return nil, fmt.Errorf("tenancymigrate: tenant line: %w", err)
 		}
 		for i, mg := range m.tenant {
@@ -93,7 +90,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Migrator, error) {
 	m.workers = min(m.workers, int(pool.Config().MaxConns))
 	m.servers = cfg.Servers
 	if m.servers == nil {
-		m.servers = tenancypgx.Servers{tenancypgx.DefaultServer: pool.Config().ConnString()}
+		m.servers = tenancycatalog.Servers{tenancycatalog.DefaultServer: pool.Config().ConnString()}
 	}
 	return m, nil
 }
@@ -320,16 +317,15 @@ func (m *Migrator) migrateTarget(ctx context.Context, t Target) TargetResult {
 	var applied []int
 	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
 		var locked bool
-		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended('tenancy.migrate.' || $1, 0))`, key).Scan(&locked); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended($1 || $2, 0))`, lockkey.TenantLinePrefix, key).Scan(&locked); err != nil {
 			return err
 		}
 		if !locked {
 			r.Skipped = true
 			return nil
 		}
-		var version int
-		err := tx.QueryRow(ctx, `SELECT version FROM tenancy.tenant_line WHERE target = $1`, key).Scan(&version)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		version, err := tenancycatalog.LineVersion(ctx, tx, key)
+		if err != nil {
 			return err
 		}
 		r.From, r.To = version, version
@@ -356,14 +352,7 @@ func (m *Migrator) migrateTarget(ctx context.Context, t Target) TargetResult {
 			}
 			applied = append(applied, mg.Version)
 		}
-		var tenantID any
-		if t.TenantID != "" {
-			tenantID = t.TenantID
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO tenancy.tenant_line (target, tenant_id, version, last_error, updated_at)
-			VALUES ($1, $2, $3, NULL, now())
-			ON CONFLICT (target) DO UPDATE SET version = EXCLUDED.version, last_error = NULL, updated_at = now()`,
-			key, tenantID, m.Latest()); err != nil {
+		if err := tenancycatalog.RecordLine(ctx, tx, tenancycatalog.LineEntry{Target: key, TenantID: t.TenantID, Version: m.Latest()}); err != nil {
 			return err
 		}
 		r.To = m.Latest()
@@ -401,20 +390,18 @@ func (m *Migrator) migrateDatabaseTarget(ctx context.Context, t Target) TargetRe
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	applied, version, err := m.migrateDatabase(ctx, conn, true)
-	if errors.Is(err, migration.ErrLocked) {
+	if errors.Is(err, tenancycatalog.ErrLineLocked) {
 		r.Skipped = true
 		return r
 	}
 	if err != nil {
 		return fail(err)
 	}
-	if _, err := m.pool.Exec(ctx, `INSERT INTO tenancy.tenant_line (target, tenant_id, version, support, last_error, updated_at)
-		VALUES ($1, $2, $3, $4, NULL, now())
-		ON CONFLICT (target) DO UPDATE SET version = EXCLUDED.version, support = EXCLUDED.support, last_error = NULL, updated_at = now()`,
-		t.TenantID, t.TenantID, version, tenancypgx.SupportVersion); err != nil {
+	if err := tenancycatalog.RecordLine(ctx, m.pool, tenancycatalog.LineEntry{Target: t.TenantID, TenantID: t.TenantID,
+		Version: version, Support: tenancycatalog.SupportVersion}); err != nil {
 		return fail(err)
 	}
-	r.Support = tenancypgx.SupportVersion
+	r.Support = tenancycatalog.SupportVersion
 	r.Applied, r.To, r.Version, r.Pending = applied, version, version, m.Latest()-version
 	return r
 }
@@ -432,26 +419,18 @@ func (m *Migrator) migrateDatabase(ctx context.Context, conn *pgx.Conn, tryLock 
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := tenancypgx.InstallSupport(ctx, conn, key); err != nil {
+	if err := tenancycatalog.InstallSupport(ctx, conn, key); err != nil {
 		return nil, 0, err
 	}
-	applied, err := migration.Apply(ctx, conn, migration.Line{Migrations: m.tenant,
-		Ledger: pgx.Identifier{"tenancy", "tenant_migrations"}, Lock: lockkey.TenantDatabase,
-		SearchPath: pgx.Identifier{"public"}.Sanitize(), TryLock: tryLock})
-	if err != nil {
-		return nil, 0, err
-	}
-	var version int
-	err = conn.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM tenancy.tenant_migrations`).Scan(&version)
-	return applied, version, err
+	return tenancycatalog.ApplyTenantDatabaseLine(ctx, conn, m.tenant, tryLock)
 }
 
 // bindingKey returns the catalog's binding key, which tenant databases get a copy of.
-func (m *Migrator) bindingKey(ctx context.Context) (*tenancypgx.BindingKey, error) {
+func (m *Migrator) bindingKey(ctx context.Context) (*tenancycatalog.BindingKey, error) {
 	m.keyMu.Lock()
 	defer m.keyMu.Unlock()
 	if m.key == nil {
-		k, err := tenancypgx.ReadBindingKey(ctx, m.pool)
+		k, err := tenancycatalog.ReadBindingKey(ctx, m.pool)
 		if err != nil {
 			return nil, err
 		}
@@ -462,15 +441,9 @@ func (m *Migrator) bindingKey(ctx context.Context) (*tenancypgx.BindingKey, erro
 
 // recordError keeps why a target failed, for Status, outside the rolled-back transaction.
 func (m *Migrator) recordError(ctx context.Context, key, tenantID string, cause error) {
-	var id any
-	if tenantID != "" {
-		id = tenantID
-	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_, _ = m.pool.Exec(rctx, `INSERT INTO tenancy.tenant_line (target, tenant_id, version, last_error, updated_at)
-		VALUES ($1, $2, 0, $3, now())
-		ON CONFLICT (target) DO UPDATE SET last_error = EXCLUDED.last_error, updated_at = now()`, key, id, cause.Error())
+	_ = tenancycatalog.RecordLineError(rctx, m.pool, key, tenantID, cause)
 }
 
 // schemaOf returns the unquoted schema a target's tenant line lives in.
@@ -479,39 +452,25 @@ func (m *Migrator) schemaOf(t Target) (string, error) {
 	case tenancy.IsolationShared:
 		return m.sharedSchema, nil
 	case tenancy.IsolationSchema:
-		if s := tenancypgx.SchemaName(t.TenantID); s != "" {
+		if s := tenancycatalog.SchemaName(t.TenantID); s != "" {
 			return s, nil
 		}
 		return "", fmt.Errorf("no schema for tenant id %q", t.TenantID)
 	}
-	return "", fmt.Errorf("%w: %s", tenancypgx.ErrIsolationNotSupported, t.Isolation)
+	return "", fmt.Errorf("%w: %s", tenancy.ErrIsolationNotSupported, t.Isolation)
 }
-
-// statusSQL lists every target of the tenant line, behind or not: the shared schema and each
-// schema or database tenant that is not deleted or still provisioning, with its ledger entry.
-const statusSQL = `
-SELECT 'shared' AS name, '' AS tenant_id, 'shared' AS isolation, '' AS status, '' AS server, '' AS database,
-       coalesce(l.version, 0) AS version, 0 AS support, coalesce(l.last_error, '') AS last_error
-  FROM (SELECT 1) one LEFT JOIN tenancy.tenant_line l ON l.target = 'shared'
-UNION ALL
-SELECT t.slug, t.id::text, t.isolation, t.status, coalesce(t.server, ''), coalesce(t.database_name, ''),
-       coalesce(l.version, 0), CASE WHEN t.isolation = 'database' THEN coalesce(l.support, 0) ELSE 0 END,
-       coalesce(l.last_error, '')
-  FROM tenancy.tenants t LEFT JOIN tenancy.tenant_line l ON l.tenant_id = t.id
- WHERE t.isolation <> 'shared' AND t.status NOT IN ('deleted', 'provisioning')`
 
 // Status returns every target of the tenant line with its version, pending count and last error,
 // in one query.
 func (m *Migrator) Status(ctx context.Context) ([]Target, error) {
-	return m.query(ctx, statusSQL+" ORDER BY 1", nil)
+	return m.query(tenancycatalog.LineStatus(ctx, m.pool))
 }
 
 // Pending returns the targets that are behind the tenant line, or (database tenants) behind the
 // isolation support, in one query against the ledger: a no-op deploy over thousands of tenants
 // opens no connection to any of them.
 func (m *Migrator) Pending(ctx context.Context) ([]Target, error) {
-	return m.query(ctx, "SELECT * FROM ("+statusSQL+") s WHERE s.version < $1 OR (s.isolation = 'database' AND s.support < $2) ORDER BY 1",
-		[]any{m.Latest(), tenancypgx.SupportVersion})
+	return m.query(tenancycatalog.LineBehind(ctx, m.pool, m.Latest()))
 }
 
 func (m *Migrator) pendingTargets(ctx context.Context, slugs []string) ([]Target, error) {
@@ -543,19 +502,15 @@ func (m *Migrator) pendingTargets(ctx context.Context, slugs []string) ([]Target
 	return out, nil
 }
 
-func (m *Migrator) query(ctx context.Context, sql string, args []any) ([]Target, error) {
-	rows, err := m.pool.Query(ctx, sql, args...)
+// query turns what the ledger says into targets.
+func (m *Migrator) query(lines []tenancycatalog.LineTarget, err error) ([]Target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tenancymigrate: read the ledger: %w", err)
 	}
-	targets, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Target, error) {
-		var t Target
-		err := r.Scan(&t.Name, &t.TenantID, &t.Isolation, &t.Status, &t.Server, &t.Database, &t.Version, &t.Support, &t.LastError)
-		t.Pending = max(0, m.Latest()-t.Version)
-		return t, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("tenancymigrate: read the ledger: %w", err)
+	targets := make([]Target, len(lines))
+	for i, l := range lines {
+		targets[i] = Target{Name: l.Name, TenantID: l.TenantID, Isolation: l.Isolation, Status: l.Status, Server: l.Server,
+			Database: l.Database, Version: l.Version, Support: l.Support, Pending: max(0, m.Latest()-l.Version), LastError: l.LastError}
 	}
 	sort.SliceStable(targets, func(i, j int) bool { return targets[i].Name < targets[j].Name })
 	return targets, nil
@@ -563,22 +518,11 @@ func (m *Migrator) query(ctx context.Context, sql string, args []any) ([]Target,
 
 // applyShared applies the shared line, once, in the shared schema.
 func (m *Migrator) applyShared(ctx context.Context) ([]int, error) {
-	return migration.Apply(ctx, m.pool, migration.Line{Migrations: m.shared, Ledger: sharedLedger,
-		Lock: lockkey.SharedLine, SearchPath: pgx.Identifier{m.sharedSchema}.Sanitize()})
+	return tenancycatalog.ApplySharedLine(ctx, m.pool, m.shared, pgx.Identifier{m.sharedSchema}.Sanitize())
 }
 
-var sharedLedger = pgx.Identifier{"tenancy", "shared_line"}
-
 func (m *Migrator) sharedPending(ctx context.Context) ([]int, error) {
-	var done []int
-	var exists bool
-	err := m.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, sharedLedger.Sanitize()).Scan(&exists)
-	if err == nil && exists {
-		var rows pgx.Rows
-		if rows, err = m.pool.Query(ctx, `SELECT version FROM `+sharedLedger.Sanitize()); err == nil {
-			done, err = pgx.CollectRows(rows, pgx.RowTo[int])
-		}
-	}
+	done, err := tenancycatalog.SharedLineApplied(ctx, m.pool)
 	if err != nil {
 		return nil, err
 	}

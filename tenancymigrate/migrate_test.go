@@ -14,8 +14,9 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/internal/lockkey"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancymigrate"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyprovision"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -37,7 +38,7 @@ var (
 
 type bundle struct {
 	pool    *pgxpool.Pool
-	catalog *tenancypgx.Catalog
+	catalog *tenancycatalog.Catalog
 }
 
 func setup(t *testing.T) *bundle {
@@ -59,14 +60,14 @@ func newMigrator(t *testing.T, pool *pgxpool.Pool, tenant fstest.MapFS) *tenancy
 func (b *bundle) schemaTenant(t *testing.T, slug string, m *tenancymigrate.Migrator) *tenancy.Tenant {
 	t.Helper()
 	ctx := context.Background()
-	tn, err := b.catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: slug, Isolation: tenancy.IsolationSchema})
+	tn, err := b.catalog.Create(ctx, &tenancycatalog.CreateOpts{Slug: slug, Isolation: tenancy.IsolationSchema})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if tn.Status != tenancy.StatusProvisioning {
 		t.Fatalf("a new schema tenant is %s, want provisioning", tn.Status)
 	}
-	tn, err = b.catalog.Provision(ctx, tn.ID, m, nil)
+	tn, err = tenancyprovision.Provision(ctx, b.catalog, tn.ID, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +97,7 @@ func TestMigrateSharedAndTenants(t *testing.T) {
 		t.Fatal(err)
 	}
 	acme, globex := b.schemaTenant(t, "acme", m1), b.schemaTenant(t, "globex", m1)
-	for _, schema := range []string{"public", tenancypgx.SchemaName(acme.ID), tenancypgx.SchemaName(globex.ID)} {
+	for _, schema := range []string{"public", tenancycatalog.SchemaName(acme.ID), tenancycatalog.SchemaName(globex.ID)} {
 		if got := fmt.Sprint(columns(t, b.pool, schema, "projects")); got != "[tenant_id id name]" {
 			t.Fatalf("%s.projects has %s", schema, got)
 		}
@@ -126,7 +127,7 @@ func TestMigrateSharedAndTenants(t *testing.T) {
 			t.Errorf("%s: %+v", r.Name, r)
 		}
 	}
-	for _, schema := range []string{"public", tenancypgx.SchemaName(acme.ID), tenancypgx.SchemaName(globex.ID)} {
+	for _, schema := range []string{"public", tenancycatalog.SchemaName(acme.ID), tenancycatalog.SchemaName(globex.ID)} {
 		if got := fmt.Sprint(columns(t, b.pool, schema, "projects")); got != "[tenant_id id name archived]" {
 			t.Fatalf("%s.projects has %s", schema, got)
 		}
@@ -160,7 +161,7 @@ func TestMigrateFailureIsPerTenantAndResumable(t *testing.T) {
 		tenants = append(tenants, b.schemaTenant(t, slug, m1))
 	}
 	// t3 has a table in the way of migration 3.
-	bad := tenancypgx.SchemaName(tenants[2].ID)
+	bad := tenancycatalog.SchemaName(tenants[2].ID)
 	if _, err := b.pool.Exec(ctx, `CREATE TABLE `+bad+`.tags (x int)`); err != nil {
 		t.Fatal(err)
 	}
@@ -262,10 +263,10 @@ func TestMigrateDryRunAndOneTenant(t *testing.T) {
 	if err != nil || len(res.Targets) != 1 || res.Targets[0].Name != "acme" {
 		t.Fatalf("one tenant: %+v, %v", res, err)
 	}
-	if got := len(columns(t, b.pool, tenancypgx.SchemaName(acme.ID), "projects")); got != 4 {
+	if got := len(columns(t, b.pool, tenancycatalog.SchemaName(acme.ID), "projects")); got != 4 {
 		t.Fatalf("acme not migrated: %d columns", got)
 	}
-	if got := len(columns(t, b.pool, tenancypgx.SchemaName(globex.ID), "projects")); got != 3 {
+	if got := len(columns(t, b.pool, tenancycatalog.SchemaName(globex.ID), "projects")); got != 3 {
 		t.Fatalf("globex migrated though not asked: %d columns", got)
 	}
 	if _, err := m3.Migrate(ctx, &tenancymigrate.Opts{Slugs: []string{"nobody"}}); !errors.Is(err, tenancy.ErrTenantNotFound) {
@@ -351,7 +352,7 @@ func TestConcurrentRunnerSkipsADatabaseTenant(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, err := tenancymigrate.New(env.Pool, &tenancymigrate.Config{Tenant: tenantV2,
-		Servers: tenancypgx.Servers{tenancypgx.DefaultServer: env.Pool.Config().ConnString()}})
+		Servers: tenancycatalog.Servers{tenancycatalog.DefaultServer: env.Pool.Config().ConnString()}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,20 +11,19 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/internal/pgsession"
+	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancyrouter"
 )
-
-// DefaultRole is the runtime role that MigrateCatalog creates: the role the runtime pool logs in
-// as (tenancypgx.RuntimeURL), and the one tenancy.isolate grants tenant tables to.
-const DefaultRole = "tenancy_app"
 
 // Config configures a DB.
 type Config struct {
 	// Key is the catalog's binding key (Catalog.BindingKey), with which every transaction proves
 	// its tenant to the database. Required.
-	Key *BindingKey
+	Key *tenancycatalog.BindingKey
 	// Router serves database-model tenants (each from its own database). Defaults to nil: their
 	// transactions fail with ErrIsolationNotSupported.
-	Router *Router
+	Router *tenancyrouter.Router
 	// Store, when set, is asked for the tenant's current status at the start of every transaction
 	// (use a CachedStore: a hit costs no query), so that work holding an old context — a job, a
 	// detached goroutine — stops when its tenant is suspended or deleted. Defaults to nil: the
@@ -35,29 +34,14 @@ type Config struct {
 // DB runs transactions bound to the tenant in the context. See Tx.
 type DB struct {
 	pool    *pgxpool.Pool
-	key     *BindingKey
+	key     *tenancycatalog.BindingKey
 	store   tenancy.Store
-	router  *Router
+	router  *tenancyrouter.Router
 	sql     sqlDBs
-	checked checkOnce // the shared pool's login role and binding, checked on first use
-	janitor *janitor  // removes the role's session defaults for the shared pool's server
+	check   func(context.Context, *pgx.Conn) error // the login role and binding (pgsession.Check)
+	checked pgsession.CheckOnce                    // check passed on the shared pool
+	janitor *pgsession.Janitor                     // removes the role's session defaults for the shared pool's server
 }
-
-// Scoping statements: the tenant, its proof and (schema tenants) the search_path exist only inside
-// the transaction (is_local = true). Schema-model tenants get search_path set to their schema
-// alone: no fall-through to public.
-const (
-	// The last column is the transaction's start (now()), which the reset at its end checks: a
-	// unit of work that ended its transaction itself is refused.
-	scopeShared = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), now()"
-	scopeSchema = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), set_config('search_path', $3, true), now()"
-	// resetSQL leaves the session as the unit of work found it (see sql/catalog/0006_binding.sql);
-	// resetUnitSQL also refuses, inside the unit's transaction, a role change, and resetTxSQL a
-	// transaction other than the one that began at $1.
-	resetSQL     = "SELECT tenancy.reset_session()"
-	resetUnitSQL = "SELECT tenancy.reset_session(true)"
-	resetTxSQL   = "SELECT tenancy.reset_session(true, $1)"
-)
 
 // SQLSTATEs tenancy.reset_session raises: the unit of work ended its transaction itself, or
 // changed a role. Either way its transaction is rolled back and its connection closed.
@@ -78,20 +62,12 @@ func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
 	if cfg == nil || cfg.Key == nil {
 		return nil, errors.New("tenancypgx: New needs Config.Key, the catalog's binding key (Catalog.BindingKey)")
 	}
-	if err := refuseSimpleProtocol(pool.Config().ConnConfig); err != nil {
+	if err := pgsession.RefuseSimpleProtocol(pool.Config().ConnConfig); err != nil {
 		return nil, err
 	}
-	return &DB{pool: pool, key: cfg.Key, store: cfg.Store, router: cfg.Router, janitor: newJanitor(pool.Config().ConnConfig)}, nil
-}
-
-// refuseSimpleProtocol refuses pgx's simple protocol for tenant work: it writes arguments into
-// the statement's text, and the text of a statement in flight is visible to every session of the
-// same role (pg_stat_activity) — the tenant's proof included.
-func refuseSimpleProtocol(cfg *pgx.ConnConfig) error {
-	if cfg.DefaultQueryExecMode == pgx.QueryExecModeSimpleProtocol {
-		return errors.New("tenancypgx: default_query_exec_mode=simple_protocol would put each transaction's tenant proof in the statement text, which other tenants' sessions can read in pg_stat_activity: use exec, cache_describe (behind a pooler) or the default")
-	}
-	return nil
+	key := cfg.Key
+	return &DB{pool: pool, key: key, store: cfg.Store, router: cfg.Router, janitor: pgsession.NewJanitor(pool.Config().ConnConfig),
+		check: func(ctx context.Context, conn *pgx.Conn) error { return pgsession.Check(ctx, conn, key) }}, nil
 }
 
 // Pool returns the pool transactions run on.
@@ -102,8 +78,9 @@ func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 // ErrNoSupport). Call it at start to fail there rather than on the first request.
 func (db *DB) Check(ctx context.Context) error { return db.checkPool(ctx, db.pool, &db.checked) }
 
-// ErrIsolationNotSupported means the tenant's isolation model is not one this DB can serve yet.
-var ErrIsolationNotSupported = errors.New("tenancypgx: isolation model not supported by this DB")
+// ErrIsolationNotSupported is tenancy.ErrIsolationNotSupported: the tenant's isolation model is
+// not one this DB can serve (database tenants without Config.Router).
+var ErrIsolationNotSupported = tenancy.ErrIsolationNotSupported
 
 // scope is how a transaction is bound to one tenant.
 type scope struct {
@@ -134,7 +111,7 @@ func (db *DB) tenant(ctx context.Context) (scope, error) {
 	case tenancy.IsolationShared, "":
 		return scope{tenant: t}, nil
 	case tenancy.IsolationSchema:
-		schema, err := quotedSchema(t.ID)
+		schema, err := tenancycatalog.QuotedSchema(t.ID)
 		return scope{tenant: t, schema: schema}, err
 	case tenancy.IsolationDatabase:
 		if db.router == nil {
@@ -149,9 +126,9 @@ func (db *DB) tenant(ctx context.Context) (scope, error) {
 func (db *DB) scopeArgs(s scope) (string, []any) {
 	proof := db.key.Proof(s.tenant.ID)
 	if s.schema == "" {
-		return scopeShared, []any{s.tenant.ID, proof}
+		return pgsession.ScopeShared, []any{s.tenant.ID, proof}
 	}
-	return scopeSchema, []any{s.tenant.ID, proof, s.schema}
+	return pgsession.ScopeSchema, []any{s.tenant.ID, proof, s.schema}
 }
 
 // queueScope queues the statement that binds the transaction to s.
@@ -215,14 +192,14 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 	}
 	if err := fn(inner); err != nil {
 		if len(inner.prepared) > 0 && !inner.deallocate(context.WithoutCancel(ctx), conn) {
-			discard(ctx, conn)
+			pgsession.Discard(ctx, conn)
 		}
 		end(ctx, conn, false, start, j, err)
 		return err
 	}
 	if len(inner.prepared) > 0 && !inner.deallocate(ctx, conn) {
 		end(ctx, conn, false, start, j, errPreparedKept)
-		discard(ctx, conn)
+		pgsession.Discard(ctx, conn)
 		return errPreparedKept
 	}
 	return end(ctx, conn, true, start, j, nil)
@@ -258,13 +235,13 @@ func readScope(br pgx.BatchResults, s scope) (time.Time, error) {
 // role, or whose driver cache it tampered with (see kept), is closed, so the pool discards it; the
 // role's session defaults are then removed through j, as they are when the session died under
 // the unit. cause is why a unit that does not commit ends. It returns the error of the commit.
-func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time, j *janitor, cause error) error {
+func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time, j sweeper, cause error) error {
 	err := cause
 	if commit {
 		// One round trip, both statements prepared once per connection (a statement not yet
 		// prepared cannot be in an aborted transaction: then the ROLLBACK below cleans up).
 		b := &pgx.Batch{}
-		b.Queue(resetTxSQL, start)
+		b.Queue(pgsession.ResetTxSQL, start)
 		b.Queue("COMMIT")
 		br := conn.SendBatch(ctx, b)
 		var protocol int32
@@ -280,7 +257,7 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time, j *j
 		}
 		if err == nil {
 			if !kept(conn, protocol) {
-				discard(ctx, conn)
+				pgsession.Discard(ctx, conn)
 			}
 			return nil
 		}
@@ -288,7 +265,7 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time, j *j
 	if conn.IsClosed() {
 		// The session ended under the unit of work, which can end its own (exit_on_error,
 		// idle_session_timeout…) after giving the role session defaults outside its transaction.
-		_ = j.sweep(ctx, conn.Config().Database)
+		_ = j.Sweep(ctx, conn.Config().Database)
 		return err
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -298,13 +275,13 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time, j *j
 	if rerr == nil && !tampered(err) {
 		// Through pgx: it first drops the statements it invalidated when one failed, so the
 		// count the reset returns is what it keeps.
-		rerr = conn.QueryRow(rctx, resetSQL).Scan(&protocol)
+		rerr = conn.QueryRow(rctx, pgsession.ResetSQL).Scan(&protocol)
 	}
 	if rerr != nil || lostStatement(err) || !keptAfterRollback(conn, protocol, err) {
 		// The unit may also have given the role session defaults outside its transaction: they
 		// are removed from the janitor's connection, whose session the unit never touched.
-		_ = j.sweep(rctx, conn.Config().Database)
-		discard(rctx, conn)
+		_ = j.Sweep(rctx, conn.Config().Database)
+		pgsession.Discard(rctx, conn)
 	}
 	return err
 }
@@ -378,47 +355,41 @@ const failedSlack = 6
 // end of its last unit of work.
 const preparedKey = "tenancy.prepared"
 
-// discard closes conn: the pool never hands out a closed connection.
-func discard(ctx context.Context, conn *pgx.Conn) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	defer cancel()
-	_ = conn.Close(cctx)
-}
-
 // acquire takes a connection for s, whose login role and binding have been checked: from the
 // tenant's own pool for the database model, else from the shared pool. release gives it back with
 // the outcome of the work.
-func (db *DB) acquire(ctx context.Context, s scope) (*pgxpool.Conn, func(error), *janitor, error) {
-	var conn *pgxpool.Conn
-	var release func(error)
-	var checked *checkOnce
-	var j *janitor
+func (db *DB) acquire(ctx context.Context, s scope) (*pgxpool.Conn, func(error), sweeper, error) {
 	if s.tenant.Isolation == tenancy.IsolationDatabase {
-		var err error
-		if conn, release, checked, j, err = db.router.acquire(ctx, s.tenant); err != nil {
-			return nil, nil, nil, err
-		}
-	} else {
-		var err error
-		j = db.janitor
-		if conn, err = db.pool.Acquire(ctx); err != nil && startupRefused(err) {
-			// Session defaults a unit of work gave the role may stop every new connection from
-			// starting (local_preload_libraries): removed, and the connection tried again.
-			if j.sweep(ctx, db.pool.Config().ConnConfig.Database) == nil {
-				conn, err = db.pool.Acquire(ctx)
-			}
-		}
+		conn, release, err := db.router.Acquire(ctx, s.tenant, db.check)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		release, checked = func(error) { conn.Release() }, &db.checked
+		return conn, release, db.router.Janitor(s.tenant.Server), nil
 	}
-	if err := checked.do(ctx, conn.Conn(), db.key); err != nil {
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil && pgsession.StartupRefused(err) {
+		// Session defaults a unit of work gave the role may stop every new connection from
+		// starting (local_preload_libraries): removed, and the connection tried again.
+		if db.janitor.Sweep(ctx, db.pool.Config().ConnConfig.Database) == nil {
+			conn, err = db.pool.Acquire(ctx)
+		}
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	release := func(error) { conn.Release() }
+	if err := db.checked.Do(ctx, conn.Conn(), db.check); err != nil {
 		release(nil)
 		return nil, nil, nil, err
 	}
-	j.ready(ctx)
-	return conn, release, j, nil
+	db.janitor.Ready(ctx)
+	return conn, release, db.janitor, nil
+}
+
+// sweeper removes the runtime role's session defaults on one server: the shared pool's janitor, or
+// the router's for a tenant database's server.
+type sweeper interface {
+	Sweep(ctx context.Context, database string) error
 }
 
 // Exec runs one statement as the tenant in ctx. BEGIN, the scoping, the statement, the session
@@ -469,7 +440,7 @@ type single struct {
 	ctx     context.Context
 	conn    *pgxpool.Conn
 	release func(error)
-	janitor *janitor
+	janitor sweeper
 	br      pgx.BatchResults
 	done    bool
 	err     error
@@ -497,7 +468,7 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 		}
 		b = &pgx.Batch{}
 		b.Queue(schemaTag(s.schema)+sql, args...)
-		b.Queue(resetUnitSQL)
+		b.Queue(pgsession.ResetUnitSQL)
 		b.Queue("COMMIT")
 		st.br = conn.SendBatch(ctx, b)
 		return st, nil
@@ -507,7 +478,7 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 	b.Queue("BEGIN")
 	db.queueScope(b, s)
 	b.Queue(sql, args...)
-	b.Queue(resetUnitSQL)
+	b.Queue(pgsession.ResetUnitSQL)
 	b.Queue("COMMIT")
 	st.br = conn.SendBatch(ctx, b)
 	if _, err := st.br.Exec(); err != nil { // BEGIN
@@ -543,7 +514,7 @@ func (st *single) finish(stmtErr error) error {
 	case err != nil || pc.TxStatus() != 'I': // the session may have died: end sweeps then
 		end(st.ctx, conn, false, time.Time{}, st.janitor, err)
 	case !kept(conn, protocol):
-		discard(st.ctx, conn)
+		pgsession.Discard(st.ctx, conn)
 	}
 	st.release(err)
 	st.err = err

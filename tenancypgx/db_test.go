@@ -13,9 +13,24 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancypgx"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
+
+// bundle is a fresh database with the catalog migrated.
+type bundle struct {
+	url     string
+	pool    *pgxpool.Pool
+	catalog *tenancycatalog.Catalog
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	pool, cat := tenancytest.NewCatalog(t)
+	return &bundle{url: pool.Config().ConnString(), pool: pool, catalog: cat}
+}
 
 // tenantBundle is a database with the catalog, tenants A and B, and one tenant table, notes.
 type tenantBundle struct {
@@ -31,7 +46,7 @@ func setupTenants(t *testing.T, cfg *tenancypgx.Config) *tenantBundle {
 	b := setup(t)
 	createNotes(t, b.pool)
 	db := tenancytest.NewDB(t, b.pool, cfg)
-	tb := &tenantBundle{bundle: b, db: db, a: mustCreate(t, b.catalog, "tenant-a"), b: mustCreate(t, b.catalog, "tenant-b")}
+	tb := &tenantBundle{bundle: b, db: db, a: tenancytest.CreateTenant(t, b.catalog, "tenant-a"), b: tenancytest.CreateTenant(t, b.catalog, "tenant-b")}
 	tb.ctxA = tenancy.WithTenant(context.Background(), tb.a)
 	tb.ctxB = tenancy.WithTenant(context.Background(), tb.b)
 	return tb
@@ -174,7 +189,7 @@ func TestTxRunsAsRuntimeRole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if user != tenancypgx.DefaultRole || super || bypass || setting != tb.a.ID {
+	if user != tenancycatalog.DefaultRole || super || bypass || setting != tb.a.ID {
 		t.Fatalf("inside Tx: user %s super %v bypassrls %v tenant %s", user, super, bypass, setting)
 	}
 }
@@ -183,9 +198,9 @@ func TestTxRefusesWithoutAServableTenant(t *testing.T) {
 	t.Parallel()
 	tb := setupTenants(t, nil)
 	ctx := context.Background()
-	suspended := mustCreate(t, tb.catalog, "suspended")
+	suspended := tenancytest.CreateTenant(t, tb.catalog, "suspended")
 	suspended, _ = tb.catalog.Suspend(ctx, suspended.ID)
-	deleted := mustCreate(t, tb.catalog, "deleted")
+	deleted := tenancytest.CreateTenant(t, tb.catalog, "deleted")
 	deleted, _ = tb.catalog.Delete(ctx, deleted.ID)
 
 	cases := []struct {
@@ -230,9 +245,9 @@ func TestTxStoreSeesSuspensionOfAnOldContext(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	createNotes(t, b.pool)
-	cache, _ := tenancypgx.NewCachedStore(b.catalog, nil)
+	cache, _ := tenancycache.NewLookup(b.catalog, nil)
 	db := tenancytest.NewDB(t, b.pool, &tenancypgx.Config{Store: cache})
-	a := mustCreate(t, b.catalog, "tenant-a")
+	a := tenancytest.CreateTenant(t, b.catalog, "tenant-a")
 	ctx := tenancy.WithTenant(context.Background(), a) // a job's context, taken while a was active
 	if err := db.Tx(ctx, func(pgx.Tx) error { return nil }); err != nil {
 		t.Fatalf("control: %v", err)
@@ -240,7 +255,7 @@ func TestTxStoreSeesSuspensionOfAnOldContext(t *testing.T) {
 	if _, err := b.catalog.Suspend(context.Background(), a.ID); err != nil {
 		t.Fatal(err)
 	}
-	cache.Invalidate(a.ID) // what Catalog.Watch does on the notification
+	_ = cache.Invalidate(context.Background(), a.ID) // what Catalog.Watch does on the notification
 	if err := db.Tx(ctx, func(pgx.Tx) error { return nil }); !errors.Is(err, tenancy.ErrTenantSuspended) {
 		t.Fatalf("after suspension: %v, want ErrTenantSuspended", err)
 	}
@@ -348,7 +363,7 @@ func TestTxPoolOfOneInterleaved(t *testing.T) {
 	createNotes(t, b.pool)
 	pool := tenancytest.NewRuntimePool(t, b.pool, func(c *pgxpool.Config) { c.MaxConns = 1 })
 	db, _ := tenancypgx.New(pool, tenancytest.WithKey(t, b.pool, nil))
-	a, bt := mustCreate(t, b.catalog, "tenant-a"), mustCreate(t, b.catalog, "tenant-b")
+	a, bt := tenancytest.CreateTenant(t, b.catalog, "tenant-a"), tenancytest.CreateTenant(t, b.catalog, "tenant-b")
 	ctxA, ctxB := tenancy.WithTenant(context.Background(), a), tenancy.WithTenant(context.Background(), bt)
 	insertNote(t, db, ctxA, "a")
 	insertNote(t, db, ctxA, "a2")

@@ -10,8 +10,11 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancymigrate"
 	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyprovision"
+	"github.com/gotenancy/tenancy/tenancyrouter"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -20,14 +23,16 @@ import (
 func (sb *schemaBundle) provisionDatabaseTenant(t *testing.T, slug string) *tenancy.Tenant {
 	t.Helper()
 	ctx := context.Background()
-	tn, err := sb.catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: slug, Isolation: tenancy.IsolationDatabase})
+	tn, err := sb.catalog.Create(ctx, &tenancycatalog.CreateOpts{Slug: slug, Isolation: tenancy.IsolationDatabase})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { tenancytest.DropDatabase(t, tenancypgx.DatabaseName(tn.ID)) })
-	t.Cleanup(func() { sb.catalog.DropTemplate(context.Background(), tenancypgx.DefaultServer, sb.migrator) })
+	t.Cleanup(func() { tenancytest.DropDatabase(t, tenancycatalog.DatabaseName(tn.ID)) })
+	t.Cleanup(func() {
+		tenancyprovision.DropTemplate(context.Background(), sb.catalog, tenancycatalog.DefaultServer, sb.migrator)
+	})
 	start := time.Now()
-	if tn, err = sb.catalog.Provision(ctx, tn.ID, sb.migrator, nil); err != nil {
+	if tn, err = tenancyprovision.Provision(ctx, sb.catalog, tn.ID, sb.migrator, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("provisioned %s in %v", slug, time.Since(start))
@@ -40,10 +45,10 @@ func TestDatabaseTenants(t *testing.T) {
 	ctx := context.Background()
 	d1 := sb.provisionDatabaseTenant(t, "db-one")
 	d2 := sb.provisionDatabaseTenant(t, "db-two")
-	if d1.Status != tenancy.StatusActive || d1.Server != tenancypgx.DefaultServer || d1.Database != tenancypgx.DatabaseName(d1.ID) {
+	if d1.Status != tenancy.StatusActive || d1.Server != tenancycatalog.DefaultServer || d1.Database != tenancycatalog.DatabaseName(d1.ID) {
 		t.Fatalf("provisioned %+v", d1)
 	}
-	router := newRouter(t, tenancypgx.RouterConfig{Servers: tenancytest.RuntimeServers(t, tenancypgx.Servers{tenancypgx.DefaultServer: sb.url})})
+	router := tenancytest.NewRouter(t, tenancyrouter.Config{Servers: tenancytest.RuntimeServers(t, tenancycatalog.Servers{tenancycatalog.DefaultServer: sb.url})})
 	db := tenancytest.NewDB(t, sb.pool, &tenancypgx.Config{Router: router})
 
 	all := []*tenancy.Tenant{sb.shared, sb.s1, d1, d2}
@@ -68,7 +73,7 @@ func TestDatabaseTenants(t *testing.T) {
 	var user string
 	var n int
 	if err := db.QueryRow(as(d1), `SELECT current_user, (SELECT count(*) FROM projects WHERE tenant_id <> $1)`, d1.ID).Scan(&user, &n); err != nil ||
-		user != tenancypgx.DefaultRole || n != 0 {
+		user != tenancycatalog.DefaultRole || n != 0 {
 		t.Fatalf("inside d1's database: %s, %d foreign rows, %v", user, n, err)
 	}
 	if s := router.Stats(); s.Pools != 2 {
@@ -80,7 +85,9 @@ func TestDatabaseTenants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { sb.catalog.DropTemplate(context.Background(), tenancypgx.DefaultServer, m2) })
+	t.Cleanup(func() {
+		tenancyprovision.DropTemplate(context.Background(), sb.catalog, tenancycatalog.DefaultServer, m2)
+	})
 	res, err := m2.Migrate(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +113,7 @@ func TestDatabaseTenants(t *testing.T) {
 		t.Fatal(err)
 	}
 	router.Forget(d2.ID)
-	if err := sb.catalog.Purge(ctx, d2.ID); err != nil {
+	if err := tenancyprovision.Purge(ctx, sb.catalog, d2.ID); err != nil {
 		t.Fatal(err)
 	}
 	var exists bool
@@ -129,7 +136,7 @@ func TestDatabaseTenantSQLTx(t *testing.T) {
 	t.Parallel()
 	sb := setupSchemas(t)
 	d := sb.provisionDatabaseTenant(t, "db-sql")
-	router := newRouter(t, tenancypgx.RouterConfig{Servers: tenancytest.RuntimeServers(t, tenancypgx.Servers{tenancypgx.DefaultServer: sb.url})})
+	router := tenancytest.NewRouter(t, tenancyrouter.Config{Servers: tenancytest.RuntimeServers(t, tenancycatalog.Servers{tenancycatalog.DefaultServer: sb.url})})
 	db := tenancytest.NewDB(t, sb.pool, &tenancypgx.Config{Router: router})
 	if err := db.SQLTx(as(d), func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(as(d), `INSERT INTO projects (name) VALUES ('via database/sql')`)

@@ -22,8 +22,8 @@
 // role's) and refuses an unsafe login (ErrUnsafeRuntimeRole); so does a DB's first transaction.
 //
 //	admin, _ := pgxpool.New(ctx, databaseURL)            // the migration role
-//	tenancypgx.MigrateCatalog(ctx, admin)
-//	catalog, _ := tenancypgx.NewCatalog(admin, nil)
+//	tenancycatalog.MigrateCatalog(ctx, admin)
+//	catalog, _ := tenancycatalog.NewCatalog(admin, nil)
 //	key, _ := catalog.BindingKey(ctx)                     // only the owner can read it
 //	url, _ := tenancypgx.RuntimeURL(databaseURL)          // the same server, as tenancy_app
 //	runtime, _ := tenancypgx.NewRuntimePool(ctx, url, nil) // may point at PgBouncer
@@ -90,7 +90,7 @@
 // with idle reaping, LRU eviction, draining, and a per-tenant breaker that fails a tenant with an
 // unreachable database fast (tenancy.ErrTenantUnavailable) without slowing the others.
 //
-//	router, _ := tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: tenancypgx.Servers{"default": runtimeURL}})
+//	router, _ := tenancyrouter.New(&tenancyrouter.Config{Servers: tenancycatalog.Servers{"default": runtimeURL}})
 //	defer router.Close()
 //	db, _ := tenancypgx.New(runtime, &tenancypgx.Config{Key: key, Router: router})
 //
@@ -103,16 +103,16 @@
 // The catalog lives in the schema "tenancy" and is created by embedded, versioned migrations;
 // MigrateCatalog applies them under an advisory lock, so many instances may start at once:
 //
-//	if _, err := tenancypgx.MigrateCatalog(ctx, pool); err != nil { ... }
-//	catalog, _ := tenancypgx.NewCatalog(pool, nil)
-//	acme, err := catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: "acme", Name: "Acme Inc"})
+//	if _, err := tenancycatalog.MigrateCatalog(ctx, pool); err != nil { ... }
+//	catalog, _ := tenancycatalog.NewCatalog(pool, nil)
+//	acme, err := catalog.Create(ctx, &tenancycatalog.CreateOpts{Slug: "acme", Name: "Acme Inc"})
 //
 // Request paths look tenants up through a CachedStore (bounded, TTL, a short negative TTL for
 // unknown names, one query for N concurrent misses) that Catalog.Watch keeps current: every change
 // to a tenant or its domains is NOTIFYed at commit and drops the stale entries on every instance
 // within milliseconds; if the listener's connection breaks, the cache is purged on reconnect.
 //
-//	cache, _ := tenancypgx.NewCachedStore(catalog, nil)
+//	cache, _ := tenancycache.NewLookup(catalog, nil)
 //	go catalog.Watch(ctx, cache, nil)
 //	t, err := cache.TenantBySlug(ctx, "acme") // tenancy.ErrTenantNotFound, or a real error: never confused
 //

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancypgx"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
@@ -39,7 +40,7 @@ func exampleDatabase() (*tenancypgx.DB, *tenancy.Tenant, *tenancy.Tenant, func()
 	if err != nil {
 		log.Fatal(err)
 	}
-	if _, err := tenancypgx.MigrateCatalog(ctx, admin); err != nil {
+	if _, err := tenancycatalog.MigrateCatalog(ctx, admin); err != nil {
 		log.Fatal(err)
 	}
 	// A migration makes projects a tenant table: tenant_id, RLS forced, the policy, the grants.
@@ -48,9 +49,9 @@ func exampleDatabase() (*tenancypgx.DB, *tenancy.Tenant, *tenancy.Tenant, func()
 		SELECT tenancy.isolate('projects');`); err != nil {
 		log.Fatal(err)
 	}
-	catalog, _ := tenancypgx.NewCatalog(admin, nil)
-	acme, _ := catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: "acme"})
-	globex, _ := catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: "globex"})
+	catalog, _ := tenancycatalog.NewCatalog(admin, nil)
+	acme, _ := catalog.Create(ctx, &tenancycatalog.CreateOpts{Slug: "acme"})
+	globex, _ := catalog.Create(ctx, &tenancycatalog.CreateOpts{Slug: "globex"})
 
 	runtimeURL, _ := tenancypgx.RuntimeURL(url) // the same server and database, as tenancy_app
 	runtime, err := tenancypgx.NewRuntimePool(ctx, runtimeURL, nil)

@@ -9,11 +9,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gotenancy/tenancy/tenancycatalog"
 )
 
 // GuardOpts tunes GuardRuntimeRole. A nil *GuardOpts means the defaults.
 type GuardOpts struct {
-	// Role is the runtime role to watch. Defaults to DefaultRole.
+	// Role is the runtime role to watch. Defaults to tenancycatalog.DefaultRole.
 	Role string
 	// Interval is how often the role is looked at. Defaults to 2 seconds.
 	Interval time.Duration
@@ -33,7 +35,7 @@ type GuardResult struct {
 	PasswordChanged bool
 }
 
-// GuardRuntimeRole watches the runtime role from the catalog's pool (the migration role) until ctx
+// GuardRuntimeRole watches the runtime role from c's pool (the migration role) until ctx
 // ends. PostgreSQL lets any role change its own password and session defaults (ALTER ROLE
 // CURRENT_USER …); tenancypgx refuses and rolls back a unit of work that does so, and removes
 // defaults it made outside its transaction — unless the unit's connection is cut first. Defaults
@@ -42,8 +44,8 @@ type GuardResult struct {
 // does, every Interval. A changed password cannot be told from an operator's rotation: the guard
 // reports it (OnPasswordChange, or the log); only a superuser can see it. It returns nil when ctx
 // ends, and an error when the role cannot be looked at.
-func (c *Catalog) GuardRuntimeRole(ctx context.Context, opts *GuardOpts) error {
-	o := GuardOpts{Role: DefaultRole, Interval: 2 * time.Second, Logger: slog.Default()}
+func GuardRuntimeRole(ctx context.Context, c *tenancycatalog.Catalog, opts *GuardOpts) error {
+	o := GuardOpts{Role: tenancycatalog.DefaultRole, Interval: 2 * time.Second, Logger: slog.Default()}
 	if opts != nil {
 		if opts.Role != "" {
 			o.Role = opts.Role
@@ -73,8 +75,8 @@ func (c *Catalog) GuardRuntimeRole(ctx context.Context, opts *GuardOpts) error {
 
 // GuardRuntimeRoleOnce looks at the runtime role once, as GuardRuntimeRole does every interval,
 // without a password baseline.
-func (c *Catalog) GuardRuntimeRoleOnce(ctx context.Context, opts *GuardOpts) (*GuardResult, error) {
-	o := GuardOpts{Role: DefaultRole, Logger: slog.Default()}
+func GuardRuntimeRoleOnce(ctx context.Context, c *tenancycatalog.Catalog, opts *GuardOpts) (*GuardResult, error) {
+	o := GuardOpts{Role: tenancycatalog.DefaultRole, Logger: slog.Default()}
 	if opts != nil {
 		if opts.Role != "" {
 			o.Role = opts.Role
@@ -95,10 +97,10 @@ type querierExecer interface {
 // removeDefaultsOn removes the role's session defaults on the server alias, through the catalog's
 // pool for the default server and a maintenance connection for another.
 func (g *guard) removeDefaultsOn(ctx context.Context, alias string, dbs []string) (int, error) {
-	if alias == DefaultServer {
-		return g.removeDefaults(ctx, g.c.pool, alias, dbs)
+	if alias == tenancycatalog.DefaultServer {
+		return g.removeDefaults(ctx, g.c.Pool(), alias, dbs)
 	}
-	conn, err := g.c.maintenance(ctx, alias)
+	conn, err := g.c.Maintenance(ctx, alias)
 	if err != nil {
 		return 0, err
 	}
@@ -142,7 +144,7 @@ func (g *guard) removeDefaults(ctx context.Context, q querierExecer, server stri
 }
 
 type guard struct {
-	c        *Catalog
+	c        *tenancycatalog.Catalog
 	o        GuardOpts
 	password *string // the role's password verifier when the guard started (nil: none, or unseen)
 	seen     bool    // the baseline was read
@@ -160,23 +162,11 @@ const roleDefaultsOfSQL = `SELECT s.setdatabase, coalesce(d.datname, '') FROM pg
 // baseline. Other deployments' databases on a shared server are theirs to guard.
 func (g *guard) look(ctx context.Context) (*GuardResult, error) {
 	res := &GuardResult{}
-	rows, err := g.c.pool.Query(ctx, `SELECT coalesce(server, ''), database_name FROM tenancy.tenants WHERE database_name IS NOT NULL`)
+	byServer, err := g.c.TenantDatabases(ctx)
 	if err != nil {
 		return nil, err
 	}
-	byServer := map[string][]string{}
-	for rows.Next() {
-		var server, db string
-		if err := rows.Scan(&server, &db); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		byServer[server] = append(byServer[server], db)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	byServer[DefaultServer] = append(byServer[DefaultServer], g.c.pool.Config().ConnConfig.Database)
+	byServer[tenancycatalog.DefaultServer] = append(byServer[tenancycatalog.DefaultServer], g.c.Pool().Config().ConnConfig.Database)
 	for alias := range byServer {
 		// Where a Router's janitor connects (see janitor).
 		byServer[alias] = append(byServer[alias], "postgres")
@@ -189,7 +179,7 @@ func (g *guard) look(ctx context.Context) (*GuardResult, error) {
 		}
 	}
 	var password *string
-	err = g.c.pool.QueryRow(ctx, `SELECT rolpassword FROM pg_authid WHERE rolname = $1`, g.o.Role).Scan(&password)
+	err = g.c.Pool().QueryRow(ctx, `SELECT rolpassword FROM pg_authid WHERE rolname = $1`, g.o.Role).Scan(&password)
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.As(err, &pgErr) && pgErr.Code == "42501": // not a superuser: the password cannot be seen

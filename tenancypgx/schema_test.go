@@ -13,8 +13,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancymigrate"
 	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyprovision"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -48,7 +50,7 @@ func setupSchemas(t *testing.T) *schemaBundle {
 	if _, err := m.Migrate(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	sb := &schemaBundle{bundle: b, migrator: m, shared: mustCreate(t, b.catalog, "shared-co")}
+	sb := &schemaBundle{bundle: b, migrator: m, shared: tenancytest.CreateTenant(t, b.catalog, "shared-co")}
 	sb.s1 = sb.provisioned(t, "schema-one")
 	sb.s2 = sb.provisioned(t, "schema-two")
 	sb.db = tenancytest.NewDB(t, b.pool, nil)
@@ -58,11 +60,11 @@ func setupSchemas(t *testing.T) *schemaBundle {
 func (sb *schemaBundle) provisioned(t *testing.T, slug string) *tenancy.Tenant {
 	t.Helper()
 	ctx := context.Background()
-	tn, err := sb.catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: slug, Isolation: tenancy.IsolationSchema})
+	tn, err := sb.catalog.Create(ctx, &tenancycatalog.CreateOpts{Slug: slug, Isolation: tenancy.IsolationSchema})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tn, err = sb.catalog.Provision(ctx, tn.ID, sb.migrator, nil); err != nil {
+	if tn, err = tenancyprovision.Provision(ctx, sb.catalog, tn.ID, sb.migrator, nil); err != nil {
 		t.Fatal(err)
 	}
 	return tn
@@ -89,7 +91,7 @@ func TestSchemaTenantIsolation(t *testing.T) {
 	// The rows really are in the schemas: s1's schema holds one row, the shared table two... no,
 	// one (the shared tenant's), as the owner sees them.
 	var inSchema, inPublic int
-	sb.pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM `+tenancypgx.SchemaName(sb.s1.ID)+`.projects),
+	sb.pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM `+tenancycatalog.SchemaName(sb.s1.ID)+`.projects),
 		(SELECT count(*) FROM public.projects)`).Scan(&inSchema, &inPublic)
 	if inSchema != 1 || inPublic != 1 {
 		t.Fatalf("rows in s1's schema %d, in public %d; want 1 and 1", inSchema, inPublic)
@@ -98,7 +100,7 @@ func TestSchemaTenantIsolation(t *testing.T) {
 	// A schema-qualified query into another tenant's schema, or into the shared table, returns
 	// nothing: row-level security holds there too.
 	for _, q := range []string{
-		`SELECT count(*) FROM ` + tenancypgx.SchemaName(sb.s2.ID) + `.projects`,
+		`SELECT count(*) FROM ` + tenancycatalog.SchemaName(sb.s2.ID) + `.projects`,
 		`SELECT count(*) FROM public.projects`,
 	} {
 		var n int
@@ -107,7 +109,7 @@ func TestSchemaTenantIsolation(t *testing.T) {
 		}
 	}
 	// Nor can s1 write there.
-	if _, err := sb.db.Exec(as(sb.s1), `INSERT INTO `+tenancypgx.SchemaName(sb.s2.ID)+`.projects (tenant_id, name) VALUES ($1, 'planted')`, sb.s2.ID); err == nil {
+	if _, err := sb.db.Exec(as(sb.s1), `INSERT INTO `+tenancycatalog.SchemaName(sb.s2.ID)+`.projects (tenant_id, name) VALUES ($1, 'planted')`, sb.s2.ID); err == nil {
 		t.Error("s1 planted a row in s2's schema")
 	}
 	// search_path is the tenant's schema alone: a table that exists only in public is not found.
@@ -130,7 +132,7 @@ func TestSchemaTenantsMidRolloutStatementCache(t *testing.T) {
 	t.Parallel()
 	sb := setupSchemas(t)
 	ctx := context.Background()
-	if _, err := sb.pool.Exec(ctx, `ALTER TABLE `+tenancypgx.SchemaName(sb.s1.ID)+`.projects ADD COLUMN archived boolean NOT NULL DEFAULT true`); err != nil {
+	if _, err := sb.pool.Exec(ctx, `ALTER TABLE `+tenancycatalog.SchemaName(sb.s1.ID)+`.projects ADD COLUMN archived boolean NOT NULL DEFAULT true`); err != nil {
 		t.Fatal(err)
 	}
 	pool := tenancytest.NewRuntimePool(t, sb.pool, func(c *pgxpool.Config) { c.MaxConns = 1 })
@@ -189,11 +191,11 @@ func TestProvisionFailureCleansUpAndResumes(t *testing.T) {
 		"0001_projects.sql": tenantLine["0001_projects.sql"],
 		"0002_broken.sql":   {Data: []byte(`ALTER TABLE nowhere ADD COLUMN x int`)},
 	}})
-	tn, err := b.catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: "fragile", Isolation: tenancy.IsolationSchema})
+	tn, err := b.catalog.Create(ctx, &tenancycatalog.CreateOpts{Slug: "fragile", Isolation: tenancy.IsolationSchema})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.catalog.Provision(ctx, tn.ID, broken, nil); err == nil {
+	if _, err := tenancyprovision.Provision(ctx, b.catalog, tn.ID, broken, nil); err == nil {
 		t.Fatal("provisioning with a broken tenant line succeeded")
 	}
 	got, _ := b.catalog.TenantByID(ctx, tn.ID)
@@ -204,7 +206,7 @@ func TestProvisionFailureCleansUpAndResumes(t *testing.T) {
 		t.Fatalf("a half-made tenant is servable: %v", got.Err())
 	}
 	var exists bool
-	b.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)`, tenancypgx.SchemaName(tn.ID)).Scan(&exists)
+	b.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)`, tenancycatalog.SchemaName(tn.ID)).Scan(&exists)
 	if exists {
 		t.Fatal("the failed provisioning left its schema behind")
 	}
@@ -212,11 +214,11 @@ func TestProvisionFailureCleansUpAndResumes(t *testing.T) {
 		t.Fatalf("resume of a provisioning tenant: %v", err)
 	}
 	good, _ := tenancymigrate.New(b.pool, &tenancymigrate.Config{Tenant: tenantLine})
-	got, err = b.catalog.Provision(ctx, tn.ID, good, nil)
+	got, err = tenancyprovision.Provision(ctx, b.catalog, tn.ID, good, nil)
 	if err != nil || got.Status != tenancy.StatusActive || got.ProvisionError != "" {
 		t.Fatalf("resumed provisioning: %+v, %v", got, err)
 	}
-	if _, err := b.catalog.Provision(ctx, tn.ID, good, nil); !errors.Is(err, tenancypgx.ErrNotProvisioning) {
+	if _, err := tenancyprovision.Provision(ctx, b.catalog, tn.ID, good, nil); !errors.Is(err, tenancyprovision.ErrNotProvisioning) {
 		t.Fatalf("provisioning an active tenant: %v", err)
 	}
 }
@@ -225,20 +227,20 @@ func TestPurge(t *testing.T) {
 	t.Parallel()
 	sb := setupSchemas(t)
 	ctx := context.Background()
-	other := mustCreate(t, sb.catalog, "other-shared")
+	other := tenancytest.CreateTenant(t, sb.catalog, "other-shared")
 	for _, tn := range []*tenancy.Tenant{sb.shared, other, sb.s1} {
 		if _, err := sb.db.Exec(as(tn), `INSERT INTO projects (name) VALUES ('p')`); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := sb.catalog.Purge(ctx, sb.s1.ID); !errors.Is(err, tenancypgx.ErrNotDeleted) {
+	if err := tenancyprovision.Purge(ctx, sb.catalog, sb.s1.ID); !errors.Is(err, tenancyprovision.ErrNotDeleted) {
 		t.Fatalf("purging a live tenant: %v", err)
 	}
 	for _, tn := range []*tenancy.Tenant{sb.s1, sb.shared} {
 		if _, err := sb.catalog.Delete(ctx, tn.ID); err != nil {
 			t.Fatal(err)
 		}
-		if err := sb.catalog.Purge(ctx, tn.ID); err != nil {
+		if err := tenancyprovision.Purge(ctx, sb.catalog, tn.ID); err != nil {
 			t.Fatalf("purge %s: %v", tn.Slug, err)
 		}
 		if _, err := sb.catalog.TenantByID(ctx, tn.ID); !errors.Is(err, tenancy.ErrTenantNotFound) {
@@ -249,7 +251,7 @@ func TestPurge(t *testing.T) {
 	var sharedRows, otherRows int
 	sb.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1),
 		(SELECT count(*) FROM public.projects WHERE tenant_id = $2), (SELECT count(*) FROM public.projects WHERE tenant_id = $3)`,
-		tenancypgx.SchemaName(sb.s1.ID), sb.shared.ID, other.ID).Scan(&schemaLeft, &sharedRows, &otherRows)
+		tenancycatalog.SchemaName(sb.s1.ID), sb.shared.ID, other.ID).Scan(&schemaLeft, &sharedRows, &otherRows)
 	if schemaLeft || sharedRows != 0 {
 		t.Fatalf("after purge: schema left %v, shared tenant's rows %d", schemaLeft, sharedRows)
 	}
@@ -264,7 +266,7 @@ func TestSchemaTenantsMidRolloutSQLTx(t *testing.T) {
 	sb := setupSchemas(t)
 	ctx := context.Background()
 	t.Cleanup(func() { sb.db.Close() })
-	if _, err := sb.pool.Exec(ctx, `ALTER TABLE `+tenancypgx.SchemaName(sb.s1.ID)+`.projects ADD COLUMN archived boolean NOT NULL DEFAULT true`); err != nil {
+	if _, err := sb.pool.Exec(ctx, `ALTER TABLE `+tenancycatalog.SchemaName(sb.s1.ID)+`.projects ADD COLUMN archived boolean NOT NULL DEFAULT true`); err != nil {
 		t.Fatal(err)
 	}
 	for _, tn := range []*tenancy.Tenant{sb.s1, sb.s2} {

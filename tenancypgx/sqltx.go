@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/internal/pgsession"
 )
 
 // sqlDBs are the database/sql views of a DB, opened on first use: one over the pool, and one for
@@ -44,7 +45,7 @@ func (db *DB) execSQLDB() *sql.DB {
 // Close closes the database/sql handles SQLDB and SQLTx opened, and the connection that removes
 // the runtime role's session defaults (see Tx). It does not close the pool.
 func (db *DB) Close() error {
-	db.janitor.close()
+	db.janitor.Close()
 	var err error
 	for _, d := range []*sql.DB{db.sql.pooled, db.sql.exec} {
 		if d != nil {
@@ -69,7 +70,8 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	if err != nil {
 		return err
 	}
-	handle, j, database := db.SQLDB(), db.janitor, db.pool.Config().ConnConfig.Database
+	var j sweeper = db.janitor
+	handle, database := db.SQLDB(), db.pool.Config().ConnConfig.Database
 	switch {
 	case s.schema != "":
 		handle = db.execSQLDB()
@@ -79,16 +81,16 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 			return err
 		}
 		defer func() { lease.Done(err) }()
-		if err := db.checkPool(ctx, lease.Pool(), &lease.e.checked); err != nil {
+		if err := lease.Check(ctx, db.check); err != nil {
 			return err
 		}
-		handle, j, database = lease.SQLDB(), db.router.janitorFor(s.tenant.Server), lease.Pool().Config().ConnConfig.Database
+		handle, j, database = lease.SQLDB(), db.router.Janitor(s.tenant.Server), lease.Pool().Config().ConnConfig.Database
 	}
-	j.ready(ctx)
 	if s.tenant.Isolation != tenancy.IsolationDatabase {
 		if err := db.checkPool(ctx, db.pool, &db.checked); err != nil {
 			return err
 		}
+		db.janitor.Ready(ctx)
 	}
 	conn, err := handle.Conn(ctx)
 	if err != nil {
@@ -109,7 +111,7 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		if tampered(err) || sqlConnClosed(conn) {
 			// As end does: remove role defaults the unit may have made (its session may have
 			// ended itself), close the connection.
-			_ = j.sweep(ctx, database)
+			_ = j.Sweep(ctx, database)
 			keepSQLConn(conn, -1, nil)
 		} else {
 			resetSQLConn(ctx, conn, j, database, err)
@@ -132,7 +134,7 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		return err
 	}
 	var protocol int32
-	if err = tx.QueryRowContext(ctx, resetTxSQL, start).Scan(&protocol); err != nil {
+	if err = tx.QueryRowContext(ctx, pgsession.ResetTxSQL, start).Scan(&protocol); err != nil {
 		return err // the deferred rollback resets, or closes a connection whose unit of work ended its transaction or changed a role
 	}
 	if err = tx.Commit(); err != nil {
@@ -145,15 +147,15 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 
 // resetSQLConn resets conn's session after a rollback, or discards the connection when it cannot
 // (and then removes the role's session defaults through j, as end does).
-func resetSQLConn(ctx context.Context, conn *sql.Conn, j *janitor, database string, cause error) {
+func resetSQLConn(ctx context.Context, conn *sql.Conn, j sweeper, database string, cause error) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	protocol := int32(-1)
-	if err := conn.QueryRowContext(rctx, resetSQL).Scan(&protocol); err != nil {
+	if err := conn.QueryRowContext(rctx, pgsession.ResetSQL).Scan(&protocol); err != nil {
 		protocol = -1
 	}
 	if protocol < 0 {
-		_ = j.sweep(rctx, database)
+		_ = j.Sweep(rctx, database)
 	}
 	keepSQLConn(conn, protocol, func(c *pgx.Conn, protocol int32) bool {
 		return !lostStatement(cause) && keptAfterRollback(c, protocol, cause)
@@ -182,15 +184,15 @@ func keepSQLConn(conn *sql.Conn, protocol int32, keep func(*pgx.Conn, int32) boo
 			return nil
 		}
 		if ok {
-			discard(context.Background(), c.Conn())
+			pgsession.Discard(context.Background(), c.Conn())
 		}
 		return driver.ErrBadConn
 	})
 }
 
 // checkPool runs the first-use checks (login role, binding key) on a connection of pool.
-func (db *DB) checkPool(ctx context.Context, pool *pgxpool.Pool, c *checkOnce) error {
-	if c.done.Load() {
+func (db *DB) checkPool(ctx context.Context, pool *pgxpool.Pool, c *pgsession.CheckOnce) error {
+	if c.Passed() {
 		return nil
 	}
 	conn, err := pool.Acquire(ctx)
@@ -198,5 +200,5 @@ func (db *DB) checkPool(ctx context.Context, pool *pgxpool.Pool, c *checkOnce) e
 		return err
 	}
 	defer conn.Release()
-	return c.do(ctx, conn.Conn(), db.key)
+	return c.Do(ctx, conn.Conn(), db.check)
 }

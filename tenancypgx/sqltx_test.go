@@ -85,7 +85,7 @@ func TestCustomRuntimeRole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, bt := mustCreate(t, b.catalog, "tenant-a"), mustCreate(t, b.catalog, "tenant-b")
+	a, bt := tenancytest.CreateTenant(t, b.catalog, "tenant-a"), tenancytest.CreateTenant(t, b.catalog, "tenant-b")
 	ctxA, ctxB := tenancy.WithTenant(ctx, a), tenancy.WithTenant(ctx, bt)
 	if _, err := db.Exec(ctxA, `INSERT INTO notes (body) VALUES ('a')`); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package tenancyrate
 
 import (
+	"context"
+
 	"github.com/gotenancy/tenancy"
 )
 
@@ -43,4 +45,17 @@ func (p *Policy) For(t *tenancy.Tenant) Limit {
 		return l
 	}
 	return DefaultPlans["free"]
+}
+
+// Forget returns the function that drops a tenant's rate-limit state in l at once, keyed by the
+// tenant's ID under its limit in p: for tenancycatalog.Catalog.OnDeleted, so a deleted tenant
+// leaves nothing behind. It does nothing when l cannot forget (it is not a Forgetter).
+func Forget(l Limiter, p *Policy) func(context.Context, *tenancy.Tenant) error {
+	return func(ctx context.Context, t *tenancy.Tenant) error {
+		f, ok := l.(Forgetter)
+		if !ok {
+			return nil
+		}
+		return f.Forget(ctx, t.ID, p.For(t))
+	}
 }

@@ -12,8 +12,8 @@ import (
 
 // CatalogStore is a second level for tenant lookups, shared by the instances of a service: the
 // reference article's resolve_tenant design (Redis in front of the database), kept correct.
-// Put a tenancypgx.CachedStore in front of it and the catalog behind it, and give both to
-// Catalog.Watch, this one first — tenancypgx.Invalidators{second, first} — so the first level
+// Put a tenancycache.Lookup in front of it and the catalog behind it, and give both to
+// Catalog.Watch, this one first — tenancy.Invalidators{second, first} — so the first level
 // never reloads from a second level not yet dropped. Every catalog change drops the whole second
 // level at once (one INCR), so it never serves a suspended or deleted tenant as active for longer
 // than the first level would. Only found tenants are kept; "not found" stays in each instance's
@@ -100,15 +100,17 @@ func (s *CatalogStore) get(ctx context.Context, key string, load func(context.Co
 	return t, nil
 }
 
-// Invalidate drops the second level: a tenant changed. It has the shape of
-// tenancypgx.Invalidator. It returns at once: lookups bypass the second level until the drop has
-// succeeded.
-func (s *CatalogStore) Invalidate(string) { s.Purge() }
+// Invalidate drops the second level: a tenant changed. It implements tenancy.Invalidator. It
+// returns at once, and never an error: lookups bypass the second level until the drop has
+// succeeded (retried in the background), so a Redis that cannot be reached never serves a
+// stale tenant.
+func (s *CatalogStore) Invalidate(ctx context.Context, _ string) error { return s.Purge(ctx) }
 
 // Purge drops the second level (see Invalidate).
-func (s *CatalogStore) Purge() {
+func (s *CatalogStore) Purge(context.Context) error {
 	s.asked.Add(1)
 	s.drop(true)
+	return nil
 }
 
 // drop starts an attempt to drop the second level, unless one is running or (now false) the last

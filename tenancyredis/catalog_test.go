@@ -10,7 +10,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gotenancy/tenancy"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyredis"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
@@ -27,14 +28,14 @@ func (s *countingStore) TenantBySlug(ctx context.Context, slug string) (*tenancy
 
 // instance is one service's lookups: its first level in front of the shared second level.
 type instance struct {
-	l1 *tenancypgx.CachedStore
+	l1 *tenancycache.Lookup
 	l2 *tenancyredis.CatalogStore
 }
 
 // startInstances starts n instances whose second levels (over src, in Redis under prefix) and
 // first levels hear cat's changes, and waits until each listens and has dropped its second level
 // once (as every connection of the listener asks).
-func startInstances(t *testing.T, cat *tenancypgx.Catalog, src tenancy.Store, rdb *redis.Client, prefix string, n int) []instance {
+func startInstances(t *testing.T, cat *tenancycatalog.Catalog, src tenancy.Store, rdb *redis.Client, prefix string, n int) []instance {
 	t.Helper()
 	var out []instance
 	for range n {
@@ -46,7 +47,7 @@ func startInstances(t *testing.T, cat *tenancypgx.Catalog, src tenancy.Store, rd
 		if err != nil {
 			t.Fatal(err)
 		}
-		l1, _ := tenancypgx.NewCachedStore(l2, nil)
+		l1, _ := tenancycache.NewLookup(l2, nil)
 		in := instance{l1, l2}
 		out = append(out, in)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -54,7 +55,7 @@ func startInstances(t *testing.T, cat *tenancypgx.Catalog, src tenancy.Store, rd
 		var once atomic.Bool
 		go func() {
 			defer close(done)
-			cat.Watch(ctx, tenancypgx.Invalidators{in.l2, in.l1}, &tenancypgx.WatchOpts{OnConnect: func() {
+			cat.Watch(ctx, tenancy.Invalidators{in.l2, in.l1}, &tenancycatalog.WatchOpts{OnConnect: func() {
 				if once.CompareAndSwap(false, true) {
 					close(ready)
 				}
@@ -75,7 +76,7 @@ func TestCatalogSecondLevel(t *testing.T) {
 	t.Parallel()
 	_, cat := tenancytest.NewCatalog(t)
 	ctx := context.Background()
-	acme, err := cat.Create(ctx, &tenancypgx.CreateOpts{Slug: "acme"})
+	acme, err := cat.Create(ctx, &tenancycatalog.CreateOpts{Slug: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +120,7 @@ func TestCatalogSecondLevelSuspensionWhileRedisFlaps(t *testing.T) {
 	t.Parallel()
 	_, cat := tenancytest.NewCatalog(t)
 	ctx := context.Background()
-	acme, err := cat.Create(ctx, &tenancypgx.CreateOpts{Slug: "acme"})
+	acme, err := cat.Create(ctx, &tenancycatalog.CreateOpts{Slug: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}

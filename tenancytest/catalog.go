@@ -3,15 +3,20 @@ package tenancytest
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyprovision"
+	"github.com/gotenancy/tenancy/tenancyrouter"
 )
 
 // NewCatalog gives t a database of its own (NewDatabase) with the tenant catalog migrated, and
 // returns a pool on it (closed when t ends) and the catalog.
-func NewCatalog(t testing.TB) (*pgxpool.Pool, *tenancypgx.Catalog) {
+func NewCatalog(t testing.TB) (*pgxpool.Pool, *tenancycatalog.Catalog) {
 	t.Helper()
 	return catalogAt(t, NewDatabase(t))
 }
@@ -19,10 +24,10 @@ func NewCatalog(t testing.TB) (*pgxpool.Pool, *tenancypgx.Catalog) {
 // NewCatalog creates database on the private server (if it is not there), migrates the tenant
 // catalog into it and returns a pool on it as postgres (closed when the test ends) and the
 // catalog.
-func (p *PrivatePostgres) NewCatalog(database string) (*pgxpool.Pool, *tenancypgx.Catalog) {
+func (p *PrivatePostgres) NewCatalog(database string) (*pgxpool.Pool, *tenancycatalog.Catalog) {
 	p.t.Helper()
 	url := p.URL(database)
-	if _, err := tenancypgx.EnsureDatabase(context.Background(), url); err != nil {
+	if _, err := tenancyprovision.EnsureDatabase(context.Background(), url); err != nil {
 		p.t.Fatalf("tenancytest: %v", err)
 	}
 	return catalogAt(p.t, url)
@@ -30,7 +35,7 @@ func (p *PrivatePostgres) NewCatalog(database string) (*pgxpool.Pool, *tenancypg
 
 // catalogAt migrates the tenant catalog into the database at url and returns a pool on it
 // (closed when t ends) and the catalog.
-func catalogAt(t testing.TB, url string) (*pgxpool.Pool, *tenancypgx.Catalog) {
+func catalogAt(t testing.TB, url string) (*pgxpool.Pool, *tenancycatalog.Catalog) {
 	t.Helper()
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, url)
@@ -38,10 +43,10 @@ func catalogAt(t testing.TB, url string) (*pgxpool.Pool, *tenancypgx.Catalog) {
 		t.Fatalf("tenancytest: %v", err)
 	}
 	t.Cleanup(pool.Close)
-	if _, err := tenancypgx.MigrateCatalog(ctx, pool); err != nil {
+	if _, err := tenancycatalog.MigrateCatalog(ctx, pool); err != nil {
 		t.Fatalf("tenancytest: %v", err)
 	}
-	cat, err := tenancypgx.NewCatalog(pool, nil)
+	cat, err := tenancycatalog.NewCatalog(pool, nil)
 	if err != nil {
 		t.Fatalf("tenancytest: %v", err)
 	}
@@ -72,7 +77,7 @@ func WithKey(t testing.TB, admin *pgxpool.Pool, cfg *tenancypgx.Config) *tenancy
 	if cfg != nil {
 		c = *cfg
 	}
-	key, err := tenancypgx.ReadBindingKey(context.Background(), admin)
+	key, err := tenancycatalog.ReadBindingKey(context.Background(), admin)
 	if err != nil {
 		t.Fatalf("tenancytest: %v", err)
 	}
@@ -94,9 +99,9 @@ func NewDB(t testing.TB, admin *pgxpool.Pool, cfg *tenancypgx.Config) *tenancypg
 
 // RuntimeServers returns servers with each URL's login replaced by the runtime role
 // (tenancypgx.RuntimeURL): what a Router's pools log in with.
-func RuntimeServers(t testing.TB, servers tenancypgx.Servers) tenancypgx.Servers {
+func RuntimeServers(t testing.TB, servers tenancycatalog.Servers) tenancycatalog.Servers {
 	t.Helper()
-	out := tenancypgx.Servers{}
+	out := tenancycatalog.Servers{}
 	for alias, url := range servers {
 		r, err := tenancypgx.RuntimeURL(url)
 		if err != nil {
@@ -105,4 +110,42 @@ func RuntimeServers(t testing.TB, servers tenancypgx.Servers) tenancypgx.Servers
 		out[alias] = r
 	}
 	return out
+}
+
+// CreateTenant creates an active shared-model tenant slug with domains in cat, failing the test
+// when it cannot.
+func CreateTenant(t testing.TB, cat *tenancycatalog.Catalog, slug string, domains ...string) *tenancy.Tenant {
+	t.Helper()
+	tn, err := cat.Create(context.Background(), &tenancycatalog.CreateOpts{Slug: slug, Domains: domains})
+	if err != nil {
+		t.Fatalf("tenancytest: create %s: %v", slug, err)
+	}
+	return tn
+}
+
+// WaitFor polls cond until it holds, failing the test with what when it does not within limit.
+func WaitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", limit, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// NewRouter returns a pool router on cfg, closed when the test ends. Without cfg.Servers it
+// serves the local server's databases as the runtime role (RuntimeServers of AdminURL).
+func NewRouter(t testing.TB, cfg tenancyrouter.Config) *tenancyrouter.Router {
+	t.Helper()
+	if cfg.Servers == nil {
+		cfg.Servers = RuntimeServers(t, tenancycatalog.Servers{tenancycatalog.DefaultServer: AdminURL()})
+	}
+	r, err := tenancyrouter.New(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
 }

@@ -11,7 +11,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyrouter"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -135,7 +137,7 @@ func conformance(t *testing.T, env *tenancytest.Env, model tenancy.Isolation) {
 	}
 	table := `projects`
 	if model == tenancy.IsolationSchema {
-		table = tenancypgx.SchemaName(a.ID) + `.projects`
+		table = tenancycatalog.SchemaName(a.ID) + `.projects`
 	}
 	if got := one(ctxA, `SELECT count(*) FROM `+table+` WHERE name = 'A secret'`); got != 1 {
 		t.Fatalf("control: A sees %d of its projects in %s, want 1", got, table)
@@ -198,7 +200,7 @@ func asRuntimeRole(pool *pgxpool.Pool, table string, setting *string) (int, erro
 func TestConformanceOneConnectionInterleaved(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine,
-		Router: &tenancypgx.RouterConfig{MaxConnsPerPool: 1}})
+		Router: &tenancyrouter.Config{MaxConnsPerPool: 1}})
 	single, err := tenancypgx.NewRuntimePool(context.Background(), env.Runtime.Config().ConnString(),
 		&tenancypgx.RuntimePoolOpts{Configure: func(c *pgxpool.Config) { c.MaxConns = 1 }})
 	if err != nil {

@@ -11,8 +11,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancymigrate"
 	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyprovision"
+	"github.com/gotenancy/tenancy/tenancyrouter"
 )
 
 // Env is a database of the test's own with the catalog, a tenant migration line applied to the
@@ -23,9 +26,9 @@ type Env struct {
 	Pool *pgxpool.Pool
 	// Runtime logs in as the runtime role: DB's transactions run on it.
 	Runtime  *pgxpool.Pool
-	Catalog  *tenancypgx.Catalog
+	Catalog  *tenancycatalog.Catalog
 	Migrator *tenancymigrate.Migrator
-	Router   *tenancypgx.Router
+	Router   *tenancyrouter.Router
 	DB       *tenancypgx.DB
 
 	n atomic.Int64
@@ -36,7 +39,7 @@ type EnvOpts struct {
 	// Tenant is the tenant migration line (NNNN_name.sql files calling tenancy.isolate). Required.
 	Tenant fs.FS
 	// Router tunes the pool router of database tenants. Defaults to the router's defaults.
-	Router *tenancypgx.RouterConfig
+	Router *tenancyrouter.Config
 	// DB tunes the DB (its Key and Router are set by NewEnv). Defaults to nil.
 	DB *tenancypgx.Config
 }
@@ -53,7 +56,7 @@ func NewEnv(t testing.TB, opts *EnvOpts) *Env {
 	ctx := context.Background()
 	pool, cat := NewCatalog(t)
 	e := &Env{Pool: pool, Catalog: cat}
-	servers := tenancypgx.Servers{tenancypgx.DefaultServer: pool.Config().ConnString()}
+	servers := tenancycatalog.Servers{tenancycatalog.DefaultServer: pool.Config().ConnString()}
 	var err error
 	if e.Migrator, err = tenancymigrate.New(pool, &tenancymigrate.Config{Tenant: opts.Tenant, Servers: servers}); err != nil {
 		t.Fatalf("tenancytest: %v", err)
@@ -61,17 +64,17 @@ func NewEnv(t testing.TB, opts *EnvOpts) *Env {
 	if _, err := e.Migrator.Migrate(ctx, nil); err != nil {
 		t.Fatalf("tenancytest: migrate the shared schema: %v", err)
 	}
-	rc := tenancypgx.RouterConfig{}
+	rc := tenancyrouter.Config{}
 	if opts.Router != nil {
 		rc = *opts.Router
 	}
 	rc.Servers = RuntimeServers(t, servers)
-	if e.Router, err = tenancypgx.NewRouter(&rc); err != nil {
+	if e.Router, err = tenancyrouter.New(&rc); err != nil {
 		t.Fatalf("tenancytest: %v", err)
 	}
 	t.Cleanup(func() { // before the database goes: the template, then the router's pools
 		e.Router.Close()
-		cat.DropTemplate(context.Background(), tenancypgx.DefaultServer, e.Migrator)
+		tenancyprovision.DropTemplate(context.Background(), cat, tenancycatalog.DefaultServer, e.Migrator)
 	})
 	dc := tenancypgx.Config{}
 	if opts.DB != nil {
@@ -89,18 +92,18 @@ func (e *Env) NewTenant(t testing.TB, iso tenancy.Isolation) *tenancy.Tenant {
 	t.Helper()
 	ctx := context.Background()
 	slug := fmt.Sprintf("%s-%d", iso, e.n.Add(1))
-	tn, err := e.Catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: slug, Isolation: iso})
+	tn, err := e.Catalog.Create(ctx, &tenancycatalog.CreateOpts{Slug: slug, Isolation: iso})
 	if err != nil {
 		t.Fatalf("tenancytest: create %s: %v", slug, err)
 	}
 	if iso == tenancy.IsolationDatabase {
-		name := tenancypgx.DatabaseName(tn.ID)
+		name := tenancycatalog.DatabaseName(tn.ID)
 		t.Cleanup(func() { DropDatabase(t, name) })
 	}
 	if tn.Status == tenancy.StatusProvisioning {
 		pctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
-		if tn, err = e.Catalog.Provision(pctx, tn.ID, e.Migrator, nil); err != nil {
+		if tn, err = tenancyprovision.Provision(pctx, e.Catalog, tn.ID, e.Migrator, nil); err != nil {
 			t.Fatalf("tenancytest: provision %s: %v", slug, err)
 		}
 	}

@@ -16,7 +16,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyrouter"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -42,7 +44,7 @@ func TestSQLInsideTxCannotLeaveItsTenant(t *testing.T) {
 			// Where B's rows are, as seen from A's transaction: the shared table, B's schema.
 			bTable := "projects"
 			if model == tenancy.IsolationSchema {
-				bTable = pgx.Identifier{tenancypgx.SchemaName(b.ID), "projects"}.Sanitize()
+				bTable = pgx.Identifier{tenancycatalog.SchemaName(b.ID), "projects"}.Sanitize()
 			}
 
 			// Role changes: RESET ROLE stays the runtime role; SET ROLE and SET SESSION
@@ -56,7 +58,7 @@ func TestSQLInsideTxCannotLeaveItsTenant(t *testing.T) {
 				if err := tx.QueryRow(ctxA, `SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user`).Scan(&user, &super, &bypass); err != nil {
 					return err
 				}
-				if user != tenancypgx.DefaultRole || super || bypass {
+				if user != tenancycatalog.DefaultRole || super || bypass {
 					t.Errorf("ISOLATION BREACH: after RESET ROLE the transaction is %s (superuser %v, bypassrls %v)", user, super, bypass)
 				}
 				return nil
@@ -172,11 +174,11 @@ func TestUnsafeRuntimeLoginIsRefused(t *testing.T) {
 	if err := db.Check(ctx); !errors.Is(err, tenancypgx.ErrUnsafeRuntimeRole) {
 		t.Fatalf("a DB on a superuser pool: %v; want ErrUnsafeRuntimeRole", err)
 	}
-	tn, err := tenancypgx.NewCatalog(pool, nil)
+	tn, err := tenancycatalog.NewCatalog(pool, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	acme, err := tn.Create(ctx, &tenancypgx.CreateOpts{Slug: "acme"})
+	acme, err := tn.Create(ctx, &tenancycatalog.CreateOpts{Slug: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -733,7 +735,7 @@ func TestSimpleProtocolIsRefused(t *testing.T) {
 	if _, err := tenancypgx.New(pool, tenancytest.WithKey(t, env.Pool, nil)); err == nil || !strings.Contains(err.Error(), "simple_protocol") {
 		t.Errorf("New on a simple-protocol pool: %v; want a refusal", err)
 	}
-	if _, err := tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: tenancypgx.Servers{tenancypgx.DefaultServer: simple}}); err == nil || !strings.Contains(err.Error(), "simple_protocol") {
+	if _, err := tenancyrouter.New(&tenancyrouter.Config{Servers: tenancycatalog.Servers{tenancycatalog.DefaultServer: simple}}); err == nil || !strings.Contains(err.Error(), "simple_protocol") {
 		t.Errorf("NewRouter with the simple protocol: %v; want a refusal", err)
 	}
 	// The control: the same URL in the default mode is served.

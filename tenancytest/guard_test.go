@@ -60,7 +60,7 @@ func TestGuardRemovesRuntimeRoleDefaults(t *testing.T) {
 	if err := connect(); err == nil || !strings.Contains(err.Error(), "tenancy_no_such_library") {
 		t.Fatalf("control: a runtime connection with the library default: %v; want it refused", err)
 	}
-	res, err := catalog.GuardRuntimeRoleOnce(ctx, nil)
+	res, err := tenancypgx.GuardRuntimeRoleOnce(ctx, catalog, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestGuardRemovesRuntimeRoleDefaults(t *testing.T) {
 	changed := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- catalog.GuardRuntimeRole(runCtx, &tenancypgx.GuardOpts{Interval: 20 * time.Millisecond, OnPasswordChange: func() { close(changed) }})
+		done <- tenancypgx.GuardRuntimeRole(runCtx, catalog, &tenancypgx.GuardOpts{Interval: 20 * time.Millisecond, OnPasswordChange: func() { close(changed) }})
 	}()
 	defer func() {
 		cancel()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyrouter"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -117,7 +118,7 @@ type sessionEnv struct {
 func newSessionEnv(t *testing.T) *sessionEnv {
 	t.Helper()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: sessionLine,
-		Router: &tenancypgx.RouterConfig{MaxConnsPerPool: 1}})
+		Router: &tenancyrouter.Config{MaxConnsPerPool: 1}})
 	db, single := oneConnectionDB(t, env)
 	return &sessionEnv{Env: env, db: db, runtime: single}
 }

@@ -29,8 +29,9 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancymigrate"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyprovision"
 	"github.com/gotenancy/tenancy/tenancyrate"
 )
 
@@ -81,7 +82,7 @@ func run(nTenants, workers int, duration time.Duration) error {
 			conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{db}.Sanitize()+" WITH (FORCE)")
 		}
 	}()
-	servers := tenancypgx.Servers{tenancypgx.DefaultServer: dbURL}
+	servers := tenancycatalog.Servers{tenancycatalog.DefaultServer: dbURL}
 	lines := tenancycli.ReferenceLines()
 	lines.Servers = servers
 	m, err := tenancymigrate.New(pool, lines)
@@ -98,21 +99,21 @@ func run(nTenants, workers int, duration time.Duration) error {
 	}
 	defer srv.Close()
 	defer func() {
-		cat, _ := tenancypgx.NewCatalog(pool, nil)
-		cat.DropTemplate(context.Background(), tenancypgx.DefaultServer, m)
+		cat, _ := tenancycatalog.NewCatalog(pool, nil)
+		tenancyprovision.DropTemplate(context.Background(), cat, tenancycatalog.DefaultServer, m)
 	}()
 	models := []tenancy.Isolation{tenancy.IsolationShared, tenancy.IsolationSchema, tenancy.IsolationDatabase}
 	states := make([]*tenantState, nTenants)
 	for i := range states {
-		t, err := srv.Catalog().Create(ctx, &tenancypgx.CreateOpts{Slug: fmt.Sprintf("load-%d", i), Isolation: models[i%3]})
+		t, err := srv.Catalog().Create(ctx, &tenancycatalog.CreateOpts{Slug: fmt.Sprintf("load-%d", i), Isolation: models[i%3]})
 		if err != nil {
 			return err
 		}
 		if t.Isolation == tenancy.IsolationDatabase {
-			tenantDBs = append(tenantDBs, tenancypgx.DatabaseName(t.ID))
+			tenantDBs = append(tenantDBs, tenancycatalog.DatabaseName(t.ID))
 		}
 		if t.Status == tenancy.StatusProvisioning {
-			if t, err = srv.Catalog().Provision(ctx, t.ID, m, nil); err != nil {
+			if t, err = tenancyprovision.Provision(ctx, srv.Catalog(), t.ID, m, nil); err != nil {
 				return err
 			}
 		}
@@ -189,7 +190,7 @@ func run(nTenants, workers int, duration time.Duration) error {
 }
 
 func prepare(ctx context.Context, url string) (*pgxpool.Pool, []int, error) {
-	if _, err := tenancypgx.EnsureDatabase(ctx, url); err != nil {
+	if _, err := tenancyprovision.EnsureDatabase(ctx, url); err != nil {
 		return nil, nil, err
 	}
 	cfg, err := pgxpool.ParseConfig(url)
@@ -201,7 +202,7 @@ func prepare(ctx context.Context, url string) (*pgxpool.Pool, []int, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	applied, err := tenancypgx.MigrateCatalog(ctx, pool)
+	applied, err := tenancycatalog.MigrateCatalog(ctx, pool)
 	return pool, applied, err
 }
 

@@ -18,8 +18,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy/tenancyaudit"
+	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
 	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyrouter"
 )
 
 func main() {
@@ -52,7 +55,7 @@ func run(ctx context.Context, dbURL, addr string, log *slog.Logger) error {
 		return err
 	}
 	defer admin.Close()
-	catalog, err := tenancypgx.NewCatalog(admin, nil)
+	catalog, err := tenancycatalog.NewCatalog(admin, nil)
 	if err != nil {
 		return err
 	}
@@ -78,12 +81,12 @@ func run(ctx context.Context, dbURL, addr string, log *slog.Logger) error {
 		return err
 	}
 	defer runtime.Close()
-	router, err := tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: tenancypgx.Servers{tenancypgx.DefaultServer: runtimeURL}, Logger: log})
+	router, err := tenancyrouter.New(&tenancyrouter.Config{Servers: tenancycatalog.Servers{tenancycatalog.DefaultServer: runtimeURL}, Logger: log})
 	if err != nil {
 		return err
 	}
 	defer router.Close()
-	lookups, err := tenancypgx.NewCachedStore(catalog, nil)
+	lookups, err := tenancycache.NewLookup(catalog, nil)
 	if err != nil {
 		return err
 	}

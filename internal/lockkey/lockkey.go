@@ -19,6 +19,11 @@ const (
 	TenantDatabase int64 = 0x74656e616e6376
 )
 
+// TenantLinePrefix starts the text whose hash (hashtextextended(prefix || target, 0)) is the key
+// that serializes runs of the tenant line on one target of the catalog's database ("shared" or
+// a tenant's ID): one key per target, so runners migrate different tenants at once.
+const TenantLinePrefix = "tenancy.migrate."
+
 // All lists every key, for the test that they are distinct.
 var All = map[string]int64{
 	"Catalog": Catalog, "SharedLine": SharedLine, "Support": Support, "Template": Template, "TenantDatabase": TenantDatabase,

@@ -14,8 +14,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyprovision"
 	"github.com/gotenancy/tenancy/tenancyrate"
 	"github.com/gotenancy/tenancy/tenancyredis"
 )
@@ -57,7 +58,7 @@ func (s *Server) admin() http.Handler {
 }
 
 func (s *Server) adminList(w http.ResponseWriter, r *http.Request) {
-	opts := &tenancypgx.ListOpts{Status: tenancy.Status(r.URL.Query().Get("status")), IncludeDeleted: r.URL.Query().Get("all") == "1"}
+	opts := &tenancycatalog.ListOpts{Status: tenancy.Status(r.URL.Query().Get("status")), IncludeDeleted: r.URL.Query().Get("all") == "1"}
 	ts, err := s.catalog.List(r.Context(), opts)
 	if err != nil {
 		s.adminError(w, r, err)
@@ -105,14 +106,14 @@ func (s *Server) adminCreate(w http.ResponseWriter, r *http.Request) {
 		s.adminError(w, r, err)
 		return
 	}
-	t, err := s.catalog.Create(r.Context(), &tenancypgx.CreateOpts{Slug: req.Slug, Name: req.Name, Plan: req.Plan,
+	t, err := s.catalog.Create(r.Context(), &tenancycatalog.CreateOpts{Slug: req.Slug, Name: req.Name, Plan: req.Plan,
 		Isolation: iso, Domains: domains})
 	if err != nil {
 		s.adminError(w, r, err)
 		return
 	}
 	if t.Status == tenancy.StatusProvisioning {
-		if t, err = s.catalog.Provision(r.Context(), t.ID, s.cfg.Migrator, &tenancypgx.ProvisionOpts{Server: req.Server}); err != nil {
+		if t, err = tenancyprovision.Provision(r.Context(), s.catalog, t.ID, s.cfg.Migrator, &tenancyprovision.ProvisionOpts{Server: req.Server}); err != nil {
 			s.provisionError(w, r, err)
 			return
 		}
@@ -122,7 +123,7 @@ func (s *Server) adminCreate(w http.ResponseWriter, r *http.Request) {
 
 // adminUpdate changes the tenant's name or plan ({"name", "plan"}).
 func (s *Server) adminUpdate(w http.ResponseWriter, r *http.Request) {
-	var req tenancypgx.UpdateOpts // {"name", "plan"}
+	var req tenancycatalog.UpdateOpts // {"name", "plan"}
 	if err := decodeJSON(w, r, &req); err != nil {
 		s.adminError(w, r, err)
 		return
@@ -190,7 +191,7 @@ func (s *Server) adminStats(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkServer refuses, before anything is registered, a server alias the configuration lacks.
-func checkServer(servers tenancypgx.Servers, iso tenancy.Isolation, alias string) error {
+func checkServer(servers tenancycatalog.Servers, iso tenancy.Isolation, alias string) error {
 	if alias == "" {
 		return nil
 	}
@@ -207,10 +208,10 @@ func checkServer(servers tenancypgx.Servers, iso tenancy.Isolation, alias string
 func (s *Server) adminProvision(w http.ResponseWriter, r *http.Request) {
 	t, err := s.catalog.TenantBySlug(r.Context(), r.PathValue("slug"))
 	if err == nil {
-		t, err = s.catalog.Provision(r.Context(), t.ID, s.cfg.Migrator, nil)
+		t, err = tenancyprovision.Provision(r.Context(), s.catalog, t.ID, s.cfg.Migrator, nil)
 	}
 	switch {
-	case errors.Is(err, tenancypgx.ErrNotProvisioning):
+	case errors.Is(err, tenancyprovision.ErrNotProvisioning):
 		tenancyhttp.WriteProblem(w, &tenancyhttp.Problem{Type: tenancyhttp.ProblemConflict, Title: "Conflict",
 			Status: http.StatusConflict, Detail: err.Error()})
 	case errors.Is(err, tenancy.ErrTenantNotFound):

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
 	"github.com/gotenancy/tenancy/tenancymigrate"
-	"github.com/gotenancy/tenancy/tenancypgx"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -22,7 +22,7 @@ func newServer(t *testing.T, token string) http.Handler {
 	return h
 }
 
-func newServerWithCatalog(t *testing.T, token string) (http.Handler, *tenancypgx.Catalog) {
+func newServerWithCatalog(t *testing.T, token string) (http.Handler, *tenancycatalog.Catalog) {
 	t.Helper()
 	ctx := context.Background()
 	pool, _ := tenancytest.NewCatalog(t)

@@ -11,9 +11,9 @@ import (
 
 	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
 	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
 	"github.com/gotenancy/tenancy/tenancymigrate"
-	"github.com/gotenancy/tenancy/tenancypgx"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -59,7 +59,7 @@ func setupAPI(t *testing.T) (acme, globex apiClient) {
 	t.Helper()
 	h, cat := newServerWithCatalog(t, "")
 	for _, slug := range []string{"acme", "globex"} {
-		if _, err := cat.Create(context.Background(), &tenancypgx.CreateOpts{Slug: slug}); err != nil {
+		if _, err := cat.Create(context.Background(), &tenancycatalog.CreateOpts{Slug: slug}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -238,7 +238,7 @@ func TestAPIDatabaseTenant(t *testing.T) {
 	if w.Code != 201 || !strings.Contains(w.Body.String(), `"active"`) {
 		t.Fatalf("create a database tenant: %d %s", w.Code, w.Body)
 	}
-	if _, err := cat.Create(context.Background(), &tenancypgx.CreateOpts{Slug: "shared-co"}); err != nil {
+	if _, err := cat.Create(context.Background(), &tenancycatalog.CreateOpts{Slug: "shared-co"}); err != nil {
 		t.Fatal(err)
 	}
 	dbco, shared := apiClient{t, h, "dbco.localhost"}, apiClient{t, h, "shared-co.localhost"}

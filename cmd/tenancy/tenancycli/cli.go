@@ -12,7 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancyprovision"
 )
 
 // DefaultDatabaseURL is the local PostgreSQL as postgres, database tenancy (created if missing).
@@ -219,16 +220,16 @@ func databaseFlags(fs *flag.FlagSet) dbFlags {
 }
 
 // serverMap returns the configured servers, or the catalog's server as "default".
-func (f dbFlags) serverMap() (tenancypgx.Servers, error) {
+func (f dbFlags) serverMap() (tenancycatalog.Servers, error) {
 	if *f.servers == "" {
-		return tenancypgx.Servers{tenancypgx.DefaultServer: *f.url}, nil
+		return tenancycatalog.Servers{tenancycatalog.DefaultServer: *f.url}, nil
 	}
-	return tenancypgx.ParseServers(*f.servers)
+	return tenancycatalog.ParseServers(*f.servers)
 }
 
 // openCatalog opens the catalog of the database setting, creating the database and the catalog
 // when they are missing (the setting's documented behaviour, as for serve).
-func openCatalog(ctx context.Context, f dbFlags) (*tenancypgx.Catalog, func(), error) {
+func openCatalog(ctx context.Context, f dbFlags) (*tenancycatalog.Catalog, func(), error) {
 	servers, err := f.serverMap()
 	if err != nil {
 		return nil, nil, err
@@ -237,7 +238,7 @@ func openCatalog(ctx context.Context, f dbFlags) (*tenancypgx.Catalog, func(), e
 	if err != nil {
 		return nil, nil, err
 	}
-	cat, err := tenancypgx.NewCatalog(pool, &tenancypgx.CatalogConfig{Servers: servers})
+	cat, err := tenancycatalog.NewCatalog(pool, &tenancycatalog.CatalogConfig{Servers: servers})
 	if err != nil {
 		pool.Close()
 		return nil, nil, err
@@ -247,14 +248,14 @@ func openCatalog(ctx context.Context, f dbFlags) (*tenancypgx.Catalog, func(), e
 
 // prepareDatabase creates the database if missing and applies the catalog migrations.
 func prepareDatabase(ctx context.Context, url string) (*pgxpool.Pool, []int, error) {
-	if _, err := tenancypgx.EnsureDatabase(ctx, url); err != nil {
+	if _, err := tenancyprovision.EnsureDatabase(ctx, url); err != nil {
 		return nil, nil, err
 	}
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
 		return nil, nil, fmt.Errorf("database URL: %w", err)
 	}
-	applied, err := tenancypgx.MigrateCatalog(ctx, pool)
+	applied, err := tenancycatalog.MigrateCatalog(ctx, pool)
 	if err != nil {
 		pool.Close()
 		return nil, nil, err

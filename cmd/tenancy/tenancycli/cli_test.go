@@ -19,8 +19,9 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancymigrate"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyprovision"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -49,9 +50,9 @@ func dropTenantDatabases(t *testing.T, url string) {
 	for _, n := range names {
 		tenancytest.DropDatabase(t, n)
 	}
-	cat, _ := tenancypgx.NewCatalog(pool, nil)
+	cat, _ := tenancycatalog.NewCatalog(pool, nil)
 	if m, err := tenancymigrate.New(pool, tenancycli.ReferenceLines()); err == nil {
-		cat.DropTemplate(ctx, tenancypgx.DefaultServer, m)
+		tenancyprovision.DropTemplate(ctx, cat, tenancycatalog.DefaultServer, m)
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy/tenancyaudit"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 )
 
 // errAuditFailed is returned when the doctor found something; the report says what.
@@ -19,7 +19,7 @@ func doctor(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := newFlags("doctor", stderr)
 	dbf := databaseFlags(fs)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	role := fs.String("role", tenancypgx.DefaultRole, "the runtime role tenant transactions run as")
+	role := fs.String("role", tenancycatalog.DefaultRole, "the runtime role tenant transactions run as")
 	loginRole := fs.String("login-role", "", "the role the runtime pool logs in as, when it is not --role (checked that it cannot become a privileged role)")
 	column := fs.String("tenant-column", "tenant_id", "the column that says whose a row is: a table with it is a tenant table")
 	workers := fs.Int("workers", 4, "databases audited at once")
@@ -50,7 +50,7 @@ func doctor(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		out *[]key
 	}{{ignore, &toIgnore}, {unignore, &toUnignore}} {
 		for _, s := range list.in {
-			k, o, err := tenancypgx.ParseAuditKey(s)
+			k, o, err := tenancycatalog.ParseAuditKey(s)
 			if err != nil {
 				return usagef("%v", err)
 			}
@@ -64,11 +64,11 @@ func doctor(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer pool.Close()
 	opts := &tenancyaudit.Options{Role: *role, LoginRole: *loginRole, TenantColumn: *column, Workers: *workers}
 
-	var hasCatalog, hasSchema bool
-	if err := pool.QueryRow(ctx, `SELECT to_regclass('tenancy.audit_ignores') IS NOT NULL, to_regnamespace('tenancy') IS NOT NULL`).
-		Scan(&hasCatalog, &hasSchema); err != nil {
+	in, err := tenancycatalog.Installed(ctx, pool)
+	if err != nil {
 		return err
 	}
+	hasCatalog, hasSchema := in.Catalog && in.AuditIgnores, in.Schema
 	if !hasSchema {
 		return errors.New("this database has no tenancy catalog: nothing to audit (tenancy migrate --shared installs it)")
 	}
@@ -85,7 +85,7 @@ func doctor(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return err
 		}
-		cat, err := tenancypgx.NewCatalog(pool, &tenancypgx.CatalogConfig{Servers: servers})
+		cat, err := tenancycatalog.NewCatalog(pool, &tenancycatalog.CatalogConfig{Servers: servers})
 		if err != nil {
 			return err
 		}
@@ -123,7 +123,7 @@ func doctor(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // auditOrRefuse runs the doctor's audit — the catalog's database and every database tenant's,
 // accepted findings respected — before serving, and refuses to serve when it finds anything.
-func auditOrRefuse(ctx context.Context, cat *tenancypgx.Catalog, loginRole string, stderr io.Writer) error {
+func auditOrRefuse(ctx context.Context, cat *tenancycatalog.Catalog, loginRole string, stderr io.Writer) error {
 	rep, err := tenancyaudit.Audit(ctx, cat, &tenancyaudit.Options{LoginRole: loginRole})
 	if err != nil {
 		return err

@@ -11,8 +11,9 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancymigrate"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyprovision"
 	"github.com/gotenancy/tenancy/tenancyrate"
 	"github.com/gotenancy/tenancy/tenancyredis"
 	"github.com/gotenancy/tenancy/tenancytest"
@@ -27,7 +28,7 @@ func startEnvServer(t *testing.T, env *tenancytest.Env, cfg *tenancycli.ServerCo
 		c = *cfg
 	}
 	c.Router, c.Migrator = env.Router, env.Migrator
-	c.Servers = tenancypgx.Servers{tenancypgx.DefaultServer: env.Pool.Config().ConnString()}
+	c.Servers = tenancycatalog.Servers{tenancycatalog.DefaultServer: env.Pool.Config().ConnString()}
 	srv, err := tenancycli.NewServer(env.Pool, &c)
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +192,7 @@ func TestServiceRecoversFromPostgresRestart(t *testing.T) {
 	ctx := context.Background()
 	pool, _ := pg.NewCatalog("service")
 	url := pg.URL("service")
-	servers := tenancypgx.Servers{tenancypgx.DefaultServer: url}
+	servers := tenancycatalog.Servers{tenancycatalog.DefaultServer: url}
 	lines := tenancycli.ReferenceLines()
 	lines.Servers = servers
 	m, err := tenancymigrate.New(pool, lines)
@@ -212,12 +213,12 @@ func TestServiceRecoversFromPostgresRestart(t *testing.T) {
 	h := srv.Handler()
 	var hosts []string
 	for _, iso := range tenancytest.Models {
-		tn, err := srv.Catalog().Create(ctx, &tenancypgx.CreateOpts{Slug: "pg-" + string(iso), Isolation: iso})
+		tn, err := srv.Catalog().Create(ctx, &tenancycatalog.CreateOpts{Slug: "pg-" + string(iso), Isolation: iso})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if tn.Status == tenancy.StatusProvisioning {
-			if _, err := srv.Catalog().Provision(ctx, tn.ID, m, nil); err != nil {
+			if _, err := tenancyprovision.Provision(ctx, srv.Catalog(), tn.ID, m, nil); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -19,11 +19,14 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
 	"github.com/gotenancy/tenancy/tenancymigrate"
 	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyprovision"
 	"github.com/gotenancy/tenancy/tenancyrate"
 	"github.com/gotenancy/tenancy/tenancyredis"
+	"github.com/gotenancy/tenancy/tenancyrouter"
 )
 
 // ServerConfig configures the reference service.
@@ -39,8 +42,8 @@ type ServerConfig struct {
 	// with the reference service's lines (ReferenceLines).
 	Migrator *tenancymigrate.Migrator
 	// Servers hold database tenants, as the migration role logs in to them (provisioning,
-	// migrations). Defaults to the pool's server as tenancypgx.DefaultServer.
-	Servers tenancypgx.Servers
+	// migrations). Defaults to the pool's server as tenancycatalog.DefaultServer.
+	Servers tenancycatalog.Servers
 	// Runtime is the pool tenant transactions run on: it logs in as the runtime role
 	// (tenancypgx.NewRuntimePool), and may point at a transaction pooler. Defaults to one opened
 	// at tenancypgx.RuntimeURL of the pool's URL; Close closes the one it made.
@@ -48,10 +51,10 @@ type ServerConfig struct {
 	// RuntimeServers are the URLs database tenants' pools log in with, as the runtime role, by
 	// server alias. Defaults, for each of Servers, to the Runtime pool's address and login when
 	// it is the pool's server, else to tenancypgx.RuntimeURL of its URL.
-	RuntimeServers tenancypgx.Servers
+	RuntimeServers tenancycatalog.Servers
 	// Router serves database tenants. Defaults to one on RuntimeServers with the router's
 	// defaults; Close closes the one it made.
-	Router *tenancypgx.Router
+	Router *tenancyrouter.Router
 	// Limiter limits each tenant's request rate by its Policy. Defaults to a memory limiter (give
 	// a tenancyredis.Limiter when instances share the limits).
 	Limiter tenancyrate.Limiter
@@ -72,12 +75,12 @@ type ServerConfig struct {
 // readiness probe and the admin API.
 type Server struct {
 	pool        *pgxpool.Pool
-	catalog     *tenancypgx.Catalog
-	cache       *tenancypgx.CachedStore
+	catalog     *tenancycatalog.Catalog
+	cache       *tenancycache.Lookup
 	secondLevel *tenancyredis.CatalogStore // nil without Redis
 	db          *tenancypgx.DB
 	appCache    *tenancycache.Cache
-	invalidate  tenancypgx.Invalidators
+	invalidate  tenancy.Invalidators
 	cfg         ServerConfig
 	log         *slog.Logger
 	handler     http.Handler
@@ -110,9 +113,9 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 		s.log = slog.Default()
 	}
 	if s.cfg.Servers == nil {
-		s.cfg.Servers = tenancypgx.Servers{tenancypgx.DefaultServer: pool.Config().ConnString()}
+		s.cfg.Servers = tenancycatalog.Servers{tenancycatalog.DefaultServer: pool.Config().ConnString()}
 	}
-	if s.catalog, err = tenancypgx.NewCatalog(pool, &tenancypgx.CatalogConfig{Servers: s.cfg.Servers}); err != nil {
+	if s.catalog, err = tenancycatalog.NewCatalog(pool, &tenancycatalog.CatalogConfig{Servers: s.cfg.Servers}); err != nil {
 		return nil, err
 	}
 	if s.cfg.Migrator == nil {
@@ -139,12 +142,12 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 		if err != nil {
 			return nil, err
 		}
-		if s.cfg.Router, err = tenancypgx.NewRouter(&tenancypgx.RouterConfig{Servers: servers, Logger: s.log}); err != nil {
+		if s.cfg.Router, err = tenancyrouter.New(&tenancyrouter.Config{Servers: servers, Logger: s.log}); err != nil {
 			return nil, err
 		}
 		s.closers = append(s.closers, s.cfg.Router.Close)
 	}
-	var key *tenancypgx.BindingKey
+	var key *tenancycatalog.BindingKey
 	if key, err = s.catalog.BindingKey(ctx); err != nil {
 		return nil, err
 	}
@@ -157,7 +160,7 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 		lookups, s.secondLevel = l2, l2
 		s.invalidate = append(s.invalidate, l2) // the second level drops first
 	}
-	if s.cache, err = tenancypgx.NewCachedStore(lookups, nil); err != nil {
+	if s.cache, err = tenancycache.NewLookup(lookups, nil); err != nil {
 		return nil, err
 	}
 	if s.cfg.Cache == nil {
@@ -168,7 +171,9 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 	if s.appCache, err = tenancycache.New(s.cfg.Cache, nil); err != nil {
 		return nil, err
 	}
-	s.invalidate = append(s.invalidate, s.cache, janitor{s})
+	// What the service keeps about a tenant goes when the tenant is deleted or purged: its cache
+	// entries and its rate limiter state.
+	s.invalidate = append(s.invalidate, s.cache, s.catalog.OnDeleted(s.appCache.Forget, tenancyrate.Forget(s.cfg.Limiter, s.cfg.Policy)))
 	mw, err := tenancyhttp.Middleware(s.cache, &tenancyhttp.Config{
 		Resolvers: []tenancyhttp.Resolver{tenancyhttp.FromSubdomain(s.cfg.BaseDomain), tenancyhttp.FromDomain()},
 		Logger:    s.log,
@@ -229,8 +234,8 @@ func (s *Server) Close() {
 // runtimeServers returns the runtime URL of each server of direct: the explicit one, else the
 // runtime pool's address and login for the catalog's own server (so a pooler in front of it
 // serves its tenant databases too), else tenancypgx.RuntimeURL of the server's URL.
-func runtimeServers(direct, explicit tenancypgx.Servers, catalog, runtime *pgxpool.Config) (tenancypgx.Servers, error) {
-	out := tenancypgx.Servers{}
+func runtimeServers(direct, explicit tenancycatalog.Servers, catalog, runtime *pgxpool.Config) (tenancycatalog.Servers, error) {
+	out := tenancycatalog.Servers{}
 	for alias, url := range direct {
 		if u, ok := explicit[alias]; ok {
 			out[alias] = u
@@ -260,22 +265,25 @@ func runtimeServers(direct, explicit tenancypgx.Servers, catalog, runtime *pgxpo
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Catalog returns the tenant catalog the service reads.
-func (s *Server) Catalog() *tenancypgx.Catalog { return s.catalog }
+func (s *Server) Catalog() *tenancycatalog.Catalog { return s.catalog }
 
 // Run keeps the lookup cache current with the catalog's change notifications, and guards the
-// runtime role (tenancypgx.Catalog.GuardRuntimeRole), until ctx ends.
+// runtime role (tenancycatalog.Catalog.GuardRuntimeRole), until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	guarded := make(chan struct{})
 	go func() { // the runtime role's session defaults removed, a changed password reported
 		defer close(guarded)
-		s.catalog.GuardRuntimeRole(ctx, &tenancypgx.GuardOpts{Logger: s.log})
+		tenancypgx.GuardRuntimeRole(ctx, s.catalog, &tenancypgx.GuardOpts{Logger: s.log})
 	}()
 	defer func() { <-guarded }()
-	return s.catalog.Watch(ctx, s.invalidate, &tenancypgx.WatchOpts{
+	return s.catalog.Watch(ctx, s.invalidate, &tenancycatalog.WatchOpts{
 		OnConnect: func() { s.watchUp.Store(true) },
 		OnDisconnect: func(err error) {
 			s.watchUp.Store(false)
 			s.log.Warn("tenancy: catalog change listener disconnected; reconnecting", "err", err)
+		},
+		OnError: func(id string, err error) {
+			s.log.Warn("tenancy: a catalog change did not reach everything derived from the catalog", "tenant_id", id, "err", err)
 		},
 		OnIgnored: func(string) {
 			if s.ignored.Add(1) == 1 {
@@ -283,47 +291,6 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		},
 	})
-}
-
-// janitor clears what the service keeps about a tenant once it is deleted or purged: its cache
-// entries and its rate limiter state. It hears every catalog change, through Watch.
-type janitor struct{ s *Server }
-
-func (j janitor) Invalidate(id string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	t, err := j.s.catalog.TenantByID(ctx, id)
-	switch {
-	case errors.Is(err, tenancy.ErrTenantNotFound): // purged
-		t = &tenancy.Tenant{ID: id}
-	case err != nil || t.Status != tenancy.StatusDeleted:
-		return
-	}
-	if err := j.s.appCache.ForTenant(id).FlushTenant(ctx); err != nil {
-		j.s.log.Warn("tenancy: flush a deleted tenant's cache", "tenant_id", id, "err", err)
-	}
-	if f, ok := j.s.cfg.Limiter.(tenancyrate.Forgetter); ok {
-		_ = f.Forget(ctx, id, j.s.cfg.Policy.For(t))
-	}
-}
-
-// Purge runs after the change listener (re)connects, when deletions may have gone unheard: it
-// flushes what is kept about every deleted tenant. Purged ones are gone from the catalog; their
-// entries expire by their TTL.
-func (j janitor) Purge() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rows, err := j.s.catalog.Pool().Query(ctx, `SELECT id::text FROM tenancy.tenants WHERE status = 'deleted'`)
-	if err != nil {
-		return
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return
-	}
-	for _, id := range ids {
-		j.Invalidate(id)
-	}
 }
 
 // invalidateStatsOnWrite drops the tenant's cached /stats after any request that may write.
@@ -385,17 +352,17 @@ func writeJSONResponse(w http.ResponseWriter, code int, v any) {
 
 // demoTenants are what --demo seeds, with their projects and each project's tasks.
 var demoTenants = []struct {
-	opts     tenancypgx.CreateOpts
+	opts     tenancycatalog.CreateOpts
 	projects map[string][]string
 }{
-	{tenancypgx.CreateOpts{Slug: "acme", Name: "Acme Corporation", Plan: "pro"}, map[string][]string{
+	{tenancycatalog.CreateOpts{Slug: "acme", Name: "Acme Corporation", Plan: "pro"}, map[string][]string{
 		"Rocket skates": {"Order springs", "Test on the mesa"},
 		"Giant magnet":  {"Find a bigger battery"},
 	}},
-	{tenancypgx.CreateOpts{Slug: "globex", Name: "Globex Corporation", Plan: "free", Isolation: tenancy.IsolationSchema}, map[string][]string{
+	{tenancycatalog.CreateOpts{Slug: "globex", Name: "Globex Corporation", Plan: "free", Isolation: tenancy.IsolationSchema}, map[string][]string{
 		"Doomsday device": {"Hire henchmen", "Volcano lease"},
 	}},
-	{tenancypgx.CreateOpts{Slug: "initech", Name: "Initech", Plan: "free", Isolation: tenancy.IsolationDatabase}, map[string][]string{
+	{tenancycatalog.CreateOpts{Slug: "initech", Name: "Initech", Plan: "free", Isolation: tenancy.IsolationDatabase}, map[string][]string{
 		"TPS reports": {"New cover sheets"},
 		"Migration":   {"Find the red stapler"},
 	}},
@@ -419,7 +386,7 @@ func (s *Server) SeedDemo(ctx context.Context) ([]string, error) {
 			return created, fmt.Errorf("demo tenant %s: %w", d.opts.Slug, err)
 		}
 		if t.Status == tenancy.StatusProvisioning {
-			if t, err = s.catalog.Provision(ctx, t.ID, s.cfg.Migrator, nil); err != nil {
+			if t, err = tenancyprovision.Provision(ctx, s.catalog, t.ID, s.cfg.Migrator, nil); err != nil {
 				return created, fmt.Errorf("demo tenant %s: %w", d.opts.Slug, err)
 			}
 		}
@@ -533,7 +500,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("runtime URL: %w", err)
 	}
-	auditCat, err := tenancypgx.NewCatalog(pool, &tenancypgx.CatalogConfig{Servers: servers})
+	auditCat, err := tenancycatalog.NewCatalog(pool, &tenancycatalog.CatalogConfig{Servers: servers})
 	if err != nil {
 		return err
 	}
@@ -545,9 +512,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer runtime.Close()
-	var rtServers tenancypgx.Servers
+	var rtServers tenancycatalog.Servers
 	if *runtimeServersFlag != "" {
-		if rtServers, err = tenancypgx.ParseServers(*runtimeServersFlag); err != nil {
+		if rtServers, err = tenancycatalog.ParseServers(*runtimeServersFlag); err != nil {
 			return err
 		}
 	}

@@ -11,8 +11,9 @@ import (
 	"time"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyprovision"
 	"github.com/gotenancy/tenancy/tenancyrate"
 )
 
@@ -60,14 +61,14 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		isolation = fs.String("isolation", "shared", "shared, schema or database")
 		fs.Var(&domains, "domain", "custom domain (repeatable)")
 		migrations = migrationsFlag(fs)
-		server = fs.String("server", tenancypgx.DefaultServer, "with --isolation database: the alias of the server to make its database on")
+		server = fs.String("server", tenancycatalog.DefaultServer, "with --isolation database: the alias of the server to make its database on")
 	case "update":
 		name = fs.String("name", "", "new display name")
 		plan = fs.String("plan", "", "new plan (its rate limit applies unless the tenant has its own)")
 		planLimits = fs.String("plan-limits", env("TENANCY_PLAN_LIMITS", ""), "the plans, plan=limit;… as serve takes them (env TENANCY_PLAN_LIMITS); default: free, pro, enterprise")
 	case "provision":
 		migrations = migrationsFlag(fs)
-		server = fs.String("server", tenancypgx.DefaultServer, "for a database tenant: the alias of the server to make its database on")
+		server = fs.String("server", tenancycatalog.DefaultServer, "for a database tenant: the alias of the server to make its database on")
 	case "list":
 		status = fs.String("status", "", "only tenants with this status (active, suspended, deleted, provisioning)")
 		all = fs.Bool("all", false, "include deleted tenants")
@@ -143,12 +144,12 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return err
 		}
-		if *server != tenancypgx.DefaultServer || iso == tenancy.IsolationDatabase {
+		if *server != tenancycatalog.DefaultServer || iso == tenancy.IsolationDatabase {
 			if err := checkServer(servers, iso, *server); err != nil {
 				return usagef("%s", strings.TrimPrefix(err.Error(), errBadRequest.Error()+": "))
 			}
 		}
-		t, err := cat.Create(ctx, &tenancypgx.CreateOpts{Slug: pos[0], Name: *name, Plan: *plan, Isolation: iso, Domains: norm})
+		t, err := cat.Create(ctx, &tenancycatalog.CreateOpts{Slug: pos[0], Name: *name, Plan: *plan, Isolation: iso, Domains: norm})
 		if err != nil {
 			return err
 		}
@@ -162,7 +163,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return printTenant(stdout, t, *asJSON)
 	case "list":
-		opts := &tenancypgx.ListOpts{Status: tenancy.Status(*status), IncludeDeleted: *all}
+		opts := &tenancycatalog.ListOpts{Status: tenancy.Status(*status), IncludeDeleted: *all}
 		ts, err := cat.List(ctx, opts)
 		if err != nil {
 			return err
@@ -205,8 +206,8 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			if !*yes {
 				return usagef("--purge destroys %s's data for good: add --yes to confirm", t.Slug)
 			}
-			if err := cat.Purge(ctx, t.ID); err != nil {
-				if errors.Is(err, tenancypgx.ErrNotDeleted) {
+			if err := tenancyprovision.Purge(ctx, cat, t.ID); err != nil {
+				if errors.Is(err, tenancyprovision.ErrNotDeleted) {
 					return fmt.Errorf("%w: tenancy tenant delete %s, then purge", err, t.Slug)
 				}
 				return err
@@ -224,7 +225,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		t, err = provision(ctx, cat, t, *migrations, *server, dbf)
 	case "update":
-		t, err = cat.Update(ctx, t.ID, &tenancypgx.UpdateOpts{Name: *name, Plan: *plan})
+		t, err = cat.Update(ctx, t.ID, &tenancycatalog.UpdateOpts{Name: *name, Plan: *plan})
 	case "set-limit":
 		limit := pos[1]
 		if limit == "plan" {
@@ -240,12 +241,12 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // provision makes and migrates a provisioning tenant's schema or database with the tenant line
 // of migrations.
-func provision(ctx context.Context, cat *tenancypgx.Catalog, t *tenancy.Tenant, migrations, server string, dbf dbFlags) (*tenancy.Tenant, error) {
+func provision(ctx context.Context, cat *tenancycatalog.Catalog, t *tenancy.Tenant, migrations, server string, dbf dbFlags) (*tenancy.Tenant, error) {
 	m, err := newMigrator(cat.Pool(), migrations, dbf)
 	if err != nil {
 		return nil, err
 	}
-	p, err := cat.Provision(ctx, t.ID, m, &tenancypgx.ProvisionOpts{Server: server})
+	p, err := tenancyprovision.Provision(ctx, cat, t.ID, m, &tenancyprovision.ProvisionOpts{Server: server})
 	if err != nil {
 		return nil, fmt.Errorf("%w; %s stays provisioning (refused): fix the cause and run tenancy tenant provision %s", err, t.Slug, t.Slug)
 	}
@@ -254,11 +255,11 @@ func provision(ctx context.Context, cat *tenancypgx.Catalog, t *tenancy.Tenant, 
 
 // tenantErr says a lookup by slug failed as a person would: by slug, and whether the tenant is
 // deleted (the catalog keeps deleted tenants until they are purged).
-func tenantErr(ctx context.Context, cat *tenancypgx.Catalog, err error, slug, sub string) error {
+func tenantErr(ctx context.Context, cat *tenancycatalog.Catalog, err error, slug, sub string) error {
 	if err != tenancy.ErrTenantNotFound {
 		return err
 	}
-	if deleted, lerr := cat.List(ctx, &tenancypgx.ListOpts{Status: tenancy.StatusDeleted}); lerr == nil {
+	if deleted, lerr := cat.List(ctx, &tenancycatalog.ListOpts{Status: tenancy.StatusDeleted}); lerr == nil {
 		for _, t := range deleted {
 			if t.Slug != slug {
 				continue
@@ -361,7 +362,7 @@ func writeJSON(w io.Writer, v any) error {
 // refuseWithoutLines refuses to provision a schema or database tenant with no migration lines
 // when the catalog's tenants already carry a tenant line: the new tenant would be active with
 // none of their tables.
-func refuseWithoutLines(ctx context.Context, cat *tenancypgx.Catalog, dbf dbFlags) error {
+func refuseWithoutLines(ctx context.Context, cat *tenancycatalog.Catalog, dbf dbFlags) error {
 	m, err := newMigrator(cat.Pool(), "", dbf)
 	if err != nil {
 		return err

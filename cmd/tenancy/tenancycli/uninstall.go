@@ -8,7 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancyprovision"
 )
 
 func uninstall(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -35,18 +36,18 @@ func uninstall(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("database URL: %w", err)
 	}
 	defer pool.Close()
-	var installed bool
-	if err := pool.QueryRow(ctx, `SELECT to_regclass('tenancy.tenants') IS NOT NULL`).Scan(&installed); err != nil {
-		return err
-	}
-	if !installed {
-		return errors.New("this database has no catalog: nothing to uninstall")
-	}
-	cat, err := tenancypgx.NewCatalog(pool, &tenancypgx.CatalogConfig{Servers: servers})
+	in, err := tenancycatalog.Installed(ctx, pool)
 	if err != nil {
 		return err
 	}
-	rep, err := cat.Uninstall(ctx)
+	if !in.Catalog {
+		return errors.New("this database has no catalog: nothing to uninstall")
+	}
+	cat, err := tenancycatalog.NewCatalog(pool, &tenancycatalog.CatalogConfig{Servers: servers})
+	if err != nil {
+		return err
+	}
+	rep, err := tenancyprovision.Uninstall(ctx, cat)
 	if rep != nil && *asJSON {
 		if werr := writeJSON(stdout, rep); err == nil {
 			err = werr

@@ -1,4 +1,4 @@
-package tenancypgx
+package tenancycatalog
 
 import (
 	"context"
@@ -26,13 +26,13 @@ var catalogSQL embed.FS
 func MigrateCatalog(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
 	ms, err := migration.Read(catalogSQL, "sql/catalog")
 	if err != nil {
-		return nil, fmt.Errorf("tenancypgx: %w", err)
+		return nil, fmt.Errorf("tenancycatalog: %w", err)
 	}
 	applied, err := migration.Apply(ctx, pool, migration.Line{
 		Migrations: ms, Ledger: pgx.Identifier{"tenancy", "catalog_migrations"}, Lock: lockkey.Catalog,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("tenancypgx: migrate catalog: %w", err)
+		return nil, fmt.Errorf("tenancycatalog: migrate catalog: %w", err)
 	}
 	key, err := newBindingKey()
 	if err != nil {
@@ -43,3 +43,7 @@ func MigrateCatalog(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
 	}
 	return applied, nil
 }
+
+// DefaultRole is the runtime role that MigrateCatalog creates: the role the runtime pool logs in
+// as (tenancypgx.RuntimeURL), and the one tenancy.isolate grants tenant tables to.
+const DefaultRole = "tenancy_app"

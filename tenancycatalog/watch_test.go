@@ -1,4 +1,4 @@
-package tenancypgx_test
+package tenancycatalog_test
 
 import (
 	"context"
@@ -11,25 +11,28 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 // instance is one running service: its own pool, catalog and cache, fed by its own Watch.
 type instance struct {
-	cache    *tenancypgx.CachedStore
+	cache    *tenancycache.Lookup
 	connects atomic.Int64
 	ready    chan struct{}
 }
 
-func startInstance(t *testing.T, url string, opts *tenancypgx.WatchOpts) *instance {
+func startInstance(t *testing.T, url string, opts *tenancycatalog.WatchOpts) *instance {
 	t.Helper()
-	cat, err := tenancypgx.NewCatalog(newPool(t, url), nil)
+	cat, err := tenancycatalog.NewCatalog(newPool(t, url), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	in := &instance{ready: make(chan struct{})}
-	in.cache, _ = tenancypgx.NewCachedStore(cat, nil)
-	o := tenancypgx.WatchOpts{Heartbeat: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	in.cache, _ = tenancycache.NewLookup(cat, nil)
+	o := tenancycatalog.WatchOpts{Heartbeat: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
 	if opts != nil {
 		o.OnDisconnect = opts.OnDisconnect
 	}
@@ -53,18 +56,6 @@ func startInstance(t *testing.T, url string, opts *tenancypgx.WatchOpts) *instan
 		t.Fatal("Watch never connected")
 	}
 	return in
-}
-
-// waitFor polls until cond holds, failing after limit.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", limit, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func status(in *instance, slug string) tenancy.Status {
@@ -92,24 +83,24 @@ func TestWatchPushesChangesToEveryInstance(t *testing.T) {
 			t.Fatalf("before create: %s", s)
 		}
 	}
-	acme := mustCreate(t, b.catalog, "acme")
+	acme := tenancytest.CreateTenant(t, b.catalog, "acme")
 	for _, in := range []*instance{one, two} {
-		waitFor(t, time.Second, "create reaches the instance", func() bool { return status(in, "acme") == tenancy.StatusActive })
+		tenancytest.WaitFor(t, time.Second, "create reaches the instance", func() bool { return status(in, "acme") == tenancy.StatusActive })
 	}
 	if _, err := b.catalog.Suspend(ctx, acme.ID); err != nil {
 		t.Fatal(err)
 	}
 	for _, in := range []*instance{one, two} {
-		waitFor(t, time.Second, "suspend reaches the instance", func() bool { return status(in, "acme") == tenancy.StatusSuspended })
+		tenancytest.WaitFor(t, time.Second, "suspend reaches the instance", func() bool { return status(in, "acme") == tenancy.StatusSuspended })
 	}
 	if _, err := b.catalog.Resume(ctx, acme.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "resume reaches the instance", func() bool { return status(one, "acme") == tenancy.StatusActive })
+	tenancytest.WaitFor(t, time.Second, "resume reaches the instance", func() bool { return status(one, "acme") == tenancy.StatusActive })
 	if _, err := b.catalog.AddDomain(ctx, acme.ID, "shop.acme.com"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "a new domain reaches the instance", func() bool {
+	tenancytest.WaitFor(t, time.Second, "a new domain reaches the instance", func() bool {
 		got, err := two.cache.TenantByDomain(ctx, "shop.acme.com")
 		return err == nil && got.ID == acme.ID
 	})
@@ -117,7 +108,7 @@ func TestWatchPushesChangesToEveryInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, in := range []*instance{one, two} {
-		waitFor(t, time.Second, "delete reaches the instance", func() bool { return status(in, "acme") == tenancy.StatusDeleted })
+		tenancytest.WaitFor(t, time.Second, "delete reaches the instance", func() bool { return status(in, "acme") == tenancy.StatusDeleted })
 	}
 	// Heartbeats ran many times meanwhile (every 20ms) without breaking the listener.
 	if n := one.connects.Load(); n != 1 {
@@ -129,10 +120,10 @@ func TestWatchPurgesAfterLostNotifications(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	acme := mustCreate(t, b.catalog, "acme")
+	acme := tenancytest.CreateTenant(t, b.catalog, "acme")
 	// While the listener is down, the tenant is suspended: that notification is lost.
 	var suspended atomic.Bool
-	in := startInstance(t, b.url, &tenancypgx.WatchOpts{OnDisconnect: func(error) {
+	in := startInstance(t, b.url, &tenancycatalog.WatchOpts{OnDisconnect: func(error) {
 		if suspended.CompareAndSwap(false, true) {
 			if _, err := b.catalog.Suspend(ctx, acme.ID); err != nil {
 				t.Error(err)
@@ -151,7 +142,7 @@ func TestWatchPurgesAfterLostNotifications(t *testing.T) {
 	if err != nil || tag.RowsAffected() != 1 {
 		t.Fatalf("terminate the listener: %v (%d backends)", err, tag.RowsAffected())
 	}
-	waitFor(t, 5*time.Second, "the listener reconnects", func() bool { return in.connects.Load() >= 2 })
+	tenancytest.WaitFor(t, 5*time.Second, "the listener reconnects", func() bool { return in.connects.Load() >= 2 })
 	if !suspended.Load() {
 		t.Fatal("OnDisconnect was not called")
 	}
@@ -163,15 +154,23 @@ func TestWatchPurgesAfterLostNotifications(t *testing.T) {
 // countingInvalidator counts what Watch tells it.
 type countingInvalidator struct{ ids chan string }
 
-func (c *countingInvalidator) Invalidate(id string) { c.ids <- id }
-func (c *countingInvalidator) Purge()               {}
+func (c *countingInvalidator) Invalidate(_ context.Context, id string) error { c.ids <- id; return nil }
+func (c *countingInvalidator) Purge(context.Context) error                   { return nil }
 
 // Anyone connected to the catalog's database may NOTIFY on its channel — SQL inside a tenant's
 // transaction too — but Watch acts only on what the catalog signed: forged and replayed-looking
 // notifications are ignored, a real change is heard.
 func TestWatchIgnoresNotificationsTheCatalogDidNotSign(t *testing.T) {
 	t.Parallel()
-	tb := setupTenants(t, nil)
+	b := setup(t)
+	tb := struct {
+		catalog *tenancycatalog.Catalog
+		db      *tenancypgx.DB
+		a, b    *tenancy.Tenant
+		ctxB    context.Context
+	}{catalog: b.catalog, db: tenancytest.NewDB(t, b.pool, nil),
+		a: tenancytest.CreateTenant(t, b.catalog, "tenant-a"), b: tenancytest.CreateTenant(t, b.catalog, "tenant-b")}
+	tb.ctxB = tenancy.WithTenant(context.Background(), tb.b)
 	ctx := context.Background()
 	inv := &countingInvalidator{ids: make(chan string, 100)}
 	ignored := make(chan string, 100)
@@ -180,7 +179,7 @@ func TestWatchIgnoresNotificationsTheCatalogDidNotSign(t *testing.T) {
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan error)
 	go func() {
-		done <- tb.catalog.Watch(wctx, inv, &tenancypgx.WatchOpts{
+		done <- tb.catalog.Watch(wctx, inv, &tenancycatalog.WatchOpts{
 			OnConnect: func() {
 				if once.CompareAndSwap(false, true) {
 					close(ready)

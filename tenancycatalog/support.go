@@ -1,4 +1,4 @@
-package tenancypgx
+package tenancycatalog
 
 import (
 	"context"
@@ -26,9 +26,9 @@ const SupportVersion = 9
 // tenancy.reset_session, exactly as the catalog has them — and the catalog's binding key, so a
 // database-model tenant's own database can carry the tenant line. It is idempotent; conn must log
 // in as the migration role.
-func InstallSupport(ctx context.Context, conn migration.Beginner, key *BindingKey) error {
+func InstallSupport(ctx context.Context, conn Beginner, key *BindingKey) error {
 	if key == nil {
-		return errors.New("tenancypgx: InstallSupport needs the catalog's BindingKey (Catalog.BindingKey)")
+		return errors.New("tenancycatalog: InstallSupport needs the catalog's BindingKey (Catalog.BindingKey)")
 	}
 	ms, err := migration.Read(catalogSQL, "sql/catalog")
 	if err != nil {
@@ -41,12 +41,12 @@ func InstallSupport(ctx context.Context, conn migration.Beginner, key *BindingKe
 		}
 	}
 	if len(support) != len(supportMigrations) || support[len(support)-1].Version != SupportVersion {
-		return fmt.Errorf("tenancypgx: the isolation support migrations are missing")
+		return fmt.Errorf("tenancycatalog: the isolation support migrations are missing")
 	}
 	_, err = migration.Apply(ctx, conn, migration.Line{Migrations: support,
 		Ledger: pgx.Identifier{"tenancy", "support_migrations"}, Lock: lockkey.Support})
 	if err != nil {
-		return fmt.Errorf("tenancypgx: install isolation support: %w", err)
+		return fmt.Errorf("tenancycatalog: install isolation support: %w", err)
 	}
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		return storeBindingKey(ctx, tx, key, true)

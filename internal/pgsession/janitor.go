@@ -1,4 +1,4 @@
-package tenancypgx
+package pgsession
 
 import (
 	"context"
@@ -61,28 +61,29 @@ func sweep(ctx context.Context, conn *pgx.Conn, database string) error {
 	return err
 }
 
-// A janitor removes the runtime role's session defaults from a connection of its own, opened
+// A Janitor removes the runtime role's session defaults from a connection of its own, opened
 // before the first unit of work. SQL in a unit of work can COMMIT, give the role defaults and then
 // end its own session (exit_on_error, idle_session_timeout…) before the toolkit could remove them
 // there — and some defaults (local_preload_libraries) stop every new connection from starting, so
 // no new one could. The janitor's connection predates them. One per runtime pool's server: for
 // a Router's servers it connects to the database "postgres", which is never a tenant's.
-type janitor struct {
+type Janitor struct {
 	cfg    *pgx.ConnConfig
 	opened atomic.Bool
 	mu     sync.Mutex
 	conn   *pgx.Conn
 }
 
-func newJanitor(cfg *pgx.ConnConfig) *janitor {
+// NewJanitor returns the janitor of the server cfg connects to; it connects on Ready.
+func NewJanitor(cfg *pgx.ConnConfig) *Janitor {
 	c := cfg.Copy()
 	c.Tracer = nil // the application's tracer sees its own statements, not this housekeeping
-	return &janitor{cfg: c}
+	return &Janitor{cfg: c}
 }
 
-// ready opens the janitor's connection on the first unit of work of its pool. Only that attempt:
-// when it fails, sweep connects when it is needed.
-func (j *janitor) ready(ctx context.Context) {
+// Ready opens the janitor's connection on the first unit of work of its pool. Only that attempt:
+// when it fails, Sweep connects when it is needed.
+func (j *Janitor) Ready(ctx context.Context) {
 	if j == nil || j.opened.Load() {
 		return
 	}
@@ -108,7 +109,7 @@ var janitorGuard = map[string]string{
 }
 
 // connect opens a new connection; j.mu is held.
-func (j *janitor) connect(ctx context.Context) error {
+func (j *Janitor) connect(ctx context.Context) error {
 	conn, err := connectGuarded(ctx, j.cfg.Copy(), janitorGuard)
 	if err != nil {
 		return err
@@ -117,12 +118,12 @@ func (j *janitor) connect(ctx context.Context) error {
 	return nil
 }
 
-// sweep removes the role's session defaults for all databases and for database, within 5
+// Sweep removes the role's session defaults for all databases and for database, within 5
 // seconds whatever ctx says: on its own connection, or on a new one when that was lost (the
 // server restarted, say).
-func (j *janitor) sweep(ctx context.Context, database string) error {
+func (j *Janitor) Sweep(ctx context.Context, database string) error {
 	if j == nil {
-		return errors.New("tenancypgx: no janitor for this pool")
+		return errors.New("tenancypgx: no Janitor for this pool")
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -144,8 +145,8 @@ func (j *janitor) sweep(ctx context.Context, database string) error {
 	}
 }
 
-// close closes the janitor's connection.
-func (j *janitor) close() {
+// Close closes the janitor's connection.
+func (j *Janitor) Close() {
 	if j == nil {
 		return
 	}
@@ -159,9 +160,9 @@ func (j *janitor) close() {
 	}
 }
 
-// startupRefused reports whether err is the server refusing a new connection (a FATAL while it
+// StartupRefused reports whether err is the server refusing a new connection (a FATAL while it
 // started, such as a library a role default names that cannot be loaded), not a network failure.
-func startupRefused(err error) bool {
+func StartupRefused(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr)
 }

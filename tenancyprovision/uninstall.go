@@ -1,4 +1,4 @@
-package tenancypgx
+package tenancyprovision
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/internal/lockkey"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 )
 
 // UninstallReport says what Uninstall removed.
@@ -23,39 +24,39 @@ type UninstallReport struct {
 // key, the ledgers). Deleted tenants not yet purged go too. What stays: the tables of the shared
 // schema, which are your migration lines', and the runtime role, which every catalog on the
 // server shares. It cannot be undone; pool must log in as the migration role.
-func (c *Catalog) Uninstall(ctx context.Context) (*UninstallReport, error) {
+func Uninstall(ctx context.Context, c *tenancycatalog.Catalog) (*UninstallReport, error) {
 	rep := &UninstallReport{Schemas: []string{}, Databases: []string{}, Templates: []string{}}
-	prefix, err := c.templatePrefix(ctx)
+	prefix, err := templatePrefix(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	tenants, err := c.List(ctx, &ListOpts{IncludeDeleted: true})
+	tenants, err := c.List(ctx, &tenancycatalog.ListOpts{IncludeDeleted: true})
 	if err != nil {
 		return nil, err
 	}
 	for _, t := range tenants {
 		switch t.Isolation {
 		case tenancy.IsolationSchema:
-			schema, err := quotedSchema(t.ID)
+			schema, err := tenancycatalog.QuotedSchema(t.ID)
 			if err != nil {
 				return rep, err
 			}
-			if _, err := c.pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
-				return rep, fmt.Errorf("tenancypgx: uninstall: schema of %s: %w", t.Slug, err)
+			if _, err := c.Pool().Exec(ctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
+				return rep, fmt.Errorf("tenancyprovision: uninstall: schema of %s: %w", t.Slug, err)
 			}
-			rep.Schemas = append(rep.Schemas, SchemaName(t.ID))
+			rep.Schemas = append(rep.Schemas, tenancycatalog.SchemaName(t.ID))
 		case tenancy.IsolationDatabase:
 			if t.Database == "" {
 				continue
 			}
-			if err := c.dropTenantDatabase(ctx, t); err != nil {
-				return rep, fmt.Errorf("tenancypgx: uninstall: database of %s: %w", t.Slug, err)
+			if err := dropTenantDatabase(ctx, c, t); err != nil {
+				return rep, fmt.Errorf("tenancyprovision: uninstall: database of %s: %w", t.Slug, err)
 			}
 			rep.Databases = append(rep.Databases, t.Server+"/"+t.Database)
 		}
 	}
-	for _, alias := range c.servers.Aliases() {
-		maint, err := c.maintenance(ctx, alias)
+	for _, alias := range c.Servers().Aliases() {
+		maint, err := c.Maintenance(ctx, alias)
 		if err != nil {
 			return rep, err
 		}
@@ -73,14 +74,14 @@ func (c *Catalog) Uninstall(ctx context.Context) (*UninstallReport, error) {
 		}
 		maint.Close(context.WithoutCancel(ctx))
 		if err != nil {
-			return rep, fmt.Errorf("tenancypgx: uninstall: templates on %s: %w", alias, err)
+			return rep, fmt.Errorf("tenancyprovision: uninstall: templates on %s: %w", alias, err)
 		}
 		for _, n := range names {
 			rep.Templates = append(rep.Templates, alias+"/"+n)
 		}
 	}
-	if _, err := c.pool.Exec(ctx, "DROP SCHEMA IF EXISTS tenancy CASCADE"); err != nil {
-		return rep, fmt.Errorf("tenancypgx: uninstall: the catalog: %w", err)
+	if err := c.Drop(ctx); err != nil {
+		return rep, fmt.Errorf("tenancyprovision: uninstall: %w", err)
 	}
 	return rep, nil
 }

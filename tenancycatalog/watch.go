@@ -1,4 +1,4 @@
-package tenancypgx
+package tenancycatalog
 
 import (
 	"context"
@@ -10,37 +10,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+
+	"github.com/gotenancy/tenancy"
 )
 
 // catalogChannel is the NOTIFY channel the catalog's triggers signal on; the payload is a tenant ID.
 const catalogChannel = "tenancy_catalog"
-
-// Invalidator is what Watch tells about changes. *CachedStore implements it.
-type Invalidator interface {
-	// Invalidate is called with the ID of a tenant that changed (created, renamed, suspended,
-	// resumed, deleted, or given or stripped of a domain).
-	Invalidate(id string)
-	// Purge is called after every (re)connection: changes made while not listening are unknown.
-	Purge()
-}
-
-// Invalidators tells each of several Invalidators, in order: a first-level CachedStore and a
-// second level shared by instances, say.
-type Invalidators []Invalidator
-
-// Invalidate implements Invalidator.
-func (is Invalidators) Invalidate(id string) {
-	for _, i := range is {
-		i.Invalidate(id)
-	}
-}
-
-// Purge implements Invalidator.
-func (is Invalidators) Purge() {
-	for _, i := range is {
-		i.Purge()
-	}
-}
 
 // WatchOpts tunes Watch. A nil *WatchOpts means the defaults.
 type WatchOpts struct {
@@ -56,6 +31,9 @@ type WatchOpts struct {
 	// OnIgnored is called with each notification on the catalog's channel that the catalog did
 	// not sign — someone else's NOTIFY, which Watch ignores. Defaults to nil.
 	OnIgnored func(payload string)
+	// OnError is called with each error an Invalidator returned (id is "" for Purge): what it
+	// keeps may be stale until its own expiry. Defaults to nil.
+	OnError func(id string, err error)
 }
 
 // Watch pushes catalog changes to inv until ctx ends: it LISTENs on its own connection (not one
@@ -64,13 +42,13 @@ type WatchOpts struct {
 // transaction may NOTIFY on the channel too, and is ignored (WatchOpts.OnIgnored). When the
 // connection breaks it reconnects with backoff and calls inv.Purge, because notifications sent in
 // between are lost; until then entries expire by their TTL. It returns nil when ctx ends.
-func (c *Catalog) Watch(ctx context.Context, inv Invalidator, opts *WatchOpts) error {
+func (c *Catalog) Watch(ctx context.Context, inv tenancy.Invalidator, opts *WatchOpts) error {
 	if inv == nil {
-		return errors.New("tenancypgx: Watch needs an Invalidator")
+		return errors.New("tenancycatalog: Watch needs an Invalidator")
 	}
 	o := WatchOpts{Heartbeat: 5 * time.Second, MaxBackoff: 5 * time.Second}
 	if opts != nil {
-		o.OnConnect, o.OnDisconnect, o.OnIgnored = opts.OnConnect, opts.OnDisconnect, opts.OnIgnored
+		o.OnConnect, o.OnDisconnect, o.OnIgnored, o.OnError = opts.OnConnect, opts.OnDisconnect, opts.OnIgnored, opts.OnError
 		if opts.Heartbeat > 0 {
 			o.Heartbeat = opts.Heartbeat
 		}
@@ -96,7 +74,7 @@ func (c *Catalog) Watch(ctx context.Context, inv Invalidator, opts *WatchOpts) e
 	}
 }
 
-func (c *Catalog) listen(ctx context.Context, inv Invalidator, o *WatchOpts, connected func()) error {
+func (c *Catalog) listen(ctx context.Context, inv tenancy.Invalidator, o *WatchOpts, connected func()) error {
 	cfg := c.pool.Config().ConnConfig.Copy()
 	cfg.RuntimeParams["application_name"] = "tenancy-watch"
 	// A heartbeat timeout must interrupt the wait without closing the connection.
@@ -115,7 +93,7 @@ func (c *Catalog) listen(ctx context.Context, inv Invalidator, o *WatchOpts, con
 	if _, err := conn.Exec(ctx, "LISTEN "+catalogChannel); err != nil {
 		return err
 	}
-	inv.Purge()
+	o.tell(ctx, "", inv.Purge)
 	connected()
 	if o.OnConnect != nil {
 		o.OnConnect()
@@ -127,7 +105,7 @@ func (c *Catalog) listen(ctx context.Context, inv Invalidator, o *WatchOpts, con
 		switch {
 		case err == nil:
 			if id, ok := verifyNotification(key, n.Payload); ok {
-				inv.Invalidate(id)
+				o.tell(ctx, id, func(ctx context.Context) error { return inv.Invalidate(ctx, id) })
 			} else if o.OnIgnored != nil {
 				o.OnIgnored(n.Payload)
 			}
@@ -144,6 +122,19 @@ func (c *Catalog) listen(ctx context.Context, inv Invalidator, o *WatchOpts, con
 		default:
 			return err
 		}
+	}
+}
+
+// invalidateTimeout bounds each call of an Invalidator, so that one stuck on a dead cache server
+// does not hold back the changes behind it.
+const invalidateTimeout = 5 * time.Second
+
+// tell runs one call of an Invalidator and reports its error.
+func (o *WatchOpts) tell(ctx context.Context, id string, call func(context.Context) error) {
+	cctx, cancel := context.WithTimeout(ctx, invalidateTimeout)
+	defer cancel()
+	if err := call(cctx); err != nil && o.OnError != nil {
+		o.OnError(id, err)
 	}
 }
 

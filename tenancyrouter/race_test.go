@@ -1,5 +1,5 @@
 //go:build race
 
-package tenancypgx_test
+package tenancyrouter_test
 
 const raceEnabled = true

@@ -1,4 +1,4 @@
-package tenancypgx
+package tenancyprovision
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/internal/lockkey"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 )
 
 // TemplateDatabase returns the name of the template database that new database tenants of this
@@ -19,48 +20,45 @@ import (
 // of this catalog (a digest of its database's name and the binding key's fingerprint), and a
 // digest of the line and the isolation support's version — so another catalog, another line or
 // older support never shares it, and a catalog's superseded templates are known as its own.
-func (c *Catalog) TemplateDatabase(ctx context.Context, m TenantMigrator) (string, error) {
-	prefix, err := c.templatePrefix(ctx)
+func TemplateDatabase(ctx context.Context, c *tenancycatalog.Catalog, m TenantMigrator) (string, error) {
+	prefix, err := templatePrefix(ctx, c)
 	if err != nil {
 		return "", err
 	}
-	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d", m.LineHash(), SupportVersion)))
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d", m.LineHash(), tenancycatalog.SupportVersion)))
 	return prefix + hex.EncodeToString(h[:8]), nil
 }
 
 // TemplatePrefix is the start of the name of every template database this catalog makes (see
 // TemplateDatabase): the audit tells its own templates from others' by it.
-func (c *Catalog) TemplatePrefix(ctx context.Context) (string, error) { return c.templatePrefix(ctx) }
+func TemplatePrefix(ctx context.Context, c *tenancycatalog.Catalog) (string, error) {
+	return templatePrefix(ctx, c)
+}
 
 // templatePrefix is the start of every template database name of this catalog.
-func (c *Catalog) templatePrefix(ctx context.Context) (string, error) {
-	key, err := c.BindingKey(ctx)
+func templatePrefix(ctx context.Context, c *tenancycatalog.Catalog) (string, error) {
+	tag, err := c.Tag(ctx)
 	if err != nil {
 		return "", err
 	}
-	h := sha256.Sum256([]byte(c.pool.Config().ConnConfig.Database + "\x00" + key.fingerprint()))
-	return "tenancy_template_" + hex.EncodeToString(h[:6]) + "_", nil
+	return "tenancy_template_" + tag + "_", nil
 }
 
 // createTenantDatabase places t on server and creates its database as a copy of the server's
 // template, bringing the template up to the tenant line first when it is behind. Copying a
 // migrated database is much faster than migrating a new one: the whole tenant line is one file
 // copy.
-func (c *Catalog) createTenantDatabase(ctx context.Context, t *tenancy.Tenant, m TenantMigrator, server string) error {
-	name := DatabaseName(t.ID)
-	if !schemaPattern.MatchString(name) {
-		return fmt.Errorf("tenancypgx: no database name for tenant id %q", t.ID)
+func createTenantDatabase(ctx context.Context, c *tenancycatalog.Catalog, t *tenancy.Tenant, m TenantMigrator, server string) error {
+	name := tenancycatalog.DatabaseName(t.ID)
+	if name == "" {
+		return fmt.Errorf("tenancyprovision: no database name for tenant id %q", t.ID)
 	}
-	if _, err := c.servers.ConnConfig(server, "postgres"); err != nil { // an unknown server: before recording it
+	if err := c.Place(ctx, t.ID, server, name); err != nil {
 		return err
-	}
-	if _, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET server = $2, database_name = $3 WHERE id = $1`,
-		t.ID, server, name); err != nil {
-		return catalogError(err, t.Slug)
 	}
 	t.Server, t.Database = server, name
 
-	maint, err := c.maintenance(ctx, server)
+	maint, err := c.Maintenance(ctx, server)
 	if err != nil {
 		return err
 	}
@@ -70,11 +68,11 @@ func (c *Catalog) createTenantDatabase(ctx context.Context, t *tenancy.Tenant, m
 	}
 	defer maint.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockkey.Template)
 
-	template, err := c.TemplateDatabase(ctx, m)
+	template, err := TemplateDatabase(ctx, c, m)
 	if err != nil {
 		return err
 	}
-	if err := c.refreshTemplate(ctx, server, template, maint, m); err != nil {
+	if err := refreshTemplate(ctx, c, server, template, maint, m); err != nil {
 		return fmt.Errorf("template database on %s: %w", server, err)
 	}
 	quoted := pgx.Identifier{name}.Sanitize()
@@ -87,19 +85,14 @@ func (c *Catalog) createTenantDatabase(ctx context.Context, t *tenancy.Tenant, m
 		return fmt.Errorf("database %s: %w", name, err)
 	}
 	// The copy carries the whole tenant line: record it, with no connection to the new database.
-	if _, err := c.pool.Exec(ctx, `INSERT INTO tenancy.tenant_line (target, tenant_id, version, support, last_error, updated_at)
-		VALUES ($1, $2, $3, $4, NULL, now())
-		ON CONFLICT (target) DO UPDATE SET version = EXCLUDED.version, support = EXCLUDED.support, last_error = NULL, updated_at = now()`,
-		t.ID, t.ID, m.Latest(), SupportVersion); err != nil {
-		return err
-	}
-	return nil
+	return tenancycatalog.RecordLine(ctx, c.Pool(), tenancycatalog.LineEntry{Target: t.ID, TenantID: t.ID,
+		Version: m.Latest(), Support: tenancycatalog.SupportVersion})
 }
 
 // refreshTemplate makes sure the server's template exists and carries the whole tenant line; it
 // leaves no connection to it (a database with connections cannot be copied). A template marked
 // IS_TEMPLATE is complete — its name fixes its tenant line — so it is not even connected to.
-func (c *Catalog) refreshTemplate(ctx context.Context, server, template string, maint *pgx.Conn, m TenantMigrator) error {
+func refreshTemplate(ctx context.Context, c *tenancycatalog.Catalog, server, template string, maint *pgx.Conn, m TenantMigrator) error {
 	var complete bool
 	err := maint.QueryRow(ctx, `SELECT datistemplate FROM pg_database WHERE datname = $1`, template).Scan(&complete)
 	if err == nil && complete {
@@ -113,7 +106,7 @@ func (c *Catalog) refreshTemplate(ctx context.Context, server, template string, 
 	if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42P04") { // exists already
 		return err
 	}
-	cfg, err := c.servers.ConnConfig(server, template)
+	cfg, err := c.Servers().ConnConfig(server, template)
 	if err != nil {
 		return err
 	}
@@ -136,7 +129,7 @@ func (c *Catalog) refreshTemplate(ctx context.Context, server, template string, 
 	}
 	// The templates of this catalog's older lines are superseded: drop them (under the template
 	// lock the caller holds, so no copy of one is in progress).
-	prefix, err := c.templatePrefix(ctx)
+	prefix, err := templatePrefix(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -167,14 +160,14 @@ func dropTemplates(ctx context.Context, maint *pgx.Conn, prefix, keep string) er
 }
 
 // dropTenantDatabase drops t's database, ending its sessions.
-func (c *Catalog) dropTenantDatabase(ctx context.Context, t *tenancy.Tenant) error {
+func dropTenantDatabase(ctx context.Context, c *tenancycatalog.Catalog, t *tenancy.Tenant) error {
 	if t.Server == "" || t.Database == "" {
 		return nil // never placed
 	}
-	if !schemaPattern.MatchString(t.Database) {
-		return fmt.Errorf("tenancypgx: refusing to drop %q: not a tenant database name", t.Database)
+	if t.Database == "" || t.Database != tenancycatalog.DatabaseName(t.ID) {
+		return fmt.Errorf("tenancyprovision: refusing to drop %q: not the database of tenant %s", t.Database, t.ID)
 	}
-	conn, err := c.maintenance(ctx, t.Server)
+	conn, err := c.Maintenance(ctx, t.Server)
 	if err != nil {
 		return err
 	}
@@ -183,27 +176,14 @@ func (c *Catalog) dropTenantDatabase(ctx context.Context, t *tenancy.Tenant) err
 	return err
 }
 
-// maintenance connects to the "postgres" database of a server, where databases are made and dropped.
-func (c *Catalog) maintenance(ctx context.Context, server string) (*pgx.Conn, error) {
-	cfg, err := c.servers.ConnConfig(server, "postgres")
-	if err != nil {
-		return nil, err
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("server %s: %w", server, err)
-	}
-	return conn, nil
-}
-
 // DropTemplate drops the template database of m's tenant line on a server, if there is one.
-func (c *Catalog) DropTemplate(ctx context.Context, server string, m TenantMigrator) error {
-	conn, err := c.maintenance(ctx, server)
+func DropTemplate(ctx context.Context, c *tenancycatalog.Catalog, server string, m TenantMigrator) error {
+	conn, err := c.Maintenance(ctx, server)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	name, err := c.TemplateDatabase(ctx, m)
+	name, err := TemplateDatabase(ctx, c, m)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package tenancypgx
+package tenancycatalog
 
 import (
 	"context"
@@ -22,7 +22,7 @@ type AuditIgnore struct {
 var auditKind = regexp.MustCompile(`^[a-z][a-z-]*$`)
 
 // ErrInvalidIgnore means an accepted finding was not named KIND:OBJECT or had no reason.
-var ErrInvalidIgnore = errors.New("tenancypgx: invalid accepted finding")
+var ErrInvalidIgnore = errors.New("tenancycatalog: invalid accepted finding")
 
 // ParseAuditKey splits KIND:OBJECT, as `tenancy doctor --ignore` takes it.
 func ParseAuditKey(s string) (kind, object string, err error) {
@@ -46,7 +46,7 @@ func (c *Catalog) IgnoreFinding(ctx context.Context, kind, object, reason string
 		ON CONFLICT (kind, object) DO UPDATE SET reason = EXCLUDED.reason, accepted_by = EXCLUDED.accepted_by, accepted_at = now()`,
 		kind, object, reason)
 	if err != nil {
-		return fmt.Errorf("tenancypgx: catalog: %w", err)
+		return fmt.Errorf("tenancycatalog: catalog: %w", err)
 	}
 	return nil
 }
@@ -55,7 +55,7 @@ func (c *Catalog) IgnoreFinding(ctx context.Context, kind, object, reason string
 func (c *Catalog) UnignoreFinding(ctx context.Context, kind, object string) (bool, error) {
 	tag, err := c.pool.Exec(ctx, `DELETE FROM tenancy.audit_ignores WHERE kind = $1 AND object = $2`, kind, object)
 	if err != nil {
-		return false, fmt.Errorf("tenancypgx: catalog: %w", err)
+		return false, fmt.Errorf("tenancycatalog: catalog: %w", err)
 	}
 	return tag.RowsAffected() > 0, nil
 }
@@ -64,14 +64,14 @@ func (c *Catalog) UnignoreFinding(ctx context.Context, kind, object string) (boo
 func (c *Catalog) AuditIgnores(ctx context.Context) ([]AuditIgnore, error) {
 	rows, err := c.pool.Query(ctx, `SELECT kind, object, reason, accepted_by FROM tenancy.audit_ignores ORDER BY kind, object`)
 	if err != nil {
-		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+		return nil, fmt.Errorf("tenancycatalog: catalog: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ig AuditIgnore, err error) {
 		err = r.Scan(&ig.Kind, &ig.Object, &ig.Reason, &ig.AcceptedBy)
 		return ig, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+		return nil, fmt.Errorf("tenancycatalog: catalog: %w", err)
 	}
 	return out, nil
 }

@@ -1,4 +1,4 @@
-package tenancypgx
+package tenancycache
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 	"github.com/gotenancy/tenancy/internal/clock"
 )
 
-// CacheConfig configures a CachedStore. A nil *CacheConfig means the defaults.
-type CacheConfig struct {
+// LookupConfig configures a Lookup. A nil *LookupConfig means the defaults.
+type LookupConfig struct {
 	// Size is the most lookups (slugs, domains, ids) kept. Defaults to 10,000.
 	Size int
 	// TTL bounds how long a found tenant is served from memory when a change notification is lost.
@@ -32,14 +32,14 @@ type CacheConfig struct {
 	Now func() time.Time
 }
 
-// CachedStore is a tenancy.Store that remembers lookups in process: bounded in size, each entry
+// Lookup is a tenancy.Store that remembers lookups in process: bounded in size, each entry
 // for at most TTL (NegativeTTL for "not found"), with concurrent misses for one name collapsed into
 // one query. Errors other than tenancy.ErrTenantNotFound are never cached: a database outage is
 // reported as the error it is, not as "unknown tenant".
 //
 // Feed it the catalog's change notifications (Catalog.Watch) so that a change reaches every
 // instance at once instead of after TTL.
-type CachedStore struct {
+type Lookup struct {
 	src         tenancy.Store
 	size        int
 	ttl, negTTL time.Duration
@@ -55,7 +55,7 @@ type CachedStore struct {
 	hits, misses, loads atomic.Uint64
 }
 
-var _ tenancy.Store = (*CachedStore)(nil)
+var _ tenancy.Store = (*Lookup)(nil)
 
 type lookupKind byte
 
@@ -76,16 +76,16 @@ type cacheEntry struct {
 	expires int64           // unix nanoseconds
 }
 
-// NewCachedStore returns a cache in front of src.
-func NewCachedStore(src tenancy.Store, cfg *CacheConfig) (*CachedStore, error) {
+// NewLookup returns a cache in front of src.
+func NewLookup(src tenancy.Store, cfg *LookupConfig) (*Lookup, error) {
 	if src == nil {
-		return nil, errors.New("tenancypgx: NewCachedStore needs a source store")
+		return nil, errors.New("tenancycache: NewLookup needs a source store")
 	}
-	c := &CachedStore{src: src, size: 10_000, ttl: 30 * time.Second, negTTL: 5 * time.Second,
+	c := &Lookup{src: src, size: 10_000, ttl: 30 * time.Second, negTTL: 5 * time.Second,
 		loadTimeout: 5 * time.Second, now: clock.Now}
 	if cfg != nil {
 		if cfg.Size < 0 || cfg.TTL < 0 || cfg.NegativeTTL < 0 || cfg.LoadTimeout < 0 {
-			return nil, errors.New("tenancypgx: CacheConfig fields must not be negative")
+			return nil, errors.New("tenancycache: LookupConfig fields must not be negative")
 		}
 		if cfg.Size > 0 {
 			c.size = cfg.Size
@@ -110,21 +110,21 @@ func NewCachedStore(src tenancy.Store, cfg *CacheConfig) (*CachedStore, error) {
 }
 
 // TenantByID implements tenancy.Store.
-func (c *CachedStore) TenantByID(ctx context.Context, id string) (*tenancy.Tenant, error) {
+func (c *Lookup) TenantByID(ctx context.Context, id string) (*tenancy.Tenant, error) {
 	return c.get(ctx, lookupKey{byID, id})
 }
 
 // TenantBySlug implements tenancy.Store.
-func (c *CachedStore) TenantBySlug(ctx context.Context, slug string) (*tenancy.Tenant, error) {
+func (c *Lookup) TenantBySlug(ctx context.Context, slug string) (*tenancy.Tenant, error) {
 	return c.get(ctx, lookupKey{bySlug, slug})
 }
 
 // TenantByDomain implements tenancy.Store.
-func (c *CachedStore) TenantByDomain(ctx context.Context, domain string) (*tenancy.Tenant, error) {
+func (c *Lookup) TenantByDomain(ctx context.Context, domain string) (*tenancy.Tenant, error) {
 	return c.get(ctx, lookupKey{byDomain, domain})
 }
 
-func (c *CachedStore) get(ctx context.Context, k lookupKey) (*tenancy.Tenant, error) {
+func (c *Lookup) get(ctx context.Context, k lookupKey) (*tenancy.Tenant, error) {
 	now := c.now()
 	c.mu.RLock()
 	e, ok := c.entries[k.kind][k.name]
@@ -142,7 +142,7 @@ func (c *CachedStore) get(ctx context.Context, k lookupKey) (*tenancy.Tenant, er
 
 // load asks the source once for all concurrent callers of one key within one generation: a caller
 // that arrives after an invalidation never joins a load that began before it.
-func (c *CachedStore) load(ctx context.Context, k lookupKey) (*tenancy.Tenant, error) {
+func (c *Lookup) load(ctx context.Context, k lookupKey) (*tenancy.Tenant, error) {
 	gen := c.gen.Load()
 	sfKey := strconv.FormatUint(gen, 36) + string(rune('a'+k.kind)) + k.name
 	ch := c.group.DoChan(sfKey, func() (any, error) {
@@ -179,7 +179,7 @@ func (c *CachedStore) load(ctx context.Context, k lookupKey) (*tenancy.Tenant, e
 	}
 }
 
-func (c *CachedStore) put(gen uint64, k lookupKey, t *tenancy.Tenant, ttl time.Duration) {
+func (c *Lookup) put(gen uint64, k lookupKey, t *tenancy.Tenant, ttl time.Duration) {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -198,7 +198,7 @@ func (c *CachedStore) put(gen uint64, k lookupKey, t *tenancy.Tenant, ttl time.D
 
 // evictLocked makes room for one entry: the first expired entry among a few sampled (map order is
 // random), else the sampled entry closest to expiry.
-func (c *CachedStore) evictLocked(now int64) {
+func (c *Lookup) evictLocked(now int64) {
 	const samples = 8
 	var victim lookupKey
 	var soonest int64
@@ -226,7 +226,7 @@ sample:
 
 // Invalidate drops every entry about the tenant with this ID and every "not found" entry (the
 // change may have created the name that was unknown). Catalog.Watch calls it for each change.
-func (c *CachedStore) Invalidate(id string) {
+func (c *Lookup) Invalidate(_ context.Context, id string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen.Add(1)
@@ -238,11 +238,12 @@ func (c *CachedStore) Invalidate(id string) {
 			}
 		}
 	}
+	return nil
 }
 
 // Purge drops every entry. Catalog.Watch calls it after (re)connecting, when changes may have been
 // missed.
-func (c *CachedStore) Purge() {
+func (c *Lookup) Purge(context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen.Add(1)
@@ -250,10 +251,11 @@ func (c *CachedStore) Purge() {
 		clear(m)
 	}
 	c.n = 0
+	return nil
 }
 
-// CacheStats counts a CachedStore's work since it was made.
-type CacheStats struct {
+// LookupStats counts a Lookup's work since it was made.
+type LookupStats struct {
 	Entries int    `json:"entries"` // entries held now
 	Hits    uint64 `json:"hits"`    // lookups answered from memory
 	Misses  uint64 `json:"misses"`  // lookups that were not
@@ -261,9 +263,9 @@ type CacheStats struct {
 }
 
 // Stats returns the counters.
-func (c *CachedStore) Stats() CacheStats {
+func (c *Lookup) Stats() LookupStats {
 	c.mu.RLock()
 	n := c.n
 	c.mu.RUnlock()
-	return CacheStats{Entries: n, Hits: c.hits.Load(), Misses: c.misses.Load(), Loads: c.loads.Load()}
+	return LookupStats{Entries: n, Hits: c.hits.Load(), Misses: c.misses.Load(), Loads: c.loads.Load()}
 }

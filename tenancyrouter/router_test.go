@@ -1,4 +1,4 @@
-package tenancypgx_test
+package tenancyrouter_test
 
 import (
 	"context"
@@ -13,7 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gotenancy/tenancy"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancyrouter"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -31,7 +32,7 @@ func tenantDatabases(t *testing.T, n int) []*tenancy.Tenant {
 	for i := range tenants {
 		id := fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", rand.Uint32(), rand.Uint32()&0xffff, rand.Uint32()&0xfff, rand.Uint32()&0xfff, rand.Uint64()&0xffffffffffff)
 		tn := &tenancy.Tenant{ID: id, Slug: fmt.Sprintf("db-%d", i), Status: tenancy.StatusActive,
-			Isolation: tenancy.IsolationDatabase, Server: tenancypgx.DefaultServer, Database: tenancypgx.DatabaseName(id)}
+			Isolation: tenancy.IsolationDatabase, Server: tenancycatalog.DefaultServer, Database: tenancycatalog.DatabaseName(id)}
 		if _, err := admin.Exec(ctx, "CREATE DATABASE "+tn.Database+" STRATEGY FILE_COPY"); err != nil {
 			t.Fatal(err)
 		}
@@ -40,19 +41,6 @@ func tenantDatabases(t *testing.T, n int) []*tenancy.Tenant {
 		tenants[i] = tn
 	}
 	return tenants
-}
-
-func newRouter(t *testing.T, cfg tenancypgx.RouterConfig) *tenancypgx.Router {
-	t.Helper()
-	if cfg.Servers == nil {
-		cfg.Servers = tenancytest.RuntimeServers(t, tenancypgx.Servers{tenancypgx.DefaultServer: tenancytest.AdminURL()})
-	}
-	r, err := tenancypgx.NewRouter(&cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
-	return r
 }
 
 // backends counts the server's sessions on the given databases.
@@ -70,7 +58,7 @@ func backends(t *testing.T, dbs []string) int {
 	return n
 }
 
-func ping(ctx context.Context, r *tenancypgx.Router, tn *tenancy.Tenant) error {
+func ping(ctx context.Context, r *tenancyrouter.Router, tn *tenancy.Tenant) error {
 	lease, err := r.Lease(ctx, tn)
 	if err != nil {
 		return err
@@ -95,7 +83,7 @@ func TestRouterChurnKeepsItsCaps(t *testing.T) {
 		dbs[i] = tn.Database
 	}
 	const maxPools, budget = 20, 40
-	r := newRouter(t, tenancypgx.RouterConfig{MaxPools: maxPools, MaxConns: budget, MaxConnsPerPool: 2, AcquireTimeout: 5 * time.Second})
+	r := tenancytest.NewRouter(t, tenancyrouter.Config{MaxPools: maxPools, MaxConns: budget, MaxConnsPerPool: 2, AcquireTimeout: 5 * time.Second})
 	ctx := context.Background()
 	stop := make(chan struct{})
 	var violations, capacity, other, ok atomic.Int64
@@ -157,13 +145,13 @@ func TestRouterChurnKeepsItsCaps(t *testing.T) {
 		t.Fatalf("control: the churn did not churn: %d ok, stats %+v", ok.Load(), s)
 	}
 	r.Close()
-	waitFor(t, 5*time.Second, "every backend ends after Close", func() bool { return backends(t, dbs) == 0 })
+	tenancytest.WaitFor(t, 5*time.Second, "every backend ends after Close", func() bool { return backends(t, dbs) == 0 })
 }
 
 func TestRouterSingleFlight(t *testing.T) {
 	t.Parallel()
 	tn := tenantDatabases(t, 1)[0]
-	r := newRouter(t, tenancypgx.RouterConfig{})
+	r := tenancytest.NewRouter(t, tenancyrouter.Config{})
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Add(1)
@@ -184,7 +172,7 @@ func TestRouterIdlePoolsClose(t *testing.T) {
 	t.Parallel()
 	tenants := tenantDatabases(t, 2)
 	clock := &tenancytest.Clock{}
-	r := newRouter(t, tenancypgx.RouterConfig{IdleTimeout: time.Minute, Now: clock.Now})
+	r := tenancytest.NewRouter(t, tenancyrouter.Config{IdleTimeout: time.Minute, Now: clock.Now})
 	for _, tn := range tenants {
 		if err := ping(context.Background(), r, tn); err != nil {
 			t.Fatal(err)
@@ -202,7 +190,7 @@ func TestRouterIdlePoolsClose(t *testing.T) {
 	if s := r.Stats(); s.Pools != 1 || s.Evictions["idle"] != 1 {
 		t.Fatalf("stats %+v", s)
 	}
-	waitFor(t, 5*time.Second, "the idle pool's backends end", func() bool { return backends(t, []string{tenants[0].Database}) == 0 })
+	tenancytest.WaitFor(t, 5*time.Second, "the idle pool's backends end", func() bool { return backends(t, []string{tenants[0].Database}) == 0 })
 	if b := backends(t, []string{tenants[1].Database}); b == 0 {
 		t.Fatal("control: the pool in use has no backend")
 	}
@@ -211,7 +199,7 @@ func TestRouterIdlePoolsClose(t *testing.T) {
 func TestRouterCapacityExhausted(t *testing.T) {
 	t.Parallel()
 	tenants := tenantDatabases(t, 2)
-	r := newRouter(t, tenancypgx.RouterConfig{MaxPools: 1, MaxConns: 1, MaxConnsPerPool: 1, AcquireTimeout: 100 * time.Millisecond})
+	r := tenancytest.NewRouter(t, tenancyrouter.Config{MaxPools: 1, MaxConns: 1, MaxConnsPerPool: 1, AcquireTimeout: 100 * time.Millisecond})
 	ctx := context.Background()
 	held, err := r.Lease(ctx, tenants[0])
 	if err != nil {
@@ -239,7 +227,7 @@ func TestRouterFailureStaysWithOneTenant(t *testing.T) {
 	tenants := tenantDatabases(t, 2)
 	broken, healthy := tenants[0], tenants[1]
 	clock := &tenancytest.Clock{}
-	r := newRouter(t, tenancypgx.RouterConfig{FailureThreshold: 3, OpenFor: 10 * time.Second, Now: clock.Now})
+	r := tenancytest.NewRouter(t, tenancyrouter.Config{FailureThreshold: 3, OpenFor: 10 * time.Second, Now: clock.Now})
 	ctx := context.Background()
 	for _, tn := range tenants {
 		if err := ping(ctx, r, tn); err != nil {
@@ -289,7 +277,7 @@ func TestRouterBackendsKilled(t *testing.T) {
 	t.Parallel()
 	tenants := tenantDatabases(t, 2)
 	victim, other := tenants[0], tenants[1]
-	r := newRouter(t, tenancypgx.RouterConfig{})
+	r := tenancytest.NewRouter(t, tenancyrouter.Config{})
 	ctx := context.Background()
 	for _, tn := range tenants {
 		if err := ping(ctx, r, tn); err != nil {
@@ -319,7 +307,7 @@ func TestRouterBackendsKilled(t *testing.T) {
 func TestRouterForgetDrains(t *testing.T) {
 	t.Parallel()
 	tn := tenantDatabases(t, 1)[0]
-	r := newRouter(t, tenancypgx.RouterConfig{})
+	r := tenancytest.NewRouter(t, tenancyrouter.Config{})
 	ctx := context.Background()
 	old, err := r.Lease(ctx, tn)
 	if err != nil {
@@ -345,7 +333,7 @@ func TestRouterLeaseDoesNotAllocate(t *testing.T) {
 		t.Skip("the race detector allocates")
 	}
 	tn := tenantDatabases(t, 1)[0]
-	r := newRouter(t, tenancypgx.RouterConfig{})
+	r := tenancytest.NewRouter(t, tenancyrouter.Config{})
 	if err := ping(context.Background(), r, tn); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
-package tenancypgx
+package tenancycatalog
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -31,20 +32,22 @@ func ParseServers(s string) (Servers, error) {
 		}
 		alias, url, ok := strings.Cut(part, "=")
 		if !ok {
-			return nil, fmt.Errorf("tenancypgx: server %q: want alias=postgres://…", part)
+			return nil, fmt.Errorf("tenancycatalog: server %q: want alias=postgres://…", part)
 		}
 		out[strings.TrimSpace(alias)] = strings.TrimSpace(url)
 	}
-	return out, out.validate()
+	return out, out.Validate()
 }
 
-func (s Servers) validate() error {
+// Validate checks every alias and URL: an alias of lower-case letters, digits, "-" and "_"; a
+// postgres:// URL.
+func (s Servers) Validate() error {
 	for alias, url := range s {
 		if !serverAlias.MatchString(alias) {
-			return fmt.Errorf("tenancypgx: server alias %q: use a-z, 0-9, _ and -", alias)
+			return fmt.Errorf("tenancycatalog: server alias %q: use a-z, 0-9, _ and -", alias)
 		}
 		if _, err := pgx.ParseConfig(url); err != nil {
-			return fmt.Errorf("tenancypgx: server %s: %w", alias, err)
+			return fmt.Errorf("tenancycatalog: server %s: %w", alias, err)
 		}
 	}
 	return nil
@@ -61,7 +64,7 @@ func (s Servers) Aliases() []string {
 }
 
 // ErrUnknownServer means a tenant is placed on a server alias the configuration does not name.
-var ErrUnknownServer = errors.New("tenancypgx: unknown server alias")
+var ErrUnknownServer = errors.New("tenancycatalog: unknown server alias")
 
 // PoolConfig returns a pool configuration for database on the server with this alias.
 func (s Servers) PoolConfig(alias, database string) (*pgxpool.Config, error) {
@@ -89,3 +92,34 @@ func (s Servers) ConnConfig(alias, database string) (*pgx.ConnConfig, error) {
 // DatabaseName is the database of a database-model tenant: "tenant_" and the ID's 32 hex digits,
 // derived from the immutable ID like SchemaName.
 func DatabaseName(id string) string { return SchemaName(id) }
+
+// Maintenance connects to the "postgres" database of the server alias with the catalog's own
+// credentials (the migration role's): where databases are made and dropped, and roles looked
+// after. The caller closes it.
+func (c *Catalog) Maintenance(ctx context.Context, server string) (*pgx.Conn, error) {
+	cfg, err := c.servers.ConnConfig(server, "postgres")
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("server %s: %w", server, err)
+	}
+	return conn, nil
+}
+
+// TenantDatabases returns, by server alias, the databases of the database-model tenants placed
+// there (whatever their status).
+func (c *Catalog) TenantDatabases(ctx context.Context) (map[string][]string, error) {
+	rows, err := c.pool.Query(ctx, `SELECT coalesce(server, ''), database_name FROM tenancy.tenants WHERE database_name IS NOT NULL`)
+	if err != nil {
+		return nil, err
+	}
+	byServer := map[string][]string{}
+	var server, db string
+	_, err = pgx.ForEachRow(rows, []any{&server, &db}, func() error {
+		byServer[server] = append(byServer[server], db)
+		return nil
+	})
+	return byServer, err
+}

@@ -1,40 +1,17 @@
-package tenancypgx
+package tenancyprovision
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 )
-
-// SchemaName is the schema of a schema-model tenant: "tenant_" and the ID's 32 hex digits. It is
-// derived from the immutable ID, never from a slug or other input, so it never changes and never
-// collides. It returns "" for a string that is not a tenant ID.
-func SchemaName(id string) string {
-	if !tenancy.IsID(id) {
-		return ""
-	}
-	return "tenant_" + strings.ToLower(strings.ReplaceAll(id, "-", ""))
-}
-
-// schemaPattern is what a tenant schema name must look like before it is quoted into SQL.
-var schemaPattern = regexp.MustCompile(`^tenant_[0-9a-f]{32}$`)
-
-// quotedSchema returns the quoted schema of t, or an error if the name breaks the pattern.
-func quotedSchema(id string) (string, error) {
-	name := SchemaName(id)
-	if !schemaPattern.MatchString(name) {
-		return "", fmt.Errorf("tenancypgx: no schema name for tenant id %q", id)
-	}
-	return pgx.Identifier{name}.Sanitize(), nil
-}
 
 // TenantMigrator applies the tenant migration line. tenancymigrate.Migrator implements it.
 type TenantMigrator interface {
@@ -51,26 +28,26 @@ type TenantMigrator interface {
 
 // ProvisionOpts tunes Provision. A nil *ProvisionOpts means the defaults.
 type ProvisionOpts struct {
-	// Role is the runtime role that is granted the tenant's schema. Defaults to DefaultRole.
+	// Role is the runtime role that is granted the tenant's schema. Defaults to tenancycatalog.DefaultRole.
 	Role string
 	// Server is the alias of the server a database-model tenant's database is made on. Defaults
-	// to DefaultServer.
+	// to tenancycatalog.DefaultServer.
 	Server string
 }
 
 // ErrNotProvisioning means Provision was asked to set up a tenant that is not provisioning.
-var ErrNotProvisioning = errors.New("tenancypgx: tenant is not provisioning")
+var ErrNotProvisioning = errors.New("tenancyprovision: tenant is not provisioning")
 
 // Provision sets up a provisioning tenant and makes it active: for the schema model it creates
 // the schema, grants the runtime role its use, and applies the tenant line with m; only then is
 // the tenant marked active. When a step fails, what was made is removed, the error is recorded in
 // the catalog (Tenant.ProvisionError, shown by `tenancy tenant show`) and returned; the tenant
 // stays provisioning, refused to requests, and Provision may simply be called again.
-func (c *Catalog) Provision(ctx context.Context, id string, m TenantMigrator, opts *ProvisionOpts) (*tenancy.Tenant, error) {
+func Provision(ctx context.Context, c *tenancycatalog.Catalog, id string, m TenantMigrator, opts *ProvisionOpts) (*tenancy.Tenant, error) {
 	if m == nil {
-		return nil, errors.New("tenancypgx: Provision needs a TenantMigrator (tenancymigrate.New)")
+		return nil, errors.New("tenancyprovision: Provision needs a TenantMigrator (tenancymigrate.New)")
 	}
-	role, server := DefaultRole, DefaultServer
+	role, server := tenancycatalog.DefaultRole, tenancycatalog.DefaultServer
 	if opts != nil && opts.Role != "" {
 		role = opts.Role
 	}
@@ -84,31 +61,30 @@ func (c *Catalog) Provision(ctx context.Context, id string, m TenantMigrator, op
 	if t.Status != tenancy.StatusProvisioning {
 		return nil, fmt.Errorf("%w: %s is %s", ErrNotProvisioning, t.Slug, t.Status)
 	}
-	if err := c.provision(ctx, t, m, role, server); err != nil {
+	if err := provision(ctx, c, t, m, role, server); err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if cerr := c.unprovision(cctx, t, err); cerr != nil {
-			return nil, fmt.Errorf("tenancypgx: provision %s: %w (and cleaning up failed: %v)", t.Slug, err, cerr)
+		if cerr := unprovision(cctx, c, t, err); cerr != nil {
+			return nil, fmt.Errorf("tenancyprovision: provision %s: %w (and cleaning up failed: %v)", t.Slug, err, cerr)
 		}
-		return nil, fmt.Errorf("tenancypgx: provision %s: %w", t.Slug, err)
+		return nil, fmt.Errorf("tenancyprovision: provision %s: %w", t.Slug, err)
 	}
-	if _, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET status = 'active', provision_error = NULL
-		WHERE id = $1 AND status = 'provisioning'`, t.ID); err != nil {
-		return nil, fmt.Errorf("tenancypgx: provision %s: %w", t.Slug, err)
+	if err := c.Activate(ctx, t.ID); err != nil {
+		return nil, fmt.Errorf("tenancyprovision: provision %s: %w", t.Slug, err)
 	}
 	return c.TenantByID(ctx, t.ID)
 }
 
-func (c *Catalog) provision(ctx context.Context, t *tenancy.Tenant, m TenantMigrator, role, server string) error {
+func provision(ctx context.Context, c *tenancycatalog.Catalog, t *tenancy.Tenant, m TenantMigrator, role, server string) error {
 	switch t.Isolation {
 	case tenancy.IsolationDatabase:
-		return c.createTenantDatabase(ctx, t, m, server)
+		return createTenantDatabase(ctx, c, t, m, server)
 	case tenancy.IsolationSchema:
-		schema, err := quotedSchema(t.ID)
+		schema, err := tenancycatalog.QuotedSchema(t.ID)
 		if err != nil {
 			return err
 		}
-		if _, err := c.pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+schema+"; GRANT USAGE ON SCHEMA "+schema+" TO "+
+		if _, err := c.Pool().Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+schema+"; GRANT USAGE ON SCHEMA "+schema+" TO "+
 			pgx.Identifier{role}.Sanitize()); err != nil {
 			return err
 		}
@@ -116,21 +92,21 @@ func (c *Catalog) provision(ctx context.Context, t *tenancy.Tenant, m TenantMigr
 		// Nothing to make: the shared schema carries the tenant line for every shared tenant.
 		return nil
 	default:
-		return fmt.Errorf("%w: %s", ErrIsolationNotSupported, t.Isolation)
+		return fmt.Errorf("%w: %s", tenancy.ErrIsolationNotSupported, t.Isolation)
 	}
 	return m.MigrateTenant(ctx, t)
 }
 
 // unprovision removes what a failed provisioning made and records why it failed.
-func (c *Catalog) unprovision(ctx context.Context, t *tenancy.Tenant, cause error) error {
+func unprovision(ctx context.Context, c *tenancycatalog.Catalog, t *tenancy.Tenant, cause error) error {
 	if t.Isolation == tenancy.IsolationDatabase {
-		if err := c.dropTenantDatabase(ctx, t); err != nil {
+		if err := dropTenantDatabase(ctx, c, t); err != nil {
 			return err
 		}
 	}
-	return pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, c.Pool(), func(tx pgx.Tx) error {
 		if t.Isolation == tenancy.IsolationSchema {
-			schema, err := quotedSchema(t.ID)
+			schema, err := tenancycatalog.QuotedSchema(t.ID)
 			if err != nil {
 				return err
 			}
@@ -138,23 +114,18 @@ func (c *Catalog) unprovision(ctx context.Context, t *tenancy.Tenant, cause erro
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM tenancy.tenant_line WHERE tenant_id = $1`, t.ID); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `UPDATE tenancy.tenants SET provision_error = $2, server = NULL, database_name = NULL
-			WHERE id = $1`, t.ID, cause.Error())
-		return err
+		return tenancycatalog.ProvisionFailed(ctx, tx, t.ID, cause)
 	})
 }
 
 // ErrNotDeleted means Purge was asked to remove a tenant that is not deleted.
-var ErrNotDeleted = errors.New("tenancypgx: only a deleted tenant can be purged: delete it first")
+var ErrNotDeleted = errors.New("tenancyprovision: only a deleted tenant can be purged: delete it first")
 
 // Purge removes a deleted tenant for good: its schema (schema model) or its rows in the shared
 // tables (shared model), its catalog entry, domains and ledger. Deleting is a separate, earlier
 // step (Delete), so no single mistaken call destroys a live tenant's data. It returns
 // ErrNotDeleted for a tenant that is not deleted, tenancy.ErrTenantNotFound for an unknown one.
-func (c *Catalog) Purge(ctx context.Context, id string) error {
+func Purge(ctx context.Context, c *tenancycatalog.Catalog, id string) error {
 	t, err := c.TenantByID(ctx, id)
 	if err != nil {
 		return err
@@ -163,15 +134,15 @@ func (c *Catalog) Purge(ctx context.Context, id string) error {
 		return fmt.Errorf("%w (%s is %s)", ErrNotDeleted, t.Slug, t.Status)
 	}
 	if t.Isolation == tenancy.IsolationDatabase {
-		if err := c.dropTenantDatabase(ctx, t); err != nil {
-			return fmt.Errorf("tenancypgx: purge %s: %w", t.Slug, err)
+		if err := dropTenantDatabase(ctx, c, t); err != nil {
+			return fmt.Errorf("tenancyprovision: purge %s: %w", t.Slug, err)
 		}
 	}
-	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, c.Pool(), func(tx pgx.Tx) error {
 		switch t.Isolation {
 		case tenancy.IsolationDatabase: // dropped above
 		case tenancy.IsolationSchema:
-			schema, err := quotedSchema(t.ID)
+			schema, err := tenancycatalog.QuotedSchema(t.ID)
 			if err != nil {
 				return err
 			}
@@ -187,13 +158,12 @@ func (c *Catalog) Purge(ctx context.Context, id string) error {
 				return err
 			}
 		default:
-			return fmt.Errorf("%w: %s", ErrIsolationNotSupported, t.Isolation)
+			return fmt.Errorf("%w: %s", tenancy.ErrIsolationNotSupported, t.Isolation)
 		}
-		_, err := tx.Exec(ctx, `DELETE FROM tenancy.tenants WHERE id = $1 AND status = 'deleted'`, t.ID)
-		return err
+		return tenancycatalog.Remove(ctx, tx, t.ID)
 	})
 	if err != nil {
-		return fmt.Errorf("tenancypgx: purge %s: %w", t.Slug, err)
+		return fmt.Errorf("tenancyprovision: purge %s: %w", t.Slug, err)
 	}
 	return nil
 }
@@ -211,9 +181,9 @@ SELECT c.oid::regclass::text
 // purgeSharedRows deletes the tenant's rows from every shared tenant table. Tables referencing
 // others must be emptied first; without knowing the order it retries the tables a foreign key
 // held back until a pass makes no progress.
-func purgeSharedRows(ctx context.Context, tx pgx.Tx, id string, key *BindingKey) error {
+func purgeSharedRows(ctx context.Context, tx pgx.Tx, id string, key *tenancycatalog.BindingKey) error {
 	// Through row-level security too, for an owner that is not a superuser.
-	if _, err := tx.Exec(ctx, scopeShared, id, key.Proof(id)); err != nil {
+	if err := key.Bind(ctx, tx, id); err != nil {
 		return err
 	}
 	rows, err := tx.Query(ctx, sharedTenantTables)

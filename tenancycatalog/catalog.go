@@ -1,4 +1,4 @@
-package tenancypgx
+package tenancycatalog
 
 import (
 	"context"
@@ -40,14 +40,14 @@ var _ tenancy.Store = (*Catalog)(nil)
 // NewCatalog returns a catalog on pool. Call MigrateCatalog once before using it.
 func NewCatalog(pool *pgxpool.Pool, cfg *CatalogConfig) (*Catalog, error) {
 	if pool == nil {
-		return nil, errors.New("tenancypgx: NewCatalog needs a pool")
+		return nil, errors.New("tenancycatalog: NewCatalog needs a pool")
 	}
 	c := &Catalog{pool: pool, slugs: tenancy.NewSlugRules(nil), servers: Servers{DefaultServer: pool.Config().ConnString()}}
 	if cfg != nil && cfg.Slugs != nil {
 		c.slugs = cfg.Slugs
 	}
 	if cfg != nil && cfg.Servers != nil {
-		if err := cfg.Servers.validate(); err != nil {
+		if err := cfg.Servers.Validate(); err != nil {
 			return nil, err
 		}
 		c.servers = cfg.Servers
@@ -84,7 +84,7 @@ func scanTenant(row pgx.Row) (*tenancy.Tenant, error) {
 		return nil, tenancy.ErrTenantNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+		return nil, fmt.Errorf("tenancycatalog: catalog: %w", err)
 	}
 	if t.Isolation == tenancy.IsolationSchema {
 		t.Schema = SchemaName(t.ID)
@@ -98,7 +98,7 @@ func scanTenant(row pgx.Row) (*tenancy.Tenant, error) {
 // tenancy.ErrDuplicateSlug or tenancy.ErrDuplicateDomain when the request is refused.
 func (c *Catalog) Create(ctx context.Context, opts *CreateOpts) (*tenancy.Tenant, error) {
 	if opts == nil {
-		return nil, errors.New("tenancypgx: Create needs CreateOpts")
+		return nil, errors.New("tenancycatalog: Create needs CreateOpts")
 	}
 	if err := c.slugs.Validate(opts.Slug); err != nil {
 		return nil, err
@@ -187,7 +187,7 @@ func catalogError(err error, subject string) error {
 			return &refusal{fmt.Sprintf("domain %s is already taken", subject), tenancy.ErrDuplicateDomain}
 		}
 	}
-	return fmt.Errorf("tenancypgx: catalog: %w", err)
+	return fmt.Errorf("tenancycatalog: catalog: %w", err)
 }
 
 // refusal is the catalog refusing a request, said as a person would say it (by slug and domain,
@@ -259,7 +259,7 @@ func (c *Catalog) List(ctx context.Context, opts *ListOpts) ([]*tenancy.Tenant, 
 	}
 	rows, err := c.pool.Query(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+		return nil, fmt.Errorf("tenancycatalog: catalog: %w", err)
 	}
 	defer rows.Close()
 	var out []*tenancy.Tenant
@@ -271,7 +271,7 @@ func (c *Catalog) List(ctx context.Context, opts *ListOpts) ([]*tenancy.Tenant, 
 		out = append(out, t)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+		return nil, fmt.Errorf("tenancycatalog: catalog: %w", err)
 	}
 	return out, nil
 }
@@ -303,7 +303,7 @@ func (c *Catalog) setStatus(ctx context.Context, id string, st tenancy.Status) (
 		WHERE id = $1::uuid AND status <> 'deleted' AND status IS DISTINCT FROM $2
 		  AND (status <> 'provisioning' OR $2 = 'deleted')`, id, string(st))
 	if err != nil {
-		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+		return nil, fmt.Errorf("tenancycatalog: catalog: %w", err)
 	}
 	t, err := c.TenantByID(ctx, id)
 	if err != nil {
@@ -347,7 +347,7 @@ func (c *Catalog) RemoveDomain(ctx context.Context, id, domain string) (*tenancy
 	}
 	tag, err := c.pool.Exec(ctx, `DELETE FROM tenancy.domains WHERE tenant_id = $1::uuid AND domain = $2`, id, domain)
 	if err != nil {
-		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+		return nil, fmt.Errorf("tenancycatalog: catalog: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
 		t, err := c.TenantByID(ctx, id)
@@ -377,7 +377,7 @@ func (c *Catalog) SetRateLimit(ctx context.Context, id, limit string) (*tenancy.
 	}
 	tag, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET rate_limit = $2 WHERE id = $1 AND status <> 'deleted'`, id, value)
 	if err != nil {
-		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+		return nil, fmt.Errorf("tenancycatalog: catalog: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
 		return nil, tenancy.ErrTenantNotFound
@@ -412,7 +412,7 @@ func (c *Catalog) Update(ctx context.Context, id string, opts *UpdateOpts) (*ten
 	tag, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET name = coalesce(nullif($2, ''), name), plan = coalesce(nullif($3, ''), plan)
 		WHERE id = $1 AND status <> 'deleted'`, id, opts.Name, opts.Plan)
 	if err != nil {
-		return nil, fmt.Errorf("tenancypgx: catalog: %w", err)
+		return nil, fmt.Errorf("tenancycatalog: catalog: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
 		return nil, tenancy.ErrTenantNotFound

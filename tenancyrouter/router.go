@@ -1,4 +1,4 @@
-package tenancypgx
+package tenancyrouter
 
 import (
 	"context"
@@ -19,15 +19,17 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/internal/clock"
+	"github.com/gotenancy/tenancy/internal/pgsession"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 )
 
-// RouterConfig configures a Router. Servers is required; every other field has a default.
-type RouterConfig struct {
+// Config configures a Router. Servers is required; every other field has a default.
+type Config struct {
 	// Servers holds, by alias (see Tenant.Server), the URLs the tenant pools log in with: the
 	// runtime role's (RuntimeURL), never the migration role's — SQL inside a transaction has the
 	// rights of this login. A URL may point at a transaction pooler (PgBouncer): the router then
 	// prepares no statement by name, as NewRuntimePool does. Required.
-	Servers Servers
+	Servers tenancycatalog.Servers
 	// MaxPools is the most tenant pools open at once. Defaults to 50.
 	MaxPools int
 	// MaxConns is the budget of connections across all tenant pools: the pools open never reserve
@@ -68,7 +70,7 @@ type RouterConfig struct {
 // tenancy.ErrCapacityExhausted. A tenant whose database cannot be reached fails fast with
 // tenancy.ErrTenantUnavailable once its breaker opens, without slowing other tenants.
 type Router struct {
-	cfg    RouterConfig
+	cfg    Config
 	now    func() int64
 	seed   maphash.Seed
 	shards [64]routerShard
@@ -88,7 +90,7 @@ type Router struct {
 	done chan struct{}
 
 	modes    sync.Map // alias -> *execMode: how pgx runs statements on that server
-	janitors sync.Map // alias -> *janitor
+	janitors sync.Map // alias -> *pgsession.Janitor
 }
 
 // execMode is how pgx runs statements on one server, decided by its first connection.
@@ -106,13 +108,14 @@ type routerShard struct {
 
 type poolEntry struct {
 	id       string
+	server   string // the alias of the tenant's server
 	pool     *pgxpool.Pool
 	reserved int
 	refs     atomic.Int64
-	lastUsed atomic.Int64 // unix nanoseconds
-	failures atomic.Int32 // consecutive failures to connect
-	retired  atomic.Bool  // removed from the map: closes when its last lease ends
-	checked  checkOnce    // the login role and the binding, checked on first use
+	lastUsed atomic.Int64        // unix nanoseconds
+	failures atomic.Int32        // consecutive failures to connect
+	retired  atomic.Bool         // removed from the map: closes when its last lease ends
+	checked  pgsession.CheckOnce // the login role and the binding, checked on first use
 
 	sqlOnce sync.Once
 	sqlDB   *sql.DB // database/sql over pool, for SQLTx
@@ -131,15 +134,15 @@ type breaker struct {
 	openUntil int64
 }
 
-// ErrRouterClosed is returned by a Router that has been closed.
-var ErrRouterClosed = errors.New("tenancypgx: router closed")
+// ErrClosed is returned by a Router that has been closed.
+var ErrClosed = errors.New("tenancyrouter: router closed")
 
-// NewRouter returns a router and starts its idle reaper; Close stops it.
-func NewRouter(cfg *RouterConfig) (*Router, error) {
+// New returns a router and starts its idle reaper; Close stops it.
+func New(cfg *Config) (*Router, error) {
 	if cfg == nil || len(cfg.Servers) == 0 {
-		return nil, errors.New("tenancypgx: NewRouter needs RouterConfig.Servers")
+		return nil, errors.New("tenancyrouter: New needs Config.Servers")
 	}
-	if err := cfg.Servers.validate(); err != nil {
+	if err := cfg.Servers.Validate(); err != nil {
 		return nil, err
 	}
 	for alias := range cfg.Servers {
@@ -147,8 +150,8 @@ func NewRouter(cfg *RouterConfig) (*Router, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := refuseSimpleProtocol(pc.ConnConfig); err != nil {
-			return nil, fmt.Errorf("tenancypgx: server %s: %w", alias, err)
+		if err := pgsession.RefuseSimpleProtocol(pc.ConnConfig); err != nil {
+			return nil, fmt.Errorf("tenancyrouter: server %s: %w", alias, err)
 		}
 	}
 	c := *cfg
@@ -172,9 +175,9 @@ func NewRouter(cfg *RouterConfig) (*Router, error) {
 	switch {
 	case c.MaxPools < 0, c.MaxConns < 0, c.MaxConnsPerPool < 0, c.FailureThreshold < 0,
 		c.IdleTimeout < 0, c.AcquireTimeout < 0, c.ConnectTimeout < 0, c.OpenFor < 0:
-		return nil, errors.New("tenancypgx: RouterConfig fields must not be negative")
+		return nil, errors.New("tenancyrouter: Config fields must not be negative")
 	case c.MaxConnsPerPool > c.MaxConns:
-		return nil, fmt.Errorf("tenancypgx: MaxConnsPerPool (%d) exceeds the budget MaxConns (%d)", c.MaxConnsPerPool, c.MaxConns)
+		return nil, fmt.Errorf("tenancyrouter: MaxConnsPerPool (%d) exceeds the budget MaxConns (%d)", c.MaxConnsPerPool, c.MaxConns)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -205,6 +208,25 @@ func (l Lease) Pool() *pgxpool.Pool { return l.e.pool }
 func (l Lease) SQLDB() *sql.DB {
 	l.e.sqlOnce.Do(func() { l.e.sqlDB = stdlib.OpenDBFromPool(l.e.pool) })
 	return l.e.sqlDB
+}
+
+// Check makes the lease's pool ready for units of work: the server's janitor connected (see
+// Router.Janitor) and, when check is not nil, check passed once on one of the pool's connections
+// (Acquire does this itself).
+func (l Lease) Check(ctx context.Context, check func(context.Context, *pgx.Conn) error) error {
+	if check != nil && !l.e.checked.Passed() {
+		conn, err := l.e.pool.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		err = l.e.checked.Do(ctx, conn.Conn(), check)
+		conn.Release()
+		if err != nil {
+			return err
+		}
+	}
+	l.r.janitorFor(l.e.server).Ready(ctx)
+	return nil
 }
 
 // Done ends the lease. err is the outcome of the work: a failure to connect counts toward the
@@ -260,14 +282,14 @@ func (r *Router) Lease(ctx context.Context, t *tenancy.Tenant) (Lease, error) {
 
 func (r *Router) slowLease(ctx context.Context, t *tenancy.Tenant, sh *routerShard) (Lease, error) {
 	if t.Server == "" || t.Database == "" {
-		return Lease{}, fmt.Errorf("tenancypgx: tenant %s has no database placement", t.Slug)
+		return Lease{}, fmt.Errorf("tenancyrouter: tenant %s has no database placement", t.Slug)
 	}
 	var timer <-chan time.Time
 	for {
 		r.mu.Lock()
 		if r.closed {
 			r.mu.Unlock()
-			return Lease{}, ErrRouterClosed
+			return Lease{}, ErrClosed
 		}
 		sh.mu.RLock()
 		e := sh.m[t.ID]
@@ -345,7 +367,7 @@ func (r *Router) openLocked(t *tenancy.Tenant, sh *routerShard) (*poolEntry, err
 	}
 	url := r.cfg.Servers[t.Server]
 	cfg.BeforeConnect = func(ctx context.Context, cc *pgx.ConnConfig) error { return r.execModeFor(ctx, t.Server, url, cc) }
-	cfg.AfterConnect = chainAfterConnect(refuseRoleDefaults, cfg.AfterConnect)
+	cfg.AfterConnect = pgsession.ChainAfterConnect(pgsession.RefuseRoleDefaults, cfg.AfterConnect)
 	cfg.MaxConns, cfg.MinConns = int32(r.cfg.MaxConnsPerPool), 0
 	cfg.MaxConnIdleTime = min(cfg.MaxConnIdleTime, r.cfg.IdleTimeout)
 	cfg.ConnConfig.ConnectTimeout = r.cfg.ConnectTimeout
@@ -354,7 +376,7 @@ func (r *Router) openLocked(t *tenancy.Tenant, sh *routerShard) (*poolEntry, err
 	if err != nil {
 		return nil, err
 	}
-	e := &poolEntry{id: t.ID, pool: pool, reserved: r.cfg.MaxConnsPerPool}
+	e := &poolEntry{id: t.ID, server: t.Server, pool: pool, reserved: r.cfg.MaxConnsPerPool}
 	e.refs.Store(1)
 	e.lastUsed.Store(r.now())
 	sh.mu.Lock()
@@ -374,7 +396,7 @@ func (r *Router) execModeFor(ctx context.Context, alias, url string, cc *pgx.Con
 	defer m.mu.Unlock()
 	if !m.decided {
 		probe := cc.Copy()
-		if err := prepareRuntimeConfig(ctx, probe, url, r.cfg.Logger); err != nil {
+		if err := pgsession.PrepareRuntimeConfig(ctx, probe, url, r.cfg.Logger); err != nil {
 			return err
 		}
 		m.mode, m.params, m.decided = probe.DefaultQueryExecMode, probe.RuntimeParams, true
@@ -533,8 +555,8 @@ func (r *Router) Forget(id string) {
 	}
 }
 
-// RouterStats is a snapshot of a Router.
-type RouterStats struct {
+// Stats is a snapshot of a Router.
+type Stats struct {
 	Pools          int               `json:"pools"`           // open tenant pools, draining ones included
 	ReservedConns  int               `json:"reserved_conns"`  // connections reserved by open pools (≤ MaxConns)
 	OpenConns      int               `json:"open_conns"`      // connections actually open in published pools
@@ -549,8 +571,8 @@ type RouterStats struct {
 }
 
 // Stats returns counters and the current state.
-func (r *Router) Stats() RouterStats {
-	s := RouterStats{Hits: r.hits.Load(), Misses: r.misses.Load(), Waits: r.waits.Load(),
+func (r *Router) Stats() Stats {
+	s := Stats{Hits: r.hits.Load(), Misses: r.misses.Load(), Waits: r.waits.Load(),
 		CapacityErrors: r.capacityErrors.Load(), FailFast: r.failFast.Load(),
 		Evictions:    map[string]uint64{"lru": r.evictedLRU.Load(), "idle": r.evictedIdle.Load(), "breaker": r.evictedBreaker.Load()},
 		OpenBreakers: []string{}}
@@ -578,7 +600,7 @@ func (r *Router) Stats() RouterStats {
 }
 
 // Close closes every pool, waiting for connections in use to be released, and stops the reaper.
-// Leases taken afterwards fail with ErrRouterClosed.
+// Leases taken afterwards fail with ErrClosed.
 func (r *Router) Close() {
 	r.mu.Lock()
 	if r.closed {
@@ -605,24 +627,26 @@ func (r *Router) Close() {
 		go func() { defer wg.Done(); e.close() }()
 	}
 	wg.Wait()
-	r.janitors.Range(func(_, j any) bool { j.(*janitor).close(); return true })
+	r.janitors.Range(func(_, j any) bool { j.(*pgsession.Janitor).Close(); return true })
 	r.mu.Lock()
 	r.pools, r.reserved = 0, 0
 	r.mu.Unlock()
 }
 
-// acquire leases t's pool and takes a connection from it. release must be called with the outcome
-// of the work. A failure to connect is tenancy.ErrTenantUnavailable; no free connection in t's
-// pool within AcquireTimeout is tenancy.ErrCapacityExhausted.
-func (r *Router) acquire(ctx context.Context, t *tenancy.Tenant) (*pgxpool.Conn, func(error), *checkOnce, *janitor, error) {
+// Acquire leases t's pool and takes a connection from it, made ready for a unit of work: the
+// server's janitor connected (see Janitor) and, when check is not nil, check passed on the pool's
+// connections once (tenancypgx passes its runtime role and binding checks). release must be
+// called with the outcome of the work. A failure to connect is tenancy.ErrTenantUnavailable; no
+// free connection in t's pool within AcquireTimeout is tenancy.ErrCapacityExhausted.
+func (r *Router) Acquire(ctx context.Context, t *tenancy.Tenant, check func(context.Context, *pgx.Conn) error) (*pgxpool.Conn, func(error), error) {
 	lease, err := r.Lease(ctx, t)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return nil, nil, err
 	}
 	j := r.janitorFor(t.Server)
 	actx, cancel := context.WithTimeout(ctx, r.cfg.AcquireTimeout)
 	conn, err := lease.Pool().Acquire(actx)
-	if err != nil && startupRefused(err) && j.sweep(ctx, lease.Pool().Config().ConnConfig.Database) == nil {
+	if err != nil && pgsession.StartupRefused(err) && j.Sweep(ctx, lease.Pool().Config().ConnConfig.Database) == nil {
 		// Session defaults a unit of work gave the role may stop every new connection from
 		// starting (local_preload_libraries): removed, and the connection tried again.
 		conn, err = lease.Pool().Acquire(actx)
@@ -632,26 +656,46 @@ func (r *Router) acquire(ctx context.Context, t *tenancy.Tenant) (*pgxpool.Conn,
 		lease.Done(err)
 		switch {
 		case isConnectFailure(err):
-			return nil, nil, nil, nil, fmt.Errorf("%w: %s: %v", tenancy.ErrTenantUnavailable, t.Slug, err)
+			return nil, nil, fmt.Errorf("%w: %s: %v", tenancy.ErrTenantUnavailable, t.Slug, err)
 		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
 			r.capacityErrors.Add(1)
-			return nil, nil, nil, nil, fmt.Errorf("%w: all %d connections of %s are in use", tenancy.ErrCapacityExhausted, r.cfg.MaxConnsPerPool, t.Slug)
+			return nil, nil, fmt.Errorf("%w: all %d connections of %s are in use", tenancy.ErrCapacityExhausted, r.cfg.MaxConnsPerPool, t.Slug)
 		}
-		return nil, nil, nil, nil, err
+		return nil, nil, err
 	}
-	return conn, func(err error) { conn.Release(); lease.Done(err) }, &lease.e.checked, j, nil
+	release := func(err error) { conn.Release(); lease.Done(err) }
+	if check != nil {
+		if err := lease.e.checked.Do(ctx, conn.Conn(), check); err != nil {
+			release(nil)
+			return nil, nil, err
+		}
+	}
+	j.Ready(ctx)
+	return conn, release, nil
 }
 
-// janitorFor returns the janitor of a server (see janitor): it connects to the database
-// "postgres" there, never a tenant's, as the runtime role. Nil for a server not configured.
-func (r *Router) janitorFor(alias string) *janitor {
+// Sweeper removes the runtime role's session defaults (ALTER ROLE … SET) on one server.
+type Sweeper interface {
+	// Sweep removes them for all databases and for database.
+	Sweep(ctx context.Context, database string) error
+}
+
+// Janitor returns the sweeper of the server alias: a connection of its own to the database
+// "postgres" there (never a tenant's), as the runtime role, opened before the first unit of work,
+// so that defaults which stop new connections from starting can still be removed. A unit of
+// work that may have given the role defaults (its session died, it could not be reset) calls it.
+func (r *Router) Janitor(alias string) Sweeper { return r.janitorFor(alias) }
+
+// janitorFor returns the janitor of a server; a nil one (whose Sweep fails) for a server not
+// configured.
+func (r *Router) janitorFor(alias string) *pgsession.Janitor {
 	if j, ok := r.janitors.Load(alias); ok {
-		return j.(*janitor)
+		return j.(*pgsession.Janitor)
 	}
 	cfg, err := r.cfg.Servers.ConnConfig(alias, "postgres")
 	if err != nil {
 		return nil
 	}
-	j, _ := r.janitors.LoadOrStore(alias, newJanitor(cfg))
-	return j.(*janitor)
+	j, _ := r.janitors.LoadOrStore(alias, pgsession.NewJanitor(cfg))
+	return j.(*pgsession.Janitor)
 }

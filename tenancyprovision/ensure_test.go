@@ -1,11 +1,11 @@
-package tenancypgx_test
+package tenancyprovision_test
 
 import (
 	"context"
 	"sync"
 	"testing"
 
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyprovision"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -21,7 +21,7 @@ func TestEnsureDatabase(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			created[i], errs[i] = tenancypgx.EnsureDatabase(context.Background(), url)
+			created[i], errs[i] = tenancyprovision.EnsureDatabase(context.Background(), url)
 		}()
 	}
 	wg.Wait()
@@ -37,11 +37,11 @@ func TestEnsureDatabase(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("%d callers created the database, want exactly 1", n)
 	}
-	if c, err := tenancypgx.EnsureDatabase(context.Background(), url); err != nil || c {
+	if c, err := tenancyprovision.EnsureDatabase(context.Background(), url); err != nil || c {
 		t.Fatalf("existing database: created=%v err=%v", c, err)
 	}
 	bad := tenancytest.WithDatabase(tenancytest.AdminURL(), `x"; DROP DATABASE postgres; --`)
-	if _, err := tenancypgx.EnsureDatabase(context.Background(), bad); err == nil {
+	if _, err := tenancyprovision.EnsureDatabase(context.Background(), bad); err == nil {
 		t.Fatal("a hostile database name was accepted")
 	}
 }

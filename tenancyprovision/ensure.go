@@ -1,4 +1,4 @@
-package tenancypgx
+package tenancyprovision
 
 import (
 	"context"
@@ -19,11 +19,11 @@ var databaseName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 func EnsureDatabase(ctx context.Context, connString string) (bool, error) {
 	cfg, err := pgx.ParseConfig(connString)
 	if err != nil {
-		return false, fmt.Errorf("tenancypgx: database URL: %w", err)
+		return false, fmt.Errorf("tenancyprovision: database URL: %w", err)
 	}
 	name := cfg.Database
 	if !databaseName.MatchString(name) {
-		return false, fmt.Errorf("tenancypgx: database name %q: use lower-case letters, digits and underscores", name)
+		return false, fmt.Errorf("tenancyprovision: database name %q: use lower-case letters, digits and underscores", name)
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err == nil {
@@ -32,13 +32,13 @@ func EnsureDatabase(ctx context.Context, connString string) (bool, error) {
 	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "3D000" { // invalid_catalog_name: no such database
-		return false, fmt.Errorf("tenancypgx: connect to %s: %w", name, err)
+		return false, fmt.Errorf("tenancyprovision: connect to %s: %w", name, err)
 	}
 	maint := cfg.Copy()
 	maint.Database = "postgres"
 	conn, err = pgx.ConnectConfig(ctx, maint)
 	if err != nil {
-		return false, fmt.Errorf("tenancypgx: connect to create database %s: %w", name, err)
+		return false, fmt.Errorf("tenancyprovision: connect to create database %s: %w", name, err)
 	}
 	defer conn.Close(ctx)
 	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
@@ -46,7 +46,7 @@ func EnsureDatabase(ctx context.Context, connString string) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("tenancypgx: create database %s: %w", name, err)
+		return false, fmt.Errorf("tenancyprovision: create database %s: %w", name, err)
 	}
 	return true, nil
 }

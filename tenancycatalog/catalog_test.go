@@ -1,4 +1,4 @@
-package tenancypgx_test
+package tenancycatalog_test
 
 import (
 	"context"
@@ -9,14 +9,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
 type bundle struct {
 	url     string
 	pool    *pgxpool.Pool
-	catalog *tenancypgx.Catalog
+	catalog *tenancycatalog.Catalog
 }
 
 // setup gives the test a fresh database with the catalog migrated.
@@ -36,15 +36,6 @@ func newPool(t *testing.T, url string) *pgxpool.Pool {
 	return pool
 }
 
-func mustCreate(t *testing.T, c *tenancypgx.Catalog, slug string, domains ...string) *tenancy.Tenant {
-	t.Helper()
-	tn, err := c.Create(context.Background(), &tenancypgx.CreateOpts{Slug: slug, Domains: domains})
-	if err != nil {
-		t.Fatalf("create %s: %v", slug, err)
-	}
-	return tn
-}
-
 func TestMigrateCatalogConcurrentStarts(t *testing.T) {
 	t.Parallel()
 	url := tenancytest.NewDatabase(t)
@@ -57,7 +48,7 @@ func TestMigrateCatalogConcurrentStarts(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			applied[i], errs[i] = tenancypgx.MigrateCatalog(context.Background(), pool)
+			applied[i], errs[i] = tenancycatalog.MigrateCatalog(context.Background(), pool)
 		}()
 	}
 	wg.Wait()
@@ -83,7 +74,7 @@ func TestMigrateCatalogConcurrentStarts(t *testing.T) {
 			t.Errorf("version %d applied %d times", v, n)
 		}
 	}
-	again, err := tenancypgx.MigrateCatalog(context.Background(), newPool(t, url))
+	again, err := tenancycatalog.MigrateCatalog(context.Background(), newPool(t, url))
 	if err != nil || len(again) != 0 {
 		t.Fatalf("re-run applied %v, %v; want nothing", again, err)
 	}
@@ -93,7 +84,7 @@ func TestCatalogCRUD(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	acme, err := b.catalog.Create(ctx, &tenancypgx.CreateOpts{Slug: "acme", Name: "Acme Inc", Plan: "pro",
+	acme, err := b.catalog.Create(ctx, &tenancycatalog.CreateOpts{Slug: "acme", Name: "Acme Inc", Plan: "pro",
 		Isolation: tenancy.IsolationShared, Domains: []string{"shop.acme.com"}})
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +94,7 @@ func TestCatalogCRUD(t *testing.T) {
 		len(acme.Domains) != 1 || acme.CreatedAt.IsZero() {
 		t.Fatalf("created %+v", acme)
 	}
-	globex := mustCreate(t, b.catalog, "globex")
+	globex := tenancytest.CreateTenant(t, b.catalog, "globex")
 	if globex.Name != "globex" || globex.Plan != "free" || globex.Isolation != tenancy.IsolationShared {
 		t.Fatalf("defaults not applied: %+v", globex)
 	}
@@ -140,7 +131,7 @@ func TestCatalogCRUD(t *testing.T) {
 	if err != nil || s.Status != tenancy.StatusSuspended || !errors.Is(s.Err(), tenancy.ErrTenantSuspended) {
 		t.Fatalf("Suspend = %+v, %v", s, err)
 	}
-	if l, _ := b.catalog.List(ctx, &tenancypgx.ListOpts{Status: tenancy.StatusSuspended}); len(l) != 1 || l[0].ID != acme.ID {
+	if l, _ := b.catalog.List(ctx, &tenancycatalog.ListOpts{Status: tenancy.StatusSuspended}); len(l) != 1 || l[0].ID != acme.ID {
 		t.Fatalf("List suspended = %v", l)
 	}
 	r, err := b.catalog.Resume(ctx, acme.ID)
@@ -165,7 +156,7 @@ func TestCatalogCRUD(t *testing.T) {
 	if len(list) != 1 || list[0].ID != acme.ID {
 		t.Fatalf("List without deleted = %v", list)
 	}
-	if all, _ := b.catalog.List(ctx, &tenancypgx.ListOpts{IncludeDeleted: true}); len(all) != 2 {
+	if all, _ := b.catalog.List(ctx, &tenancycatalog.ListOpts{IncludeDeleted: true}); len(all) != 2 {
 		t.Fatalf("List with deleted = %v", all)
 	}
 
@@ -189,19 +180,19 @@ func TestCatalogRefusals(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	acme := mustCreate(t, b.catalog, "acme", "shop.acme.com")
+	acme := tenancytest.CreateTenant(t, b.catalog, "acme", "shop.acme.com")
 	tests := []struct {
 		name string
-		opts tenancypgx.CreateOpts
+		opts tenancycatalog.CreateOpts
 		want error
 	}{
-		{"duplicate slug", tenancypgx.CreateOpts{Slug: "acme"}, tenancy.ErrDuplicateSlug},
-		{"duplicate domain", tenancypgx.CreateOpts{Slug: "acme2", Domains: []string{"shop.acme.com"}}, tenancy.ErrDuplicateDomain},
-		{"invalid slug", tenancypgx.CreateOpts{Slug: "Acme"}, tenancy.ErrInvalidSlug},
-		{"reserved slug", tenancypgx.CreateOpts{Slug: "www"}, tenancy.ErrReservedSlug},
-		{"invalid domain", tenancypgx.CreateOpts{Slug: "acme3", Domains: []string{"Shop.Acme.com"}}, tenancy.ErrInvalidDomain},
-		{"ip domain", tenancypgx.CreateOpts{Slug: "acme4", Domains: []string{"10.0.0.1"}}, tenancy.ErrInvalidDomain},
-		{"invalid isolation", tenancypgx.CreateOpts{Slug: "acme5", Isolation: "rows"}, tenancy.ErrInvalidIsolation},
+		{"duplicate slug", tenancycatalog.CreateOpts{Slug: "acme"}, tenancy.ErrDuplicateSlug},
+		{"duplicate domain", tenancycatalog.CreateOpts{Slug: "acme2", Domains: []string{"shop.acme.com"}}, tenancy.ErrDuplicateDomain},
+		{"invalid slug", tenancycatalog.CreateOpts{Slug: "Acme"}, tenancy.ErrInvalidSlug},
+		{"reserved slug", tenancycatalog.CreateOpts{Slug: "www"}, tenancy.ErrReservedSlug},
+		{"invalid domain", tenancycatalog.CreateOpts{Slug: "acme3", Domains: []string{"Shop.Acme.com"}}, tenancy.ErrInvalidDomain},
+		{"ip domain", tenancycatalog.CreateOpts{Slug: "acme4", Domains: []string{"10.0.0.1"}}, tenancy.ErrInvalidDomain},
+		{"invalid isolation", tenancycatalog.CreateOpts{Slug: "acme5", Isolation: "rows"}, tenancy.ErrInvalidIsolation},
 	}
 	for _, tt := range tests {
 		if _, err := b.catalog.Create(ctx, &tt.opts); !errors.Is(err, tt.want) {
@@ -209,7 +200,7 @@ func TestCatalogRefusals(t *testing.T) {
 		}
 	}
 	// Nothing of the refused creates was kept (acme2 failed on its domain after its row was written).
-	list, err := b.catalog.List(ctx, &tenancypgx.ListOpts{IncludeDeleted: true})
+	list, err := b.catalog.List(ctx, &tenancycatalog.ListOpts{IncludeDeleted: true})
 	if err != nil || len(list) != 1 || list[0].ID != acme.ID {
 		t.Fatalf("after refusals List = %v, %v; want only acme", list, err)
 	}
@@ -221,7 +212,7 @@ func TestCatalogRefusals(t *testing.T) {
 func TestCatalogDatabaseErrorIsNotNotFound(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	acme := mustCreate(t, b.catalog, "acme")
+	acme := tenancytest.CreateTenant(t, b.catalog, "acme")
 	if got, err := b.catalog.TenantBySlug(context.Background(), "acme"); err != nil || got.ID != acme.ID {
 		t.Fatalf("control: %v, %v", got, err)
 	}

@@ -1,4 +1,4 @@
-package tenancypgx
+package tenancycatalog
 
 import (
 	"context"
@@ -28,13 +28,13 @@ type BindingKey struct {
 }
 
 // String hides the key.
-func (*BindingKey) String() string { return "tenancypgx.BindingKey(redacted)" }
+func (*BindingKey) String() string { return "tenancycatalog.BindingKey(redacted)" }
 
 // GoString hides the key from %#v.
-func (*BindingKey) GoString() string { return "tenancypgx.BindingKey(redacted)" }
+func (*BindingKey) GoString() string { return "tenancycatalog.BindingKey(redacted)" }
 
 // ErrNoBindingKey means the catalog has no binding key: MigrateCatalog has not run on it.
-var ErrNoBindingKey = errors.New("tenancypgx: the catalog has no binding key: run MigrateCatalog (tenancy migrate)")
+var ErrNoBindingKey = errors.New("tenancycatalog: the catalog has no binding key: run MigrateCatalog (tenancy migrate)")
 
 // newBindingKey returns a random key.
 func newBindingKey() (*BindingKey, error) {
@@ -83,6 +83,14 @@ func (k *BindingKey) fingerprint() string {
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
+// Bind binds tx to the tenant id, proven with k, as tenancypgx binds its transactions: for the
+// rest of tx, row-level security on tenant tables shows and accepts only that tenant's rows (for
+// a role it applies to). For upkeep on the tenant's rows outside tenancypgx (purging them).
+func (k *BindingKey) Bind(ctx context.Context, tx pgx.Tx, id string) error {
+	_, err := tx.Exec(ctx, "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true)", id, k.Proof(id))
+	return err
+}
+
 // querier is a pool, a connection or a transaction.
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
@@ -96,10 +104,10 @@ func readBindingKey(ctx context.Context, q querier) (*BindingKey, error) {
 		return nil, ErrNoBindingKey
 	}
 	if err != nil {
-		return nil, fmt.Errorf("tenancypgx: read the binding key: %w", err)
+		return nil, fmt.Errorf("tenancycatalog: read the binding key: %w", err)
 	}
 	if len(inner) != 64 || len(outer) != 64 {
-		return nil, errors.New("tenancypgx: the binding key in tenancy.binding_key is malformed")
+		return nil, errors.New("tenancycatalog: the binding key in tenancy.binding_key is malformed")
 	}
 	k := &BindingKey{}
 	copy(k.inner[:], inner)
@@ -120,7 +128,7 @@ func storeBindingKey(ctx context.Context, q querier, k *BindingKey, replace bool
 	err := q.QueryRow(ctx, `WITH w AS (INSERT INTO tenancy.binding_key (inner_key, outer_key) VALUES ($1, $2)
 		ON CONFLICT (singleton) `+conflict+` RETURNING 1) SELECT count(*) FROM w`, k.inner[:], k.outer[:]).Scan(&one)
 	if err != nil {
-		return fmt.Errorf("tenancypgx: store the binding key: %w", err)
+		return fmt.Errorf("tenancycatalog: store the binding key: %w", err)
 	}
 	return nil
 }
@@ -157,12 +165,12 @@ func CurrentTenantSQL() (statement, body string, err error) {
 	start := strings.Index(src, "CREATE FUNCTION tenancy.current_tenant()")
 	open := strings.Index(src[max(start, 0):], "AS $$")
 	if start < 0 || open < 0 {
-		return "", "", errors.New("tenancypgx: tenancy.current_tenant() is missing from the catalog migrations")
+		return "", "", errors.New("tenancycatalog: tenancy.current_tenant() is missing from the catalog migrations")
 	}
 	open += start + len("AS $$")
 	end := strings.Index(src[open:], "$$;")
 	if end < 0 {
-		return "", "", errors.New("tenancypgx: tenancy.current_tenant() is malformed in the catalog migrations")
+		return "", "", errors.New("tenancycatalog: tenancy.current_tenant() is malformed in the catalog migrations")
 	}
 	body = src[open : open+end]
 	statement = "CREATE OR REPLACE" + strings.TrimPrefix(src[start:open+end+3], "CREATE")

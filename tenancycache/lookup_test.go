@@ -1,4 +1,4 @@
-package tenancypgx_test
+package tenancycache_test
 
 import (
 	"context"
@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/gotenancy/tenancy"
-	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -30,10 +33,10 @@ func (s *countingStore) TenantBySlug(ctx context.Context, slug string) (*tenancy
 
 func TestCachedStoreSingleFlight(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	acme := mustCreate(t, b.catalog, "acme")
-	src := &countingStore{Store: b.catalog, gate: make(chan struct{})}
-	cache, err := tenancypgx.NewCachedStore(src, nil)
+	_, cat := tenancytest.NewCatalog(t)
+	acme := tenancytest.CreateTenant(t, cat, "acme")
+	src := &countingStore{Store: cat, gate: make(chan struct{})}
+	cache, err := tenancycache.NewLookup(src, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,15 +71,15 @@ func TestCachedStoreSingleFlight(t *testing.T) {
 
 func TestCachedStoreTTLs(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	_, cat := tenancytest.NewCatalog(t)
 	ctx := context.Background()
 	clock := &tenancytest.Clock{}
-	src := &countingStore{Store: b.catalog}
-	cache, err := tenancypgx.NewCachedStore(src, &tenancypgx.CacheConfig{TTL: time.Minute, NegativeTTL: 2 * time.Second, Now: clock.Now})
+	src := &countingStore{Store: cat}
+	cache, err := tenancycache.NewLookup(src, &tenancycache.LookupConfig{TTL: time.Minute, NegativeTTL: 2 * time.Second, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustCreate(t, b.catalog, "acme")
+	tenancytest.CreateTenant(t, cat, "acme")
 
 	lookup := func(slug string, wantErr error, wantQueries int64) {
 		t.Helper()
@@ -101,12 +104,12 @@ func TestCachedStoreTTLs(t *testing.T) {
 
 func TestCachedStoreBounded(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	cache, err := tenancypgx.NewCachedStore(b.catalog, &tenancypgx.CacheConfig{Size: 16})
+	_, cat := tenancytest.NewCatalog(t)
+	cache, err := tenancycache.NewLookup(cat, &tenancycache.LookupConfig{Size: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustCreate(t, b.catalog, "acme")
+	tenancytest.CreateTenant(t, cat, "acme")
 	for i := range 200 {
 		_, err := cache.TenantByDomain(context.Background(), "unknown"+string(rune('a'+i%26))+string(rune('a'+i/26))+".example.com")
 		if !errors.Is(err, tenancy.ErrTenantNotFound) {
@@ -123,12 +126,15 @@ func TestCachedStoreBounded(t *testing.T) {
 
 func TestCachedStoreDoesNotCacheErrors(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	acme := mustCreate(t, b.catalog, "acme")
-	broken := newPool(t, b.url)
-	brokenCatalog, _ := tenancypgx.NewCatalog(broken, nil)
+	pool, cat := tenancytest.NewCatalog(t)
+	acme := tenancytest.CreateTenant(t, cat, "acme")
+	broken, err := pgxpool.New(context.Background(), pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokenCatalog, _ := tenancycatalog.NewCatalog(broken, nil)
 	broken.Close()
-	cache, _ := tenancypgx.NewCachedStore(brokenCatalog, nil)
+	cache, _ := tenancycache.NewLookup(brokenCatalog, nil)
 	for range 2 {
 		got, err := cache.TenantBySlug(context.Background(), "acme")
 		if err == nil || errors.Is(err, tenancy.ErrTenantNotFound) || got != nil {
@@ -138,7 +144,7 @@ func TestCachedStoreDoesNotCacheErrors(t *testing.T) {
 	if s := cache.Stats(); s.Entries != 0 || s.Loads != 2 {
 		t.Fatalf("errors were cached: %+v", s)
 	}
-	good, _ := tenancypgx.NewCachedStore(b.catalog, nil)
+	good, _ := tenancycache.NewLookup(cat, nil)
 	if got, err := good.TenantBySlug(context.Background(), "acme"); err != nil || got.ID != acme.ID {
 		t.Fatalf("control: %v, %v", got, err)
 	}
@@ -146,10 +152,10 @@ func TestCachedStoreDoesNotCacheErrors(t *testing.T) {
 
 func TestCachedStoreInvalidateDuringLoad(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	mustCreate(t, b.catalog, "acme")
-	src := &countingStore{Store: b.catalog, gate: make(chan struct{})}
-	cache, _ := tenancypgx.NewCachedStore(src, nil)
+	_, cat := tenancytest.NewCatalog(t)
+	tenancytest.CreateTenant(t, cat, "acme")
+	src := &countingStore{Store: cat, gate: make(chan struct{})}
+	cache, _ := tenancycache.NewLookup(src, nil)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -158,7 +164,7 @@ func TestCachedStoreInvalidateDuringLoad(t *testing.T) {
 	for src.n.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	cache.Purge() // a change lands while the load is in flight
+	_ = cache.Purge(context.Background()) // a change lands while the load is in flight
 	close(src.gate)
 	<-done
 	if n := cache.Stats().Entries; n != 0 {

@@ -1,0 +1,167 @@
+package tenancycatalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gotenancy/tenancy"
+)
+
+// Place records where a database-model tenant's database is: the server alias and the database.
+// An unknown server alias is refused before anything is recorded.
+func (c *Catalog) Place(ctx context.Context, id, server, database string) error {
+	if _, err := c.servers.ConnConfig(server, "postgres"); err != nil {
+		return err
+	}
+	if _, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET server = $2, database_name = $3 WHERE id = $1`,
+		id, server, database); err != nil {
+		return catalogError(err, id)
+	}
+	return nil
+}
+
+// Activate makes a provisioning tenant active, clearing its provisioning error: the last step of
+// provisioning, once its schema or database carries the tenant line.
+func (c *Catalog) Activate(ctx context.Context, id string) error {
+	_, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET status = 'active', provision_error = NULL
+		WHERE id = $1 AND status = 'provisioning'`, id)
+	if err != nil {
+		return fmt.Errorf("tenancycatalog: catalog: %w", err)
+	}
+	return nil
+}
+
+// ProvisionFailed records, in tx, why provisioning the tenant failed (Tenant.ProvisionError),
+// forgets its placement and its ledger entries: it stays provisioning, ready to be provisioned
+// again.
+func ProvisionFailed(ctx context.Context, tx pgx.Tx, id string, cause error) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM tenancy.tenant_line WHERE tenant_id = $1`, id); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `UPDATE tenancy.tenants SET provision_error = $2, server = NULL, database_name = NULL
+		WHERE id = $1`, id, cause.Error())
+	return err
+}
+
+// Remove deletes, in tx, a deleted tenant's catalog entry, domains and ledger entries: the last
+// step of purging it, once its data is gone. A tenant that is not deleted is left alone.
+func Remove(ctx context.Context, tx pgx.Tx, id string) error {
+	_, err := tx.Exec(ctx, `DELETE FROM tenancy.tenants WHERE id = $1 AND status = 'deleted'`, id)
+	return err
+}
+
+// DeletedTenants returns the IDs of the tenants that are deleted but not yet purged.
+func (c *Catalog) DeletedTenants(ctx context.Context) ([]string, error) {
+	rows, err := c.pool.Query(ctx, `SELECT id::text FROM tenancy.tenants WHERE status = 'deleted' ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// CountTenants returns how many tenants the catalog holds, deleted ones included.
+func (c *Catalog) CountTenants(ctx context.Context) (int, error) {
+	var n int
+	err := c.pool.QueryRow(ctx, `SELECT count(*) FROM tenancy.tenants`).Scan(&n)
+	return n, err
+}
+
+// Drop drops the catalog: the schema tenancy with every table in it (tenants, domains, the
+// binding key, the ledgers, accepted findings). What the catalog made elsewhere (tenant schemas
+// and databases, templates) must be removed first: tenancyprovision.Uninstall does both.
+func (c *Catalog) Drop(ctx context.Context) error {
+	if _, err := c.pool.Exec(ctx, "DROP SCHEMA IF EXISTS tenancy CASCADE"); err != nil {
+		return fmt.Errorf("tenancycatalog: drop the catalog: %w", err)
+	}
+	c.key.Store(nil)
+	return nil
+}
+
+// OnDeleted returns an Invalidator for Watch that forgets what is kept about a tenant once it is
+// deleted or purged: for each change to such a tenant it calls every forget function with it (a
+// purged one, gone from the catalog, has only its ID). Give it what keeps per-tenant state — a
+// tenant-scoped cache's flush (tenancycache.Cache.Forget), a rate limiter's reset
+// (tenancyrate.Forget) — so a deleted tenant leaves nothing behind in them. Its Purge, which
+// Watch calls after a reconnection, forgets every deleted tenant: deletions may have gone unheard.
+// Changes to tenants that are not deleted are no concern of it.
+func (c *Catalog) OnDeleted(forget ...func(context.Context, *tenancy.Tenant) error) tenancy.Invalidator {
+	return &onDeleted{c: c, forget: forget}
+}
+
+type onDeleted struct {
+	c      *Catalog
+	forget []func(context.Context, *tenancy.Tenant) error
+}
+
+func (d *onDeleted) Invalidate(ctx context.Context, id string) error {
+	t, err := d.c.TenantByID(ctx, id)
+	switch {
+	case errors.Is(err, tenancy.ErrTenantNotFound): // purged
+		if !tenancy.IsID(id) {
+			return nil
+		}
+		t = &tenancy.Tenant{ID: id}
+	case err != nil:
+		return err
+	case t.Status != tenancy.StatusDeleted:
+		return nil
+	}
+	var errs []error
+	for _, f := range d.forget {
+		if err := f(ctx, t); err != nil {
+			errs = append(errs, fmt.Errorf("forget deleted tenant %s: %w", id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *onDeleted) Purge(ctx context.Context) error {
+	ids, err := d.c.DeletedTenants(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		if err := d.Invalidate(ctx, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Installation is what Installed finds in a database.
+type Installation struct {
+	// Schema: the database has the schema tenancy (a catalog, or a tenant database's isolation
+	// support).
+	Schema bool
+	// Catalog: it has the catalog's tenants.
+	Catalog bool
+	// AuditIgnores: its catalog keeps accepted audit findings (an older catalog does not).
+	AuditIgnores bool
+}
+
+// Installed says what of the toolkit the database behind q carries, without failing when it
+// carries nothing.
+func Installed(ctx context.Context, q Querier) (Installation, error) {
+	var in Installation
+	err := q.QueryRow(ctx, `SELECT to_regnamespace('tenancy') IS NOT NULL, to_regclass('tenancy.tenants') IS NOT NULL,
+		to_regclass('tenancy.audit_ignores') IS NOT NULL`).Scan(&in.Schema, &in.Catalog, &in.AuditIgnores)
+	return in, err
+}
+
+// SharedTables returns the tables the database behind q shares between tenants on purpose
+// (tenancy.share): readable by every tenant, writable by none. None when it has no such list.
+func SharedTables(ctx context.Context, q Querier) ([]uint32, error) {
+	var has bool
+	if err := q.QueryRow(ctx, `SELECT to_regclass('tenancy.shared_tables') IS NOT NULL`).Scan(&has); err != nil || !has {
+		return nil, err
+	}
+	rows, err := q.Query(ctx, `SELECT relation::oid FROM tenancy.shared_tables`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[uint32])
+}
