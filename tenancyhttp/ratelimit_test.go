@@ -103,12 +103,20 @@ func TestConcurrencyLimitKeepsOtherTenantsServed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// acmeFull is closed once acme holds both its slots, acmeRefused once one of its requests is
+	// turned away: together, acme's flood is in place.
+	acmeFull, acmeRefused := make(chan struct{}), make(chan struct{})
+	markFull, markRefused := sync.OnceFunc(func() { close(acmeFull) }), sync.OnceFunc(func() { close(acmeRefused) })
 	release := make(chan struct{})
+	releaseAcme := sync.OnceFunc(func() { close(release) })
 	var inFlight, peak atomic.Int64
 	h := b.chain(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if tenancy.MustFromContext(r.Context()).Slug == "acme" {
 			n := inFlight.Add(1)
 			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+			if n >= 2 {
+				markFull()
 			}
 			<-release // acme's requests are slow
 			inFlight.Add(-1)
@@ -116,13 +124,13 @@ func TestConcurrencyLimitKeepsOtherTenantsServed(t *testing.T) {
 		w.WriteHeader(204)
 	}), cl)
 	srv := httptest.NewServer(h)
-	defer srv.Close()
+	defer srv.Close() // after acme's requests have ended: Close waits for them
 	do := func(host string) int {
 		req, _ := http.NewRequest("GET", srv.URL, nil)
 		req.Host = host
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			t.Error(err)
+			t.Errorf("GET %s: %v; want a response", host, err)
 			return 0
 		}
 		resp.Body.Close()
@@ -130,23 +138,41 @@ func TestConcurrencyLimitKeepsOtherTenantsServed(t *testing.T) {
 	}
 	// acme floods: 20 slow requests at once.
 	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer releaseAcme() // on an early failure too, so that the flood ends and Close returns
 	codes := make([]int, 20)
 	for i := range codes {
 		wg.Add(1)
-		go func() { defer wg.Done(); codes[i] = do("acme.localhost") }()
+		go func() {
+			defer wg.Done()
+			if codes[i] = do("acme.localhost"); codes[i] == 503 {
+				markRefused()
+			}
+		}()
 	}
-	// Meanwhile the quiet tenant is served at once, every time.
-	time.Sleep(50 * time.Millisecond) // acme's flood is in place
+	// The quiet tenant's requests go while the flood is in place: acme holds both its slots and
+	// its excess is turned away. Waiting for that rather than for a while makes the test mean the
+	// same on a loaded machine, and the refusal it waits for is the one checked at the end.
+	for _, c := range []struct {
+		what string
+		ch   <-chan struct{}
+	}{{"acme to hold both its slots", acmeFull}, {"a request of acme's to be refused with 503", acmeRefused}} {
+		select {
+		case <-c.ch:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("acme's flood never got in place: waited 10s for %s", c.what)
+		}
+	}
 	for i := range 10 {
 		start := time.Now()
 		if code := do("quiet.localhost"); code != 204 {
-			t.Fatalf("quiet tenant request %d during acme's flood: %d", i, code)
+			t.Fatalf("quiet tenant request %d during acme's flood: %d, want 204", i, code)
 		}
 		if d := time.Since(start); d > time.Second {
-			t.Fatalf("quiet tenant request %d took %v during acme's flood", i, d)
+			t.Fatalf("quiet tenant request %d took %v during acme's flood, want under 1s", i, d)
 		}
 	}
-	close(release)
+	releaseAcme()
 	wg.Wait()
 	busy := 0
 	for _, c := range codes {
