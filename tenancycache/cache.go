@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
@@ -44,6 +45,7 @@ type Cache struct {
 	group  singleflight.Group
 
 	loads, readErrors atomic.Uint64
+	waiting           atomic.Int64
 }
 
 // New returns a cache over store.
@@ -150,10 +152,13 @@ func (c *Cache) jittered(ttl time.Duration) time.Duration {
 type Stats struct {
 	Loads      uint64 `json:"loads"`       // loader calls (one for N concurrent misses of a key)
 	ReadErrors uint64 `json:"read_errors"` // store reads that failed and were served as misses
+	Waiting    int64  `json:"waiting"`     // callers waiting now on a load (theirs or another's)
 }
 
 // Stats returns the counters.
-func (c *Cache) Stats() Stats { return Stats{Loads: c.loads.Load(), ReadErrors: c.readErrors.Load()} }
+func (c *Cache) Stats() Stats {
+	return Stats{Loads: c.loads.Load(), ReadErrors: c.readErrors.Load(), Waiting: c.waiting.Load()}
+}
 
 // GetOrLoad returns the context's tenant's value for key, decoded from JSON; on a miss it calls
 // load once for all concurrent callers of that tenant and key, caches the result for ttl (with
@@ -176,7 +181,14 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	}
 	// One load per tenant, key and generation: a caller after a flush does not join a load that
 	// began before it.
-	v, err, _ := c.group.Do(Key(t, key)+"\x00"+strconv.FormatUint(gen, 10), func() (any, error) {
+	ch := c.group.DoChan(Key(t, key)+"\x00"+strconv.FormatUint(gen, 10), func() (_ any, err error) {
+		// A panicking load panics in its callers, as a direct call would (DoChan would crash
+		// the process from a goroutine of its own).
+		defer func() {
+			if p := recover(); p != nil {
+				err = loadPanic{p}
+			}
+		}()
 		c.loads.Add(1)
 		v, err := load(ctx)
 		if err != nil {
@@ -187,8 +199,20 @@ func GetOrLoad[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 		}
 		return v, nil
 	})
-	if err != nil {
-		return zero, err
+	// Counted once it has joined the load (DoChan returns then), so Stats.Waiting says who waits.
+	c.waiting.Add(1)
+	res := <-ch
+	c.waiting.Add(-1)
+	if p, ok := res.Err.(loadPanic); ok {
+		panic(p.value)
 	}
-	return v.(T), nil
+	if res.Err != nil {
+		return zero, res.Err
+	}
+	return res.Val.(T), nil
 }
+
+// loadPanic carries a load's panic to every caller waiting on the load.
+type loadPanic struct{ value any }
+
+func (p loadPanic) Error() string { return fmt.Sprintf("tenancycache: the load panicked: %v", p.value) }

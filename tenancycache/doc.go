@@ -13,5 +13,17 @@
 // tenant's generation: entries of the old one are never read again, and a load that began before
 // a flush cannot bring back what the flush dropped. MemoryStore is bounded in bytes overall and
 // per tenant, so a noisy tenant evicts its own entries; tenancyredis.Cache is the same on Redis,
-// with a Get, Set or flush in one round trip.
+// with a Get, Set or flush in one round trip. Cache.Forget is the flush for
+// tenancycatalog.Catalog.OnDeleted: a deleted tenant's entries go with it.
+//
+// # The tenant lookup cache
+//
+// Lookup puts an in-process cache in front of any tenancy.Store (the catalog, or its Redis second
+// level): bounded, with a TTL, a short negative TTL for unknown names, and one load for N
+// concurrent misses. It is a tenancy.Invalidator: tenancycatalog.Catalog.Watch keeps it current,
+// so a change reaches every instance within milliseconds.
+//
+//	lookups, _ := tenancycache.NewLookup(catalog, nil)
+//	go catalog.Watch(ctx, lookups, nil)
+//	t, err := lookups.TenantBySlug(ctx, "acme") // tenancy.ErrTenantNotFound, or a real error: never confused
 package tenancycache

@@ -31,7 +31,7 @@ func (s *countingStore) TenantBySlug(ctx context.Context, slug string) (*tenancy
 	return s.Store.TenantBySlug(ctx, slug)
 }
 
-func TestCachedStoreSingleFlight(t *testing.T) {
+func TestLookupSingleFlight(t *testing.T) {
 	t.Parallel()
 	_, cat := tenancytest.NewCatalog(t)
 	acme := tenancytest.CreateTenant(t, cat, "acme")
@@ -69,7 +69,7 @@ func TestCachedStoreSingleFlight(t *testing.T) {
 	}
 }
 
-func TestCachedStoreTTLs(t *testing.T) {
+func TestLookupTTLs(t *testing.T) {
 	t.Parallel()
 	_, cat := tenancytest.NewCatalog(t)
 	ctx := context.Background()
@@ -102,7 +102,7 @@ func TestCachedStoreTTLs(t *testing.T) {
 	lookup("acme", nil, 4)
 }
 
-func TestCachedStoreBounded(t *testing.T) {
+func TestLookupBounded(t *testing.T) {
 	t.Parallel()
 	_, cat := tenancytest.NewCatalog(t)
 	cache, err := tenancycache.NewLookup(cat, &tenancycache.LookupConfig{Size: 16})
@@ -124,7 +124,7 @@ func TestCachedStoreBounded(t *testing.T) {
 	}
 }
 
-func TestCachedStoreDoesNotCacheErrors(t *testing.T) {
+func TestLookupDoesNotCacheErrors(t *testing.T) {
 	t.Parallel()
 	pool, cat := tenancytest.NewCatalog(t)
 	acme := tenancytest.CreateTenant(t, cat, "acme")
@@ -150,7 +150,7 @@ func TestCachedStoreDoesNotCacheErrors(t *testing.T) {
 	}
 }
 
-func TestCachedStoreInvalidateDuringLoad(t *testing.T) {
+func TestLookupInvalidateDuringLoad(t *testing.T) {
 	t.Parallel()
 	_, cat := tenancytest.NewCatalog(t)
 	tenancytest.CreateTenant(t, cat, "acme")

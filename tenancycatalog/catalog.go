@@ -27,7 +27,7 @@ type CatalogConfig struct {
 }
 
 // Catalog is the tenant registry in PostgreSQL (schema "tenancy"). It implements tenancy.Store
-// without caching; put a CachedStore in front of it on request paths.
+// without caching; put a tenancycache.Lookup in front of it on request paths.
 type Catalog struct {
 	pool    *pgxpool.Pool
 	slugs   *tenancy.SlugRules

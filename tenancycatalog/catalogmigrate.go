@@ -9,7 +9,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy/internal/lockkey"
-	"github.com/gotenancy/tenancy/internal/migration"
 )
 
 //go:embed sql/catalog/*.sql
@@ -24,11 +23,11 @@ var catalogSQL embed.FS
 // once) wait for each other and the later ones find nothing to do. It returns the versions it
 // applied.
 func MigrateCatalog(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
-	ms, err := migration.Read(catalogSQL, "sql/catalog")
+	ms, err := ReadMigrations(catalogSQL, "sql/catalog")
 	if err != nil {
 		return nil, fmt.Errorf("tenancycatalog: %w", err)
 	}
-	applied, err := migration.Apply(ctx, pool, migration.Line{
+	applied, err := apply(ctx, pool, migrationLine{
 		Migrations: ms, Ledger: pgx.Identifier{"tenancy", "catalog_migrations"}, Lock: lockkey.Catalog,
 	})
 	if err != nil {

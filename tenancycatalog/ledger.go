@@ -11,7 +11,6 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/internal/lockkey"
-	"github.com/gotenancy/tenancy/internal/migration"
 )
 
 // Querier runs SQL on the catalog's database: a *pgxpool.Pool, a *pgx.Conn or a pgx.Tx — a
@@ -26,13 +25,6 @@ type Querier interface {
 type Beginner interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
-
-// Migration is one file of a migration line: NNNN_name.sql.
-type Migration = migration.Migration
-
-// ReadMigrations reads a migration line from dir in fsys: files NNNN_name.sql, numbered from 1
-// without gaps.
-var ReadMigrations = migration.Read
 
 // SharedTarget is the ledger's target for the shared line's progress in the tenant line ledger.
 const SharedTarget = "shared"
@@ -144,7 +136,7 @@ var sharedLedger = pgx.Identifier{"tenancy", "shared_line"}
 // ApplySharedLine applies the pending migrations of the shared line with search_path set to
 // schema (quoted), once, under its lock: concurrent runners wait and find nothing left.
 func ApplySharedLine(ctx context.Context, db Beginner, line []Migration, schema string) ([]int, error) {
-	return migration.Apply(ctx, db, migration.Line{Migrations: line, Ledger: sharedLedger,
+	return apply(ctx, db, migrationLine{Migrations: line, Ledger: sharedLedger,
 		Lock: lockkey.SharedLine, SearchPath: schema})
 }
 
@@ -165,15 +157,12 @@ func SharedLineApplied(ctx context.Context, q Querier) ([]int, error) {
 // database, where its truth is kept (the catalog's ledger mirrors it).
 var tenantDatabaseLedger = pgx.Identifier{"tenancy", "tenant_migrations"}
 
-// ErrLineLocked means another runner holds the tenant line's lock in a tenant database.
-var ErrLineLocked = migration.ErrLocked
-
 // ApplyTenantDatabaseLine applies the pending tenant line in the database behind conn (a
 // database tenant's, or a template), in its public schema, and returns what it applied and the
 // version reached. With tryLock it returns ErrLineLocked at once when another runner holds the
 // line's lock there.
 func ApplyTenantDatabaseLine(ctx context.Context, conn *pgx.Conn, line []Migration, tryLock bool) ([]int, int, error) {
-	applied, err := migration.Apply(ctx, conn, migration.Line{Migrations: line, Ledger: tenantDatabaseLedger,
+	applied, err := apply(ctx, conn, migrationLine{Migrations: line, Ledger: tenantDatabaseLedger,
 		Lock: lockkey.TenantDatabase, SearchPath: pgx.Identifier{"public"}.Sanitize(), TryLock: tryLock})
 	if err != nil {
 		return nil, 0, err

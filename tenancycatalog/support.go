@@ -9,7 +9,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gotenancy/tenancy/internal/lockkey"
-	"github.com/gotenancy/tenancy/internal/migration"
 )
 
 // supportMigrations are the catalog migrations that a database tenant's own database carries
@@ -30,11 +29,11 @@ func InstallSupport(ctx context.Context, conn Beginner, key *BindingKey) error {
 	if key == nil {
 		return errors.New("tenancycatalog: InstallSupport needs the catalog's BindingKey (Catalog.BindingKey)")
 	}
-	ms, err := migration.Read(catalogSQL, "sql/catalog")
+	ms, err := ReadMigrations(catalogSQL, "sql/catalog")
 	if err != nil {
 		return err
 	}
-	var support []migration.Migration
+	var support []Migration
 	for _, m := range ms {
 		if slices.Contains(supportMigrations, m.Name) {
 			support = append(support, m)
@@ -43,7 +42,7 @@ func InstallSupport(ctx context.Context, conn Beginner, key *BindingKey) error {
 	if len(support) != len(supportMigrations) || support[len(support)-1].Version != SupportVersion {
 		return fmt.Errorf("tenancycatalog: the isolation support migrations are missing")
 	}
-	_, err = migration.Apply(ctx, conn, migration.Line{Migrations: support,
+	_, err = apply(ctx, conn, migrationLine{Migrations: support,
 		Ledger: pgx.Identifier{"tenancy", "support_migrations"}, Lock: lockkey.Support})
 	if err != nil {
 		return fmt.Errorf("tenancycatalog: install isolation support: %w", err)

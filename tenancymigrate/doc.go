@@ -17,7 +17,7 @@
 // run goes on with the others, and running again applies only what is still pending. Two runners
 // never migrate one tenant at once: the second skips it and says so.
 //
-// Migrator implements tenancyprovision.TenantMigrator, so Catalog.Provision applies the tenant line to
+// Migrator implements tenancyprovision.TenantMigrator, so tenancyprovision.Provision applies the tenant line to
 // a new tenant's schema before the tenant is made active.
 //
 // Why not goose: goose keeps a version table in each target, so "is anything pending?" over

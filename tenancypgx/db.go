@@ -25,7 +25,7 @@ type Config struct {
 	// transactions fail with ErrIsolationNotSupported.
 	Router *tenancyrouter.Router
 	// Store, when set, is asked for the tenant's current status at the start of every transaction
-	// (use a CachedStore: a hit costs no query), so that work holding an old context — a job, a
+	// (use a tenancycache.Lookup: a hit costs no query), so that work holding an old context — a job, a
 	// detached goroutine — stops when its tenant is suspended or deleted. Defaults to nil: the
 	// tenant in the context is trusted as it is.
 	Store tenancy.Store

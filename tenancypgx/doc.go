@@ -1,6 +1,7 @@
-// Package tenancypgx is the PostgreSQL side of tenancy, on pgx v5: transactions bound to a
-// tenant (DB.Tx), the tenant catalog, its in-process lookup cache, change notifications that keep
-// every instance's cache current, and the isolation audit behind `tenancy doctor`.
+// Package tenancypgx binds work to a tenant on PostgreSQL, with pgx v5: transactions (DB.Tx), the
+// single-statement helpers and SQLTx for database/sql, the runtime pool they run on, and the guard
+// of the runtime role. The catalog is tenancycatalog's, the pool router for database tenants
+// tenancyrouter's, provisioning tenancyprovision's and the isolation audit tenancyaudit's.
 //
 // # Transactions bound to the tenant
 //
@@ -45,7 +46,7 @@
 // or before ending its own session, are removed from a connection each DB opens for that on its
 // first unit (one per pool, and per Router server). Runtime connections ask for no
 // local_preload_libraries at start-up, which beats any role default, so no default can stop them
-// from starting. Catalog.GuardRuntimeRole, run in one
+// from starting. GuardRuntimeRole, run in one
 // instance on the migration role's pool, removes any left anyway and reports a changed password.
 // A unit that DEALLOCATEs the driver's statements gets its connection closed.
 // pgx's simple protocol is refused (it would show the proof in pg_stat_activity). The runtime
@@ -82,39 +83,13 @@
 //
 // # Schema and database tenants
 //
-// Catalog.Provision makes a schema tenant's schema (tenant_ and its ID's hex) or a database
-// tenant's database (copied from a migrated template) and applies the tenant line
-// (tenancymigrate) before the tenant is active. Tx sets search_path to a schema tenant's schema
-// alone, and serves a database tenant from its own pool through a Router: one pool per tenant,
-// opened on first use, under a cap on pools and a budget of connections that are never exceeded,
-// with idle reaping, LRU eviction, draining, and a per-tenant breaker that fails a tenant with an
-// unreachable database fast (tenancy.ErrTenantUnavailable) without slowing the others.
+// Tx sets search_path to a schema tenant's schema alone (made by tenancyprovision.Provision), and
+// serves a database tenant from its own pool through a tenancyrouter.Router:
 //
 //	router, _ := tenancyrouter.New(&tenancyrouter.Config{Servers: tenancycatalog.Servers{"default": runtimeURL}})
 //	defer router.Close()
-//	db, _ := tenancypgx.New(runtime, &tenancypgx.Config{Key: key, Router: router})
+//	db, _ := tenancypgx.New(runtime, &tenancypgx.Config{Key: key, Router: router, Store: lookups})
 //
-// The Router's Servers are runtime URLs (tenancy_app); the Catalog's are the migration role's,
-// for provisioning. Tenant databases carry the same isolation support and binding key as the
-// catalog's (InstallSupport; tenancymigrate brings older ones up to SupportVersion).
-//
-// # The catalog
-//
-// The catalog lives in the schema "tenancy" and is created by embedded, versioned migrations;
-// MigrateCatalog applies them under an advisory lock, so many instances may start at once:
-//
-//	if _, err := tenancycatalog.MigrateCatalog(ctx, pool); err != nil { ... }
-//	catalog, _ := tenancycatalog.NewCatalog(pool, nil)
-//	acme, err := catalog.Create(ctx, &tenancycatalog.CreateOpts{Slug: "acme", Name: "Acme Inc"})
-//
-// Request paths look tenants up through a CachedStore (bounded, TTL, a short negative TTL for
-// unknown names, one query for N concurrent misses) that Catalog.Watch keeps current: every change
-// to a tenant or its domains is NOTIFYed at commit and drops the stale entries on every instance
-// within milliseconds; if the listener's connection breaks, the cache is purged on reconnect.
-//
-//	cache, _ := tenancycache.NewLookup(catalog, nil)
-//	go catalog.Watch(ctx, cache, nil)
-//	t, err := cache.TenantBySlug(ctx, "acme") // tenancy.ErrTenantNotFound, or a real error: never confused
-//
-// EnsureDatabase creates the database a URL names when it is missing.
+// With Config.Store (a tenancycache.Lookup), each transaction reads the tenant's current status, so
+// work holding an old context stops when its tenant is suspended or deleted.
 package tenancypgx

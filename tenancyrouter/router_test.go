@@ -210,7 +210,8 @@ func TestRouterCapacityExhausted(t *testing.T) {
 	}
 	released := make(chan error)
 	go func() { released <- ping(ctx, r, tenants[1]) }()
-	time.Sleep(20 * time.Millisecond) // the second request is waiting for room
+	// The second request waits for room (the refused one above waited too).
+	tenancytest.WaitFor(t, 10*time.Second, "the second request waiting for room", func() bool { return r.Stats().Waits == 2 })
 	held.Done(nil)
 	if err := <-released; err != nil {
 		t.Fatalf("after the lease ended, the waiting request: %v", err)

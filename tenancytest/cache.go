@@ -137,7 +137,8 @@ func CacheStoreSuite(t *testing.T, newStore func(t *testing.T) tenancycache.Stor
 				results[i] = v
 			}()
 		}
-		time.Sleep(50 * time.Millisecond) // every caller is waiting on the one load
+		// Every caller is waiting on the one load before it may end.
+		WaitFor(t, 10*time.Second, "all 20 callers waiting on the load", func() bool { return c.Stats().Waiting == 20 })
 		close(release)
 		wg.Wait()
 		if calls.Load() != 1 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancymigrate"
 	"github.com/gotenancy/tenancy/tenancypgx"
 	"github.com/gotenancy/tenancy/tenancyprovision"
 	"github.com/gotenancy/tenancy/tenancyrouter"
@@ -148,4 +149,32 @@ func NewRouter(t testing.TB, cfg tenancyrouter.Config) *tenancyrouter.Router {
 	}
 	t.Cleanup(r.Close)
 	return r
+}
+
+// DropTenantDatabases drops what the catalog at url made on the local server outside its own
+// database: the databases of its database tenants, and the template database of lines. It is for
+// test cleanups, and does nothing where there is no catalog.
+func DropTenantDatabases(t testing.TB, url string, lines *tenancymigrate.Config) {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return
+	}
+	defer pool.Close()
+	cat, err := tenancycatalog.NewCatalog(pool, nil)
+	if err != nil {
+		return
+	}
+	byServer, err := cat.TenantDatabases(ctx)
+	if err != nil {
+		return // no catalog: nothing was made
+	}
+	for _, names := range byServer {
+		for _, n := range names {
+			DropDatabase(t, n)
+		}
+	}
+	if m, err := tenancymigrate.New(pool, lines); err == nil {
+		_ = tenancyprovision.DropTemplate(ctx, cat, tenancycatalog.DefaultServer, m)
+	}
 }

@@ -6,7 +6,7 @@ import (
 )
 
 // Clock is a settable time source for the toolkit's Now options (CacheConfig.Now,
-// RouterConfig.Now, MemoryConfig.Now), so tests move time instead of sleeping. The zero Clock
+// tenancyrouter.Config.Now, MemoryConfig.Now), so tests move time instead of sleeping. The zero Clock
 // starts at 2023-11-14 22:13:20 UTC.
 type Clock struct {
 	mu sync.Mutex

@@ -4,20 +4,26 @@
 //
 //	go run ./bench/load [-tenants 30] [-workers 32] [-duration 10s]
 //
-// It uses the local PostgreSQL (TEST_DATABASE_URL) and makes, then drops, its own databases.
+// It builds the tenancy command and runs `tenancy serve` as its own process, as a user deploys
+// it, against the local PostgreSQL (TEST_DATABASE_URL), on a database of its own that it drops
+// afterwards with everything the service made (tenancy uninstall).
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -25,14 +31,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
-	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
-	"github.com/gotenancy/tenancy/tenancycatalog"
-	"github.com/gotenancy/tenancy/tenancymigrate"
-	"github.com/gotenancy/tenancy/tenancyprovision"
-	"github.com/gotenancy/tenancy/tenancyrate"
 )
 
 func main() {
@@ -56,77 +56,32 @@ type tenantState struct {
 }
 
 func run(nTenants, workers int, duration time.Duration) error {
-	ctx := context.Background()
 	admin := os.Getenv("TEST_DATABASE_URL")
 	if admin == "" {
 		admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	}
 	name := fmt.Sprintf("tenancy_load_%d", time.Now().UnixNano())
-	u, _ := url.Parse(admin)
+	u, err := url.Parse(admin)
+	if err != nil {
+		return err
+	}
 	u.Path = "/" + name
 	dbURL := u.String()
-	conn, err := pgx.Connect(ctx, admin)
+	svc, err := startService(dbURL)
 	if err != nil {
 		return err
 	}
-	defer conn.Close(ctx)
-	pool, applied, err := prepare(ctx, dbURL)
-	if err != nil {
-		return err
-	}
-	_ = applied
-	var tenantDBs []string
-	defer func() {
-		pool.Close()
-		for _, db := range append(tenantDBs, name) {
-			conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{db}.Sanitize()+" WITH (FORCE)")
-		}
-	}()
-	servers := tenancycatalog.Servers{tenancycatalog.DefaultServer: dbURL}
-	lines := tenancycli.ReferenceLines()
-	lines.Servers = servers
-	m, err := tenancymigrate.New(pool, lines)
-	if err != nil {
-		return err
-	}
-	if _, err := m.Migrate(ctx, nil); err != nil {
-		return err
-	}
-	srv, err := tenancycli.NewServer(pool, &tenancycli.ServerConfig{Migrator: m, Servers: servers,
-		Policy: &tenancyrate.Policy{Plans: map[string]tenancyrate.Limit{"free": tenancyrate.PerSecond(1_000_000)}}})
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-	defer func() {
-		cat, _ := tenancycatalog.NewCatalog(pool, nil)
-		tenancyprovision.DropTemplate(context.Background(), cat, tenancycatalog.DefaultServer, m)
-	}()
+	defer svc.stop()
+	base := "http://" + svc.addr
 	models := []tenancy.Isolation{tenancy.IsolationShared, tenancy.IsolationSchema, tenancy.IsolationDatabase}
 	states := make([]*tenantState, nTenants)
 	for i := range states {
-		t, err := srv.Catalog().Create(ctx, &tenancycatalog.CreateOpts{Slug: fmt.Sprintf("load-%d", i), Isolation: models[i%3]})
+		t, err := svc.createTenant(fmt.Sprintf("load-%d", i), models[i%3])
 		if err != nil {
 			return err
 		}
-		if t.Isolation == tenancy.IsolationDatabase {
-			tenantDBs = append(tenantDBs, tenancycatalog.DatabaseName(t.ID))
-		}
-		if t.Status == tenancy.StatusProvisioning {
-			if t, err = tenancyprovision.Provision(ctx, srv.Catalog(), t.ID, m, nil); err != nil {
-				return err
-			}
-		}
 		states[i] = &tenantState{t: t, ids: map[string]bool{}}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	httpSrv := &http.Server{Handler: srv.Handler()}
-	go httpSrv.Serve(ln)
-	defer httpSrv.Close()
-	base := "http://" + ln.Addr().String()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 
 	var (
@@ -189,21 +144,94 @@ func run(nTenants, workers int, duration time.Duration) error {
 	return nil
 }
 
-func prepare(ctx context.Context, url string) (*pgxpool.Pool, []int, error) {
-	if _, err := tenancyprovision.EnsureDatabase(ctx, url); err != nil {
-		return nil, nil, err
-	}
-	cfg, err := pgxpool.ParseConfig(url)
+// service is the reference service, run as its own process from the tenancy binary, on a
+// database of its own: what a user deploys, every guard on.
+type service struct {
+	bin, dbURL, token, addr string
+	cmd                     *exec.Cmd
+	dir                     string
+}
+
+// startService builds the tenancy command, starts `tenancy serve` on dbURL (made if absent) with
+// the reference service's migrations and a rate limit the load does not reach, and waits until it
+// serves.
+func startService(dbURL string) (*service, error) {
+	dir, err := os.MkdirTemp("", "tenancy-load")
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	cfg.MaxConns = 20
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	s := &service{bin: filepath.Join(dir, "tenancy"), dbURL: dbURL, token: "load-token", dir: dir}
+	build := exec.Command("go", "build", "-o", s.bin, "github.com/gotenancy/tenancy/cmd/tenancy")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("build the tenancy command: %w", err)
+	}
+	s.cmd = exec.Command(s.bin, "serve", "--database-url", dbURL, "--migrations", "demo", "--addr", "127.0.0.1:0",
+		"--admin-token", s.token, "--plan-limits", "free=1000000/s")
+	s.cmd.Stderr = os.Stderr
+	out, err := s.cmd.StdoutPipe()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	applied, err := tenancycatalog.MigrateCatalog(ctx, pool)
-	return pool, applied, err
+	if err := s.cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	// "tenancy: serving on 127.0.0.1:PORT (try: …)"
+	lines := bufio.NewScanner(out)
+	for lines.Scan() {
+		if rest, ok := strings.CutPrefix(lines.Text(), "tenancy: serving on "); ok {
+			s.addr, _, _ = strings.Cut(rest, " ")
+			break
+		}
+	}
+	if s.addr == "" {
+		s.stop()
+		return nil, errors.New("tenancy serve stopped before serving")
+	}
+	go io.Copy(io.Discard, out)
+	return s, nil
+}
+
+// createTenant creates and provisions a tenant through the admin API.
+func (s *service) createTenant(slug string, iso tenancy.Isolation) (*tenancy.Tenant, error) {
+	body, _ := json.Marshal(map[string]string{"slug": slug, "isolation": string(iso)})
+	req, _ := http.NewRequest("POST", "http://"+s.addr+"/admin/tenants", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var t tenancy.Tenant
+	if resp.StatusCode != http.StatusCreated || json.NewDecoder(resp.Body).Decode(&t) != nil || t.Status != tenancy.StatusActive {
+		return nil, fmt.Errorf("create tenant %s: %s", slug, resp.Status)
+	}
+	return &t, nil
+}
+
+// stop ends the service, then removes everything it made: its tenants' schemas and databases,
+// its templates and catalog (tenancy uninstall), and its database.
+func (s *service) stop() {
+	if s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(os.Interrupt)
+		_ = s.cmd.Wait()
+	}
+	un := exec.Command(s.bin, "uninstall", "--yes", "--database-url", s.dbURL)
+	un.Stdout, un.Stderr = io.Discard, os.Stderr
+	_ = un.Run()
+	admin := os.Getenv("TEST_DATABASE_URL")
+	if admin == "" {
+		admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	if conn, err := pgx.Connect(context.Background(), admin); err == nil {
+		u, _ := url.Parse(s.dbURL)
+		_, _ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{strings.TrimPrefix(u.Path, "/")}.Sanitize()+" WITH (FORCE)")
+		conn.Close(context.Background())
+	}
+	os.RemoveAll(s.dir)
 }
 
 func create(c *http.Client, base, host string, st *tenantState) error {

@@ -1,4 +1,4 @@
-// Command tenancy runs the reference service and manages tenants. See tenancycli, or run
+// Command tenancy runs the reference service and manages tenants. See internal/cli, or run
 // `tenancy help`.
 package main
 
@@ -8,12 +8,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/internal/cli"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := tenancycli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

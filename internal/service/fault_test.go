@@ -1,4 +1,4 @@
-package tenancycli_test
+package service_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gotenancy/tenancy"
-	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/internal/service"
 	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancymigrate"
 	"github.com/gotenancy/tenancy/tenancyprovision"
@@ -21,15 +21,15 @@ import (
 
 // startEnvServer runs the reference service on an Env (with cfg's other settings) and its change
 // listener.
-func startEnvServer(t *testing.T, env *tenancytest.Env, cfg *tenancycli.ServerConfig) *tenancycli.Server {
+func startEnvServer(t *testing.T, env *tenancytest.Env, cfg *service.ServerConfig) *service.Server {
 	t.Helper()
-	c := tenancycli.ServerConfig{}
+	c := service.ServerConfig{}
 	if cfg != nil {
 		c = *cfg
 	}
 	c.Router, c.Migrator = env.Router, env.Migrator
 	c.Servers = tenancycatalog.Servers{tenancycatalog.DefaultServer: env.Pool.Config().ConnString()}
-	srv, err := tenancycli.NewServer(env.Pool, &c)
+	srv, err := service.NewServer(env.Pool, &c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func startEnvServer(t *testing.T, env *tenancytest.Env, cfg *tenancycli.ServerCo
 // transaction fails and commits nothing; the service recovers without a restart of its own.
 func TestServiceRecoversFromLostBackends(t *testing.T) {
 	t.Parallel()
-	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: tenancycli.ReferenceLines().Tenant})
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: service.ReferenceLines().Tenant})
 	srv := startEnvServer(t, env, nil)
 	h := srv.Handler()
 	tenants := map[tenancy.Isolation]*tenancy.Tenant{}
@@ -130,7 +130,7 @@ func waitHealthyHandler(t *testing.T, h http.Handler) {
 // again when it is back.
 func TestServiceSurvivesRedisOutage(t *testing.T) {
 	t.Parallel()
-	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: tenancycli.ReferenceLines().Tenant})
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: service.ReferenceLines().Tenant})
 	red := tenancytest.StartRedis(t)
 	rdb, err := tenancyredis.NewClient(red.URL())
 	if err != nil {
@@ -139,7 +139,7 @@ func TestServiceSurvivesRedisOutage(t *testing.T) {
 	defer rdb.Close()
 	limiter, _ := tenancyredis.NewLimiter(rdb, &tenancyredis.LimiterConfig{RetryAfter: 50 * time.Millisecond})
 	cache, _ := tenancyredis.NewCache(rdb, nil)
-	srv := startEnvServer(t, env, &tenancycli.ServerConfig{Limiter: limiter, Cache: cache, CatalogSecondLevel: cache,
+	srv := startEnvServer(t, env, &service.ServerConfig{Limiter: limiter, Cache: cache, CatalogSecondLevel: cache,
 		Policy: &tenancyrate.Policy{Plans: map[string]tenancyrate.Limit{"free": tenancyrate.PerSecond(100_000)}}})
 	h := srv.Handler()
 	var clients []apiClient
@@ -193,7 +193,7 @@ func TestServiceRecoversFromPostgresRestart(t *testing.T) {
 	pool, _ := pg.NewCatalog("service")
 	url := pg.URL("service")
 	servers := tenancycatalog.Servers{tenancycatalog.DefaultServer: url}
-	lines := tenancycli.ReferenceLines()
+	lines := service.ReferenceLines()
 	lines.Servers = servers
 	m, err := tenancymigrate.New(pool, lines)
 	if err != nil {
@@ -202,7 +202,7 @@ func TestServiceRecoversFromPostgresRestart(t *testing.T) {
 	if _, err := m.Migrate(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := tenancycli.NewServer(pool, &tenancycli.ServerConfig{Migrator: m, Servers: servers})
+	srv, err := service.NewServer(pool, &service.ServerConfig{Migrator: m, Servers: servers})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package tenancycli
+package cli
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/internal/service"
 	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
 	"github.com/gotenancy/tenancy/tenancyprovision"
@@ -94,8 +95,8 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return usagef("%s", oneLine(err))
 		}
-		if err := checkPlan(policy, *plan); err != nil {
-			return usagef("%s", strings.TrimPrefix(oneLine(err), errBadRequest.Error()+": "))
+		if err := service.CheckPlan(policy, *plan); err != nil {
+			return usagef("%s", oneLine(err))
 		}
 	}
 	switch sub {
@@ -136,7 +137,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	switch sub {
 	case "create":
-		norm, err := normalizeDomains(domains)
+		norm, err := service.NormalizeDomains(domains)
 		if err != nil {
 			return usagef("%s", err)
 		}
@@ -145,8 +146,8 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		if *server != tenancycatalog.DefaultServer || iso == tenancy.IsolationDatabase {
-			if err := checkServer(servers, iso, *server); err != nil {
-				return usagef("%s", strings.TrimPrefix(err.Error(), errBadRequest.Error()+": "))
+			if err := service.CheckServer(servers, iso, *server); err != nil {
+				return usagef("%s", err.Error())
 			}
 		}
 		t, err := cat.Create(ctx, &tenancycatalog.CreateOpts{Slug: pos[0], Name: *name, Plan: *plan, Isolation: iso, Domains: norm})
@@ -281,22 +282,6 @@ type cliRefusal struct {
 
 func (r *cliRefusal) Error() string { return r.msg }
 func (r *cliRefusal) Unwrap() error { return r.err }
-
-// normalizeDomains turns typed domains (any case, IDNA, trailing dot) into catalog form.
-func normalizeDomains(in []string) ([]string, error) {
-	out := make([]string, 0, len(in))
-	for _, d := range in {
-		n, err := tenancyhttp.NormalizeHost(d)
-		if err == nil {
-			err = tenancy.ValidateDomain(n)
-		}
-		if err != nil {
-			return nil, &cliRefusal{fmt.Sprintf("invalid domain %q: not a domain name a tenant can have", d), tenancy.ErrInvalidDomain}
-		}
-		out = append(out, n)
-	}
-	return out, nil
-}
 
 type listFlag []string
 

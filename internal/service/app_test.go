@@ -1,4 +1,4 @@
-package tenancycli_test
+package service_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/internal/service"
 	"github.com/gotenancy/tenancy/tenancycache"
 	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
@@ -287,12 +287,12 @@ func TestStatsCacheAndDeletedTenant(t *testing.T) {
 	t.Parallel()
 	pool, _ := tenancytest.NewCatalog(t)
 	ctx := context.Background()
-	m, _ := tenancymigrate.New(pool, tenancycli.ReferenceLines())
+	m, _ := tenancymigrate.New(pool, service.ReferenceLines())
 	if _, err := m.Migrate(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	store, _ := tenancycache.NewMemoryStore(nil)
-	srv, err := tenancycli.NewServer(pool, &tenancycli.ServerConfig{AdminToken: "tok", Cache: store})
+	srv, err := service.NewServer(pool, &service.ServerConfig{AdminToken: "tok", Cache: store})
 	if err != nil {
 		t.Fatal(err)
 	}

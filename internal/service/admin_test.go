@@ -1,4 +1,4 @@
-package tenancycli_test
+package service_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/internal/service"
 	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
 	"github.com/gotenancy/tenancy/tenancymigrate"
@@ -26,15 +26,15 @@ func newServerWithCatalog(t *testing.T, token string) (http.Handler, *tenancycat
 	t.Helper()
 	ctx := context.Background()
 	pool, _ := tenancytest.NewCatalog(t)
-	t.Cleanup(func() { dropTenantDatabases(t, pool.Config().ConnString()) })
-	m, err := tenancymigrate.New(pool, tenancycli.ReferenceLines())
+	t.Cleanup(func() { tenancytest.DropTenantDatabases(t, pool.Config().ConnString(), service.ReferenceLines()) })
+	m, err := tenancymigrate.New(pool, service.ReferenceLines())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Migrate(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := tenancycli.NewServer(pool, &tenancycli.ServerConfig{AdminToken: token})
+	srv, err := service.NewServer(pool, &service.ServerConfig{AdminToken: token})
 	if err != nil {
 		t.Fatal(err)
 	}

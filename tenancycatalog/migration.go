@@ -1,7 +1,8 @@
-// Package migration applies a line of versioned SQL files (NNNN_name.sql) to one database, in one
-// transaction, under an advisory lock, recording each applied version in a ledger table. The
-// catalog and the shared line of the reference service use it.
-package migration
+package tenancycatalog
+
+// A migration line is a sequence of versioned SQL files (NNNN_name.sql), applied to one database
+// in one transaction, under an advisory lock, each applied version recorded in a ledger table:
+// the catalog's own line, the isolation support, the shared line and a tenant database's line.
 
 import (
 	"context"
@@ -16,16 +17,16 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Migration is one versioned SQL file.
+// Migration is one versioned SQL file of a migration line.
 type Migration struct {
 	Version int
 	Name    string
 	SQL     string
 }
 
-// Read reads every NNNN_name.sql file in dir of fsys, in version order. Versions must be positive
+// ReadMigrations reads every NNNN_name.sql file in dir of fsys, in version order. Versions must be positive
 // and unique.
-func Read(fsys fs.FS, dir string) ([]Migration, error) {
+func ReadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
 	entries, err := fs.ReadDir(fsys, dir)
 	if err != nil {
 		return nil, err
@@ -55,8 +56,8 @@ func Read(fsys fs.FS, dir string) ([]Migration, error) {
 	return ms, nil
 }
 
-// Line is a sequence of migrations and where its progress is kept.
-type Line struct {
+// migrationLine is a sequence of migrations and where its progress is kept.
+type migrationLine struct {
 	Migrations []Migration
 	// Ledger is the table (schema-qualified, already a safe identifier) that records applied versions.
 	Ledger pgx.Identifier
@@ -65,23 +66,19 @@ type Line struct {
 	// SearchPath, when set, is the transaction's search_path while the migrations run (a quoted
 	// schema list), so unqualified names land there.
 	SearchPath string
-	// TryLock makes Apply return ErrLocked at once when another run holds the lock, instead of
+	// TryLock makes apply return ErrLineLocked at once when another run holds the lock, instead of
 	// waiting for it.
 	TryLock bool
 }
 
-// ErrLocked means another run of the line holds its lock.
-var ErrLocked = errors.New("another run holds the migration lock")
+// ErrLineLocked means another run of a migration line holds its lock: ApplyTenantDatabaseLine
+// with tryLock skips the database instead of waiting.
+var ErrLineLocked = errors.New("another run holds the migration lock")
 
-// Beginner is what Apply runs on: a pool or a connection.
-type Beginner interface {
-	Begin(ctx context.Context) (pgx.Tx, error)
-}
-
-// Apply applies the pending migrations of line in one transaction under its advisory lock, so
+// apply applies the pending migrations of line in one transaction under its advisory lock, so
 // concurrent callers wait for each other and find nothing left to do. It returns the versions it
 // applied. The ledger's schema must exist or be created by the first migration's caller.
-func Apply(ctx context.Context, db Beginner, line Line) ([]int, error) {
+func apply(ctx context.Context, db Beginner, line migrationLine) ([]int, error) {
 	var applied []int
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		if line.TryLock {
@@ -90,7 +87,7 @@ func Apply(ctx context.Context, db Beginner, line Line) ([]int, error) {
 				return err
 			}
 			if !locked {
-				return ErrLocked
+				return ErrLineLocked
 			}
 		} else if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", line.Lock); err != nil {
 			return err

@@ -1,7 +1,6 @@
-package tenancycli
+package cli
 
 import (
-	"embed"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,21 +10,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/gotenancy/tenancy/internal/service"
 	"github.com/gotenancy/tenancy/tenancymigrate"
 )
-
-//go:embed sql/tenant/*.sql
-var referenceSQL embed.FS
-
-// ReferenceLines are the reference service's migration lines: no shared line, and a tenant line
-// that makes the projects and tasks tables (in the shared schema and in each schema tenant's).
-func ReferenceLines() *tenancymigrate.Config {
-	tenant, err := fs.Sub(referenceSQL, "sql/tenant")
-	if err != nil {
-		panic(err) // the directory is embedded: it exists
-	}
-	return &tenancymigrate.Config{Tenant: tenant}
-}
 
 // DemoMigrations names the reference service's lines for --migrations.
 const DemoMigrations = "demo"
@@ -57,7 +44,7 @@ func loadLines(dir string) (*tenancymigrate.Config, error) {
 	case "":
 		return &tenancymigrate.Config{}, nil
 	case DemoMigrations:
-		return ReferenceLines(), nil
+		return service.ReferenceLines(), nil
 	}
 	cfg := &tenancymigrate.Config{}
 	for name, dst := range map[string]*fs.FS{"shared": &cfg.Shared, "tenant": &cfg.Tenant} {

@@ -1,11 +1,11 @@
-package tenancycli_test
+package service_test
 
 import (
 	"encoding/json"
 	"fmt"
 	"testing"
 
-	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/internal/service"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -14,7 +14,7 @@ import (
 // lists and by ID, and A sees its own.
 func TestReferenceServiceIsIsolated(t *testing.T) {
 	t.Parallel()
-	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: tenancycli.ReferenceLines().Tenant})
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: service.ReferenceLines().Tenant})
 	srv := startEnvServer(t, env, nil)
 	tenancytest.RequireIsolatedHTTP(t, env, tenancytest.HTTPIsolated{
 		Handler: srv.Handler(),

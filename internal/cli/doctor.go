@@ -1,4 +1,4 @@
-package tenancycli
+package cli
 
 import (
 	"context"

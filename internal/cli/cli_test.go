@@ -1,4 +1,4 @@
-package tenancycli_test
+package cli_test
 
 import (
 	"bytes"
@@ -18,10 +18,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gotenancy/tenancy"
-	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
-	"github.com/gotenancy/tenancy/tenancycatalog"
-	"github.com/gotenancy/tenancy/tenancymigrate"
-	"github.com/gotenancy/tenancy/tenancyprovision"
+	"github.com/gotenancy/tenancy/internal/cli"
+	"github.com/gotenancy/tenancy/internal/service"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -31,29 +29,8 @@ func newDatabaseURL(t *testing.T) string {
 	name := tenancytest.UniqueName("tenancy_cli")
 	url := tenancytest.WithDatabase(tenancytest.AdminURL(), name)
 	t.Cleanup(func() { tenancytest.DropDatabase(t, name) })
-	t.Cleanup(func() { dropTenantDatabases(t, url) })
+	t.Cleanup(func() { tenancytest.DropTenantDatabases(t, url, service.ReferenceLines()) })
 	return url
-}
-
-func dropTenantDatabases(t *testing.T, url string) {
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		return
-	}
-	defer pool.Close()
-	rows, err := pool.Query(ctx, `SELECT database_name FROM tenancy.tenants WHERE database_name IS NOT NULL`)
-	if err != nil {
-		return // no catalog: nothing was made
-	}
-	names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
-	for _, n := range names {
-		tenancytest.DropDatabase(t, n)
-	}
-	cat, _ := tenancycatalog.NewCatalog(pool, nil)
-	if m, err := tenancymigrate.New(pool, tenancycli.ReferenceLines()); err == nil {
-		tenancyprovision.DropTemplate(ctx, cat, tenancycatalog.DefaultServer, m)
-	}
 }
 
 func openPool(t *testing.T, url string) *pgxpool.Pool {
@@ -74,7 +51,7 @@ type result struct {
 func run(t *testing.T, args ...string) result {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code := tenancycli.Run(context.Background(), args, &out, &errOut)
+	code := cli.Run(context.Background(), args, &out, &errOut)
 	return result{code, out.String(), errOut.String()}
 }
 
@@ -231,7 +208,7 @@ func startServe(t *testing.T, args ...string) (addr string, stop func() int) {
 	var out, errOut syncBuffer
 	done := make(chan int, 1)
 	go func() {
-		done <- tenancycli.Run(ctx, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...), &out, &errOut)
+		done <- cli.Run(ctx, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...), &out, &errOut)
 	}()
 	stop = func() int {
 		cancel()

@@ -1,11 +1,11 @@
-package tenancycli_test
+package service_test
 
 import (
 	"encoding/json"
 	"strings"
 	"testing"
 
-	"github.com/gotenancy/tenancy/cmd/tenancy/tenancycli"
+	"github.com/gotenancy/tenancy/internal/service"
 	"github.com/gotenancy/tenancy/tenancyhttp"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
@@ -15,8 +15,8 @@ import (
 // oversized bodies.
 func TestHostileInput(t *testing.T) {
 	t.Parallel()
-	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: tenancycli.ReferenceLines().Tenant})
-	srv := startEnvServer(t, env, &tenancycli.ServerConfig{AdminToken: "tok"})
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: service.ReferenceLines().Tenant})
+	srv := startEnvServer(t, env, &service.ServerConfig{AdminToken: "tok"})
 	h := srv.Handler()
 	victim := env.NewTenant(t, "shared")
 	api := apiClient{t, h, victim.Slug + ".localhost"}

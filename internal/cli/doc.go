@@ -1,4 +1,4 @@
-// Package tenancycli is the tenancy command: the reference service (serve), tenant
+// Package cli is the tenancy command: the reference service (serve), tenant
 // administration (tenant, migrate) and the isolation audit (doctor). Run calls it with arguments and writers, so it is tested like
 // any function; cmd/tenancy only wires it to the process.
 //
@@ -27,18 +27,6 @@
 // default the direct URLs with the user tenancy_app. Errors are one line on stderr; the exit code
 // is 1 when a command fails and 2 when it is called wrongly.
 //
-// The service (NewServer) resolves tenants from subdomains of --base-domain and from custom
-// domains, limits each tenant's rate and requests in flight, serves the projects and tasks API
-// (shared, schema and database tenants alike) and GET /whoami (the tenant's id, slug, name, plan,
-// status and isolation: its placement is on the admin API only), GET /healthz with readiness
-// (database, catalog change listener, Redis when configured), and the admin API under
-// /admin/tenants when --admin-token is set:
-//
-//	GET    /admin/tenants[?status=S&all=1]   POST /admin/tenants {"slug","name","plan","isolation","domains"}
-//	GET    /admin/tenants/{slug}             DELETE /admin/tenants/{slug}
-//	PATCH  /admin/tenants/{slug} {"name","plan"}
-//	POST   /admin/tenants/{slug}/suspend     POST /admin/tenants/{slug}/resume
-//	POST   /admin/tenants/{slug}/domains {"domain"}   DELETE /admin/tenants/{slug}/domains/{domain}
-//	POST   /admin/tenants/{slug}/provision   PUT /admin/tenants/{slug}/rate-limit {"rate_limit"}
-//	GET    /admin/stats                      lookup caches, pool router, cache and Redis limiter counters
-package tenancycli
+// serve runs the reference service (internal/service) on the toolkit's library API: the CLI is
+// one of its callers, not where the toolkit's behaviour lives.
+package cli

@@ -1,4 +1,4 @@
-package tenancycli_test
+package cli_test
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package tenancycli
+package service
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -93,16 +94,16 @@ func (s *Server) adminCreate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	domains, err := normalizeDomains(req.Domains)
+	domains, err := NormalizeDomains(req.Domains)
 	if err != nil {
 		s.adminError(w, r, err)
 		return
 	}
-	if err := checkServer(s.cfg.Servers, iso, req.Server); err != nil {
+	if err := CheckServer(s.cfg.Servers, iso, req.Server); err != nil {
 		s.adminError(w, r, err)
 		return
 	}
-	if err := checkPlan(s.cfg.Policy, req.Plan); err != nil {
+	if err := CheckPlan(s.cfg.Policy, req.Plan); err != nil {
 		s.adminError(w, r, err)
 		return
 	}
@@ -128,7 +129,7 @@ func (s *Server) adminUpdate(w http.ResponseWriter, r *http.Request) {
 		s.adminError(w, r, err)
 		return
 	}
-	if err := checkPlan(s.cfg.Policy, req.Plan); err != nil {
+	if err := CheckPlan(s.cfg.Policy, req.Plan); err != nil {
 		s.adminError(w, r, err)
 		return
 	}
@@ -190,16 +191,16 @@ func (s *Server) adminStats(w http.ResponseWriter, r *http.Request) {
 	writeJSONResponse(w, http.StatusOK, out)
 }
 
-// checkServer refuses, before anything is registered, a server alias the configuration lacks.
-func checkServer(servers tenancycatalog.Servers, iso tenancy.Isolation, alias string) error {
+// CheckServer refuses, before anything is registered, a server alias the configuration lacks.
+func CheckServer(servers tenancycatalog.Servers, iso tenancy.Isolation, alias string) error {
 	if alias == "" {
 		return nil
 	}
 	if iso != tenancy.IsolationDatabase {
-		return fmt.Errorf("%w: server is only for database tenants", errBadRequest)
+		return &refusal{"server is only for database tenants", errBadRequest}
 	}
 	if _, ok := servers[alias]; !ok {
-		return fmt.Errorf("%w: unknown server alias %q (configured: %s)", errBadRequest, alias, strings.Join(servers.Aliases(), ", "))
+		return &refusal{fmt.Sprintf("unknown server alias %q (configured: %s)", alias, strings.Join(servers.Aliases(), ", ")), errBadRequest}
 	}
 	return nil
 }
@@ -262,7 +263,7 @@ func (s *Server) adminDomain(add bool) http.HandlerFunc {
 			}
 			raw = req.Domain
 		}
-		norm, err := normalizeDomains([]string{raw})
+		norm, err := NormalizeDomains([]string{raw})
 		if err != nil {
 			s.adminError(w, r, err)
 			return
@@ -282,6 +283,54 @@ func (s *Server) adminDomain(add bool) http.HandlerFunc {
 		writeJSONResponse(w, http.StatusOK, t)
 	}
 }
+
+// CheckPlan refuses a plan that policy does not name (its Plans, or tenancyrate.DefaultPlans): the
+// plans are a configured set (--plan-limits), and a tenant on an unknown one would get the
+// default limit silently. "" (no plan given) passes.
+func CheckPlan(policy *tenancyrate.Policy, plan string) error {
+	plans := tenancyrate.DefaultPlans
+	if policy != nil && len(policy.Plans) > 0 {
+		plans = policy.Plans
+	}
+	if plan == "" {
+		return nil
+	}
+	if _, ok := plans[plan]; ok {
+		return nil
+	}
+	names := make([]string, 0, len(plans))
+	for n := range plans {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return &refusal{fmt.Sprintf("unknown plan %q: the plans are %s (--plan-limits or TENANCY_PLAN_LIMITS names them)",
+		plan, strings.Join(names, ", ")), errBadRequest}
+}
+
+// NormalizeDomains turns typed domains (any case, IDNA, trailing dot) into catalog form.
+func NormalizeDomains(in []string) ([]string, error) {
+	out := make([]string, 0, len(in))
+	for _, d := range in {
+		n, err := tenancyhttp.NormalizeHost(d)
+		if err == nil {
+			err = tenancy.ValidateDomain(n)
+		}
+		if err != nil {
+			return nil, &refusal{fmt.Sprintf("invalid domain %q: not a domain name a tenant can have", d), tenancy.ErrInvalidDomain}
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// refusal is a message for people that errors.Is still matches with its sentinel.
+type refusal struct {
+	msg string
+	err error
+}
+
+func (r *refusal) Error() string { return r.msg }
+func (r *refusal) Unwrap() error { return r.err }
 
 // errBadRequest marks errors in the request body.
 var errBadRequest = errors.New("bad request")

@@ -1,0 +1,19 @@
+// Package service is the reference service that `tenancy serve` runs: a multi-tenant projects and
+// tasks API built on the toolkit's public packages only, as a user would build theirs. It is
+// internal: the CLI and the tests use it; the benchmarks start the tenancy binary.
+//
+// The service (NewServer) resolves tenants from subdomains of --base-domain and from custom
+// domains, limits each tenant's rate and requests in flight, serves the projects and tasks API
+// (shared, schema and database tenants alike) and GET /whoami (the tenant's id, slug, name, plan,
+// status and isolation: its placement is on the admin API only), GET /healthz with readiness
+// (database, catalog change listener, Redis when configured), and the admin API under
+// /admin/tenants when --admin-token is set:
+//
+//	GET    /admin/tenants[?status=S&all=1]   POST /admin/tenants {"slug","name","plan","isolation","domains"}
+//	GET    /admin/tenants/{slug}             DELETE /admin/tenants/{slug}
+//	PATCH  /admin/tenants/{slug} {"name","plan"}
+//	POST   /admin/tenants/{slug}/suspend     POST /admin/tenants/{slug}/resume
+//	POST   /admin/tenants/{slug}/domains {"domain"}   DELETE /admin/tenants/{slug}/domains/{domain}
+//	POST   /admin/tenants/{slug}/provision   PUT /admin/tenants/{slug}/rate-limit {"rate_limit"}
+//	GET    /admin/stats                      lookup caches, pool router, cache and Redis limiter counters
+package service
