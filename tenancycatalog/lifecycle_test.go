@@ -1,0 +1,111 @@
+package tenancycatalog_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancyprovision"
+	"github.com/gotenancy/tenancy/tenancytest"
+)
+
+// forgotten records the tenants an OnDeleted hook was called with.
+type forgotten struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (f *forgotten) forget(_ context.Context, t *tenancy.Tenant) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ids = append(f.ids, t.ID)
+	return nil
+}
+
+func (f *forgotten) has(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, got := range f.ids {
+		if got == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Deleting a tenant reaches, through Watch, every function given to OnDeleted; a suspension does
+// not (the tenant's state is still its own); a purged tenant is forgotten by ID; and a hook that
+// fails is reported through WatchOpts.OnError with the tenant, the others still called.
+func TestOnDeletedForgetsDeletedTenantsOnly(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	acme := tenancytest.CreateTenant(t, b.catalog, "acme")
+	globex := tenancytest.CreateTenant(t, b.catalog, "globex")
+	var first, second forgotten
+	failing := errors.New("cache server down")
+	reported := make(chan string, 10)
+	hook := b.catalog.OnDeleted(first.forget, func(context.Context, *tenancy.Tenant) error { return failing }, second.forget)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	connected := make(chan struct{}, 10)
+	go func() {
+		done <- b.catalog.Watch(wctx, hook, &tenancycatalog.WatchOpts{
+			OnConnect: func() { connected <- struct{}{} },
+			OnError: func(id string, err error) {
+				if errors.Is(err, failing) {
+					reported <- id
+				}
+			},
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-connected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Watch never connected")
+	}
+
+	if _, err := b.catalog.Suspend(ctx, globex.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.catalog.Delete(ctx, acme.ID); err != nil {
+		t.Fatal(err)
+	}
+	tenancytest.WaitFor(t, 10*time.Second, "acme forgotten by both hooks", func() bool { return first.has(acme.ID) && second.has(acme.ID) })
+	select {
+	case id := <-reported:
+		if id != acme.ID {
+			t.Fatalf("OnError reported %s, want acme %s", id, acme.ID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the failing hook's error was never reported")
+	}
+	// The suspension was heard before the deletion (notifications arrive in commit order), and
+	// forgot nothing.
+	if first.has(globex.ID) {
+		t.Fatal("a suspended tenant's state was forgotten; only deleted tenants' may be")
+	}
+
+	// After a reconnection Watch calls Purge: every deleted tenant is forgotten again, as its
+	// deletion may have gone unheard.
+	reset := func() { first.mu.Lock(); first.ids = nil; first.mu.Unlock() }
+	reset()
+	if err := hook.Purge(ctx); err == nil || !errors.Is(err, failing) {
+		t.Fatalf("Purge with a failing hook: %v, want its error", err)
+	}
+	if !first.has(acme.ID) || first.has(globex.ID) {
+		t.Fatalf("Purge forgot %v, want the deleted acme only", first.ids)
+	}
+
+	// Purging the tenant for good (gone from the catalog) is heard too: forgotten by its ID.
+	reset()
+	if err := tenancyprovision.Purge(ctx, b.catalog, acme.ID); err != nil {
+		t.Fatal(err)
+	}
+	tenancytest.WaitFor(t, 10*time.Second, "the purged acme forgotten", func() bool { return first.has(acme.ID) })
+}
