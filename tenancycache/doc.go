@@ -26,4 +26,11 @@
 //	lookups, _ := tenancycache.NewLookup(catalog, nil)
 //	go catalog.Watch(ctx, lookups, nil)
 //	t, err := lookups.TenantBySlug(ctx, "acme") // tenancy.ErrTenantNotFound, or a real error: never confused
+//	if err == nil {
+//		err = t.Err() // a suspended, deleted or provisioning tenant is found, and refused here
+//	}
+//
+// Like every tenancy.Store it returns a tenant whatever its status: the HTTP middleware and
+// tenancypgx (with Config.Store) refuse what Tenant.Err refuses; code that looks tenants up
+// itself — a job, a script — must do the same.
 package tenancycache

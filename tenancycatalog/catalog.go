@@ -288,8 +288,10 @@ func (c *Catalog) Resume(ctx context.Context, id string) (*tenancy.Tenant, error
 	return c.setStatus(ctx, id, tenancy.StatusActive)
 }
 
-// Delete marks the tenant deleted: it is refused as unknown from now on, but its rows, slug and
-// domains are kept until it is purged. A deleted or unknown tenant is tenancy.ErrTenantNotFound.
+// Delete marks the tenant deleted: from now on lookups return it with Status deleted, which
+// Tenant.Err (and so the middleware and tenancypgx) refuses as unknown; its rows, slug and domains
+// are kept until it is purged (tenancyprovision.Purge). Deleting a deleted or unknown tenant is
+// tenancy.ErrTenantNotFound.
 func (c *Catalog) Delete(ctx context.Context, id string) (*tenancy.Tenant, error) {
 	return c.setStatus(ctx, id, tenancy.StatusDeleted)
 }

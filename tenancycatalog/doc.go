@@ -24,4 +24,14 @@
 // If the listener's connection breaks, every Invalidator is purged on reconnect. Tenant tables are
 // made with tenancy.isolate (see tenancypgx); InstallSupport puts the same isolation support and
 // binding key in a database tenant's own database.
+//
+// # For provisioning and migration runners
+//
+// Some of the API is the typed access the toolkit's own packages use instead of SQL of their own:
+// placements (Place, Activate, ProvisionFailed, Remove) for tenancyprovision; the migration ledger
+// (LineVersion, RecordLine, RecordLineError, LineStatus, LineBehind, ApplySharedLine,
+// ApplyTenantDatabaseLine, SharedLineApplied) for tenancymigrate; Drop for Uninstall. An
+// application rarely needs them: Remove forgets a deleted tenant's entry but not its data, and
+// Drop drops the catalog but nothing it made — tenancyprovision.Purge and Uninstall do the whole
+// job.
 package tenancycatalog

@@ -121,8 +121,9 @@ func unprovision(ctx context.Context, c *tenancycatalog.Catalog, t *tenancy.Tena
 // ErrNotDeleted means Purge was asked to remove a tenant that is not deleted.
 var ErrNotDeleted = errors.New("tenancyprovision: only a deleted tenant can be purged: delete it first")
 
-// Purge removes a deleted tenant for good: its schema (schema model) or its rows in the shared
-// tables (shared model), its catalog entry, domains and ledger. Deleting is a separate, earlier
+// Purge removes a deleted tenant for good: its database (database model), its schema (schema
+// model) or its rows in the shared tables (shared model), then its catalog entry, domains and
+// ledger. Deleting is a separate, earlier
 // step (Delete), so no single mistaken call destroys a live tenant's data. It returns
 // ErrNotDeleted for a tenant that is not deleted, tenancy.ErrTenantNotFound for an unknown one.
 func Purge(ctx context.Context, c *tenancycatalog.Catalog, id string) error {

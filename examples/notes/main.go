@@ -91,6 +91,13 @@ func run(ctx context.Context, dbURL, addr string, log *slog.Logger) error {
 		return err
 	}
 	go catalog.Watch(ctx, lookups, nil) // suspensions and deletions reach this instance at once
+	// Session defaults SQL inside a transaction could give tenancy_app are removed; a changed
+	// password is reported. Run it in one instance, on the migration role's pool.
+	go func() {
+		if err := tenancypgx.GuardRuntimeRole(ctx, catalog, &tenancypgx.GuardOpts{Logger: log}); err != nil {
+			log.Error("notes: the runtime role's guard stopped", "err", err)
+		}
+	}()
 	db, err := tenancypgx.New(runtime, &tenancypgx.Config{Key: key, Router: router, Store: lookups})
 	if err != nil {
 		return err

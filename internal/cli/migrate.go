@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -197,6 +198,12 @@ func migrateStatus(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return writeJSON(stdout, st)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	pending := func(n int) string {
+		if *migrations == "" {
+			return "?" // no line given: what is pending is unknown
+		}
+		return strconv.Itoa(n)
+	}
 	fmt.Fprintf(tw, "TARGET\tISOLATION\tVERSION\tPENDING\tLAST ERROR\n")
 	behind := 0
 	var ahead []string
@@ -207,9 +214,13 @@ func migrateStatus(ctx context.Context, args []string, stdout, stderr io.Writer)
 		if t.Version > m.Latest() {
 			ahead = append(ahead, t.Name)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", t.Name, t.Isolation, t.Version, t.Pending, t.LastError)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", t.Name, t.Isolation, t.Version, pending(t.Pending), t.LastError)
 	}
-	fmt.Fprintf(tw, "\n%d of %d target(s) behind version %d\n", behind, len(st), m.Latest())
+	if *migrations == "" {
+		fmt.Fprintf(tw, "\n%d target(s); pending unknown without --migrations\n", len(st))
+	} else {
+		fmt.Fprintf(tw, "\n%d of %d target(s) behind version %d\n", behind, len(st), m.Latest())
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
