@@ -111,6 +111,9 @@ func (c *Cache) FlushTenant(ctx context.Context) error {
 // Forget flushes the entries of the tenant t: for tenancycatalog.Catalog.OnDeleted, so a deleted
 // tenant's entries go with it rather than by their TTL.
 func (c *Cache) Forget(ctx context.Context, t *tenancy.Tenant) error {
+	if t == nil || t.ID == "" {
+		return tenancy.ErrNoTenant
+	}
 	return c.ForTenant(t.ID).FlushTenant(ctx)
 }
 

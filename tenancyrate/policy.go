@@ -48,12 +48,15 @@ func (p *Policy) For(t *tenancy.Tenant) Limit {
 }
 
 // Forget returns the function that drops a tenant's rate-limit state in l at once, keyed by the
-// tenant's ID under its limit in p: for tenancycatalog.Catalog.OnDeleted, so a deleted tenant
-// leaves nothing behind. It does nothing when l cannot forget (it is not a Forgetter).
+// tenant's ID under its limit in p: for tenancycatalog.Catalog.OnDeleted, so a deleted tenant's
+// state goes with it. A tenant purged before its deletion was heard comes with its ID alone, so
+// its state is dropped under the default plan's limit; state under another limit is not found,
+// and expires as any idle key does (within its window: the Redis key's TTL, the memory limiter's
+// eviction of past keys first). It does nothing when l cannot forget (it is not a Forgetter).
 func Forget(l Limiter, p *Policy) func(context.Context, *tenancy.Tenant) error {
 	return func(ctx context.Context, t *tenancy.Tenant) error {
 		f, ok := l.(Forgetter)
-		if !ok {
+		if !ok || t == nil || t.ID == "" {
 			return nil
 		}
 		return f.Forget(ctx, t.ID, p.For(t))

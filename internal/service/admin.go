@@ -185,6 +185,9 @@ func (s *Server) adminStats(w http.ResponseWriter, r *http.Request) {
 	}); ok {
 		out["rate_limiter_redis"] = l.Stats()
 	}
+	if l, ok := s.cfg.Limiter.(*tenancyrate.MemoryLimiter); ok {
+		out["rate_limiter_memory"] = map[string]int{"keys": l.Len()}
+	}
 	if s.secondLevel != nil {
 		out["lookup_cache_redis"] = s.secondLevel.Stats()
 	}

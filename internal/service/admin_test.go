@@ -211,6 +211,46 @@ func waitStatus(t *testing.T, h http.Handler, host string, code int) {
 	}
 }
 
+// limiterKeys reads how many keys the service's in-memory rate limiter remembers.
+func limiterKeys(t *testing.T, h http.Handler, token string) int {
+	t.Helper()
+	w := call(h, "GET", "admin.localhost", "/admin/stats", token, "")
+	var st struct {
+		Limiter *struct{ Keys int } `json:"rate_limiter_memory"`
+	}
+	if w.Code != 200 || json.Unmarshal(w.Body.Bytes(), &st) != nil || st.Limiter == nil {
+		t.Fatalf("/admin/stats: %d %s, want the memory limiter's keys", w.Code, w.Body)
+	}
+	return st.Limiter.Keys
+}
+
+// With the default configuration (no limiter given: the in-memory one), deleting a tenant drops
+// its rate-limit state, and only its own.
+func TestDeletedTenantsRateLimitStateIsForgotten(t *testing.T) {
+	t.Parallel()
+	const token = "s3cret"
+	h := newServer(t, token)
+	for _, slug := range []string{"gone", "stays"} {
+		if w := call(h, "POST", "admin.localhost", "/admin/tenants", token, `{"slug":"`+slug+`"}`); w.Code != 201 {
+			t.Fatalf("create %s: %d %s", slug, w.Code, w.Body)
+		}
+		waitStatus(t, h, slug+".localhost", 200) // a request: the limiter now keeps the tenant's state
+	}
+	if n := limiterKeys(t, h, token); n != 2 {
+		t.Fatalf("the limiter keeps %d keys after requests of two tenants, want 2", n)
+	}
+	if w := call(h, "DELETE", "admin.localhost", "/admin/tenants/gone", token, ""); w.Code != 200 {
+		t.Fatalf("delete: %d %s", w.Code, w.Body)
+	}
+	tenancytest.WaitFor(t, 10*time.Second, "the deleted tenant's limiter state dropped", func() bool { return limiterKeys(t, h, token) == 1 })
+	if w := call(h, "GET", "stays.localhost", "/whoami", "", ""); w.Code != 200 {
+		t.Fatalf("the other tenant after the deletion: %d, want 200", w.Code)
+	}
+	if n := limiterKeys(t, h, token); n != 1 {
+		t.Fatalf("the limiter keeps %d keys, want the other tenant's 1", n)
+	}
+}
+
 func TestAdminAPIOffWithoutToken(t *testing.T) {
 	t.Parallel()
 	h := newServer(t, "")

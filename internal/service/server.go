@@ -169,9 +169,21 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 	if s.appCache, err = tenancycache.New(s.cfg.Cache, nil); err != nil {
 		return nil, err
 	}
+	if s.cfg.Policy == nil {
+		s.cfg.Policy = &tenancyrate.Policy{}
+	}
+	if s.cfg.Limiter == nil {
+		if s.cfg.Limiter, err = tenancyrate.NewMemoryLimiter(nil); err != nil {
+			return nil, err
+		}
+	}
 	// What the service keeps about a tenant goes when the tenant is deleted or purged: its cache
-	// entries and its rate limiter state.
-	s.invalidate = append(s.invalidate, s.cache, s.catalog.OnDeleted(s.appCache.Forget, tenancyrate.Forget(s.cfg.Limiter, s.cfg.Policy)))
+	// entries, its rate limiter state and (a database tenant) its pool.
+	forget := []func(context.Context, *tenancy.Tenant) error{s.appCache.Forget, tenancyrate.Forget(s.cfg.Limiter, s.cfg.Policy)}
+	if s.cfg.Router != nil {
+		forget = append(forget, func(_ context.Context, t *tenancy.Tenant) error { s.cfg.Router.Forget(t.ID); return nil })
+	}
+	s.invalidate = append(s.invalidate, s.cache, s.catalog.OnDeleted(forget...))
 	mw, err := tenancyhttp.Middleware(s.cache, &tenancyhttp.Config{
 		Resolvers: []tenancyhttp.Resolver{tenancyhttp.FromSubdomain(s.cfg.BaseDomain), tenancyhttp.FromDomain()},
 		Logger:    s.log,
@@ -189,14 +201,6 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 	}
 	app := http.NewServeMux()
 	s.appRoutes(app)
-	if s.cfg.Policy == nil {
-		s.cfg.Policy = &tenancyrate.Policy{}
-	}
-	if s.cfg.Limiter == nil {
-		if s.cfg.Limiter, err = tenancyrate.NewMemoryLimiter(nil); err != nil {
-			return nil, err
-		}
-	}
 	if s.cfg.PerTenantConcurrency == 0 {
 		s.cfg.PerTenantConcurrency = 32
 	}
