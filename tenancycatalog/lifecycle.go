@@ -10,15 +10,27 @@ import (
 	"github.com/gotenancy/tenancy"
 )
 
-// Place records where a database-model tenant's database is: the server alias and the database.
-// An unknown server alias is refused before anything is recorded.
+// ErrNotPlaceable means a placement was asked for a tenant that cannot take it: not a
+// provisioning database-model tenant, or a database that is not the tenant's (DatabaseName).
+var ErrNotPlaceable = errors.New("tenancycatalog: only a provisioning database tenant is placed, in its own database")
+
+// Place records where a provisioning database-model tenant's database is: the server alias, and
+// its database, which must be DatabaseName(id). An unknown server alias is refused before
+// anything is recorded.
 func (c *Catalog) Place(ctx context.Context, id, server, database string) error {
+	if database == "" || database != DatabaseName(id) {
+		return fmt.Errorf("%w: %q is not tenant %s's database", ErrNotPlaceable, database, id)
+	}
 	if _, err := c.servers.ConnConfig(server, "postgres"); err != nil {
 		return err
 	}
-	if _, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET server = $2, database_name = $3 WHERE id = $1`,
-		id, server, database); err != nil {
+	tag, err := c.pool.Exec(ctx, `UPDATE tenancy.tenants SET server = $2, database_name = $3
+		WHERE id = $1 AND status = 'provisioning' AND isolation = 'database'`, id, server, database)
+	if err != nil {
 		return catalogError(err, id)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("%w: tenant %s", ErrNotPlaceable, id)
 	}
 	return nil
 }
@@ -36,37 +48,28 @@ func (c *Catalog) Activate(ctx context.Context, id string) error {
 
 // ProvisionFailed records, in tx, why provisioning the tenant failed (Tenant.ProvisionError),
 // forgets its placement and its ledger entries: it stays provisioning, ready to be provisioned
-// again.
+// again. A tenant that is not provisioning is refused (ErrNotProvisioning), untouched.
 func ProvisionFailed(ctx context.Context, tx pgx.Tx, id string, cause error) error {
-	if _, err := tx.Exec(ctx, `DELETE FROM tenancy.tenant_line WHERE tenant_id = $1`, id); err != nil {
+	tag, err := tx.Exec(ctx, `UPDATE tenancy.tenants SET provision_error = $2, server = NULL, database_name = NULL
+		WHERE id = $1 AND status = 'provisioning'`, id, cause.Error())
+	if err != nil {
 		return err
 	}
-	_, err := tx.Exec(ctx, `UPDATE tenancy.tenants SET provision_error = $2, server = NULL, database_name = NULL
-		WHERE id = $1`, id, cause.Error())
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("%w: tenant %s", ErrNotProvisioning, id)
+	}
+	_, err = tx.Exec(ctx, `DELETE FROM tenancy.tenant_line WHERE tenant_id = $1`, id)
 	return err
 }
+
+// ErrNotProvisioning means provisioning work was asked of a tenant that is not provisioning.
+var ErrNotProvisioning = errors.New("tenancycatalog: tenant is not provisioning")
 
 // Remove deletes, in tx, a deleted tenant's catalog entry, domains and ledger entries: the last
 // step of purging it, once its data is gone. A tenant that is not deleted is left alone.
 func Remove(ctx context.Context, tx pgx.Tx, id string) error {
 	_, err := tx.Exec(ctx, `DELETE FROM tenancy.tenants WHERE id = $1 AND status = 'deleted'`, id)
 	return err
-}
-
-// DeletedTenants returns the IDs of the tenants that are deleted but not yet purged.
-func (c *Catalog) DeletedTenants(ctx context.Context) ([]string, error) {
-	rows, err := c.pool.Query(ctx, `SELECT id::text FROM tenancy.tenants WHERE status = 'deleted' ORDER BY id`)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
-}
-
-// CountTenants returns how many tenants the catalog holds, deleted ones included.
-func (c *Catalog) CountTenants(ctx context.Context) (int, error) {
-	var n int
-	err := c.pool.QueryRow(ctx, `SELECT count(*) FROM tenancy.tenants`).Scan(&n)
-	return n, err
 }
 
 // Drop drops the catalog: the schema tenancy with every table in it (tenants, domains, the
@@ -109,23 +112,28 @@ func (d *onDeleted) Invalidate(ctx context.Context, id string) error {
 	case t.Status != tenancy.StatusDeleted:
 		return nil
 	}
+	return d.forgetAll(ctx, t)
+}
+
+// forgetAll calls every forget function with t, each even when another fails.
+func (d *onDeleted) forgetAll(ctx context.Context, t *tenancy.Tenant) error {
 	var errs []error
 	for _, f := range d.forget {
 		if err := f(ctx, t); err != nil {
-			errs = append(errs, fmt.Errorf("forget deleted tenant %s: %w", id, err))
+			errs = append(errs, fmt.Errorf("forget deleted tenant %s: %w", t.ID, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
 func (d *onDeleted) Purge(ctx context.Context) error {
-	ids, err := d.c.DeletedTenants(ctx)
+	deleted, err := d.c.List(ctx, &ListOpts{Status: tenancy.StatusDeleted}) // one query, whole rows
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, id := range ids {
-		if err := d.Invalidate(ctx, id); err != nil {
+	for _, t := range deleted {
+		if err := d.forgetAll(ctx, t); err != nil {
 			errs = append(errs, err)
 		}
 	}

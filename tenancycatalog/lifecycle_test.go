@@ -109,3 +109,60 @@ func TestOnDeletedForgetsDeletedTenantsOnly(t *testing.T) {
 	}
 	tenancytest.WaitFor(t, 10*time.Second, "the purged acme forgotten", func() bool { return first.has(acme.ID) })
 }
+
+// The placement writes are for provisioning only: an active tenant keeps its placement and
+// ledger whatever is asked, and a database tenant is placed only in its own database.
+func TestPlacementWritesGuardTheirTenant(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	active := tenancytest.CreateTenant(t, b.catalog, "active-co")
+	fresh, err := b.catalog.Create(ctx, &tenancycatalog.CreateOpts{Slug: "fresh-db", Isolation: tenancy.IsolationDatabase})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := tenancycatalog.DatabaseName(active.ID)
+	if err := b.catalog.Place(ctx, fresh.ID, tenancycatalog.DefaultServer, other); !errors.Is(err, tenancycatalog.ErrNotPlaceable) {
+		t.Fatalf("placing a tenant in another tenant's database: %v, want ErrNotPlaceable", err)
+	}
+	if err := b.catalog.Place(ctx, active.ID, tenancycatalog.DefaultServer, other); !errors.Is(err, tenancycatalog.ErrNotPlaceable) {
+		t.Fatalf("placing an active shared tenant: %v, want ErrNotPlaceable", err)
+	}
+	// Positive control: the provisioning database tenant is placed in its own database.
+	own := tenancycatalog.DatabaseName(fresh.ID)
+	if err := b.catalog.Place(ctx, fresh.ID, tenancycatalog.DefaultServer, own); err != nil {
+		t.Fatalf("placing a provisioning database tenant in its own database: %v", err)
+	}
+	if got, _ := b.catalog.TenantByID(ctx, fresh.ID); got.Database != own || got.Server != tenancycatalog.DefaultServer {
+		t.Fatalf("placed %s/%s, want %s/%s", got.Server, got.Database, tenancycatalog.DefaultServer, own)
+	}
+
+	if err := tenancycatalog.RecordLine(ctx, b.pool, tenancycatalog.LineEntry{Target: active.ID, TenantID: active.ID, Version: 3}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tenancycatalog.ProvisionFailed(ctx, tx, active.ID, errors.New("boom")); !errors.Is(err, tenancycatalog.ErrNotProvisioning) {
+		t.Fatalf("ProvisionFailed on an active tenant: %v, want ErrNotProvisioning", err)
+	}
+	_ = tx.Rollback(ctx)
+	if v, err := tenancycatalog.LineVersion(ctx, b.pool, active.ID); err != nil || v != 3 {
+		t.Fatalf("the active tenant's ledger after a refused ProvisionFailed: %d, %v; want 3", v, err)
+	}
+	// Positive control: the provisioning tenant's failure is recorded and its placement forgotten.
+	tx, err = b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tenancycatalog.ProvisionFailed(ctx, tx, fresh.ID, errors.New("boom")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := b.catalog.TenantByID(ctx, fresh.ID); got.ProvisionError != "boom" || got.Database != "" {
+		t.Fatalf("after ProvisionFailed: error %q, database %q; want boom and none", got.ProvisionError, got.Database)
+	}
+}

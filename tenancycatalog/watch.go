@@ -93,7 +93,7 @@ func (c *Catalog) listen(ctx context.Context, inv tenancy.Invalidator, o *WatchO
 	if _, err := conn.Exec(ctx, "LISTEN "+catalogChannel); err != nil {
 		return err
 	}
-	o.tell(ctx, "", inv.Purge)
+	o.tell(ctx, inv, "")
 	connected()
 	if o.OnConnect != nil {
 		o.OnConnect()
@@ -105,7 +105,7 @@ func (c *Catalog) listen(ctx context.Context, inv tenancy.Invalidator, o *WatchO
 		switch {
 		case err == nil:
 			if id, ok := verifyNotification(key, n.Payload); ok {
-				o.tell(ctx, id, func(ctx context.Context) error { return inv.Invalidate(ctx, id) })
+				o.tell(ctx, inv, id)
 			} else if o.OnIgnored != nil {
 				o.OnIgnored(n.Payload)
 			}
@@ -125,15 +125,28 @@ func (c *Catalog) listen(ctx context.Context, inv tenancy.Invalidator, o *WatchO
 	}
 }
 
-// invalidateTimeout bounds each call of an Invalidator, so that one stuck on a dead cache server
-// does not hold back the changes behind it.
+// invalidateTimeout bounds each call of an Invalidator (each member of an Invalidators on its
+// own), so that one stuck on a dead cache server neither holds back the changes behind it nor
+// leaves the next member no time.
 const invalidateTimeout = 5 * time.Second
 
-// tell runs one call of an Invalidator and reports its error.
-func (o *WatchOpts) tell(ctx context.Context, id string, call func(context.Context) error) {
+// tell tells inv of a change to the tenant id, or (id "") to purge, and reports each error.
+func (o *WatchOpts) tell(ctx context.Context, inv tenancy.Invalidator, id string) {
+	if is, ok := inv.(tenancy.Invalidators); ok {
+		for _, member := range is {
+			o.tell(ctx, member, id)
+		}
+		return
+	}
 	cctx, cancel := context.WithTimeout(ctx, invalidateTimeout)
 	defer cancel()
-	if err := call(cctx); err != nil && o.OnError != nil {
+	var err error
+	if id == "" {
+		err = inv.Purge(cctx)
+	} else {
+		err = inv.Invalidate(cctx, id)
+	}
+	if err != nil && o.OnError != nil {
 		o.OnError(id, err)
 	}
 }

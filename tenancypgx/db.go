@@ -38,9 +38,9 @@ type DB struct {
 	store   tenancy.Store
 	router  *tenancyrouter.Router
 	sql     sqlDBs
-	check   func(context.Context, *pgx.Conn) error // the login role and binding (pgsession.Check)
-	checked pgsession.CheckOnce                    // check passed on the shared pool
-	janitor *pgsession.Janitor                     // removes the role's session defaults for the shared pool's server
+	check   *tenancyrouter.Check // the login role and binding (pgsession.Check)
+	checked pgsession.CheckOnce  // check passed on the shared pool
+	janitor *pgsession.Janitor   // removes the role's session defaults for the shared pool's server
 }
 
 // SQLSTATEs tenancy.reset_session raises: the unit of work ended its transaction itself, or
@@ -67,7 +67,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
 	}
 	key := cfg.Key
 	return &DB{pool: pool, key: key, store: cfg.Store, router: cfg.Router, janitor: pgsession.NewJanitor(pool.Config().ConnConfig),
-		check: func(ctx context.Context, conn *pgx.Conn) error { return pgsession.Check(ctx, conn, key) }}, nil
+		check: &tenancyrouter.Check{Run: func(ctx context.Context, conn *pgx.Conn) error { return pgsession.Check(ctx, conn, key) }}}, nil
 }
 
 // Pool returns the pool transactions run on.
@@ -378,7 +378,7 @@ func (db *DB) acquire(ctx context.Context, s scope) (*pgxpool.Conn, func(error),
 		return nil, nil, nil, err
 	}
 	release := func(error) { conn.Release() }
-	if err := db.checked.Do(ctx, conn.Conn(), db.check); err != nil {
+	if err := db.checked.Do(ctx, conn.Conn(), db.check.Run); err != nil {
 		release(nil)
 		return nil, nil, nil, err
 	}

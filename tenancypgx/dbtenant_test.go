@@ -154,3 +154,62 @@ func TestDatabaseTenantSQLTx(t *testing.T) {
 		t.Fatalf("%d rows landed in the catalog's database instead", inCatalogDB)
 	}
 }
+
+// The router is shared: code that acquires a tenant's connection with a check of its own — one
+// that always passes — must not count as the checks of a DB, which still refuses a binding key
+// that is not the tenant database's.
+func TestRouterChecksAreEachCallers(t *testing.T) {
+	t.Parallel()
+	sb := setupSchemas(t)
+	ctx := context.Background()
+	d1 := sb.provisionDatabaseTenant(t, "db-checked")
+	router := tenancytest.NewRouter(t, tenancyrouter.Config{Servers: tenancytest.RuntimeServers(t, tenancycatalog.Servers{tenancycatalog.DefaultServer: sb.url})})
+
+	lax := &tenancyrouter.Check{Run: func(context.Context, *pgx.Conn) error { return nil }}
+	conn, release, err := router.Acquire(ctx, d1, lax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Release()
+	release(nil)
+
+	otherPool, _ := tenancytest.NewCatalog(t) // another catalog: another binding key
+	foreign, err := tenancypgx.New(tenancytest.NewRuntimePool(t, sb.pool, nil), tenancytest.WithKey(t, otherPool, &tenancypgx.Config{Router: router}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { foreign.Close() })
+	if _, err := foreign.Exec(as(d1), `SELECT 1`); !errors.Is(err, tenancypgx.ErrBindingKeyMismatch) {
+		t.Fatalf("a DB with another catalog's key on the tenant's database: %v, want ErrBindingKeyMismatch", err)
+	}
+	// Positive control: the catalog's own key is accepted there.
+	own := tenancytest.NewDB(t, sb.pool, &tenancypgx.Config{Router: router})
+	if _, err := own.Exec(as(d1), `SELECT 1`); err != nil {
+		t.Fatalf("the catalog's key on its tenant's database: %v", err)
+	}
+}
+
+// A database tenant whose database cannot be reached is tenancy.ErrTenantUnavailable through
+// SQLTx too, as through Tx, and the failures open its breaker.
+func TestDatabaseTenantSQLTxUnavailable(t *testing.T) {
+	t.Parallel()
+	sb := setupSchemas(t)
+	d := sb.provisionDatabaseTenant(t, "db-gone")
+	router := tenancytest.NewRouter(t, tenancyrouter.Config{Servers: tenancytest.RuntimeServers(t, tenancycatalog.Servers{tenancycatalog.DefaultServer: sb.url}),
+		FailureThreshold: 2, OpenFor: time.Minute})
+	db := tenancytest.NewDB(t, sb.pool, &tenancypgx.Config{Router: router})
+	count := func(tx *sql.Tx) error { var n int; return tx.QueryRow(`SELECT count(*) FROM projects`).Scan(&n) }
+	if err := db.SQLTx(as(d), count); err != nil { // positive control: reachable, it works
+		t.Fatalf("before the database goes: %v", err)
+	}
+	router.Forget(d.ID) // its pool drains: the next lease opens a new one
+	tenancytest.DropDatabase(t, d.Database)
+	for i := range 3 {
+		if err := db.SQLTx(as(d), count); !errors.Is(err, tenancy.ErrTenantUnavailable) {
+			t.Fatalf("attempt %d with the database gone: %v, want ErrTenantUnavailable", i+1, err)
+		}
+	}
+	if s := router.Stats(); len(s.OpenBreakers) != 1 || s.OpenBreakers[0] != d.ID {
+		t.Fatalf("router stats %+v: want the tenant's breaker open after its failures", s)
+	}
+}

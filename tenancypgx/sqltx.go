@@ -4,11 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -76,13 +78,15 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	case s.schema != "":
 		handle = db.execSQLDB()
 	case s.tenant.Isolation == tenancy.IsolationDatabase:
-		lease, err := db.router.Lease(ctx, s.tenant)
-		if err != nil {
-			return err
+		lease, lerr := db.router.Lease(ctx, s.tenant)
+		if lerr != nil {
+			return lerr
 		}
+		// The outcome of the whole unit (the named result): a failure to connect counts toward
+		// the tenant's breaker, as it does in Tx.
 		defer func() { lease.Done(err) }()
-		if err := lease.Check(ctx, db.check); err != nil {
-			return err
+		if err = lease.Check(ctx, db.check); err != nil {
+			return unavailable(s.tenant, err)
 		}
 		handle, j, database = lease.SQLDB(), db.router.Janitor(s.tenant.Server), lease.Pool().Config().ConnConfig.Database
 	}
@@ -94,7 +98,7 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	}
 	conn, err := handle.Conn(ctx)
 	if err != nil {
-		return fmt.Errorf("tenancypgx: begin tenant transaction: %w", err)
+		return unavailable(s.tenant, fmt.Errorf("tenancypgx: begin tenant transaction: %w", err))
 	}
 	defer conn.Close()
 	tx, err := conn.BeginTx(ctx, nil)
@@ -143,6 +147,16 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	committed = true
 	keepSQLConn(conn, protocol, kept)
 	return nil
+}
+
+// unavailable marks a failure to connect to a database tenant's database as
+// tenancy.ErrTenantUnavailable, as the router does for Tx.
+func unavailable(t *tenancy.Tenant, err error) error {
+	var ce *pgconn.ConnectError
+	if t.Isolation == tenancy.IsolationDatabase && errors.As(err, &ce) {
+		return fmt.Errorf("%w: %s: %w", tenancy.ErrTenantUnavailable, t.Slug, err)
+	}
+	return err
 }
 
 // resetSQLConn resets conn's session after a rollback, or discards the connection when it cannot
@@ -200,5 +214,5 @@ func (db *DB) checkPool(ctx context.Context, pool *pgxpool.Pool, c *pgsession.Ch
 		return err
 	}
 	defer conn.Release()
-	return c.Do(ctx, conn.Conn(), db.check)
+	return c.Do(ctx, conn.Conn(), db.check.Run)
 }

@@ -35,8 +35,9 @@ type ProvisionOpts struct {
 	Server string
 }
 
-// ErrNotProvisioning means Provision was asked to set up a tenant that is not provisioning.
-var ErrNotProvisioning = errors.New("tenancyprovision: tenant is not provisioning")
+// ErrNotProvisioning means Provision was asked to set up a tenant that is not provisioning
+// (tenancycatalog.ErrNotProvisioning).
+var ErrNotProvisioning = tenancycatalog.ErrNotProvisioning
 
 // Provision sets up a provisioning tenant and makes it active: for the schema model it creates
 // the schema, grants the runtime role its use, and applies the tenant line with m; only then is

@@ -11,7 +11,7 @@
 //	db, _ := tenancypgx.New(runtime, &tenancypgx.Config{Key: key, Router: router})
 //
 // Its Servers are the runtime role's URLs (tenancy_app), never the migration role's: SQL inside a
-// transaction has the rights of this login. tenancypgx acquires connections through Acquire,
-// which checks each pool's login role and binding key once; Lease gives a tenant's pool to code
-// that runs its own work on it.
+// transaction has the rights of this login. tenancypgx acquires connections through Acquire with
+// a Check of its own (the login role and binding key), run once per pool; another caller's Check
+// never counts as it. Lease gives a tenant's pool to code that runs its own work on it.
 package tenancyrouter

@@ -112,10 +112,10 @@ type poolEntry struct {
 	pool     *pgxpool.Pool
 	reserved int
 	refs     atomic.Int64
-	lastUsed atomic.Int64        // unix nanoseconds
-	failures atomic.Int32        // consecutive failures to connect
-	retired  atomic.Bool         // removed from the map: closes when its last lease ends
-	checked  pgsession.CheckOnce // the login role and the binding, checked on first use
+	lastUsed atomic.Int64 // unix nanoseconds
+	failures atomic.Int32 // consecutive failures to connect
+	retired  atomic.Bool  // removed from the map: closes when its last lease ends
+	checked  sync.Map     // *Check -> *pgsession.CheckOnce: which checks passed on this pool
 
 	sqlOnce sync.Once
 	sqlDB   *sql.DB // database/sql over pool, for SQLTx
@@ -210,19 +210,39 @@ func (l Lease) SQLDB() *sql.DB {
 	return l.e.sqlDB
 }
 
+// A Check is run on a tenant pool's connections before they serve its owner's units of work,
+// until it passes once on that pool (Acquire, Lease.Check). It is known by its address: one
+// caller's check passing never counts as another's, so a Check that always passes, given by other
+// code sharing the router, cannot switch off the checks of tenancypgx (which makes its own in New:
+// the login role and the binding key).
+type Check struct {
+	Run func(context.Context, *pgx.Conn) error
+}
+
+// once returns the pool's record of c.
+func (e *poolEntry) once(c *Check) *pgsession.CheckOnce {
+	if v, ok := e.checked.Load(c); ok {
+		return v.(*pgsession.CheckOnce)
+	}
+	v, _ := e.checked.LoadOrStore(c, new(pgsession.CheckOnce))
+	return v.(*pgsession.CheckOnce)
+}
+
 // Check makes the lease's pool ready for units of work: the server's janitor connected (see
 // Router.Janitor) and, when check is not nil, check passed once on one of the pool's connections
 // (Acquire does this itself).
-func (l Lease) Check(ctx context.Context, check func(context.Context, *pgx.Conn) error) error {
-	if check != nil && !l.e.checked.Passed() {
-		conn, err := l.e.pool.Acquire(ctx)
-		if err != nil {
-			return err
-		}
-		err = l.e.checked.Do(ctx, conn.Conn(), check)
-		conn.Release()
-		if err != nil {
-			return err
+func (l Lease) Check(ctx context.Context, check *Check) error {
+	if check != nil {
+		if once := l.e.once(check); !once.Passed() {
+			conn, err := l.e.pool.Acquire(ctx)
+			if err != nil {
+				return err
+			}
+			err = once.Do(ctx, conn.Conn(), check.Run)
+			conn.Release()
+			if err != nil {
+				return err
+			}
 		}
 	}
 	l.r.janitorFor(l.e.server).Ready(ctx)
@@ -635,10 +655,10 @@ func (r *Router) Close() {
 
 // Acquire leases t's pool and takes a connection from it, made ready for a unit of work: the
 // server's janitor connected (see Janitor) and, when check is not nil, check passed on the pool's
-// connections once (tenancypgx passes its runtime role and binding checks). release must be
+// connections once (tenancypgx passes its runtime role and binding checks; see Check). release must be
 // called with the outcome of the work. A failure to connect is tenancy.ErrTenantUnavailable; no
 // free connection in t's pool within AcquireTimeout is tenancy.ErrCapacityExhausted.
-func (r *Router) Acquire(ctx context.Context, t *tenancy.Tenant, check func(context.Context, *pgx.Conn) error) (*pgxpool.Conn, func(error), error) {
+func (r *Router) Acquire(ctx context.Context, t *tenancy.Tenant, check *Check) (*pgxpool.Conn, func(error), error) {
 	lease, err := r.Lease(ctx, t)
 	if err != nil {
 		return nil, nil, err
@@ -665,7 +685,7 @@ func (r *Router) Acquire(ctx context.Context, t *tenancy.Tenant, check func(cont
 	}
 	release := func(err error) { conn.Release(); lease.Done(err) }
 	if check != nil {
-		if err := lease.e.checked.Do(ctx, conn.Conn(), check); err != nil {
+		if err := lease.e.once(check).Do(ctx, conn.Conn(), check.Run); err != nil {
 			release(nil)
 			return nil, nil, err
 		}

@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Clock is a settable time source for the toolkit's Now options (CacheConfig.Now,
+// Clock is a settable time source for the toolkit's Now options (tenancycache.LookupConfig.Now,
 // tenancyrouter.Config.Now, MemoryConfig.Now), so tests move time instead of sleeping. The zero Clock
 // starts at 2023-11-14 22:13:20 UTC.
 type Clock struct {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancypgx"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
@@ -23,11 +25,20 @@ func TestGuardRemovesRuntimeRoleDefaults(t *testing.T) {
 	ctx := context.Background()
 	pool, catalog := pg.NewCatalog("service")
 	url := pg.URL("service")
-	const tenantDB = "tenant_0123456789abcdef0123456789abcdef"
+	// A database tenant, placed in a database of its own (made by hand: no tenant line needed).
+	dbTenant, err := catalog.Create(ctx, &tenancycatalog.CreateOpts{Slug: "db-one", Isolation: tenancy.IsolationDatabase})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenantDB := tenancycatalog.DatabaseName(dbTenant.ID)
+	if _, err := pool.Exec(ctx, `CREATE DATABASE `+tenantDB); err != nil {
+		t.Fatal(err)
+	}
+	if err := catalog.Place(ctx, dbTenant.ID, tenancycatalog.DefaultServer, tenantDB); err != nil {
+		t.Fatal(err)
+	}
 	for _, stmt := range []string{
-		`CREATE DATABASE ` + tenantDB,
 		`CREATE DATABASE other_deployment`,
-		`INSERT INTO tenancy.tenants (slug, name, isolation, server, database_name) VALUES ('db-one', 'DB one', 'database', 'default', '` + tenantDB + `')`,
 		`ALTER ROLE tenancy_app SET local_preload_libraries = 'tenancy_no_such_library'`,
 		`ALTER ROLE tenancy_app IN DATABASE service SET search_path = pg_catalog`,
 		`ALTER ROLE tenancy_app IN DATABASE ` + tenantDB + ` SET default_transaction_read_only = on`,

@@ -20,6 +20,7 @@ import (
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/internal/cli"
 	"github.com/gotenancy/tenancy/internal/service"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -625,13 +626,15 @@ func TestUninstall(t *testing.T) {
 	if r := run(t, "uninstall", "--database-url", db); r.code != 2 || !strings.Contains(r.stderr, "--yes") {
 		t.Fatalf("uninstall without --yes: %+v", r)
 	}
-	var dbs []string
-	rows, _ := pool.Query(context.Background(), `SELECT database_name FROM tenancy.tenants WHERE database_name IS NOT NULL`)
-	for rows.Next() {
-		var d string
-		rows.Scan(&d)
-		dbs = append(dbs, d)
+	cat, err := tenancycatalog.NewCatalog(pool, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
+	placed, err := cat.TenantDatabases(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbs := placed[tenancycatalog.DefaultServer]
 	r := run(t, "uninstall", "--yes", "--json", "--database-url", db)
 	var removed struct{ Schemas, Databases, Templates []string }
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &removed) != nil || len(removed.Schemas) != 1 || len(removed.Databases) != 2 {

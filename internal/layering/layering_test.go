@@ -3,6 +3,9 @@ package layering
 import (
 	"bufio"
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,9 +76,9 @@ type listed struct {
 }
 
 // TestImportsFollowTheLayering fails when a package imports a module package its row does not
-// allow, when the root imports anything but the standard library, when a row allows a package
-// declared below it (the table is the layering, top to bottom from the root), or when a package
-// has no row.
+// allow, when it imports one declared below its own row (the table is the layering, from the
+// root down), when the root imports anything but the standard library, or when a package has no
+// row.
 func TestImportsFollowTheLayering(t *testing.T) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -129,4 +132,178 @@ func TestImportsFollowTheLayering(t *testing.T) {
 	if seen < 15 {
 		t.Fatalf("checked %d packages, want the module's (at least 15)", seen)
 	}
+}
+
+// moduleFiles parses the non-test Go files of the module's packages (not the modules beside it:
+// bench, examples), by directory relative to the root.
+func moduleFiles(t *testing.T, root string) map[string][]*ast.File {
+	t.Helper()
+	fset := token.NewFileSet()
+	out := map[string][]*ast.File{}
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		if d.IsDir() {
+			if rel != "." && (strings.HasPrefix(d.Name(), ".") || rel == "bench" || rel == "examples") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return err
+		}
+		out[filepath.Dir(rel)] = append(out[filepath.Dir(rel)], f)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestOnlyTheCatalogNamesItsTables fails when a string literal outside tenancycatalog names a
+// table of the catalog's schema (SQL of its own instead of the catalog's API).
+func TestOnlyTheCatalogNamesItsTables(t *testing.T) {
+	root, _ := filepath.Abs("../..")
+	sqls, err := filepath.Glob(filepath.Join(root, "tenancycatalog", "sql", "catalog", "*.sql"))
+	if err != nil || len(sqls) == 0 {
+		t.Fatalf("the catalog's migrations: %v (%d files)", err, len(sqls))
+	}
+	var tables []string
+	create := regexp.MustCompile(`(?i)CREATE TABLE (?:IF NOT EXISTS )?tenancy\.([a-z_]+)`)
+	for _, p := range sqls {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range create.FindAllStringSubmatch(string(b), -1) {
+			tables = append(tables, m[1])
+		}
+	}
+	if !slices.Contains(tables, "tenants") || !slices.Contains(tables, "tenant_line") {
+		t.Fatalf("found the catalog tables %v, want tenants and tenant_line among them", tables)
+	}
+	named := regexp.MustCompile(`\btenancy\.(` + strings.Join(tables, "|") + `)\b`)
+	for dir, files := range moduleFiles(t, root) {
+		if dir == "tenancycatalog" {
+			continue
+		}
+		for _, f := range files {
+			ast.Inspect(f, func(n ast.Node) bool {
+				if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING && named.MatchString(lit.Value) {
+					t.Errorf("%s (package %s) names %s in SQL: use tenancycatalog's API", dir, f.Name.Name, named.FindString(lit.Value))
+				}
+				return true
+			})
+		}
+	}
+}
+
+// TestNoExportedInternalTypes fails when an exported declaration of a public package takes,
+// returns or holds a type of an internal package, which its users could not name.
+func TestNoExportedInternalTypes(t *testing.T) {
+	root, _ := filepath.Abs("../..")
+	checked := 0
+	for dir, files := range moduleFiles(t, root) {
+		if strings.HasPrefix(dir, "internal") || strings.HasPrefix(dir, "cmd") {
+			continue
+		}
+		for _, f := range files {
+			internal := map[string]bool{}
+			for _, imp := range f.Imports {
+				path := strings.Trim(imp.Path.Value, `"`)
+				if strings.Contains(path, "/internal/") {
+					name := path[strings.LastIndex(path, "/")+1:]
+					if imp.Name != nil {
+						name = imp.Name.Name
+					}
+					internal[name] = true
+				}
+			}
+			uses := func(where string, n ast.Node) {
+				if n == nil {
+					return
+				}
+				ast.Inspect(n, func(n ast.Node) bool {
+					if sel, ok := n.(*ast.SelectorExpr); ok {
+						if id, ok := sel.X.(*ast.Ident); ok && internal[id.Name] {
+							t.Errorf("%s: exported %s mentions %s.%s, a type of an internal package", dir, where, id.Name, sel.Sel.Name)
+						}
+					}
+					return true
+				})
+			}
+			for _, d := range f.Decls {
+				switch d := d.(type) {
+				case *ast.FuncDecl:
+					if !d.Name.IsExported() || (d.Recv != nil && !exportedRecv(d.Recv)) {
+						continue
+					}
+					checked++
+					uses(d.Name.Name, d.Type)
+				case *ast.GenDecl:
+					for _, s := range d.Specs {
+						switch s := s.(type) {
+						case *ast.TypeSpec:
+							if s.Name.IsExported() {
+								checked++
+								uses(s.Name.Name, exportedParts(s.Type))
+							}
+						case *ast.ValueSpec:
+							for _, n := range s.Names {
+								if n.IsExported() {
+									checked++
+									uses(n.Name, s.Type)
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	if checked < 100 {
+		t.Fatalf("checked %d exported declarations, want the module's (at least 100)", checked)
+	}
+}
+
+// exportedRecv reports whether a method's receiver is an exported type.
+func exportedRecv(r *ast.FieldList) bool {
+	if len(r.List) == 0 {
+		return false
+	}
+	typ := r.List[0].Type
+	if star, ok := typ.(*ast.StarExpr); ok {
+		typ = star.X
+	}
+	if idx, ok := typ.(*ast.IndexExpr); ok {
+		typ = idx.X
+	}
+	id, ok := typ.(*ast.Ident)
+	return ok && id.IsExported()
+}
+
+// exportedParts is what of a type declaration its users see: a struct's exported fields, an
+// interface's methods, anything else whole.
+func exportedParts(typ ast.Expr) ast.Node {
+	st, ok := typ.(*ast.StructType)
+	if !ok {
+		return typ
+	}
+	var fields []*ast.Field
+	for _, f := range st.Fields.List {
+		for _, n := range f.Names {
+			if n.IsExported() {
+				fields = append(fields, f)
+				break
+			}
+		}
+	}
+	return &ast.FieldList{List: fields}
 }
