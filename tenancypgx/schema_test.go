@@ -3,7 +3,6 @@ package tenancypgx_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -183,84 +182,6 @@ func TestSchemaTenantsMidRolloutStatementCache(t *testing.T) {
 	}
 }
 
-func TestProvisionFailureCleansUpAndResumes(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	ctx := context.Background()
-	broken, _ := tenancymigrate.New(b.pool, &tenancymigrate.Config{Tenant: fstest.MapFS{
-		"0001_projects.sql": tenantLine["0001_projects.sql"],
-		"0002_broken.sql":   {Data: []byte(`ALTER TABLE nowhere ADD COLUMN x int`)},
-	}})
-	tn, err := b.catalog.Create(ctx, &tenancycatalog.CreateOpts{Slug: "fragile", Isolation: tenancy.IsolationSchema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tenancyprovision.Provision(ctx, b.catalog, tn.ID, broken, nil); err == nil {
-		t.Fatal("provisioning with a broken tenant line succeeded")
-	}
-	got, _ := b.catalog.TenantByID(ctx, tn.ID)
-	if got.Status != tenancy.StatusProvisioning || !strings.Contains(got.ProvisionError, "nowhere") {
-		t.Fatalf("after a failed provisioning: %s %q", got.Status, got.ProvisionError)
-	}
-	if !errors.Is(got.Err(), tenancy.ErrTenantNotReady) {
-		t.Fatalf("a half-made tenant is servable: %v", got.Err())
-	}
-	var exists bool
-	b.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)`, tenancycatalog.SchemaName(tn.ID)).Scan(&exists)
-	if exists {
-		t.Fatal("the failed provisioning left its schema behind")
-	}
-	if _, err := b.catalog.Resume(ctx, tn.ID); !errors.Is(err, tenancy.ErrTenantNotReady) {
-		t.Fatalf("resume of a provisioning tenant: %v", err)
-	}
-	good, _ := tenancymigrate.New(b.pool, &tenancymigrate.Config{Tenant: tenantLine})
-	got, err = tenancyprovision.Provision(ctx, b.catalog, tn.ID, good, nil)
-	if err != nil || got.Status != tenancy.StatusActive || got.ProvisionError != "" {
-		t.Fatalf("resumed provisioning: %+v, %v", got, err)
-	}
-	if _, err := tenancyprovision.Provision(ctx, b.catalog, tn.ID, good, nil); !errors.Is(err, tenancyprovision.ErrNotProvisioning) {
-		t.Fatalf("provisioning an active tenant: %v", err)
-	}
-}
-
-func TestPurge(t *testing.T) {
-	t.Parallel()
-	sb := setupSchemas(t)
-	ctx := context.Background()
-	other := tenancytest.CreateTenant(t, sb.catalog, "other-shared")
-	for _, tn := range []*tenancy.Tenant{sb.shared, other, sb.s1} {
-		if _, err := sb.db.Exec(as(tn), `INSERT INTO projects (name) VALUES ('p')`); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tenancyprovision.Purge(ctx, sb.catalog, sb.s1.ID); !errors.Is(err, tenancyprovision.ErrNotDeleted) {
-		t.Fatalf("purging a live tenant: %v", err)
-	}
-	for _, tn := range []*tenancy.Tenant{sb.s1, sb.shared} {
-		if _, err := sb.catalog.Delete(ctx, tn.ID); err != nil {
-			t.Fatal(err)
-		}
-		if err := tenancyprovision.Purge(ctx, sb.catalog, tn.ID); err != nil {
-			t.Fatalf("purge %s: %v", tn.Slug, err)
-		}
-		if _, err := sb.catalog.TenantByID(ctx, tn.ID); !errors.Is(err, tenancy.ErrTenantNotFound) {
-			t.Fatalf("%s still in the catalog: %v", tn.Slug, err)
-		}
-	}
-	var schemaLeft bool
-	var sharedRows, otherRows int
-	sb.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1),
-		(SELECT count(*) FROM public.projects WHERE tenant_id = $2), (SELECT count(*) FROM public.projects WHERE tenant_id = $3)`,
-		tenancycatalog.SchemaName(sb.s1.ID), sb.shared.ID, other.ID).Scan(&schemaLeft, &sharedRows, &otherRows)
-	if schemaLeft || sharedRows != 0 {
-		t.Fatalf("after purge: schema left %v, shared tenant's rows %d", schemaLeft, sharedRows)
-	}
-	if otherRows != 1 {
-		t.Fatalf("purge took another tenant's rows: %d left, want 1", otherRows)
-	}
-}
-
-// The same through database/sql.
 func TestSchemaTenantsMidRolloutSQLTx(t *testing.T) {
 	t.Parallel()
 	sb := setupSchemas(t)
