@@ -57,6 +57,7 @@ var scenarios = []scenario{
 	{"ratelimit-redis", benchRateLimitRedis},
 	{"cache", benchCache},
 	{"audit", benchAudit},
+	{"e2e", benchE2E},
 }
 
 func main() {

@@ -10,29 +10,21 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/bench/internal/refsvc"
 )
 
 func main() {
@@ -56,27 +48,16 @@ type tenantState struct {
 }
 
 func run(nTenants, workers int, duration time.Duration) error {
-	admin := os.Getenv("TEST_DATABASE_URL")
-	if admin == "" {
-		admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	name := fmt.Sprintf("tenancy_load_%d", time.Now().UnixNano())
-	u, err := url.Parse(admin)
+	svc, err := refsvc.Start(refsvc.DatabaseURL(fmt.Sprintf("tenancy_load_%d", time.Now().UnixNano())), "--plan-limits", "free=1000000/s")
 	if err != nil {
 		return err
 	}
-	u.Path = "/" + name
-	dbURL := u.String()
-	svc, err := startService(dbURL)
-	if err != nil {
-		return err
-	}
-	defer svc.stop()
-	base := "http://" + svc.addr
+	defer svc.Stop()
+	base := "http://" + svc.Addr
 	models := []tenancy.Isolation{tenancy.IsolationShared, tenancy.IsolationSchema, tenancy.IsolationDatabase}
 	states := make([]*tenantState, nTenants)
 	for i := range states {
-		t, err := svc.createTenant(fmt.Sprintf("load-%d", i), models[i%3])
+		t, err := svc.CreateTenant(fmt.Sprintf("load-%d", i), models[i%3])
 		if err != nil {
 			return err
 		}
@@ -142,96 +123,6 @@ func run(nTenants, workers int, duration time.Duration) error {
 		return fmt.Errorf("%d requests failed", failures.Load())
 	}
 	return nil
-}
-
-// service is the reference service, run as its own process from the tenancy binary, on a
-// database of its own: what a user deploys, every guard on.
-type service struct {
-	bin, dbURL, token, addr string
-	cmd                     *exec.Cmd
-	dir                     string
-}
-
-// startService builds the tenancy command, starts `tenancy serve` on dbURL (made if absent) with
-// the reference service's migrations and a rate limit the load does not reach, and waits until it
-// serves.
-func startService(dbURL string) (*service, error) {
-	dir, err := os.MkdirTemp("", "tenancy-load")
-	if err != nil {
-		return nil, err
-	}
-	s := &service{bin: filepath.Join(dir, "tenancy"), dbURL: dbURL, token: "load-token", dir: dir}
-	build := exec.Command("go", "build", "-o", s.bin, "github.com/gotenancy/tenancy/cmd/tenancy")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("build the tenancy command: %w", err)
-	}
-	s.cmd = exec.Command(s.bin, "serve", "--database-url", dbURL, "--migrations", "demo", "--addr", "127.0.0.1:0",
-		"--admin-token", s.token, "--plan-limits", "free=1000000/s")
-	s.cmd.Stderr = os.Stderr
-	out, err := s.cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := s.cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	// "tenancy: serving on 127.0.0.1:PORT (try: …)"
-	lines := bufio.NewScanner(out)
-	for lines.Scan() {
-		if rest, ok := strings.CutPrefix(lines.Text(), "tenancy: serving on "); ok {
-			s.addr, _, _ = strings.Cut(rest, " ")
-			break
-		}
-	}
-	if s.addr == "" {
-		s.stop()
-		return nil, errors.New("tenancy serve stopped before serving")
-	}
-	go io.Copy(io.Discard, out)
-	return s, nil
-}
-
-// createTenant creates and provisions a tenant through the admin API.
-func (s *service) createTenant(slug string, iso tenancy.Isolation) (*tenancy.Tenant, error) {
-	body, _ := json.Marshal(map[string]string{"slug": slug, "isolation": string(iso)})
-	req, _ := http.NewRequest("POST", "http://"+s.addr+"/admin/tenants", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+s.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var t tenancy.Tenant
-	if resp.StatusCode != http.StatusCreated || json.NewDecoder(resp.Body).Decode(&t) != nil || t.Status != tenancy.StatusActive {
-		return nil, fmt.Errorf("create tenant %s: %s", slug, resp.Status)
-	}
-	return &t, nil
-}
-
-// stop ends the service, then removes everything it made: its tenants' schemas and databases,
-// its templates and catalog (tenancy uninstall), and its database.
-func (s *service) stop() {
-	if s.cmd.Process != nil {
-		_ = s.cmd.Process.Signal(os.Interrupt)
-		_ = s.cmd.Wait()
-	}
-	un := exec.Command(s.bin, "uninstall", "--yes", "--database-url", s.dbURL)
-	un.Stdout, un.Stderr = io.Discard, os.Stderr
-	_ = un.Run()
-	admin := os.Getenv("TEST_DATABASE_URL")
-	if admin == "" {
-		admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	if conn, err := pgx.Connect(context.Background(), admin); err == nil {
-		u, _ := url.Parse(s.dbURL)
-		_, _ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{strings.TrimPrefix(u.Path, "/")}.Sanitize()+" WITH (FORCE)")
-		conn.Close(context.Background())
-	}
-	os.RemoveAll(s.dir)
 }
 
 func create(c *http.Client, base, host string, st *tenantState) error {

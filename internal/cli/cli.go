@@ -75,7 +75,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // mistake to name, never a reason to fall back to the default (an empty TENANCY_DATABASE_URL must
 // not mean the local database).
 var envVars = []string{"TENANCY_ADDR", "TENANCY_ADMIN_TOKEN", "TENANCY_BASE_DOMAIN", "TENANCY_CONCURRENCY",
-	"TENANCY_DATABASE_URL", "TENANCY_INSTANCES", "TENANCY_MIGRATIONS", "TENANCY_PLAN_LIMITS", "TENANCY_REDIS_PREFIX",
+	"TENANCY_DATABASE_URL", "TENANCY_INSTANCES", "TENANCY_MIGRATIONS", "TENANCY_PLAN_LIMITS", "TENANCY_PPROF_ADDR", "TENANCY_REDIS_PREFIX",
 	"TENANCY_REDIS_URL", "TENANCY_RUNTIME_SERVERS", "TENANCY_RUNTIME_URL", "TENANCY_SERVERS"}
 
 func checkEnv() error {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -35,6 +36,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	concurrency := fs.Int("concurrency", envInt("TENANCY_CONCURRENCY", 32), "requests of one tenant in flight at once (env TENANCY_CONCURRENCY)")
 	planLimits := fs.String("plan-limits", env("TENANCY_PLAN_LIMITS", ""),
 		"request rate by plan, plan=limit;… e.g. free=100/min;pro=1000/min (env TENANCY_PLAN_LIMITS); default: free 100/min, pro 1000/min, enterprise 10000/min")
+	pprofAddr := fs.String("pprof-addr", env("TENANCY_PPROF_ADDR", ""),
+		"serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060 (env TENANCY_PPROF_ADDR); default: off. It has no authentication: keep it on loopback")
 	instances := fs.Int("instances", envInt("TENANCY_INSTANCES", 1), "instances sharing the rate limits, for the fallback while Redis is down (env TENANCY_INSTANCES)")
 	migrations := migrationsFlag(fs)
 	runtimeURL := fs.String("runtime-url", env("TENANCY_RUNTIME_URL", ""),
@@ -161,6 +164,21 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	if *pprofAddr != "" {
+		pln, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			return fmt.Errorf("--pprof-addr: %w", err)
+		}
+		pmux := http.NewServeMux()
+		pmux.HandleFunc("/debug/pprof/", pprof.Index)
+		pmux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		pmux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		pmux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		psrv := &http.Server{Handler: pmux, ReadHeaderTimeout: 10 * time.Second}
+		go psrv.Serve(pln)
+		defer psrv.Close()
+		log.Info("tenancy: profiler serving", "addr", pln.Addr().String())
+	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
