@@ -234,12 +234,19 @@ func (c *Catalog) TenantByDomain(ctx context.Context, domain string) (*tenancy.T
 		selectTenant+"WHERE t.id = (SELECT tenant_id FROM tenancy.domains WHERE domain = $1)", domain))
 }
 
-// ListOpts filters List. A nil *ListOpts lists every tenant that is not deleted.
+// ListOpts filters List and pages through it. A nil *ListOpts lists every tenant that is not
+// deleted.
 type ListOpts struct {
 	// Status lists only tenants with this status. Defaults to all but deleted ones.
 	Status tenancy.Status
 	// IncludeDeleted lists deleted tenants too when Status is empty.
 	IncludeDeleted bool
+	// After lists only tenants whose slug sorts after it: the last slug of the previous page.
+	// Pages are read by the slug's index, so the millionth page costs what the first does.
+	After string
+	// Limit is the most tenants returned. Defaults to 0: all of them — for a catalog of many
+	// tenants, page with Limit and After instead (or Each), rather than hold them all.
+	Limit int
 }
 
 // List returns tenants ordered by slug.
@@ -247,15 +254,33 @@ func (c *Catalog) List(ctx context.Context, opts *ListOpts) ([]*tenancy.Tenant, 
 	if opts == nil {
 		opts = &ListOpts{}
 	}
-	q, args := selectTenant+"WHERE t.status <> 'deleted' ORDER BY t.slug", []any{}
+	if opts.Limit < 0 {
+		return nil, errors.New("tenancycatalog: ListOpts.Limit must not be negative")
+	}
+	var where []string
+	var args []any
 	switch {
 	case opts.Status != "":
 		if _, err := tenancy.ParseStatus(string(opts.Status)); err != nil {
 			return nil, err
 		}
-		q, args = selectTenant+"WHERE t.status = $1 ORDER BY t.slug", []any{string(opts.Status)}
-	case opts.IncludeDeleted:
-		q = selectTenant + "ORDER BY t.slug"
+		args = append(args, string(opts.Status))
+		where = append(where, fmt.Sprintf("t.status = $%d", len(args)))
+	case !opts.IncludeDeleted:
+		where = append(where, "t.status <> 'deleted'")
+	}
+	if opts.After != "" {
+		args = append(args, opts.After)
+		where = append(where, fmt.Sprintf("t.slug > $%d", len(args)))
+	}
+	q := selectTenant
+	if len(where) > 0 {
+		q += "WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY t.slug"
+	if opts.Limit > 0 {
+		args = append(args, opts.Limit)
+		q += fmt.Sprintf(" LIMIT $%d", len(args))
 	}
 	rows, err := c.pool.Query(ctx, q, args...)
 	if err != nil {
@@ -274,6 +299,34 @@ func (c *Catalog) List(ctx context.Context, opts *ListOpts) ([]*tenancy.Tenant, 
 		return nil, fmt.Errorf("tenancycatalog: catalog: %w", err)
 	}
 	return out, nil
+}
+
+// Each calls fn with every tenant List would return for opts (its Limit is the page size, 500
+// when 0), a page at a time, so a catalog of a million tenants is never held in memory at once.
+// It stops at fn's first error and returns it.
+func (c *Catalog) Each(ctx context.Context, opts *ListOpts, fn func(*tenancy.Tenant) error) error {
+	page := ListOpts{}
+	if opts != nil {
+		page = *opts
+	}
+	if page.Limit == 0 {
+		page.Limit = 500
+	}
+	for {
+		ts, err := c.List(ctx, &page)
+		if err != nil {
+			return err
+		}
+		for _, t := range ts {
+			if err := fn(t); err != nil {
+				return err
+			}
+		}
+		if len(ts) < page.Limit {
+			return nil
+		}
+		page.After = ts[len(ts)-1].Slug
+	}
 }
 
 // Suspend refuses the tenant from now on, everywhere (see Watch), keeping its data. Suspending a

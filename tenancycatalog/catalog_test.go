@@ -3,6 +3,7 @@ package tenancycatalog_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -221,4 +222,61 @@ func TestCatalogDatabaseErrorIsNotNotFound(t *testing.T) {
 	if err == nil || errors.Is(err, tenancy.ErrTenantNotFound) || got != nil {
 		t.Fatalf("with the pool closed: %v, %v; want an error that is not ErrTenantNotFound", got, err)
 	}
+}
+
+// List pages by slug (Limit, After) and Each walks every page: each tenant once, in slug order,
+// with the status filter applied on every page.
+func TestListPagesAndEach(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	slugs := []string{"a-co", "b-co", "c-co", "d-co", "e-co"}
+	for _, s := range slugs {
+		tenancytest.CreateTenant(t, b.catalog, s)
+	}
+	if _, err := b.catalog.Suspend(ctx, mustSlug(t, b.catalog, "c-co").ID); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for after := ""; ; {
+		page, err := b.catalog.List(ctx, &tenancycatalog.ListOpts{Limit: 2, After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) > 2 {
+			t.Fatalf("a page of %d, want at most 2", len(page))
+		}
+		for _, tn := range page {
+			got = append(got, tn.Slug)
+		}
+		if len(page) < 2 {
+			break
+		}
+		after = page[len(page)-1].Slug
+	}
+	if strings.Join(got, ",") != strings.Join(slugs, ",") {
+		t.Fatalf("pages gave %v, want %v", got, slugs)
+	}
+	var active []string
+	if err := b.catalog.Each(ctx, &tenancycatalog.ListOpts{Status: tenancy.StatusActive, Limit: 1}, func(tn *tenancy.Tenant) error {
+		active = append(active, tn.Slug)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(active, ",") != "a-co,b-co,d-co,e-co" {
+		t.Fatalf("Each over active tenants, a page of one at a time: %v, want every active one but the suspended c-co", active)
+	}
+	if _, err := b.catalog.List(ctx, &tenancycatalog.ListOpts{Limit: -1}); err == nil {
+		t.Fatal("a negative limit was accepted")
+	}
+}
+
+func mustSlug(t *testing.T, c *tenancycatalog.Catalog, slug string) *tenancy.Tenant {
+	t.Helper()
+	tn, err := c.TenantBySlug(context.Background(), slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tn
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -165,11 +166,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return printTenant(stdout, t, *asJSON)
 	case "list":
 		opts := &tenancycatalog.ListOpts{Status: tenancy.Status(*status), IncludeDeleted: *all}
-		ts, err := cat.List(ctx, opts)
-		if err != nil {
-			return err
-		}
-		return printTenants(stdout, ts, *asJSON)
+		return listTenants(ctx, cat, opts, stdout, *asJSON)
 	case "domain":
 		op, slug := pos[0], pos[1]
 		d, err := tenancyhttp.NormalizeHost(pos[2])
@@ -316,16 +313,39 @@ func printTenant(w io.Writer, t *tenancy.Tenant, asJSON bool) error {
 	return tw.Flush()
 }
 
-func printTenants(w io.Writer, ts []*tenancy.Tenant, asJSON bool) error {
+// listTenants prints the tenants a page at a time (tenancycatalog.Catalog.Each), as a table or
+// a JSON array, so a catalog of a million tenants is never held in memory.
+func listTenants(ctx context.Context, cat *tenancycatalog.Catalog, opts *tenancycatalog.ListOpts, w io.Writer, asJSON bool) error {
 	if asJSON {
-		if ts == nil {
-			ts = []*tenancy.Tenant{}
+		bw := bufio.NewWriter(w)
+		bw.WriteString("[")
+		n := 0
+		err := cat.Each(ctx, opts, func(t *tenancy.Tenant) error {
+			b, err := json.MarshalIndent(t, "  ", "  ")
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				bw.WriteString(",")
+			}
+			n++
+			bw.WriteString("\n  ")
+			_, err = bw.Write(b)
+			return err
+		})
+		if err != nil {
+			return err
 		}
-		return writeJSON(w, ts)
+		if n > 0 {
+			bw.WriteString("\n")
+		}
+		bw.WriteString("]\n")
+		return bw.Flush()
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLUG\tSTATUS\tISOLATION\tPLACEMENT\tPLAN\tNAME\tID")
-	for _, t := range ts {
+	rows := 0
+	err := cat.Each(ctx, opts, func(t *tenancy.Tenant) error {
 		place := "shared tables"
 		switch {
 		case t.Schema != "":
@@ -334,6 +354,13 @@ func printTenants(w io.Writer, ts []*tenancy.Tenant, asJSON bool) error {
 			place = t.Server + "/" + t.Database
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Slug, t.Status, t.Isolation, place, t.Plan, t.Name, t.ID)
+		if rows++; rows%500 == 0 { // the columns are aligned a page at a time
+			return tw.Flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return tw.Flush()
 }

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -58,8 +60,25 @@ func (s *Server) admin() http.Handler {
 	})
 }
 
+// Pages of the admin API's tenant list: ?limit= (default and most) and ?after=SLUG.
+const (
+	defaultListLimit = 100
+	maxListLimit     = 1000
+)
+
 func (s *Server) adminList(w http.ResponseWriter, r *http.Request) {
-	opts := &tenancycatalog.ListOpts{Status: tenancy.Status(r.URL.Query().Get("status")), IncludeDeleted: r.URL.Query().Get("all") == "1"}
+	q := r.URL.Query()
+	limit := defaultListLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxListLimit {
+			s.adminError(w, r, &refusal{fmt.Sprintf("limit must be a number from 1 to %d", maxListLimit), errBadRequest})
+			return
+		}
+		limit = n
+	}
+	opts := &tenancycatalog.ListOpts{Status: tenancy.Status(q.Get("status")), IncludeDeleted: q.Get("all") == "1",
+		After: q.Get("after"), Limit: limit}
 	ts, err := s.catalog.List(r.Context(), opts)
 	if err != nil {
 		s.adminError(w, r, err)
@@ -67,6 +86,15 @@ func (s *Server) adminList(w http.ResponseWriter, r *http.Request) {
 	}
 	if ts == nil {
 		ts = []*tenancy.Tenant{}
+	}
+	if len(ts) == limit { // there may be more: the next page starts after this one's last slug
+		next := url.Values{}
+		for k, v := range q {
+			next[k] = v
+		}
+		next.Set("limit", strconv.Itoa(limit))
+		next.Set("after", ts[len(ts)-1].Slug)
+		w.Header().Set("Link", "</admin/tenants?"+next.Encode()+">; rel=\"next\"")
 	}
 	writeJSONResponse(w, http.StatusOK, ts)
 }

@@ -261,3 +261,47 @@ func TestAdminAPIOffWithoutToken(t *testing.T) {
 		t.Fatalf("admin API without a token configured, bearer sent: %d, want 404", w.Code)
 	}
 }
+
+// The admin list is paged: ?limit and ?after, with a Link to the next page while one may follow;
+// walking the links visits every tenant once. A limit out of range is a 400.
+func TestAdminListPages(t *testing.T) {
+	t.Parallel()
+	const token = "s3cret"
+	h := newServer(t, token)
+	for _, slug := range []string{"p-one", "p-two", "p-three"} {
+		if w := call(h, "POST", "admin.localhost", "/admin/tenants", token, `{"slug":"`+slug+`"}`); w.Code != 201 {
+			t.Fatalf("create %s: %d %s", slug, w.Code, w.Body)
+		}
+	}
+	var seen []string
+	next := "/admin/tenants?limit=2"
+	for pages := 0; next != ""; pages++ {
+		if pages > 3 {
+			t.Fatal("more pages than tenants")
+		}
+		w := call(h, "GET", "admin.localhost", next, token, "")
+		var page []struct{ Slug string }
+		if w.Code != 200 || json.Unmarshal(w.Body.Bytes(), &page) != nil || len(page) > 2 {
+			t.Fatalf("GET %s: %d %s, want at most 2 tenants", next, w.Code, w.Body)
+		}
+		for _, p := range page {
+			seen = append(seen, p.Slug)
+		}
+		next = ""
+		if link := w.Header().Get("Link"); link != "" {
+			start, end := strings.Index(link, "<"), strings.Index(link, ">")
+			if start < 0 || end < start || !strings.Contains(link, `rel="next"`) {
+				t.Fatalf("Link %q, want <URL>; rel=\"next\"", link)
+			}
+			next = link[start+1 : end]
+		}
+	}
+	if strings.Join(seen, ",") != "p-one,p-three,p-two" {
+		t.Fatalf("the pages listed %v, want each tenant once, by slug", seen)
+	}
+	for _, bad := range []string{"0", "1001", "x"} {
+		if w := call(h, "GET", "admin.localhost", "/admin/tenants?limit="+bad, token, ""); w.Code != 400 {
+			t.Fatalf("limit=%s: %d, want 400", bad, w.Code)
+		}
+	}
+}

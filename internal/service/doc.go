@@ -9,11 +9,14 @@
 // (database, catalog change listener, Redis when configured), and the admin API under
 // /admin/tenants when --admin-token is set:
 //
-//	GET    /admin/tenants[?status=S&all=1]   POST /admin/tenants {"slug","name","plan","isolation","domains"}
+//	GET    /admin/tenants[?status=S&all=1&limit=N&after=SLUG]
+//	POST   /admin/tenants {"slug","name","plan","isolation","domains"}
 //	GET    /admin/tenants/{slug}             DELETE /admin/tenants/{slug}
 //	PATCH  /admin/tenants/{slug} {"name","plan"}
 //	POST   /admin/tenants/{slug}/suspend     POST /admin/tenants/{slug}/resume
 //	POST   /admin/tenants/{slug}/domains {"domain"}   DELETE /admin/tenants/{slug}/domains/{domain}
 //	POST   /admin/tenants/{slug}/provision   PUT /admin/tenants/{slug}/rate-limit {"rate_limit"}
 //	GET    /admin/stats                      lookup caches, pool router, cache and Redis limiter counters
+// The tenant list is paged by slug: at most limit tenants (100 by default, 1000 at most) after
+// the slug after, and a Link header (rel="next") to the next page while one may follow.
 package service
