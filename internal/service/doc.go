@@ -17,6 +17,7 @@
 //	POST   /admin/tenants/{slug}/domains {"domain"}   DELETE /admin/tenants/{slug}/domains/{domain}
 //	POST   /admin/tenants/{slug}/provision   PUT /admin/tenants/{slug}/rate-limit {"rate_limit"}
 //	GET    /admin/stats                      lookup caches, pool router, cache and Redis limiter counters
+//
 // The tenant list is paged by slug: at most limit tenants (100 by default, 1000 at most) after
 // the slug after, and a Link header (rel="next") to the next page while one may follow.
 package service
