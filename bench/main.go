@@ -58,6 +58,7 @@ var scenarios = []scenario{
 	{"cache", benchCache},
 	{"audit", benchAudit},
 	{"e2e", benchE2E},
+	{"catalog-scale", benchCatalogScale},
 }
 
 func main() {

@@ -37,7 +37,9 @@ func Audit(ctx context.Context, cat *tenancycatalog.Catalog, opts *Options) (*Re
 		return nil, err
 	}
 	o.Ignore = append(append([]tenancycatalog.AuditIgnore{}, o.Ignore...), ignores...)
-	tenants, err := cat.List(ctx, &tenancycatalog.ListOpts{IncludeDeleted: true})
+	// Only database tenants have a database of their own to audit (and to claim): a catalog of a
+	// million shared tenants reads none of them.
+	tenants, err := cat.List(ctx, &tenancycatalog.ListOpts{IncludeDeleted: true, Isolation: tenancy.IsolationDatabase})
 	if err != nil {
 		return nil, err
 	}

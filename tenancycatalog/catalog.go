@@ -241,6 +241,8 @@ type ListOpts struct {
 	Status tenancy.Status
 	// IncludeDeleted lists deleted tenants too when Status is empty.
 	IncludeDeleted bool
+	// Isolation lists only tenants of this model. Defaults to all.
+	Isolation tenancy.Isolation
 	// After lists only tenants whose slug sorts after it: the last slug of the previous page.
 	// Pages are read by the slug's index, so the millionth page costs what the first does.
 	After string
@@ -268,6 +270,13 @@ func (c *Catalog) List(ctx context.Context, opts *ListOpts) ([]*tenancy.Tenant, 
 		where = append(where, fmt.Sprintf("t.status = $%d", len(args)))
 	case !opts.IncludeDeleted:
 		where = append(where, "t.status <> 'deleted'")
+	}
+	if opts.Isolation != "" {
+		if _, err := tenancy.ParseIsolation(string(opts.Isolation)); err != nil {
+			return nil, err
+		}
+		args = append(args, string(opts.Isolation))
+		where = append(where, fmt.Sprintf("t.isolation = $%d", len(args)))
 	}
 	if opts.After != "" {
 		args = append(args, opts.After)

@@ -3,6 +3,7 @@ package tenancycatalog_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -164,5 +165,41 @@ func TestPlacementWritesGuardTheirTenant(t *testing.T) {
 	}
 	if got, _ := b.catalog.TenantByID(ctx, fresh.ID); got.ProvisionError != "boom" || got.Database != "" {
 		t.Fatalf("after ProvisionFailed: error %q, database %q; want boom and none", got.ProvisionError, got.Database)
+	}
+}
+
+// CreateShared makes many tenants in one call, each as Create would (active, shared, found by
+// slug); a batch with a bad or taken slug creates none of its tenants.
+func TestCreateSharedMakesManyOrNone(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	var batch []tenancycatalog.CreateOpts
+	for i := range 1000 {
+		batch = append(batch, tenancycatalog.CreateOpts{Slug: fmt.Sprintf("bulk-%04d", i), Plan: "pro"})
+	}
+	n, err := b.catalog.CreateShared(ctx, batch)
+	if err != nil || n != 1000 {
+		t.Fatalf("CreateShared: %d, %v; want 1000", n, err)
+	}
+	got, err := b.catalog.TenantBySlug(ctx, "bulk-0999")
+	if err != nil || got.Status != tenancy.StatusActive || got.Isolation != tenancy.IsolationShared || got.Plan != "pro" || got.Name != "bulk-0999" {
+		t.Fatalf("bulk-0999: %+v, %v; want an active shared pro tenant named by its slug", got, err)
+	}
+	for name, bad := range map[string][]tenancycatalog.CreateOpts{
+		"a taken slug":    {{Slug: "fresh-one"}, {Slug: "bulk-0001"}},
+		"a slug twice":    {{Slug: "fresh-one"}, {Slug: "fresh-one"}},
+		"a reserved slug": {{Slug: "fresh-one"}, {Slug: "www"}},
+		"a schema tenant": {{Slug: "fresh-one"}, {Slug: "fresh-two", Isolation: tenancy.IsolationSchema}},
+	} {
+		if _, err := b.catalog.CreateShared(ctx, bad); err == nil {
+			t.Fatalf("%s: accepted", name)
+		}
+		if _, err := b.catalog.TenantBySlug(ctx, "fresh-one"); !errors.Is(err, tenancy.ErrTenantNotFound) {
+			t.Fatalf("%s: fresh-one exists after the refused batch (%v)", name, err)
+		}
+	}
+	if _, err := b.catalog.CreateShared(ctx, []tenancycatalog.CreateOpts{{Slug: "bulk-0002"}}); !errors.Is(err, tenancy.ErrDuplicateSlug) {
+		t.Fatalf("a taken slug: %v, want ErrDuplicateSlug", err)
 	}
 }
