@@ -174,13 +174,13 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 	tx := br.Tx()
 	start, err := readScope(br, s)
 	if err != nil {
-		end(ctx, conn, false, start, j, err)
+		end(ctx, conn, db.key, false, start, j, err)
 		release(err)
 		return fmt.Errorf("tenancypgx: begin tenant transaction: %w", err)
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			end(ctx, conn, false, start, j, fmt.Errorf("panic: %v", p))
+			end(ctx, conn, db.key, false, start, j, fmt.Errorf("panic: %v", p))
 			release(nil)
 			panic(p)
 		}
@@ -194,15 +194,15 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 		if len(inner.prepared) > 0 && !inner.deallocate(context.WithoutCancel(ctx), conn) {
 			pgsession.Discard(ctx, conn)
 		}
-		end(ctx, conn, false, start, j, err)
+		end(ctx, conn, db.key, false, start, j, err)
 		return err
 	}
 	if len(inner.prepared) > 0 && !inner.deallocate(ctx, conn) {
-		end(ctx, conn, false, start, j, errPreparedKept)
+		end(ctx, conn, db.key, false, start, j, errPreparedKept)
 		pgsession.Discard(ctx, conn)
 		return errPreparedKept
 	}
-	return end(ctx, conn, true, start, j, nil)
+	return end(ctx, conn, db.key, true, start, j, nil)
 }
 
 // errPreparedKept means a statement the unit of work prepared by name could not be dropped at its
@@ -235,17 +235,19 @@ func readScope(br pgx.BatchResults, s scope) (time.Time, error) {
 // role, or whose driver cache it tampered with (see kept), is closed, so the pool discards it; the
 // role's session defaults are then removed through j, as they are when the session died under
 // the unit. cause is why a unit that does not commit ends. It returns the error of the commit.
-func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time, j sweeper, cause error) error {
+func end(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.BindingKey, commit bool, start time.Time, j sweeper, cause error) error {
 	err := cause
 	if commit {
 		// One round trip, both statements prepared once per connection (a statement not yet
 		// prepared cannot be in an aborted transaction: then the ROLLBACK below cleans up).
+		nonce := pgsession.NewNonce()
 		b := &pgx.Batch{}
-		b.Queue(pgsession.ResetTxSQL, start)
+		b.Queue(pgsession.ResetTxSQL, start, nonce)
 		b.Queue("COMMIT")
 		br := conn.SendBatch(ctx, b)
-		var protocol int32
-		err = br.QueryRow().Scan(&protocol)
+		var answer string
+		err = br.QueryRow().Scan(&answer)
+		protocol := pgsession.ResetCount(key, nonce, answer)
 		if err == nil {
 			var tag pgconn.CommandTag
 			if tag, err = br.Exec(); err == nil && tag.String() == "ROLLBACK" {
@@ -275,7 +277,10 @@ func end(ctx context.Context, conn *pgx.Conn, commit bool, start time.Time, j sw
 	if rerr == nil && !tampered(err) {
 		// Through pgx: it first drops the statements it invalidated when one failed, so the
 		// count the reset returns is what it keeps.
-		rerr = conn.QueryRow(rctx, pgsession.ResetSQL).Scan(&protocol)
+		nonce, answer := pgsession.NewNonce(), ""
+		if rerr = conn.QueryRow(rctx, pgsession.ResetSQL, nonce).Scan(&answer); rerr == nil {
+			protocol = pgsession.ResetCount(key, nonce, answer)
+		}
 	}
 	if rerr != nil || lostStatement(err) || !keptAfterRollback(conn, protocol, err) {
 		// The unit may also have given the role session defaults outside its transaction: they
@@ -441,6 +446,8 @@ type single struct {
 	conn    *pgxpool.Conn
 	release func(error)
 	janitor sweeper
+	key     *tenancycatalog.BindingKey
+	nonce   string // of the reset queued after the statement
 	br      pgx.BatchResults
 	done    bool
 	err     error
@@ -455,7 +462,7 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 	if err != nil {
 		return nil, err
 	}
-	st := &single{ctx: ctx, conn: conn, release: release, janitor: j}
+	st := &single{ctx: ctx, conn: conn, release: release, janitor: j, key: db.key, nonce: pgsession.NewNonce()}
 	b := &pgx.Batch{}
 	if s.schema != "" {
 		// pgx prepares a batch's new statements before it runs any of them, so in one batch the
@@ -468,7 +475,7 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 		}
 		b = &pgx.Batch{}
 		b.Queue(schemaTag(s.schema)+sql, args...)
-		b.Queue(pgsession.ResetUnitSQL)
+		b.Queue(pgsession.ResetUnitSQL, st.nonce)
 		b.Queue("COMMIT")
 		st.br = conn.SendBatch(ctx, b)
 		return st, nil
@@ -478,7 +485,7 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 	b.Queue("BEGIN")
 	db.queueScope(b, s)
 	b.Queue(sql, args...)
-	b.Queue(pgsession.ResetUnitSQL)
+	b.Queue(pgsession.ResetUnitSQL, st.nonce)
 	b.Queue("COMMIT")
 	st.br = conn.SendBatch(ctx, b)
 	if _, err := st.br.Exec(); err != nil { // BEGIN
@@ -503,7 +510,10 @@ func (st *single) finish(stmtErr error) error {
 	protocol := int32(-1)
 	if st.br != nil {
 		if err == nil {
-			err = st.br.QueryRow().Scan(&protocol) // the reset's
+			var answer string
+			if err = st.br.QueryRow().Scan(&answer); err == nil { // the reset's
+				protocol = pgsession.ResetCount(st.key, st.nonce, answer)
+			}
 		}
 		if cerr := st.br.Close(); err == nil && cerr != nil { // reads COMMIT's result too
 			err = cerr
@@ -512,7 +522,7 @@ func (st *single) finish(stmtErr error) error {
 	conn := st.conn.Conn()
 	switch pc := conn.PgConn(); {
 	case err != nil || pc.TxStatus() != 'I': // the session may have died: end sweeps then
-		end(st.ctx, conn, false, time.Time{}, st.janitor, err)
+		end(st.ctx, conn, st.key, false, time.Time{}, st.janitor, err)
 	case !kept(conn, protocol):
 		pgsession.Discard(st.ctx, conn)
 	}

@@ -38,7 +38,9 @@
 // tenancy.reset_session() in the COMMIT's round trip (or after the ROLLBACK): held cursors,
 // LISTEN, session advisory locks, session settings (RESET ALL), sequence state and temporary
 // objects and statements prepared with SQL's PREPARE are gone, so the pooled connection goes back
-// as it came; one that cannot be reset is closed. A unit of work that ends its own transaction (a
+// as it came; one that cannot be reset is closed. The reset's answer carries an HMAC of a fresh
+// nonce under the binding key (tenancy.reset_session_proven), so a stand-in that SQL in the unit
+// prepared under the reset statement's name cannot pass for it: the connection is closed. A unit of work that ends its own transaction (a
 // COMMIT inside fn: what follows runs unbound) or changes a role (PostgreSQL lets a role ALTER
 // itself) is refused and rolled back, with SQLSTATE TNCY1 or TNCY2, and its connection closed; a
 // new runtime connection that starts with role defaults (its session's own settings are

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/internal/pgsession"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 )
 
 // sqlDBs are the database/sql views of a DB, opened on first use: one over the pool, and one for
@@ -118,7 +119,7 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 			_ = j.Sweep(ctx, database)
 			keepSQLConn(conn, -1, nil)
 		} else {
-			resetSQLConn(ctx, conn, j, database, err)
+			resetSQLConn(ctx, conn, db.key, j, database, err)
 		}
 		if p != nil {
 			panic(p)
@@ -137,10 +138,11 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	if err = fn(tx); err != nil {
 		return err
 	}
-	var protocol int32
-	if err = tx.QueryRowContext(ctx, pgsession.ResetTxSQL, start).Scan(&protocol); err != nil {
+	nonce, answer := pgsession.NewNonce(), ""
+	if err = tx.QueryRowContext(ctx, pgsession.ResetTxSQL, start, nonce).Scan(&answer); err != nil {
 		return err // the deferred rollback resets, or closes a connection whose unit of work ended its transaction or changed a role
 	}
+	protocol := pgsession.ResetCount(db.key, nonce, answer)
 	if err = tx.Commit(); err != nil {
 		return err
 	}
@@ -161,12 +163,13 @@ func unavailable(t *tenancy.Tenant, err error) error {
 
 // resetSQLConn resets conn's session after a rollback, or discards the connection when it cannot
 // (and then removes the role's session defaults through j, as end does).
-func resetSQLConn(ctx context.Context, conn *sql.Conn, j sweeper, database string, cause error) {
+func resetSQLConn(ctx context.Context, conn *sql.Conn, key *tenancycatalog.BindingKey, j sweeper, database string, cause error) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	protocol := int32(-1)
-	if err := conn.QueryRowContext(rctx, pgsession.ResetSQL).Scan(&protocol); err != nil {
-		protocol = -1
+	nonce, answer := pgsession.NewNonce(), ""
+	if err := conn.QueryRowContext(rctx, pgsession.ResetSQL, nonce).Scan(&answer); err == nil {
+		protocol = pgsession.ResetCount(key, nonce, answer)
 	}
 	if protocol < 0 {
 		_ = j.Sweep(rctx, database)

@@ -1,6 +1,9 @@
 package pgsession
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"encoding/hex"
 	"context"
 	"errors"
 	"fmt"
@@ -43,11 +46,37 @@ const (
 	ScopeSchema = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), set_config('search_path', $3, true), now()"
 	// ResetSQL leaves the session as the unit of work found it (see the catalog's
 	// sql/catalog/0006_binding.sql); ResetUnitSQL also refuses, inside the unit's transaction, a
-	// role change, and ResetTxSQL a transaction other than the one that began at $1.
-	ResetSQL     = "SELECT tenancy.reset_session()"
-	ResetUnitSQL = "SELECT tenancy.reset_session(true)"
-	ResetTxSQL   = "SELECT tenancy.reset_session(true, $1)"
+	// role change, and ResetTxSQL a transaction other than the one that began at $1. Each
+	// answers "count:proof" for the nonce in its last parameter (see ResetCount): the statement
+	// is one the driver prepared by name, which SQL in a unit of work can swap for a stand-in.
+	ResetSQL     = "SELECT tenancy.reset_session_proven(false, NULL, $1)"
+	ResetUnitSQL = "SELECT tenancy.reset_session_proven(true, NULL, $1)"
+	ResetTxSQL   = "SELECT tenancy.reset_session_proven(true, $1, $2)"
 )
+
+// NewNonce returns a nonce for one proven reset: 16 random bytes in hex.
+func NewNonce() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// ResetCount returns the count a proven reset answered for nonce — how many statements the
+// driver's cache holds on the connection, or -1 when it must not be reused — or -1 when the
+// answer's proof does not verify under key: the reset that ran was not the toolkit's (SQL in the
+// unit of work swapped the driver's statement for a stand-in), so nothing is known of the
+// session and the connection is closed.
+func ResetCount(key *tenancycatalog.BindingKey, nonce, answer string) int32 {
+	count, proof, ok := strings.Cut(answer, ":")
+	if !ok {
+		return -1
+	}
+	n, err := strconv.ParseInt(count, 10, 32)
+	if err != nil || !hmac.Equal([]byte(proof), []byte(key.Proof("tenancy reset:"+nonce+":"+count))) {
+		return -1
+	}
+	return int32(n)
+}
 
 // Discard closes conn: a pool never hands out a closed connection.
 func Discard(ctx context.Context, conn *pgx.Conn) {
@@ -244,7 +273,7 @@ func checkBinding(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.Bindi
 	b := &pgx.Batch{}
 	b.Queue(ScopeShared, probeTenant, key.Proof(probeTenant))
 	b.Queue(`SELECT tenancy.current_tenant()`)
-	b.Queue(ResetSQL)
+	b.Queue(ResetSQL, NewNonce())
 	br := conn.SendBatch(ctx, b)
 	_, err := br.Exec()
 	var bound *string
