@@ -22,8 +22,8 @@ func TestTheResetCannotBeHijacked(t *testing.T) {
 	const query = `SELECT name FROM projects WHERE name <> $1`
 	// Each stand-in's body; $N is the nonce, the reset's last parameter.
 	standIns := map[string]string{
-		"a made-up answer":              `SELECT '1000:' || repeat('0', 64)`,
-		"the proof of a chosen count":   `SELECT tenancy.reset_proof($N, 1000)`,
+		"a made-up answer":                `SELECT '1000:' || repeat('0', 64)`,
+		"the proof of a chosen count":     `SELECT tenancy.reset_proof($N, 1000)`,
 		"the real reset, then its answer": `SELECT tenancy.reset_session_proven(true, NULL, $N)`,
 	}
 	for name, body := range standIns {
