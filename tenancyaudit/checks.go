@@ -266,8 +266,8 @@ func (a *auditor) checkRules(ctx context.Context) error {
 // checkFunctions: SECURITY DEFINER functions (and procedures) run with their owner's rights,
 // whatever their search_path; one that reads or writes a tenant table, or that the runtime role
 // can call, reaches past the caller's policies. tenancy.current_tenant() and
-// tenancy.reset_proof(text, integer) are the toolkit's own (they read the binding key and no
-// tenant data).
+// tenancy.reset_session_proven() are the toolkit's own (they read the binding key and no tenant
+// data).
 func (a *auditor) checkFunctions(ctx context.Context) error {
 	if err := a.loadRoutines(ctx); err != nil {
 		return err
@@ -336,7 +336,7 @@ func (a *auditor) loadRoutines(ctx context.Context) error {
 		  JOIN pg_namespace n ON n.oid = p.pronamespace
 		 WHERE p.oid >= $2 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 		   AND p.oid IS DISTINCT FROM to_regprocedure('tenancy.current_tenant()')::oid
-		   AND p.oid IS DISTINCT FROM to_regprocedure('tenancy.reset_proof(text,integer)')::oid
+		   AND p.oid IS DISTINCT FROM to_regprocedure('tenancy.reset_session_proven(boolean,timestamp with time zone,text)')::oid
 		 ORDER BY 2`, a.roles, firstNormalOID)
 	if err != nil {
 		return err

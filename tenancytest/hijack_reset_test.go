@@ -12,10 +12,10 @@ import (
 
 // The reset that ends every unit of work is itself a statement the driver prepared: A's code can
 // find it by its text, DEALLOCATE it and PREPARE a stand-in under its name — one that resets
-// nothing and answers a plausible count, one that asks the proof function for a count of its
-// choosing, or one that runs the real reset — after swapping one of B's statements too, in a
-// transaction or in the single statement of a helper (where the reset runs right after it in the
-// same pipeline). None of them may leave B's next read running A's SQL.
+// nothing and answers a plausible count, one that runs the real reset (once, twice, or and then
+// sets session state again) — after swapping one of B's statements too, in a transaction or in
+// the single statement of a helper (where the reset runs right after it in the same pipeline).
+// None of them may leave B's next read running A's SQL or in A's session state.
 func TestTheResetCannotBeHijacked(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
@@ -23,8 +23,16 @@ func TestTheResetCannotBeHijacked(t *testing.T) {
 	// Each stand-in's body; $N is the nonce, the reset's last parameter.
 	standIns := map[string]string{
 		"a made-up answer":                `SELECT '1000:' || repeat('0', 64)`,
-		"the proof of a chosen count":     `SELECT tenancy.reset_proof($N, 1000)`,
 		"the real reset, then its answer": `SELECT tenancy.reset_session_proven(true, NULL, $N)`,
+		// A first call drops every SQL-prepared statement, the stand-in with it; the second
+		// would then find none and prove the real count — if the text running did not give it
+		// away.
+		"the reset twice": `SELECT tenancy.reset_session_proven(true, NULL, $N) FROM (SELECT tenancy.reset_session_proven(true, NULL, 'junk') OFFSET 0) s`,
+		// The real reset, then session state set again after it, in the same statement; with a
+		// first call before, so that the second finds no SQL-prepared statement.
+		"the reset, then state again": `SELECT p FROM (SELECT tenancy.reset_session_proven(true, NULL, $N) AS p OFFSET 0) s WHERE set_config('app.planted', 'A', false) IS NOT NULL`,
+		"the reset twice, then state again": `SELECT p FROM (SELECT tenancy.reset_session_proven(true, NULL, $N) AS p
+			FROM (SELECT tenancy.reset_session_proven(true, NULL, 'junk') OFFSET 0) i OFFSET 0) s WHERE set_config('app.planted', 'A', false) IS NOT NULL`,
 	}
 	for name, body := range standIns {
 		for _, via := range []string{"Tx", "Exec"} {
@@ -87,6 +95,12 @@ END $h$`
 				}
 				if got, err := read(); err != nil || got != "B secret" {
 					t.Fatalf("B's next read: %q, %v; want B's own row", got, err)
+				}
+				var planted string
+				if err := db.Tx(ctxB, func(tx pgx.Tx) error {
+					return tx.QueryRow(ctxB, `SELECT coalesce(current_setting('app.planted', true), '')`).Scan(&planted)
+				}); err != nil || planted != "" {
+					t.Fatalf("B's session after A's unit: app.planted %q, %v: A's session state reached B", planted, err)
 				}
 			})
 		}

@@ -72,7 +72,7 @@ func ResetCount(key *tenancycatalog.BindingKey, nonce, answer string) int32 {
 		return -1
 	}
 	n, err := strconv.ParseInt(count, 10, 32)
-	if err != nil || !hmac.Equal([]byte(proof), []byte(key.Proof("tenancy reset:"+nonce+":"+count))) {
+	if err != nil || !hmac.Equal([]byte(proof), []byte(key.Proof("\x00tenancy reset:"+nonce+":"+count))) {
 		return -1
 	}
 	return int32(n)

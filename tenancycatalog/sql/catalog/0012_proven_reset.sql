@@ -1,18 +1,18 @@
 -- The reset that ends every unit of work, proven. The driver runs it as a statement it prepared
 -- by name, and SQL inside a unit of work can DEALLOCATE that statement and PREPARE a stand-in under
--- its name that resets nothing and answers a plausible count — after swapping the next tenant's
--- statements too. So the reset's answer carries a proof a stand-in cannot make: an HMAC under the
--- binding key (which the runtime role cannot read) of a nonce the client picks for each call and
--- of the answer, which tenancy.reset_proof works out from what it sees itself: it drops the
--- statements SQL prepared and, when there were any, proves only -1 (close the connection). A
--- stand-in is such a statement, so it can get no other proof; one that runs the real reset first
--- leaves a clean session whose count — lower than the driver's, since a name was taken — closes
--- the connection too. A nonce is 128 random bits, so no proof made earlier fits a later call.
+-- its name that resets nothing (or resets, then sets session state again) and answers a plausible
+-- count — after swapping the next tenant's statements too. So the reset's answer carries a proof a
+-- stand-in cannot make: an HMAC under the binding key (which the runtime role cannot read) of a
+-- nonce the client picks for each call (128 random bits: no proof made earlier fits) and of the
+-- answer. Only tenancy.reset_session_proven makes proofs, in the same call as the reset, and only
+-- of -1 (close the connection) unless the statement running is exactly one of the toolkit's three
+-- reset statements: a stand-in runs as the text of the PREPARE that made it, so whatever it calls,
+-- and whatever it does after, it cannot be proven clean.
 --
 -- This file is part of the isolation support (catalog and tenant databases).
 
 -- The session reset of 0006 without its handling of prepared statements, which moves to
--- tenancy.reset_proof: it answers 0, or -1 when the connection must not be reused.
+-- tenancy.reset_session_proven: it answers 0, or -1 when the connection must not be reused.
 CREATE OR REPLACE FUNCTION tenancy.reset_session(in_unit boolean DEFAULT false, tx_start timestamptz DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -72,24 +72,27 @@ BEGIN
 END $$;
 
 
--- tenancy.reset_proof(nonce, reported) drops the prepared statements SQL made on this session and
--- answers "count:proof": the number of the driver's cached statements, or -1 when SQL had prepared
--- any or the reset reported -1 (a role changed, role defaults); proof is the HMAC of
--- 'tenancy reset:' || nonce || ':' || count under the binding key. It runs with its owner's rights
--- to read the key, and reads no tenant data. Every name in it is qualified: it has no SET clause
--- (whose GUC save and restore would cost every unit of work). Anyone may call it: a proof is only
--- ever of what the session holds, for a nonce the caller gave.
-CREATE FUNCTION tenancy.reset_proof(nonce text, reported integer) RETURNS text
+-- tenancy.reset_session_proven(in_unit, tx_start, nonce) resets the session (tenancy.reset_session),
+-- drops the statements SQL prepared on it, and answers "count:proof": the number of the driver's
+-- cached statements, or -1 when the connection must not be reused — the reset said so, SQL had
+-- prepared statements, or the statement running is not one of the toolkit's reset statements.
+-- proof is the HMAC, under the binding key, of a NUL byte, 'tenancy reset:', the nonce, ':' and
+-- the answer: no tenant binding (text, which holds no NUL) can ever equal it. It runs with its
+-- owner's rights to read the key (every operation of the reset is on the session, whoever runs
+-- it) and reads no tenant data; every name in it is qualified, and it has no SET clause, which
+-- would undo RESET ALL at its exit.
+CREATE FUNCTION tenancy.reset_session_proven(in_unit boolean, tx_start timestamptz, nonce text) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
-    stmt     text;
-    by_sql   boolean;
-    answer   integer := 0;
-    proof    text;
+    stmt   text;
+    by_sql boolean;
+    answer integer;
+    proof  text;
 BEGIN
     IF nonce IS NULL THEN
-        RAISE EXCEPTION 'tenancy: reset_proof needs a nonce' USING ERRCODE = '22023';
+        RAISE EXCEPTION 'tenancy: reset_session_proven needs a nonce' USING ERRCODE = '22023';
     END IF;
+    answer := tenancy.reset_session(in_unit, tx_start);
     FOR stmt, by_sql IN SELECT p.name, p.from_sql FROM pg_catalog.pg_prepared_statements p LOOP
         IF by_sql THEN
             EXECUTE 'DEALLOCATE ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(stmt);
@@ -98,12 +101,15 @@ BEGIN
             answer := answer OPERATOR(pg_catalog.+) 1; -- one of the driver's statement cache
         END IF;
     END LOOP;
-    IF reported IS NULL OR reported OPERATOR(pg_catalog.<) 0 THEN
-        answer := -1;
+    IF pg_catalog.current_query() OPERATOR(pg_catalog.<>) ALL (ARRAY[
+           'SELECT tenancy.reset_session_proven(false, NULL, $1)',
+           'SELECT tenancy.reset_session_proven(true, NULL, $1)',
+           'SELECT tenancy.reset_session_proven(true, $1, $2)']::pg_catalog.text[]) THEN
+        answer := -1; -- a stand-in, or a call from anywhere else
     END IF;
     SELECT pg_catalog.encode(pg_catalog.sha256(k.outer_key OPERATOR(pg_catalog.||) pg_catalog.sha256(k.inner_key
-               OPERATOR(pg_catalog.||) pg_catalog.textsend('tenancy reset:' OPERATOR(pg_catalog.||) nonce
-               OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) answer::pg_catalog.text))), 'hex')
+               OPERATOR(pg_catalog.||) '\x00'::pg_catalog.bytea OPERATOR(pg_catalog.||) pg_catalog.textsend('tenancy reset:'
+               OPERATOR(pg_catalog.||) nonce OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) answer::pg_catalog.text))), 'hex')
       INTO proof
       FROM tenancy.binding_key k;
     IF proof IS NULL THEN
@@ -112,14 +118,6 @@ BEGIN
     RETURN answer::pg_catalog.text OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) proof;
 END $$;
 
--- tenancy.reset_session_proven(in_unit, tx_start, nonce): the reset, then its proven answer. It
--- runs with the caller's rights, as the reset must (see 0006_binding.sql).
-CREATE FUNCTION tenancy.reset_session_proven(in_unit boolean, tx_start timestamptz, nonce text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-    RETURN tenancy.reset_proof(nonce, tenancy.reset_session(in_unit, tx_start));
-END $$;
-
--- Callable by every role (the runtime role, and one tenancy.isolate was given): neither reads
--- tenant data, and a proof says only what the caller's own session holds.
-GRANT EXECUTE ON FUNCTION tenancy.reset_proof(text, integer), tenancy.reset_session_proven(boolean, timestamptz, text) TO PUBLIC;
+-- Callable by every role (the runtime role, and any tenancy.isolate was given): it reads no tenant
+-- data, and proves only what the caller's own session holds.
+GRANT EXECUTE ON FUNCTION tenancy.reset_session_proven(boolean, timestamptz, text) TO PUBLIC;
