@@ -39,7 +39,10 @@ func (db *DB) execSQLDB() *sql.DB {
 	db.sql.onceExec.Do(func() {
 		cfg := db.pool.Config().ConnConfig.Copy()
 		cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
-		db.sql.exec = stdlib.OpenDB(*cfg)
+		// Its connections bypass the pool, so they get the pool's check of a new connection here:
+		// one that started with session defaults of the role (which SQL in a unit of work can
+		// give it for a moment) is refused after removing them.
+		db.sql.exec = stdlib.OpenDB(*cfg, stdlib.OptionAfterConnect(pgsession.RefuseRoleDefaults))
 		db.sql.exec.SetMaxOpenConns(int(db.pool.Config().MaxConns))
 	})
 	return db.sql.exec

@@ -208,13 +208,17 @@ func PrepareRuntimeConfig(ctx context.Context, cfg *pgx.ConnConfig, connString s
 	return nil
 }
 
+// The checks on a new runtime connection run unprepared (exec mode): before the pooler is detected
+// a statement prepared by name would stay on the pooler's server connection, and the next
+// instance's check would fail with "already exists".
+
 // throughIntermediary reports whether the server sees the connection come from another address
 // than the one this process connects from: a pooler (PgBouncer) or proxy is in between. A Unix
 // socket (no client address on either side) is direct.
 func throughIntermediary(ctx context.Context, conn *pgx.Conn) (bool, error) {
 	var addr *string
 	var port *int
-	if err := conn.QueryRow(ctx, `SELECT host(inet_client_addr()), inet_client_port()`).Scan(&addr, &port); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT host(inet_client_addr()), inet_client_port()`, pgx.QueryExecModeExec).Scan(&addr, &port); err != nil {
 		return false, fmt.Errorf("tenancypgx: runtime pool: %w", err)
 	}
 	local, ok := conn.PgConn().Conn().LocalAddr().(*net.TCPAddr)
@@ -238,7 +242,7 @@ func checkRuntimeRole(ctx context.Context, conn *pgx.Conn) error {
 	var name string
 	var super, bypass, createRole, same bool
 	var memberOf []string
-	if err := conn.QueryRow(ctx, runtimeRoleSQL).Scan(&name, &super, &bypass, &createRole, &same, &memberOf); err != nil {
+	if err := conn.QueryRow(ctx, runtimeRoleSQL, pgx.QueryExecModeExec).Scan(&name, &super, &bypass, &createRole, &same, &memberOf); err != nil {
 		return fmt.Errorf("tenancypgx: check the runtime role: %w", err)
 	}
 	var why []string

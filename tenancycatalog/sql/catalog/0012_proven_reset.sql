@@ -84,10 +84,12 @@ END $$;
 CREATE FUNCTION tenancy.reset_session_proven(in_unit boolean, tx_start timestamptz, nonce text) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
-    stmt   text;
-    by_sql boolean;
-    answer integer;
-    proof  text;
+    -- Types qualified: it runs with its owner's rights and has no SET clause, so an unqualified
+    -- type name would be looked up in the caller's temporary schema first.
+    stmt   pg_catalog.text;
+    by_sql pg_catalog.bool;
+    answer pg_catalog.int4;
+    proof  pg_catalog.text;
 BEGIN
     IF nonce IS NULL THEN
         RAISE EXCEPTION 'tenancy: reset_session_proven needs a nonce' USING ERRCODE = '22023';
