@@ -169,10 +169,11 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 	conn := pc.Conn()
 	b := &pgx.Batch{}
 	b.BeginTx(pgx.TxOptions{})
+	queueUnitSavepoint(b, conn)
 	db.queueScope(b, s)
 	br := conn.SendBatch(ctx, b)
 	tx := br.Tx()
-	start, err := readScope(br, s)
+	start, err := readScope(br, s, conn)
 	if err != nil {
 		end(ctx, conn, db.key, false, start, j, err)
 		release(err)
@@ -210,11 +211,34 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 // tenant.
 var errPreparedKept = errors.New("tenancypgx: a statement prepared in the unit of work could not be deallocated")
 
-// readScope reads the results of a batch of BEGIN and the scoping statement, and closes it. It
-// returns the transaction's start.
-func readScope(br pgx.BatchResults, s scope) (time.Time, error) {
+// unitSavepoint marks, behind a pooler, where the unit of work began inside its transaction (see
+// end): a savepoint the unit's own work can be rolled back to while the transaction — and with it
+// the server session the pooler gave it — stays.
+const unitSavepoint = "SAVEPOINT tenancy_unit_start"
+
+// behindPooler reports whether conn may reach PostgreSQL through a pooler in transaction mode,
+// which hands each transaction to any server session: its statements are not prepared by name
+// (NewRuntimePool turns that off when it finds a pooler, and a URL that chooses another mode is
+// taken at its word).
+func behindPooler(conn *pgx.Conn) bool {
+	return conn.Config().DefaultQueryExecMode != pgx.QueryExecModeCacheStatement
+}
+
+// queueUnitSavepoint queues the unit's savepoint after BEGIN when conn is behind a pooler.
+func queueUnitSavepoint(b *pgx.Batch, conn *pgx.Conn) {
+	if behindPooler(conn) {
+		b.Queue(unitSavepoint)
+	}
+}
+
+// readScope reads the results of a batch of BEGIN, the savepoint (behind a pooler) and the
+// scoping statement, and closes it. It returns the transaction's start.
+func readScope(br pgx.BatchResults, s scope, conn *pgx.Conn) (time.Time, error) {
 	var start time.Time
 	_, err := br.Exec() // BEGIN
+	if err == nil && behindPooler(conn) {
+		_, err = br.Exec() // the savepoint
+	}
 	if err == nil {
 		if s.schema == "" {
 			err = br.QueryRow().Scan(nil, nil, &start)
@@ -272,6 +296,20 @@ func end(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.BindingKey, co
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	if behindPooler(conn) && conn.PgConn().TxStatus() != 'I' && !tampered(err) {
+		// Behind a pooler the ROLLBACK ends the transaction, and with it the pooler's hold on the
+		// server session the unit ran on: a reset after it could run on another session, leaving
+		// what a failed unit cannot roll back (session advisory locks, the random seed, prepared
+		// statements, sequence state) to whoever gets this one next. So the unit's work is rolled
+		// back to its savepoint and the session reset inside the same transaction, then rolled
+		// back: all on the session it ran on.
+		protocol := resetPinned(rctx, conn, key)
+		if protocol < 0 || lostStatement(err) || !keptAfterRollback(conn, protocol, err) {
+			_ = j.Sweep(rctx, conn.Config().Database)
+			pgsession.Discard(rctx, conn)
+		}
+		return err
+	}
 	_, rerr := conn.PgConn().Exec(rctx, "ROLLBACK").ReadAll()
 	protocol := int32(-1)
 	if rerr == nil && !tampered(err) {
@@ -289,6 +327,36 @@ func end(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.BindingKey, co
 		pgsession.Discard(rctx, conn)
 	}
 	return err
+}
+
+// resetPinned rolls the unit back to its savepoint, resets the session and rolls the transaction
+// back, in one round trip that stays on the unit's server session, and returns the reset's count
+// (-1 when anything failed: the savepoint gone — the unit released it or ended its transaction —,
+// or the proof not verified).
+func resetPinned(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.BindingKey) int32 {
+	nonce, answer := pgsession.NewNonce(), ""
+	b := &pgx.Batch{}
+	b.Queue("ROLLBACK TO " + unitSavepoint[len("SAVEPOINT "):])
+	b.Queue(pgsession.ResetSQL, nonce)
+	b.Queue("ROLLBACK")
+	br := conn.SendBatch(ctx, b)
+	_, err := br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(&answer)
+	}
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if conn.PgConn().TxStatus() != 'I' {
+			_, _ = conn.PgConn().Exec(ctx, "ROLLBACK").ReadAll()
+		}
+		return -1
+	}
+	return pgsession.ResetCount(key, nonce, answer)
 }
 
 // tampered reports whether err is the reset refusing a unit of work that ended its transaction
@@ -469,6 +537,7 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 		// statement would be parsed under the connection's search_path, not the tenant's. A
 		// schema tenant's statement goes in a second batch, after the scoping: two round trips.
 		b.Queue("BEGIN")
+		queueUnitSavepoint(b, conn.Conn())
 		db.queueScope(b, s)
 		if err := conn.SendBatch(ctx, b).Close(); err != nil {
 			return nil, st.finish(err)
@@ -483,6 +552,7 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 	// An explicit transaction block, not the pipeline's implicit transaction: in one, a DO block
 	// or a procedure cannot COMMIT and go on unbound.
 	b.Queue("BEGIN")
+	queueUnitSavepoint(b, conn.Conn())
 	db.queueScope(b, s)
 	b.Queue(sql, args...)
 	b.Queue(pgsession.ResetUnitSQL, st.nonce)
@@ -490,6 +560,11 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 	st.br = conn.SendBatch(ctx, b)
 	if _, err := st.br.Exec(); err != nil { // BEGIN
 		return nil, st.finish(err)
+	}
+	if behindPooler(conn.Conn()) {
+		if _, err := st.br.Exec(); err != nil { // the savepoint
+			return nil, st.finish(err)
+		}
 	}
 	if _, err := st.br.Exec(); err != nil { // the scoping
 		return nil, st.finish(err)
