@@ -78,6 +78,7 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	}
 	var j sweeper = db.janitor
 	handle, database := db.SQLDB(), db.pool.Config().ConnConfig.Database
+	pooled := db.pool.Config().ConnConfig.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement // see behindPooler
 	switch {
 	case s.schema != "":
 		handle = db.execSQLDB()
@@ -93,6 +94,7 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 			return unavailable(s.tenant, err)
 		}
 		handle, j, database = lease.SQLDB(), db.router.Janitor(s.tenant.Server), lease.Pool().Config().ConnConfig.Database
+		pooled = lease.Pool().Config().ConnConfig.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement
 	}
 	if s.tenant.Isolation != tenancy.IsolationDatabase {
 		if err := db.checkPool(ctx, db.pool, &db.checked); err != nil {
@@ -109,12 +111,27 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	if err != nil {
 		return fmt.Errorf("tenancypgx: begin tenant transaction: %w", err)
 	}
-	committed := false
+	committed, pinned := false, false
 	defer func() {
 		if committed {
 			return
 		}
 		p := recover()
+		if pinned && !tampered(err) && !sqlConnClosed(conn) {
+			// Behind a pooler: rolled back to the unit's savepoint and reset inside the
+			// transaction, on the server session the unit ran on (see end).
+			protocol := resetSQLPinned(ctx, tx, db.key)
+			if protocol < 0 {
+				_ = j.Sweep(ctx, database)
+			}
+			keepSQLConn(conn, protocol, func(c *pgx.Conn, protocol int32) bool {
+				return !lostStatement(err) && keptAfterRollback(c, protocol, err)
+			})
+			if p != nil {
+				panic(p)
+			}
+			return
+		}
 		_ = tx.Rollback()
 		if tampered(err) || sqlConnClosed(conn) {
 			// As end does: remove role defaults the unit may have made (its session may have
@@ -128,6 +145,12 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 			panic(p)
 		}
 	}()
+	if pooled {
+		if _, err = tx.ExecContext(ctx, unitSavepoint); err != nil {
+			return fmt.Errorf("tenancypgx: begin tenant transaction: %w", err)
+		}
+		pinned = true
+	}
 	scopeSQL, args := db.scopeArgs(s)
 	var ignore []byte
 	var start time.Time
@@ -162,6 +185,26 @@ func unavailable(t *tenancy.Tenant, err error) error {
 		return fmt.Errorf("%w: %s: %w", tenancy.ErrTenantUnavailable, t.Slug, err)
 	}
 	return err
+}
+
+// resetSQLPinned rolls a database/sql unit back to its savepoint, resets the session and rolls
+// the transaction back, all inside the transaction (see resetPinned), and returns the reset's
+// count, -1 when anything failed.
+func resetSQLPinned(ctx context.Context, tx *sql.Tx, key *tenancycatalog.BindingKey) int32 {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	nonce, answer := pgsession.NewNonce(), ""
+	_, err := tx.ExecContext(rctx, "ROLLBACK TO "+unitSavepoint[len("SAVEPOINT "):])
+	if err == nil {
+		err = tx.QueryRowContext(rctx, pgsession.ResetSQL, nonce).Scan(&answer)
+	}
+	if rerr := tx.Rollback(); err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return -1
+	}
+	return pgsession.ResetCount(key, nonce, answer)
 }
 
 // resetSQLConn resets conn's session after a rollback, or discards the connection when it cannot

@@ -2,6 +2,7 @@ package tenancytest_test
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 	"sync"
 	"testing"
@@ -52,6 +53,13 @@ func (r *resetTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEn
 func TestBehindAPoolerAFailedUnitIsResetOnItsOwnSession(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
+	const failing = `DO $$ BEGIN PERFORM setseed(0.42); PERFORM pg_advisory_lock(4242); RAISE EXCEPTION 'A fails on purpose'; END $$`
+	for _, via := range []string{"Exec", "SQLTx"} {
+		t.Run(via, func(t *testing.T) { failedUnitIsResetOnItsOwnSession(t, env, via, failing) })
+	}
+}
+
+func failedUnitIsResetOnItsOwnSession(t *testing.T, env *tenancytest.Env, via, failing string) {
 	ctx := context.Background()
 	database := env.Runtime.Config().ConnConfig.Database
 	bouncer := tenancytest.StartPgBouncer(t, env.Pool.Config().ConnString(), &tenancytest.PgBouncerOpts{PoolSize: 1})
@@ -106,7 +114,12 @@ func TestBehindAPoolerAFailedUnitIsResetOnItsOwnSession(t *testing.T) {
 		// before A's reset is sent — the order a pooler with waiting clients gives.
 		runB()
 	}
-	_, err := dbA.Exec(ctxA, `DO $$ BEGIN PERFORM setseed(0.42); PERFORM pg_advisory_lock(4242); RAISE EXCEPTION 'A fails on purpose'; END $$`)
+	var err error
+	if via == "Exec" {
+		_, err = dbA.Exec(ctxA, failing)
+	} else {
+		err = dbA.SQLTx(ctxA, func(tx *sql.Tx) error { _, err := tx.ExecContext(ctxA, failing); return err })
+	}
 	if err == nil || !strings.Contains(err.Error(), "A fails on purpose") {
 		t.Fatalf("control: A's unit: %v, want its own error", err)
 	}
