@@ -885,42 +885,70 @@ func TestPooledServerConnectionsDoNotKeepRoleDefaults(t *testing.T) {
 			{"control, no session check", "SELECT 1", true},
 			{"with the session check", tenancytest.SessionCheckQuery, false},
 		} {
-			what := d.setting + ", " + c.name
-			bouncer := tenancytest.StartPgBouncer(t, env.Pool.Config().ConnString(), &tenancytest.PgBouncerOpts{PoolSize: 1, ConnectQuery: c.connectQuery})
-			url := bouncer.URL("tenancy_app", database)
-			if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+dbname+` SET `+d.setting+` = '`+d.value+`'`); err != nil {
-				t.Fatal(err)
+			// PostgreSQL times a simple query as a whole: under load a 1 ms default can cancel the
+			// connect query before its first statement turns exit_on_error on, and that server
+			// connection then serves the timeout (a denial of service, nothing read). The check
+			// must hold in one of three attempts; a check that never holds fails every one.
+			attempts := 1
+			if d.setting == "statement_timeout" && !c.keeps {
+				attempts = 3
 			}
-			// The pooler opens its server connection for the first client while the default
-			// exists; the default is then removed (the toolkit does so within milliseconds).
-			type result struct {
-				tainted bool
-				err     error
-			}
-			first := make(chan result, 1)
-			go func() { got, err := tainted(url); first <- result{got, err} }()
-			time.Sleep(300 * time.Millisecond)
-			if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+dbname+` RESET ALL`); err != nil {
-				t.Fatal(err)
-			}
-			r := <-first
-			if r.err != nil {
-				t.Fatalf("%s: the first client: %v", what, r.err)
-			}
-			if r.tainted != c.keeps {
-				t.Errorf("%s: the first client was served the default: %v", what, r.tainted)
-			}
-			for range 3 {
-				got, err := tainted(url)
-				if err != nil {
-					t.Fatalf("%s: after the default was removed: %v", what, err)
+			var failures []string
+			for attempt := 1; attempt <= attempts; attempt++ {
+				failures = pooledServerCase(t, env, dbname, database, d.setting, d.value, c.name, c.connectQuery, c.keeps, tainted)
+				if len(failures) == 0 {
+					break
 				}
-				if got != c.keeps {
-					t.Errorf("%s: a server connection born with the default still serves it: %v", what, got)
-				}
+			}
+			for _, f := range failures {
+				t.Error(f)
 			}
 		}
 	}
+}
+
+// pooledServerCase runs one case of TestPooledServerConnectionsDoNotKeepRoleDefaults: a PgBouncer
+// with connectQuery opens its server connection while the role has setting = value, and keeps
+// serving it after the default is removed exactly when keeps. It returns what went wrong.
+func pooledServerCase(t *testing.T, env *tenancytest.Env, dbname, database, setting, value, name, connectQuery string, keeps bool,
+	tainted func(url string) (bool, error)) []string {
+	ctx := context.Background()
+	var failures []string
+	what := setting + ", " + name
+	bouncer := tenancytest.StartPgBouncer(t, env.Pool.Config().ConnString(), &tenancytest.PgBouncerOpts{PoolSize: 1, ConnectQuery: connectQuery})
+	url := bouncer.URL("tenancy_app", database)
+	if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+dbname+` SET `+setting+` = '`+value+`'`); err != nil {
+		t.Fatal(err)
+	}
+	// The pooler opens its server connection for the first client while the default exists; the
+	// default is then removed (the toolkit does so within milliseconds).
+	type result struct {
+		tainted bool
+		err     error
+	}
+	first := make(chan result, 1)
+	go func() { got, err := tainted(url); first <- result{got, err} }()
+	time.Sleep(300 * time.Millisecond)
+	if _, err := env.Pool.Exec(ctx, `ALTER ROLE tenancy_app IN DATABASE `+dbname+` RESET ALL`); err != nil {
+		t.Fatal(err)
+	}
+	r := <-first
+	if r.err != nil {
+		t.Fatalf("%s: the first client: %v", what, r.err)
+	}
+	if r.tainted != keeps {
+		failures = append(failures, fmt.Sprintf("%s: the first client was served the default: %v", what, r.tainted))
+	}
+	for range 3 {
+		got, err := tainted(url)
+		if err != nil {
+			t.Fatalf("%s: after the default was removed: %v", what, err)
+		}
+		if got != keeps {
+			failures = append(failures, fmt.Sprintf("%s: a server connection born with the default still serves it: %v", what, got))
+		}
+	}
+	return failures
 }
 
 // A session takes its role's defaults when it starts and keeps them; SQL in a unit of work can
