@@ -214,14 +214,28 @@ var errPreparedKept = errors.New("tenancypgx: a statement prepared in the unit o
 // unitSavepoint marks, behind a pooler, where the unit of work began inside its transaction (see
 // end): a savepoint the unit's own work can be rolled back to while the transaction — and with it
 // the server session the pooler gave it — stays.
-const unitSavepoint = "SAVEPOINT tenancy_unit_start"
+const (
+	unitSavepointName = "tenancy_unit_start"
+	unitSavepoint     = "SAVEPOINT " + unitSavepointName
+	rollbackToUnit    = "ROLLBACK TO " + unitSavepointName
+)
+
+// pooledKey keeps, on each connection, whether behindPooler holds for it: pgx's Config copies
+// the whole configuration, too much for every unit of work.
+const pooledKey = "tenancy.pooled"
 
 // behindPooler reports whether conn may reach PostgreSQL through a pooler in transaction mode,
 // which hands each transaction to any server session: its statements are not prepared by name
 // (NewRuntimePool turns that off when it finds a pooler, and a URL that chooses another mode is
 // taken at its word).
 func behindPooler(conn *pgx.Conn) bool {
-	return conn.Config().DefaultQueryExecMode != pgx.QueryExecModeCacheStatement
+	data := conn.PgConn().CustomData()
+	pooled, ok := data[pooledKey].(bool)
+	if !ok {
+		pooled = conn.Config().DefaultQueryExecMode != pgx.QueryExecModeCacheStatement
+		data[pooledKey] = pooled
+	}
+	return pooled
 }
 
 // queueUnitSavepoint queues the unit's savepoint after BEGIN when conn is behind a pooler.
@@ -336,7 +350,7 @@ func end(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.BindingKey, co
 func resetPinned(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.BindingKey) int32 {
 	nonce, answer := pgsession.NewNonce(), ""
 	b := &pgx.Batch{}
-	b.Queue("ROLLBACK TO " + unitSavepoint[len("SAVEPOINT "):])
+	b.Queue(rollbackToUnit)
 	b.Queue(pgsession.ResetSQL, nonce)
 	b.Queue("ROLLBACK")
 	br := conn.SendBatch(ctx, b)

@@ -77,8 +77,9 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		return err
 	}
 	var j sweeper = db.janitor
-	handle, database := db.SQLDB(), db.pool.Config().ConnConfig.Database
-	pooled := db.pool.Config().ConnConfig.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement // see behindPooler
+	cfg := db.pool.Config().ConnConfig
+	handle, database := db.SQLDB(), cfg.Database
+	pooled := cfg.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement // see behindPooler
 	switch {
 	case s.schema != "":
 		handle = db.execSQLDB()
@@ -93,8 +94,9 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		if err = lease.Check(ctx, db.check); err != nil {
 			return unavailable(s.tenant, err)
 		}
-		handle, j, database = lease.SQLDB(), db.router.Janitor(s.tenant.Server), lease.Pool().Config().ConnConfig.Database
-		pooled = lease.Pool().Config().ConnConfig.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement
+		lcfg := lease.Pool().Config().ConnConfig
+		handle, j, database = lease.SQLDB(), db.router.Janitor(s.tenant.Server), lcfg.Database
+		pooled = lcfg.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement
 	}
 	if s.tenant.Isolation != tenancy.IsolationDatabase {
 		if err := db.checkPool(ctx, db.pool, &db.checked); err != nil {
@@ -194,7 +196,7 @@ func resetSQLPinned(ctx context.Context, tx *sql.Tx, key *tenancycatalog.Binding
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	nonce, answer := pgsession.NewNonce(), ""
-	_, err := tx.ExecContext(rctx, "ROLLBACK TO "+unitSavepoint[len("SAVEPOINT "):])
+	_, err := tx.ExecContext(rctx, rollbackToUnit)
 	if err == nil {
 		err = tx.QueryRowContext(rctx, pgsession.ResetSQL, nonce).Scan(&answer)
 	}

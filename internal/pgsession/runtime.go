@@ -208,13 +208,11 @@ func PrepareRuntimeConfig(ctx context.Context, cfg *pgx.ConnConfig, connString s
 	return nil
 }
 
-// The checks on a new runtime connection run unprepared (exec mode): before the pooler is detected
-// a statement prepared by name would stay on the pooler's server connection, and the next
-// instance's check would fail with "already exists".
-
 // throughIntermediary reports whether the server sees the connection come from another address
 // than the one this process connects from: a pooler (PgBouncer) or proxy is in between. A Unix
-// socket (no client address on either side) is direct.
+// socket (no client address on either side) is direct. Like checkRuntimeRole it runs unprepared
+// (exec mode): before the pooler is detected, a statement prepared by name would stay on the
+// pooler's server connection, and the next instance's check would fail with "already exists".
 func throughIntermediary(ctx context.Context, conn *pgx.Conn) (bool, error) {
 	var addr *string
 	var port *int
