@@ -88,6 +88,10 @@ type scope struct {
 	schema string // the quoted schema of a schema-model tenant, else ""
 }
 
+// own reports whether the connections s runs on serve only its tenant: a database tenant's come
+// from its own pool, on its own database (see endOwn).
+func (s scope) own() bool { return s.tenant.Isolation == tenancy.IsolationDatabase }
+
 // tenant returns the scope of the tenant in ctx, fit to be served.
 func (db *DB) tenant(ctx context.Context) (scope, error) {
 	t, ok := tenancy.FromContext(ctx)
@@ -203,6 +207,9 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 		pgsession.Discard(ctx, conn)
 		return errPreparedKept
 	}
+	if s.own() {
+		return endOwn(ctx, conn, db.key, start, j)
+	}
 	return end(ctx, conn, db.key, true, start, j, nil)
 }
 
@@ -287,10 +294,7 @@ func end(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.BindingKey, co
 		err = br.QueryRow().Scan(&answer)
 		protocol := pgsession.ResetCount(key, nonce, answer)
 		if err == nil {
-			var tag pgconn.CommandTag
-			if tag, err = br.Exec(); err == nil && tag.String() == "ROLLBACK" {
-				err = pgx.ErrTxCommitRollback
-			}
+			err = committed(br.Exec())
 		}
 		if cerr := br.Close(); err == nil {
 			err = cerr
@@ -339,6 +343,43 @@ func end(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.BindingKey, co
 		// are removed from the janitor's connection, whose session the unit never touched.
 		_ = j.Sweep(rctx, conn.Config().Database)
 		pgsession.Discard(rctx, conn)
+	}
+	return err
+}
+
+// endOwn commits a unit of work of a database tenant: tenancy.end_unit (the unit's checks, and the
+// session cleared for the tenant's next unit) and the COMMIT in one round trip. Its connection
+// serves no other tenant — the tenant's pool is on the tenant's own database — so what end's
+// reset does for the next tenant (the proof, reseeding random(), counting the driver's
+// statements) is not needed. end_unit answers -1 when SQL prepared statements on the session:
+// the connection is closed. When the commit fails, end rolls back and resets as for any unit.
+func endOwn(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.BindingKey, start time.Time, j sweeper) error {
+	b := &pgx.Batch{}
+	b.Queue(pgsession.EndUnitSQL, start)
+	b.Queue("COMMIT")
+	br := conn.SendBatch(ctx, b)
+	var answer int32
+	err := br.QueryRow().Scan(&answer)
+	if err == nil {
+		err = committed(br.Exec())
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return end(ctx, conn, key, false, start, j, err)
+	}
+	if answer < 0 {
+		pgsession.Discard(ctx, conn)
+	}
+	return nil
+}
+
+// committed is the error of a COMMIT that returned tag: a COMMIT of an aborted transaction rolls
+// back (pgx.ErrTxCommitRollback).
+func committed(tag pgconn.CommandTag, err error) error {
+	if err == nil && tag.String() == "ROLLBACK" {
+		return pgx.ErrTxCommitRollback
 	}
 	return err
 }
@@ -530,6 +571,7 @@ type single struct {
 	janitor sweeper
 	key     *tenancycatalog.BindingKey
 	nonce   string // of the reset queued after the statement
+	own     bool   // the tenant's own connection: end_unit, not the reset, follows the statement
 	br      pgx.BatchResults
 	done    bool
 	err     error
@@ -544,7 +586,7 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 	if err != nil {
 		return nil, err
 	}
-	st := &single{ctx: ctx, conn: conn, release: release, janitor: j, key: db.key, nonce: pgsession.NewNonce()}
+	st := &single{ctx: ctx, conn: conn, release: release, janitor: j, key: db.key, nonce: pgsession.NewNonce(), own: s.own()}
 	b := &pgx.Batch{}
 	if s.schema != "" {
 		// pgx prepares a batch's new statements before it runs any of them, so in one batch the
@@ -558,7 +600,7 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 		}
 		b = &pgx.Batch{}
 		b.Queue(schemaTag(s.schema)+sql, args...)
-		b.Queue(pgsession.ResetUnitSQL, st.nonce)
+		st.queueEnd(b)
 		b.Queue("COMMIT")
 		st.br = conn.SendBatch(ctx, b)
 		return st, nil
@@ -569,7 +611,7 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 	queueUnitSavepoint(b, conn.Conn())
 	db.queueScope(b, s)
 	b.Queue(sql, args...)
-	b.Queue(pgsession.ResetUnitSQL, st.nonce)
+	st.queueEnd(b)
 	b.Queue("COMMIT")
 	st.br = conn.SendBatch(ctx, b)
 	if _, err := st.br.Exec(); err != nil { // BEGIN
@@ -586,6 +628,16 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 	return st, nil
 }
 
+// queueEnd queues what ends the unit before its COMMIT: the proven reset, or on the tenant's own
+// connection end_unit (see endOwn).
+func (st *single) queueEnd(b *pgx.Batch) {
+	if st.own {
+		b.Queue(pgsession.EndUnitSQL, nil)
+		return
+	}
+	b.Queue(pgsession.ResetUnitSQL, st.nonce)
+}
+
 // finish ends the batch (its Sync commits, or rolls back after an error) and releases the
 // connection. When anything failed, the reset queued after the statement may not have run: the
 // connection is rolled back and reset in a round trip of its own, or closed. It returns the
@@ -598,7 +650,10 @@ func (st *single) finish(stmtErr error) error {
 	err := stmtErr
 	protocol := int32(-1)
 	if st.br != nil {
-		if err == nil {
+		switch {
+		case err == nil && st.own:
+			err = st.br.QueryRow().Scan(&protocol) // end_unit's
+		case err == nil:
 			var answer string
 			if err = st.br.QueryRow().Scan(&answer); err == nil { // the reset's
 				protocol = pgsession.ResetCount(st.key, st.nonce, answer)
@@ -612,7 +667,7 @@ func (st *single) finish(stmtErr error) error {
 	switch pc := conn.PgConn(); {
 	case err != nil || pc.TxStatus() != 'I': // the session may have died: end sweeps then
 		end(st.ctx, conn, st.key, false, time.Time{}, st.janitor, err)
-	case !kept(conn, protocol):
+	case st.own && protocol < 0, !st.own && !kept(conn, protocol):
 		pgsession.Discard(st.ctx, conn)
 	}
 	st.release(err)

@@ -166,16 +166,26 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	if err = fn(tx); err != nil {
 		return err
 	}
-	nonce, answer := pgsession.NewNonce(), ""
-	if err = tx.QueryRowContext(ctx, pgsession.ResetTxSQL, start, nonce).Scan(&answer); err != nil {
-		return err // the deferred rollback resets, or closes a connection whose unit of work ended its transaction or changed a role
+	// The deferred rollback resets, or closes a connection whose unit of work ended its
+	// transaction or changed a role, when the end below fails.
+	keep := kept
+	var protocol int32
+	if s.own() { // the tenant's own connection (see endOwn)
+		keep = func(_ *pgx.Conn, protocol int32) bool { return protocol >= 0 }
+		err = tx.QueryRowContext(ctx, pgsession.EndUnitSQL, start).Scan(&protocol)
+	} else {
+		nonce, answer := pgsession.NewNonce(), ""
+		err = tx.QueryRowContext(ctx, pgsession.ResetTxSQL, start, nonce).Scan(&answer)
+		protocol = pgsession.ResetCount(db.key, nonce, answer)
 	}
-	protocol := pgsession.ResetCount(db.key, nonce, answer)
+	if err != nil {
+		return err
+	}
 	if err = tx.Commit(); err != nil {
 		return err
 	}
 	committed = true
-	keepSQLConn(conn, protocol, kept)
+	keepSQLConn(conn, protocol, keep)
 	return nil
 }
 

@@ -298,16 +298,38 @@ func adminCount(t *testing.T, env *tenancytest.Env, sql string, args ...any) int
 const roleDefaults = `SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
 	WHERE r.rolname = 'tenancy_app' AND s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())`
 
+// roleDefaultsIn counts the runtime role's session defaults in the database named $1.
+const roleDefaultsIn = `SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+	WHERE r.rolname = 'tenancy_app' AND s.setdatabase = (SELECT oid FROM pg_database WHERE datname = $1)`
+
+// unitDatabase returns the database a's units of work run in, quoted and as it is: the env's
+// for a shared tenant, its own for a database tenant (whose units end with tenancy.end_unit, not
+// the proven reset: the checks inside the unit are the same).
+func unitDatabase(t *testing.T, env *tenancytest.Env, a *tenancy.Tenant) (quoted, name string) {
+	t.Helper()
+	if a.Isolation == tenancy.IsolationDatabase {
+		return pgx.Identifier{a.Database}.Sanitize(), a.Database
+	}
+	quoted = databaseName(t, env)
+	return quoted, env.Pool.Config().ConnConfig.Database
+}
+
 // PostgreSQL lets any role change its own password and session defaults, which every later
 // connection of every tenant would start with (a search_path sending shared tenants' rows into
 // a schema tenant's tables, read-only transactions...). From inside a unit of work, through each
-// API, that is refused and rolled back.
+// API, in a shared tenant's database and in a database tenant's own, that is refused and rolled
+// back.
 func TestRoleChangesInsideAUnitOfWorkAreRolledBack(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
 	t.Cleanup(func() { env.Pool.Exec(context.Background(), `ALTER ROLE tenancy_app PASSWORD NULL`) })
-	dbname := databaseName(t, env)
-	a := env.NewTenant(t, tenancy.IsolationShared)
+	for _, model := range []tenancy.Isolation{tenancy.IsolationShared, tenancy.IsolationDatabase} {
+		t.Run(string(model), func(t *testing.T) { roleChangesAreRolledBack(t, env, env.NewTenant(t, model)) })
+	}
+}
+
+func roleChangesAreRolledBack(t *testing.T, env *tenancytest.Env, a *tenancy.Tenant) {
+	dbname, plain := unitDatabase(t, env, a)
 	ctx := tenancytest.Context(a)
 	for _, stmt := range []string{
 		`ALTER ROLE CURRENT_USER IN DATABASE ` + dbname + ` SET search_path = pg_catalog`,
@@ -335,19 +357,25 @@ func TestRoleChangesInsideAUnitOfWorkAreRolledBack(t *testing.T) {
 			t.Errorf("SQLTx with %s: %v; want the reset's refusal (TNCY2)", stmt, err)
 		}
 	}
-	if n := adminCount(t, env, roleDefaults); n != 0 {
+	if n := adminCount(t, env, roleDefaultsIn, plain); n != 0 {
 		t.Fatalf("the runtime role kept %d session defaults", n)
 	}
 }
 
 // A unit of work that ends its transaction itself (a COMMIT inside fn) ran what followed without a
 // tenant, outside any transaction the toolkit could roll back: Tx reports it, closes the
-// connection, and removes role defaults made that way; later connections start clean.
+// connection, and removes role defaults made that way; later connections start clean. In a
+// shared tenant's database and in a database tenant's own.
 func TestUnitOfWorkThatEndsItsTransactionIsRefused(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
-	dbname := databaseName(t, env)
-	a := env.NewTenant(t, tenancy.IsolationShared)
+	for _, model := range []tenancy.Isolation{tenancy.IsolationShared, tenancy.IsolationDatabase} {
+		t.Run(string(model), func(t *testing.T) { endedTransactionIsRefused(t, env, env.NewTenant(t, model)) })
+	}
+}
+
+func endedTransactionIsRefused(t *testing.T, env *tenancytest.Env, a *tenancy.Tenant) {
+	dbname, plain := unitDatabase(t, env, a)
 	ctx := tenancytest.Context(a)
 	if _, err := env.DB.Exec(ctx, `INSERT INTO projects (name) VALUES ('A own')`); err != nil {
 		t.Fatal(err)
@@ -375,8 +403,11 @@ func TestUnitOfWorkThatEndsItsTransactionIsRefused(t *testing.T) {
 	if !errors.As(err, &pgErr) || pgErr.Code != "TNCY1" {
 		t.Fatalf("Tx whose fn committed: %v; want the reset's refusal (TNCY1)", err)
 	}
-	if n := adminCount(t, env, roleDefaults); n != 0 {
+	if n := adminCount(t, env, roleDefaultsIn, plain); n != 0 {
 		t.Fatalf("the runtime role kept %d session defaults", n)
+	}
+	if a.Isolation == tenancy.IsolationDatabase {
+		return // removed from its database: what follows is the shared runtime pool's
 	}
 	var path string
 	for range 3 { // every connection the pool opens from now on starts clean

@@ -52,6 +52,13 @@ const (
 	ResetSQL     = "SELECT tenancy.reset_session_proven(false, NULL, $1)"
 	ResetUnitSQL = "SELECT tenancy.reset_session_proven(true, NULL, $1)"
 	ResetTxSQL   = "SELECT tenancy.reset_session_proven(true, $1, $2)"
+	// EndUnitSQL ends a unit of work on a connection that serves only its tenant (a database
+	// tenant's): inside the unit's transaction it refuses a transaction other than the one that
+	// began at $1 (NULL: not checked) and a role change, then clears the session for the tenant's
+	// own next unit; it answers -1 when the connection must be closed, else 0. No proof: a
+	// stand-in that SQL in the unit put in its place would serve only that tenant's own database.
+	// See the catalog's sql/catalog/0013_unit_end.sql.
+	EndUnitSQL = "SELECT tenancy.end_unit($1)"
 )
 
 // NewNonce returns a nonce for one proven reset: 16 random bytes in hex.
@@ -275,6 +282,7 @@ func checkBinding(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.Bindi
 	b := &pgx.Batch{}
 	b.Queue(ScopeShared, probeTenant, key.Proof(probeTenant))
 	b.Queue(`SELECT tenancy.current_tenant()`)
+	b.Queue(EndUnitSQL, nil) // the support is as recent as this code
 	b.Queue(ResetSQL, NewNonce())
 	br := conn.SendBatch(ctx, b)
 	_, err := br.Exec()
@@ -290,7 +298,7 @@ func checkBinding(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.Bindi
 	switch {
 	case errors.As(err, &pgErr) && (pgErr.Code == "42883" || pgErr.Code == "3F000"): // no such function, schema
 		Discard(ctx, conn)
-		return fmt.Errorf("%w: database %s has no tenancy.current_tenant() (%s): check that the runtime URL names the catalog's database, and run tenancy migrate on it",
+		return fmt.Errorf("%w: database %s lacks the isolation support's functions (%s): check that the runtime URL names the catalog's database, and run tenancy migrate on it",
 			ErrNoSupport, where, pgErr.Message)
 	case errors.As(err, &pgErr) && pgErr.Code == "42501" && strings.HasPrefix(pgErr.Message, "tenancy:"):
 		Discard(ctx, conn)
