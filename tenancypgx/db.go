@@ -572,6 +572,7 @@ type single struct {
 	key     *tenancycatalog.BindingKey
 	nonce   string // of the reset queued after the statement
 	own     bool   // the tenant's own connection: end_unit, not the reset, follows the statement
+	tagged  string // a schema tenant's statement, prepared by name (see schemaStatements)
 	br      pgx.BatchResults
 	done    bool
 	err     error
@@ -589,21 +590,29 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 	st := &single{ctx: ctx, conn: conn, release: release, janitor: j, key: db.key, nonce: pgsession.NewNonce(), own: s.own()}
 	b := &pgx.Batch{}
 	if s.schema != "" {
-		// pgx prepares a batch's new statements before it runs any of them, so in one batch the
-		// statement would be parsed under the connection's search_path, not the tenant's. A
-		// schema tenant's statement goes in a second batch, after the scoping: two round trips.
-		b.Queue("BEGIN")
-		queueUnitSavepoint(b, conn.Conn())
-		db.queueScope(b, s)
-		if err := conn.SendBatch(ctx, b).Close(); err != nil {
-			return nil, st.finish(err)
+		sql = schemaTag(s.schema) + sql
+		if pooled, stmts := behindPooler(conn.Conn()), schemaStatementsOf(conn.Conn()); pooled || !stmts.has[sql] {
+			// Not yet prepared on this connection (see schemaStatements), or behind a pooler,
+			// where nothing is prepared by name: the scoping first, then the statement.
+			b.Queue("BEGIN")
+			queueUnitSavepoint(b, conn.Conn())
+			db.queueScope(b, s)
+			if err := conn.SendBatch(ctx, b).Close(); err != nil {
+				return nil, st.finish(err)
+			}
+			if !pooled {
+				if err := stmts.prepare(ctx, conn.Conn(), sql); err != nil {
+					return nil, st.finish(err)
+				}
+			}
+			b = &pgx.Batch{}
+			b.Queue(sql, args...)
+			st.queueEnd(b)
+			b.Queue("COMMIT")
+			st.br, st.tagged = conn.SendBatch(ctx, b), sql
+			return st, nil
 		}
-		b = &pgx.Batch{}
-		b.Queue(schemaTag(s.schema)+sql, args...)
-		st.queueEnd(b)
-		b.Queue("COMMIT")
-		st.br = conn.SendBatch(ctx, b)
-		return st, nil
+		st.tagged = sql
 	}
 	// An explicit transaction block, not the pipeline's implicit transaction: in one, a DO block
 	// or a procedure cannot COMMIT and go on unbound.
@@ -669,6 +678,11 @@ func (st *single) finish(stmtErr error) error {
 		end(st.ctx, conn, st.key, false, time.Time{}, st.janitor, err)
 	case st.own && protocol < 0, !st.own && !kept(conn, protocol):
 		pgsession.Discard(st.ctx, conn)
+	}
+	if stale(err) && st.tagged != "" && !conn.IsClosed() {
+		if derr := schemaStatementsOf(conn).drop(context.WithoutCancel(st.ctx), conn, st.tagged); derr != nil {
+			pgsession.Discard(st.ctx, conn)
+		}
 	}
 	st.release(err)
 	st.err = err

@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/fstest"
 
@@ -222,5 +224,94 @@ func TestSchemaTenantsMidRolloutSQLTx(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d as %s: %v", i, tn.Slug, err)
 		}
+	}
+}
+
+// A schema tenant's single statement is prepared under the tenant's search_path the first time it
+// runs on a connection, and then takes one round trip, like a shared tenant's: two schema tenants
+// alternating on one connection each get their own rows (and never the other's), in one round
+// trip each once warm. A statement whose table changed shape fails once and is prepared again;
+// a connection keeps at most a bounded number of them.
+func TestSchemaTenantSingleStatementRoundTrips(t *testing.T) {
+	t.Parallel()
+	sb := setupSchemas(t)
+	ctx := context.Background()
+	var writes atomic.Int64
+	pool := tenancytest.NewRuntimePool(t, sb.pool, func(cfg *pgxpool.Config) {
+		cfg.MaxConns = 1
+		dialer := &net.Dialer{}
+		cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			return countingConn{c, &writes}, err
+		}
+	})
+	db, _ := tenancypgx.New(pool, tenancytest.WithKey(t, sb.pool, nil))
+	for _, tn := range []*tenancy.Tenant{sb.s1, sb.s2} {
+		if _, err := db.Exec(as(tn), `INSERT INTO projects (name) VALUES ($1)`, tn.Slug); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const query = `SELECT string_agg(name, ',') FROM projects`
+	names := func(tn *tenancy.Tenant) (string, int64) {
+		t.Helper()
+		before := writes.Load()
+		var got string
+		if err := db.QueryRow(as(tn), query).Scan(&got); err != nil {
+			t.Fatalf("%s: %v", tn.Slug, err)
+		}
+		return got, writes.Load() - before
+	}
+	for round := range 4 {
+		for _, tn := range []*tenancy.Tenant{sb.s1, sb.s2} {
+			got, trips := names(tn)
+			if got != tn.Slug {
+				t.Fatalf("round %d: %s sees %q; want its own row only", round, tn.Slug, got)
+			}
+			if round > 0 && trips != 1 {
+				t.Errorf("round %d: %s's statement took %d round trips; want 1 once prepared", round, tn.Slug, trips)
+			}
+		}
+	}
+
+	// The table changes shape under the prepared statement: one failure, then it runs again.
+	const star = `SELECT * FROM projects`
+	if rows, err := db.Query(as(sb.s1), star); err != nil {
+		t.Fatal(err)
+	} else {
+		rows.Close()
+	}
+	if _, err := sb.pool.Exec(ctx, `ALTER TABLE `+tenancycatalog.SchemaName(sb.s1.ID)+`.projects ADD COLUMN archived boolean NOT NULL DEFAULT false`); err != nil {
+		t.Fatal(err)
+	}
+	var cols int
+	for attempt := range 2 {
+		rows, err := db.Query(as(sb.s1), star)
+		if err == nil {
+			_, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (int, error) { cols = len(r.FieldDescriptions()); return cols, nil })
+		}
+		if err == nil {
+			break
+		}
+		if attempt == 1 {
+			t.Fatalf("the statement still fails after its table changed shape: %v", err)
+		}
+	}
+	if cols != 4 {
+		t.Fatalf("after the change: %d columns, want 4", cols)
+	}
+
+	// Many distinct statements: each answers for its own tenant; the connection keeps a bounded number.
+	for k := range 80 {
+		var n int
+		if err := db.QueryRow(as(sb.s2), fmt.Sprintf(`SELECT count(*) + %d FROM projects`, k)).Scan(&n); err != nil || n != 1+k {
+			t.Fatalf("statement %d: %d, %v; want %d", k, n, err, 1+k)
+		}
+	}
+	var kept int
+	if err := db.QueryRow(as(sb.shared), `SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'stmt\_%'`).Scan(&kept); err != nil {
+		t.Fatal(err)
+	}
+	if kept == 0 || kept > 64 {
+		t.Fatalf("%d statements prepared by name on the connection; want some, at most 64", kept)
 	}
 }

@@ -2,7 +2,9 @@ package tenancypgx
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -156,4 +158,73 @@ func (tx *unitTx) deallocate(ctx context.Context, conn *pgx.Conn) bool {
 		}
 	}
 	return true
+}
+
+// schemaStatementsKey keeps, on each connection, the schema tenants' statements the
+// single-statement helpers prepared on it (see schemaStatements).
+const schemaStatementsKey = "tenancy.schema_statements"
+
+// schemaStatementCap bounds the statements schemaStatements keeps on one connection: each is one
+// more entry for the session reset to list at the end of every unit of work on it.
+const schemaStatementCap = 64
+
+// schemaStatements are the statements of schema tenants the single-statement helpers prepared on
+// one connection, oldest first. pgx prepares a batch's new statements before running any of them,
+// under the connection's search_path, not the tenant's; so the first time a schema tenant's
+// statement runs on a connection it is prepared by name inside the scoped transaction, after the
+// scoping (three round trips), and from then on it goes in the scoping's own batch: one round
+// trip, like a shared tenant's. Its text is tagged with the schema (schemaTag), so it only ever
+// runs where it was prepared. pgx keeps statements prepared by name until they are deallocated:
+// the oldest goes when schemaStatementCap is reached, and one the server refuses to reuse (the
+// schema's table changed shape) goes at once.
+type schemaStatements struct {
+	order []string
+	has   map[string]bool
+}
+
+// schemaStatementsOf returns conn's registry.
+func schemaStatementsOf(conn *pgx.Conn) *schemaStatements {
+	data := conn.PgConn().CustomData()
+	s, ok := data[schemaStatementsKey].(*schemaStatements)
+	if !ok {
+		s = &schemaStatements{has: map[string]bool{}}
+		data[schemaStatementsKey] = s
+	}
+	return s
+}
+
+// prepare prepares tagged on conn, inside the scoped transaction, making room first.
+func (s *schemaStatements) prepare(ctx context.Context, conn *pgx.Conn, tagged string) error {
+	if len(s.order) >= schemaStatementCap {
+		if err := s.drop(ctx, conn, s.order[0]); err != nil {
+			return err
+		}
+	}
+	if _, err := conn.Prepare(ctx, tagged, tagged); err != nil {
+		return err
+	}
+	s.order = append(s.order, tagged)
+	s.has[tagged] = true
+	return nil
+}
+
+// drop deallocates tagged on conn and forgets it. The session reset counts the statements the
+// driver prepared (see kept): the count to keep is one lower.
+func (s *schemaStatements) drop(ctx context.Context, conn *pgx.Conn, tagged string) error {
+	delete(s.has, tagged)
+	if i := slices.Index(s.order, tagged); i >= 0 {
+		s.order = slices.Delete(s.order, i, i+1)
+	}
+	data := conn.PgConn().CustomData()
+	if n, ok := data[preparedKey].(int32); ok && n > 0 {
+		data[preparedKey] = n - 1
+	}
+	return conn.Deallocate(ctx, tagged)
+}
+
+// stale reports whether err says a prepared statement can no longer run as prepared: its tables
+// changed shape ("cached plan must not change result type") or it is gone.
+func stale(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "0A000" || pgErr.Code == "26000")
 }

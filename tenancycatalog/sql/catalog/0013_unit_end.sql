@@ -119,7 +119,8 @@ BEGIN
 END $$;
 
 -- The proven reset of 0012 (see there for what it proves and why), in the cheaper order: the key
--- and the statement listing before the reset, the proof an expression after it.
+-- and the statement listing before the reset, the proof an expression after it. It also counts
+-- the statements the driver prepared by name (stmt_…), which tenancypgx keeps for schema tenants.
 CREATE OR REPLACE FUNCTION tenancy.reset_session_proven(in_unit boolean, tx_start timestamptz, nonce text) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
@@ -142,8 +143,10 @@ BEGIN
         IF by_sql THEN
             EXECUTE 'DEALLOCATE ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(stmt);
             answer := -1;
-        ELSIF answer OPERATOR(pg_catalog.>=) 0 AND pg_catalog.starts_with(stmt, 'stmtcache_') THEN
-            answer := answer OPERATOR(pg_catalog.+) 1; -- one of the driver's statement cache
+        ELSIF answer OPERATOR(pg_catalog.>=) 0 AND (pg_catalog.starts_with(stmt, 'stmtcache_') OR pg_catalog.starts_with(stmt, 'stmt_')) THEN
+            -- One the driver prepared: its statement cache's, or one prepared by name (the
+            -- single-statement helpers prepare schema tenants' statements so).
+            answer := answer OPERATOR(pg_catalog.+) 1;
         END IF;
     END LOOP;
     IF tenancy.reset_session(in_unit, tx_start) OPERATOR(pg_catalog.<) 0
