@@ -524,8 +524,9 @@ type sweeper interface {
 // reset and COMMIT go to the server in one round trip, so the scope ends with the statement: it
 // commits when the statement succeeds and rolls back when it fails (then the reset takes a round
 // trip of its own). The transaction block is explicit, so a DO block or procedure in the statement
-// cannot COMMIT and go on unbound. For a schema-model tenant it takes two round trips (see
-// single). It fails like Tx without a tenant.
+// cannot COMMIT and go on unbound. A schema-model tenant's statement takes three round trips the
+// first time it runs on a connection, one after (see schemaStatements); behind a pooler, two. It
+// fails like Tx without a tenant.
 func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	st, err := db.single(ctx, sql, args)
 	if err != nil {
