@@ -23,7 +23,8 @@ func withHost(r *http.Request, host string) *http.Request {
 
 // benchCatalogScale measures what a catalog of 1,000,000 shared tenants (100,000 with -quick)
 // costs the paths that must not grow with it, against the same at 1,000 tenants, in one run: the
-// middleware's hit and its cold lookup (a tenant not in the cache: a query by slug), the lookup
+// middleware's hit, its miss (a host no tenant has, refused with 404 from the cached refusal)
+// and its cold lookup (a tenant not in the cache: a query by slug), the lookup
 // cache's size under a stream of distinct tenants, the first and a deep page of the tenant list,
 // the no-op migration check and the start-up audit. The ratio is the growth: 1 means the path
 // does not notice the million.
@@ -49,6 +50,7 @@ func benchCatalogScale(ctx context.Context, e *env) ([]result, error) {
 		return nil, err
 	}
 	slug := func(i int) string { return fmt.Sprintf("t%07d", i) }
+	const missHost = "nobody-here.localhost" // no tenant has this slug
 	grow := func(from, to int) error {
 		const batch = 50_000
 		for i := from; i < to; i += batch {
@@ -64,7 +66,7 @@ func benchCatalogScale(ctx context.Context, e *env) ([]result, error) {
 		return err
 	}
 	type figures struct {
-		hit, coldP50, coldP99, firstPage, deepPage, noop, audit float64
+		hit, miss, coldP50, coldP99, firstPage, deepPage, noop, audit float64
 		entries                                                 int
 		heapPerEntry                                            float64
 		handler                                                 http.Handler // for the hit, measured at the end
@@ -105,6 +107,10 @@ func benchCatalogScale(ctx context.Context, e *env) ([]result, error) {
 		clear(w.h)
 		if h.ServeHTTP(w, withHost(r, f.hitHost)); w.code != http.StatusNoContent { // now cached
 			return f, fmt.Errorf("%s: %d", f.hitHost, w.code)
+		}
+		clear(w.h)
+		if h.ServeHTTP(w, withHost(r, missHost)); w.code != http.StatusNotFound { // refused, and the refusal cached
+			return f, fmt.Errorf("%s: %d, want 404", missHost, w.code)
 		}
 		// The cache under a stream of distinct tenants, five times its size: it keeps its bound.
 		var before, after runtime.MemStats
@@ -181,12 +187,15 @@ func benchCatalogScale(ctx context.Context, e *env) ([]result, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The hit alternates between the two sizes' middlewares, in the same process state, best of
-	// three rounds each.
+	// The hit and the miss alternate between the two sizes' middlewares, in the same process
+	// state, best of three rounds each.
 	for range 3 {
 		for _, f := range []*figures{&small, &large} {
 			if ns, _ := measure(serveLoop(f.handler, f.hitHost)); f.hit == 0 || ns < f.hit {
 				f.hit = ns
+			}
+			if ns, _ := measure(serveLoop(f.handler, missHost)); f.miss == 0 || ns < f.miss {
+				f.miss = ns
 			}
 		}
 	}
@@ -195,6 +204,7 @@ func benchCatalogScale(ctx context.Context, e *env) ([]result, error) {
 	at := fmt.Sprintf("at 1,000 tenants (ours: at %d)", big)
 	return []result{
 		{Scenario: "catalog-scale", Metric: "middleware-hit", Unit: "ns/op", Ours: large.hit, Baseline: small.hit, BaselineName: at},
+		{Scenario: "catalog-scale", Metric: "middleware-miss", Unit: "ns/op", Ours: large.miss, Baseline: small.miss, BaselineName: at},
 		{Scenario: "catalog-scale", Metric: "cold-lookup-p50", Unit: "µs", Ours: large.coldP50, Baseline: small.coldP50, BaselineName: at},
 		{Scenario: "catalog-scale", Metric: "cold-lookup-p99", Unit: "µs", Ours: large.coldP99, Baseline: small.coldP99, BaselineName: at},
 		{Scenario: "catalog-scale", Metric: "cache-entries", Unit: "entries", Ours: float64(large.entries), Baseline: 2000,
