@@ -265,9 +265,9 @@ func (a *auditor) checkRules(ctx context.Context) error {
 
 // checkFunctions: SECURITY DEFINER functions (and procedures) run with their owner's rights,
 // whatever their search_path; one that reads or writes a tenant table, or that the runtime role
-// can call, reaches past the caller's policies. tenancy.current_tenant() and
-// tenancy.reset_session_proven() are the toolkit's own (they read the binding key and no tenant
-// data).
+// can call, reaches past the caller's policies. tenancy.current_tenant(),
+// tenancy.reset_session_proven() and tenancy.end_unit() are the toolkit's own (they read the
+// binding key and no tenant data).
 func (a *auditor) checkFunctions(ctx context.Context) error {
 	if err := a.loadRoutines(ctx); err != nil {
 		return err
@@ -337,6 +337,7 @@ func (a *auditor) loadRoutines(ctx context.Context) error {
 		 WHERE p.oid >= $2 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 		   AND p.oid IS DISTINCT FROM to_regprocedure('tenancy.current_tenant()')::oid
 		   AND p.oid IS DISTINCT FROM to_regprocedure('tenancy.reset_session_proven(boolean,timestamp with time zone,text)')::oid
+		   AND p.oid IS DISTINCT FROM to_regprocedure('tenancy.end_unit(timestamp with time zone,text)')::oid
 		 ORDER BY 2`, a.roles, firstNormalOID)
 	if err != nil {
 		return err

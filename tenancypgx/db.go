@@ -283,22 +283,10 @@ func readScope(br pgx.BatchResults, s scope, conn *pgx.Conn) (time.Time, error) 
 func end(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.BindingKey, commit bool, start time.Time, j sweeper, cause error) error {
 	err := cause
 	if commit {
-		// One round trip, both statements prepared once per connection (a statement not yet
-		// prepared cannot be in an aborted transaction: then the ROLLBACK below cleans up).
 		nonce := pgsession.NewNonce()
-		b := &pgx.Batch{}
-		b.Queue(pgsession.ResetTxSQL, start, nonce)
-		b.Queue("COMMIT")
-		br := conn.SendBatch(ctx, b)
 		var answer string
-		err = br.QueryRow().Scan(&answer)
+		answer, err = commitAfter(ctx, conn, pgsession.ResetTxSQL, start, nonce)
 		protocol := pgsession.ResetCount(key, nonce, answer)
-		if err == nil {
-			err = committed(br.Exec())
-		}
-		if cerr := br.Close(); err == nil {
-			err = cerr
-		}
 		if err == nil {
 			if !kept(conn, protocol) {
 				pgsession.Discard(ctx, conn)
@@ -350,38 +338,42 @@ func end(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.BindingKey, co
 // endOwn commits a unit of work of a database tenant: tenancy.end_unit (the unit's checks, and the
 // session cleared for the tenant's next unit) and the COMMIT in one round trip. Its connection
 // serves no other tenant — the tenant's pool is on the tenant's own database — so what end's
-// reset does for the next tenant (the proof, reseeding random(), counting the driver's
-// statements) is not needed. end_unit answers -1 when SQL prepared statements on the session:
-// the connection is closed. When the commit fails, end rolls back and resets as for any unit.
+// reset does for the next tenant (reseeding random(), counting the driver's statements) is not
+// needed. A connection whose end_unit answers -1 (SQL prepared statements on the session) or
+// does not prove its answer is closed. When the commit fails, end rolls back and resets as for
+// any unit.
 func endOwn(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.BindingKey, start time.Time, j sweeper) error {
-	b := &pgx.Batch{}
-	b.Queue(pgsession.EndUnitSQL, start)
-	b.Queue("COMMIT")
-	br := conn.SendBatch(ctx, b)
-	var answer int32
-	err := br.QueryRow().Scan(&answer)
-	if err == nil {
-		err = committed(br.Exec())
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
+	nonce := pgsession.NewNonce()
+	answer, err := commitAfter(ctx, conn, pgsession.EndUnitSQL, start, nonce)
 	if err != nil {
 		return end(ctx, conn, key, false, start, j, err)
 	}
-	if answer < 0 {
+	if pgsession.EndCount(key, nonce, answer) < 0 {
 		pgsession.Discard(ctx, conn)
 	}
 	return nil
 }
 
-// committed is the error of a COMMIT that returned tag: a COMMIT of an aborted transaction rolls
-// back (pgx.ErrTxCommitRollback).
-func committed(tag pgconn.CommandTag, err error) error {
-	if err == nil && tag.String() == "ROLLBACK" {
-		return pgx.ErrTxCommitRollback
+// commitAfter runs the statement that ends a unit of work (the proven reset or end_unit, with the
+// transaction's start and a nonce) and COMMIT, in one round trip, and returns the end's answer.
+// Both go as unnamed statements: SQL in the unit can DEALLOCATE any statement the driver prepared
+// by name and PREPARE a stand-in under its name, but it cannot touch the unnamed statement, so
+// the end that runs is the one sent — its refusals (TNCY1, TNCY2) always reach the COMMIT behind
+// it, which the server then skips.
+func commitAfter(ctx context.Context, conn *pgx.Conn, endSQL string, start time.Time, nonce string) (string, error) {
+	b := &pgconn.Batch{}
+	b.ExecParams(endSQL, [][]byte{[]byte(start.Format("2006-01-02 15:04:05.999999-07:00")), []byte(nonce)}, nil, nil, nil)
+	b.ExecParams("COMMIT", nil, nil, nil, nil)
+	results, err := conn.PgConn().ExecBatch(ctx, b).ReadAll()
+	switch {
+	case err != nil:
+		return "", err
+	case len(results) != 2 || len(results[0].Rows) != 1 || len(results[0].Rows[0]) != 1:
+		return "", errors.New("tenancypgx: the end of the unit of work answered unexpectedly")
+	case results[1].CommandTag.String() == "ROLLBACK":
+		return "", pgx.ErrTxCommitRollback
 	}
-	return err
+	return string(results[0].Rows[0][0]), nil
 }
 
 // resetPinned rolls the unit back to its savepoint, resets the session and rolls the transaction
@@ -642,7 +634,7 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 // connection end_unit (see endOwn).
 func (st *single) queueEnd(b *pgx.Batch) {
 	if st.own {
-		b.Queue(pgsession.EndUnitSQL, nil)
+		b.Queue(pgsession.EndUnitSQL, nil, st.nonce)
 		return
 	}
 	b.Queue(pgsession.ResetUnitSQL, st.nonce)
@@ -660,12 +652,11 @@ func (st *single) finish(stmtErr error) error {
 	err := stmtErr
 	protocol := int32(-1)
 	if st.br != nil {
-		switch {
-		case err == nil && st.own:
-			err = st.br.QueryRow().Scan(&protocol) // end_unit's
-		case err == nil:
+		if err == nil {
 			var answer string
-			if err = st.br.QueryRow().Scan(&answer); err == nil { // the reset's
+			if err = st.br.QueryRow().Scan(&answer); err == nil && st.own { // end_unit's
+				protocol = pgsession.EndCount(st.key, st.nonce, answer)
+			} else if err == nil { // the reset's
 				protocol = pgsession.ResetCount(st.key, st.nonce, answer)
 			}
 		}

@@ -40,9 +40,10 @@
 // objects and statements prepared with SQL's PREPARE are gone, so the pooled connection goes back
 // as it came; one that cannot be reset is closed. The reset's answer carries an HMAC of a fresh
 // nonce under the binding key (tenancy.reset_session_proven), so a stand-in that SQL in the unit
-// prepared under the reset statement's name cannot pass for it: the connection is closed. A
+// prepared under the reset statement's name cannot pass for it: the connection is closed (Tx and
+// SQLTx send the reset and COMMIT as unnamed statements, which SQL cannot replace at all). A
 // database tenant's connections serve no other tenant, so its units end with tenancy.end_unit:
-// the same refusals and clearing, without what only the next tenant needs (the proof, reseeding
+// the same refusals, clearing and proof, without what only the next tenant needs (reseeding
 // random(), counting the driver's statements). A unit of work that ends its own transaction (a
 // COMMIT inside fn: what follows runs unbound) or changes a role (PostgreSQL lets a role ALTER
 // itself) is refused and rolled back, with SQLSTATE TNCY1 or TNCY2, and its connection closed; a

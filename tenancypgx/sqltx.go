@@ -168,14 +168,15 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	}
 	// The deferred rollback resets, or closes a connection whose unit of work ended its
 	// transaction or changed a role, when the end below fails.
-	keep := kept
+	// Unnamed (pgx's exec mode), as in commitAfter: SQL in the unit cannot have swapped it.
+	keep, nonce, answer := kept, pgsession.NewNonce(), ""
 	var protocol int32
 	if s.own() { // the tenant's own connection (see endOwn)
 		keep = func(_ *pgx.Conn, protocol int32) bool { return protocol >= 0 }
-		err = tx.QueryRowContext(ctx, pgsession.EndUnitSQL, start).Scan(&protocol)
+		err = tx.QueryRowContext(ctx, pgsession.EndUnitSQL, pgx.QueryExecModeExec, start, nonce).Scan(&answer)
+		protocol = pgsession.EndCount(db.key, nonce, answer)
 	} else {
-		nonce, answer := pgsession.NewNonce(), ""
-		err = tx.QueryRowContext(ctx, pgsession.ResetTxSQL, start, nonce).Scan(&answer)
+		err = tx.QueryRowContext(ctx, pgsession.ResetTxSQL, pgx.QueryExecModeExec, start, nonce).Scan(&answer)
 		protocol = pgsession.ResetCount(db.key, nonce, answer)
 	}
 	if err != nil {

@@ -55,10 +55,9 @@ const (
 	// EndUnitSQL ends a unit of work on a connection that serves only its tenant (a database
 	// tenant's): inside the unit's transaction it refuses a transaction other than the one that
 	// began at $1 (NULL: not checked) and a role change, then clears the session for the tenant's
-	// own next unit; it answers -1 when the connection must be closed, else 0. No proof: a
-	// stand-in that SQL in the unit put in its place would serve only that tenant's own database.
-	// See the catalog's sql/catalog/0013_unit_end.sql.
-	EndUnitSQL = "SELECT tenancy.end_unit($1)"
+	// own next unit, and answers "count:proof" for the nonce $2 (see EndCount): 0, or -1 when the
+	// connection must be closed. See the catalog's sql/catalog/0013_unit_end.sql.
+	EndUnitSQL = "SELECT tenancy.end_unit($1, $2)"
 )
 
 // NewNonce returns a nonce for one proven reset: 16 random bytes in hex.
@@ -74,12 +73,21 @@ func NewNonce() string {
 // unit of work swapped the driver's statement for a stand-in), so nothing is known of the
 // session and the connection is closed.
 func ResetCount(key *tenancycatalog.BindingKey, nonce, answer string) int32 {
+	return provenCount(key, "reset", nonce, answer)
+}
+
+// EndCount is ResetCount for tenancy.end_unit (EndUnitSQL), whose proofs carry their own label.
+func EndCount(key *tenancycatalog.BindingKey, nonce, answer string) int32 {
+	return provenCount(key, "end", nonce, answer)
+}
+
+func provenCount(key *tenancycatalog.BindingKey, label, nonce, answer string) int32 {
 	count, proof, ok := strings.Cut(answer, ":")
 	if !ok {
 		return -1
 	}
 	n, err := strconv.ParseInt(count, 10, 32)
-	if err != nil || !hmac.Equal([]byte(proof), []byte(key.Proof("\x00tenancy reset:"+nonce+":"+count))) {
+	if err != nil || !hmac.Equal([]byte(proof), []byte(key.Proof("\x00tenancy "+label+":"+nonce+":"+count))) {
 		return -1
 	}
 	return int32(n)
@@ -282,7 +290,7 @@ func checkBinding(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.Bindi
 	b := &pgx.Batch{}
 	b.Queue(ScopeShared, probeTenant, key.Proof(probeTenant))
 	b.Queue(`SELECT tenancy.current_tenant()`)
-	b.Queue(EndUnitSQL, nil) // the support is as recent as this code
+	b.Queue(EndUnitSQL, nil, NewNonce()) // the support is as recent as this code
 	b.Queue(ResetSQL, NewNonce())
 	br := conn.SendBatch(ctx, b)
 	_, err := br.Exec()

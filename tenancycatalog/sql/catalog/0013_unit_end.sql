@@ -5,14 +5,13 @@
 -- the connection. A database tenant's connections never serve another tenant: each tenant
 -- database has its own pools (tenancyrouter), and every session on it is in the tenant's own
 -- database, whose advisory locks, LISTEN channels, sequences and temporary objects are its own.
--- So between a database tenant's own units the proof (an HMAC under the binding key), the
--- reseeding of random() and the count of the driver's statements buy nothing: tenancy.end_unit
--- keeps the checks inside the unit that protect everyone (TNCY1: the unit ended the transaction it
+-- So between a database tenant's own units the reseeding of random() and the count of the
+-- driver's statements buy nothing: tenancy.end_unit keeps the checks inside the unit that protect everyone (TNCY1: the unit ended the transaction it
 -- was given; TNCY2: it changed a role, whose session defaults every later connection of every
 -- tenant would start with) and clears what a unit can leave for the tenant's own next unit (held
 -- cursors, LISTEN, advisory locks, session settings, sequence values, temporary objects, and
--- statements prepared with SQL, after which it answers -1 and the connection is closed). It
--- answers 0 otherwise.
+-- statements prepared with SQL, after which it answers -1 and the connection is closed), and
+-- proves its answer as the proven reset does.
 --
 -- The proven reset of 0012 read the key and listed the prepared statements after the reset's RESET
 -- ALL, which made PostgreSQL plan both again on every call (about 30 µs of its 70 on the machine
@@ -40,21 +39,36 @@ SELECT pg_catalog.pg_stat_get_xact_tuples_inserted('pg_catalog.pg_authid'::pg_ca
        OPERATOR(pg_catalog.+) pg_catalog.pg_stat_get_xact_tuples_deleted('pg_catalog.pg_auth_members'::pg_catalog.regclass)
 $$;
 
--- tenancy.end_unit(tx_start) ends a database tenant's unit of work, inside its transaction (see
--- above); tx_start is the transaction's start (NULL: not checked — the single-statement helpers,
--- whose one statement runs in an explicit block). It runs with the caller's rights and no SET
--- clause (one would undo RESET ALL at exit); every name in it is qualified.
-CREATE FUNCTION tenancy.end_unit(tx_start timestamptz) RETURNS integer
-LANGUAGE plpgsql AS $$
+-- tenancy.end_unit(tx_start, nonce) ends a database tenant's unit of work, inside its transaction
+-- (see above); tx_start is the transaction's start (NULL: not checked — the single-statement
+-- helpers, whose one statement runs in an explicit block). It answers "answer:proof" like
+-- tenancy.reset_session_proven, under its own label (a NUL byte, 'tenancy end:', the nonce, ':'
+-- and the answer): where the driver runs it as a statement prepared by name, SQL in the unit can
+-- swap it for a stand-in, which must not pass for it — the connection would keep the stand-in for
+-- the tenant's next units, none of them checked. It proves anything but -1 only when the
+-- statement running is exactly the toolkit's. It runs with its owner's rights to read the key
+-- (every other operation is on the session, whoever runs it) and no SET clause (one would undo
+-- RESET ALL at exit); every name in it is qualified.
+CREATE FUNCTION tenancy.end_unit(tx_start timestamptz, nonce text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
-    stmt   pg_catalog.text;
-    path   pg_catalog.text;
-    answer pg_catalog.int4 := 0;
+    stmt      pg_catalog.text;
+    path      pg_catalog.text;
+    answer    pg_catalog.int4 := 0;
+    inner_key pg_catalog.bytea;
+    outer_key pg_catalog.bytea;
 BEGIN
     -- One search_path for every call: PostgreSQL plans a function's statements again whenever
     -- they run under a search_path other than last time's, and a schema tenant's unit sets its
     -- own. Every name here is qualified; RESET ALL below ends the unit's setting anyway.
     path := pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    IF nonce IS NULL THEN
+        RAISE EXCEPTION 'tenancy: end_unit needs a nonce' USING ERRCODE = '22023';
+    END IF;
+    SELECT k.inner_key, k.outer_key INTO inner_key, outer_key FROM tenancy.binding_key k;
+    IF inner_key IS NULL THEN
+        RAISE EXCEPTION 'tenancy: this database has no binding key' USING ERRCODE = '42501';
+    END IF;
     IF tx_start IS NOT NULL AND pg_catalog.now() OPERATOR(pg_catalog.<>) tx_start THEN
         RAISE EXCEPTION 'tenancy: the unit of work ended the transaction it was given (a COMMIT or ROLLBACK inside it); what followed ran without a tenant'
             USING ERRCODE = 'TNCY1';
@@ -75,7 +89,13 @@ BEGIN
         EXECUTE 'DISCARD TEMP';
     END IF;
     EXECUTE 'RESET ALL';
-    RETURN answer;
+    IF pg_catalog.current_query() OPERATOR(pg_catalog.<>) 'SELECT tenancy.end_unit($1, $2)' THEN
+        answer := -1; -- a stand-in, or a call from anywhere else
+    END IF;
+    RETURN answer::pg_catalog.text OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||)
+        pg_catalog.encode(pg_catalog.sha256(outer_key OPERATOR(pg_catalog.||) pg_catalog.sha256(inner_key
+            OPERATOR(pg_catalog.||) '\x00'::pg_catalog.bytea OPERATOR(pg_catalog.||) pg_catalog.textsend('tenancy end:'
+            OPERATOR(pg_catalog.||) nonce OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) answer::pg_catalog.text))), 'hex');
 END $$;
 
 -- The session reset of 0012, with the role check shared with end_unit, RESET ALL last, and a
@@ -182,4 +202,4 @@ END $$;
 
 -- Callable by every role (the runtime role, and any tenancy.isolate was given): they read no
 -- tenant data, only what the caller's own session holds.
-GRANT EXECUTE ON FUNCTION tenancy.role_catalog_writes(), tenancy.end_unit(timestamptz) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy.role_catalog_writes(), tenancy.end_unit(timestamptz, text) TO PUBLIC;
