@@ -109,7 +109,11 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		return unavailable(s.tenant, fmt.Errorf("tenancypgx: begin tenant transaction: %w", err))
 	}
 	defer conn.Close()
-	tx, err := conn.BeginTx(ctx, nil)
+	// Not bound to ctx: database/sql rolls a transaction back from a goroutine of its own when its
+	// context ends, and may close conn there while the deferred reset below uses it (a race
+	// inside database/sql that dereferences a nil connection). The unit's statements still run
+	// with ctx, the end below too, and an unfinished unit is always rolled back here.
+	tx, err := conn.BeginTx(context.WithoutCancel(ctx), nil)
 	if err != nil {
 		return fmt.Errorf("tenancypgx: begin tenant transaction: %w", err)
 	}
@@ -241,12 +245,12 @@ func resetSQLConn(ctx context.Context, conn *sql.Conn, key *tenancycatalog.Bindi
 // sqlConnClosed reports whether the pgx connection under conn is closed.
 func sqlConnClosed(conn *sql.Conn) bool {
 	closed := false
-	_ = conn.Raw(func(dc any) error {
+	err := conn.Raw(func(dc any) error {
 		c, ok := dc.(*stdlib.Conn)
 		closed = ok && c.Conn().IsClosed()
 		return nil
 	})
-	return closed
+	return closed || errors.Is(err, sql.ErrConnDone)
 }
 
 // keepSQLConn discards conn unless its session may be reused (keep: kept, or keptAfterRollback;
