@@ -474,19 +474,26 @@ type countingConn struct {
 
 func (c countingConn) Write(b []byte) (int, error) { c.writes.Add(1); return c.Conn.Write(b) }
 
+// countingPool returns a runtime pool of one connection on admin's database whose writes to the
+// server writes counts.
+func countingPool(t *testing.T, admin *pgxpool.Pool, writes *atomic.Int64) *pgxpool.Pool {
+	t.Helper()
+	return tenancytest.NewRuntimePool(t, admin, func(cfg *pgxpool.Config) {
+		cfg.MaxConns = 1
+		dialer := &net.Dialer{}
+		cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			return countingConn{c, writes}, err
+		}
+	})
+}
+
 // A scoped transaction costs the round trips of a plain one: BEGIN and the scoping travel together.
 func TestTxRoundTrips(t *testing.T) {
 	t.Parallel()
 	tb := setupTenants(t, nil)
 	var writes atomic.Int64
-	pool := tenancytest.NewRuntimePool(t, tb.pool, func(cfg *pgxpool.Config) {
-		cfg.MaxConns = 1
-		dialer := &net.Dialer{}
-		cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dialer.DialContext(ctx, network, addr)
-			return countingConn{c, &writes}, err
-		}
-	})
+	pool := countingPool(t, tb.pool, &writes)
 	db, _ := tenancypgx.New(pool, tenancytest.WithKey(t, tb.pool, nil))
 	const query = `SELECT count(*) FROM notes`
 	scoped := func() error {

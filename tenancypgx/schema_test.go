@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -237,14 +236,7 @@ func TestSchemaTenantSingleStatementRoundTrips(t *testing.T) {
 	sb := setupSchemas(t)
 	ctx := context.Background()
 	var writes atomic.Int64
-	pool := tenancytest.NewRuntimePool(t, sb.pool, func(cfg *pgxpool.Config) {
-		cfg.MaxConns = 1
-		dialer := &net.Dialer{}
-		cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dialer.DialContext(ctx, network, addr)
-			return countingConn{c, &writes}, err
-		}
-	})
+	pool := countingPool(t, sb.pool, &writes)
 	db, _ := tenancypgx.New(pool, tenancytest.WithKey(t, sb.pool, nil))
 	for _, tn := range []*tenancy.Tenant{sb.s1, sb.s2} {
 		if _, err := db.Exec(as(tn), `INSERT INTO projects (name) VALUES ($1)`, tn.Slug); err != nil {
