@@ -70,10 +70,10 @@ func benchCatalogScale(ctx context.Context, e *env) ([]result, error) {
 	}
 	type figures struct {
 		hit, miss, coldP50, coldP99, firstPage, deepPage, noop, audit float64
-		entries                                                 int
-		heapPerEntry                                            float64
-		handler                                                 http.Handler // for the hit, measured at the end
-		hitHost                                                 string
+		entries                                                       int
+		heapPerEntry                                                  float64
+		handler                                                       http.Handler // for the hit, measured at the end
+		hitHost                                                       string
 	}
 	measureAt := func(n int) (figures, error) {
 		var f figures
