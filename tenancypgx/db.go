@@ -653,11 +653,13 @@ func (st *single) finish(stmtErr error) error {
 	protocol := int32(-1)
 	if st.br != nil {
 		if err == nil {
+			count := pgsession.ResetCount
+			if st.own {
+				count = pgsession.EndCount // end_unit's answer, not the reset's
+			}
 			var answer string
-			if err = st.br.QueryRow().Scan(&answer); err == nil && st.own { // end_unit's
-				protocol = pgsession.EndCount(st.key, st.nonce, answer)
-			} else if err == nil { // the reset's
-				protocol = pgsession.ResetCount(st.key, st.nonce, answer)
+			if err = st.br.QueryRow().Scan(&answer); err == nil {
+				protocol = count(st.key, st.nonce, answer)
 			}
 		}
 		if cerr := st.br.Close(); err == nil && cerr != nil { // reads COMMIT's result too

@@ -173,19 +173,16 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	// The deferred rollback resets, or closes a connection whose unit of work ended its
 	// transaction or changed a role, when the end below fails.
 	// Unnamed (pgx's exec mode), as in commitAfter: SQL in the unit cannot have swapped it.
-	keep, nonce, answer := kept, pgsession.NewNonce(), ""
-	var protocol int32
+	endSQL, count, keep := pgsession.ResetTxSQL, pgsession.ResetCount, kept
 	if s.own() { // the tenant's own connection (see endOwn)
+		endSQL, count = pgsession.EndUnitSQL, pgsession.EndCount
 		keep = func(_ *pgx.Conn, protocol int32) bool { return protocol >= 0 }
-		err = tx.QueryRowContext(ctx, pgsession.EndUnitSQL, pgx.QueryExecModeExec, start, nonce).Scan(&answer)
-		protocol = pgsession.EndCount(db.key, nonce, answer)
-	} else {
-		err = tx.QueryRowContext(ctx, pgsession.ResetTxSQL, pgx.QueryExecModeExec, start, nonce).Scan(&answer)
-		protocol = pgsession.ResetCount(db.key, nonce, answer)
 	}
-	if err != nil {
+	nonce, answer := pgsession.NewNonce(), ""
+	if err = tx.QueryRowContext(ctx, endSQL, pgx.QueryExecModeExec, start, nonce).Scan(&answer); err != nil {
 		return err
 	}
+	protocol := count(db.key, nonce, answer)
 	if err = tx.Commit(); err != nil {
 		return err
 	}
