@@ -6,9 +6,9 @@
 -- database has its own pools (tenancyrouter), and every session on it is in the tenant's own
 -- database, whose advisory locks, LISTEN channels, sequences and temporary objects are its own.
 -- So between a database tenant's own units the reseeding of random() and the count of the
--- driver's statements buy nothing: tenancy.end_unit keeps the checks inside the unit that protect everyone (TNCY1: the unit ended the transaction it
--- was given; TNCY2: it changed a role, whose session defaults every later connection of every
--- tenant would start with) and clears what a unit can leave for the tenant's own next unit (held
+-- driver's statements buy nothing: tenancy.end_unit keeps the checks inside the unit that
+-- protect everyone (TNCY1: the unit ended the transaction it was given; TNCY2: it changed a role,
+-- whose session defaults every later connection of every tenant would start with) and clears what a unit can leave for the tenant's own next unit (held
 -- cursors, LISTEN, advisory locks, session settings, sequence values, temporary objects, and
 -- statements prepared with SQL, after which it answers -1 and the connection is closed), and
 -- proves its answer as the proven reset does.
