@@ -18,6 +18,10 @@ var (
 	// ErrTenantUnavailable means the tenant's own database cannot be reached right now: its
 	// requests fail fast while other tenants are served. Try again later.
 	ErrTenantUnavailable = errors.New("tenancy: tenant's database is unavailable")
+	// ErrTenantMoving means the tenant is being moved to another placement and its write waited
+	// for the move's switch longer than allowed (or cannot follow it): nothing was written. Try
+	// again shortly; the tenant is then served from its new placement.
+	ErrTenantMoving = errors.New("tenancy: tenant is being moved: try again shortly")
 	// ErrCapacityExhausted means every connection the service may open to tenant databases is in
 	// use and none came free in time. Try again later.
 	ErrCapacityExhausted = errors.New("tenancy: tenant capacity exhausted: every tenant database connection is busy")

@@ -267,7 +267,9 @@ func (a *auditor) checkRules(ctx context.Context) error {
 // whatever their search_path; one that reads or writes a tenant table, or that the runtime role
 // can call, reaches past the caller's policies. tenancy.current_tenant(),
 // tenancy.reset_session_proven() and tenancy.end_unit() are the toolkit's own (they read the
-// binding key and no tenant data).
+// binding key and no tenant data), as are tenancy.enter() (it reads a move's fences, by a proof
+// only the tenant has) and tenancy.capture_change() (a move's trigger: it records the keys of the
+// moving tenant's changed rows where the runtime role cannot read).
 func (a *auditor) checkFunctions(ctx context.Context) error {
 	if err := a.loadRoutines(ctx); err != nil {
 		return err
@@ -338,6 +340,8 @@ func (a *auditor) loadRoutines(ctx context.Context) error {
 		   AND p.oid IS DISTINCT FROM to_regprocedure('tenancy.current_tenant()')::oid
 		   AND p.oid IS DISTINCT FROM to_regprocedure('tenancy.reset_session_proven(boolean,timestamp with time zone,text)')::oid
 		   AND p.oid IS DISTINCT FROM to_regprocedure('tenancy.end_unit(timestamp with time zone,text)')::oid
+		   AND p.oid IS DISTINCT FROM to_regprocedure('tenancy.enter(text,text)')::oid
+		   AND p.oid IS DISTINCT FROM to_regprocedure('tenancy.capture_change()')::oid
 		 ORDER BY 2`, a.roles, firstNormalOID)
 	if err != nil {
 		return err

@@ -20,6 +20,7 @@ const (
 	ProblemTenantNotReady    = "urn:tenancy:problem:tenant-not-ready"   // 503: being provisioned
 	ProblemTenantUnavailable = "urn:tenancy:problem:tenant-unavailable" // 503: the tenant's database is down
 	ProblemCapacity          = "urn:tenancy:problem:capacity"           // 503: no tenant database connection free
+	ProblemTenantMoving      = "urn:tenancy:problem:tenant-moving"      // 503: a move's switch held the write back too long
 	ProblemRateLimited       = "urn:tenancy:problem:rate-limited"       // 429: over the tenant's rate
 	ProblemTenantBusy        = "urn:tenancy:problem:tenant-busy"        // 503: too many of the tenant's requests in flight
 	ProblemUnavailable       = "urn:tenancy:problem:unavailable"        // 503: a dependency is down
@@ -112,6 +113,8 @@ var (
 		Detail: "This tenant is being set up; try again shortly.", RetryAfter: 5})
 	cannedTenantDown = newCanned(Problem{Type: ProblemTenantUnavailable, Title: "Tenant unavailable", Status: http.StatusServiceUnavailable,
 		Detail: "This tenant's database cannot be reached; try again shortly.", RetryAfter: 5})
+	cannedMoving = newCanned(Problem{Type: ProblemTenantMoving, Title: "Tenant being moved", Status: http.StatusServiceUnavailable,
+		Detail: "This tenant is being moved; nothing was written; try again.", RetryAfter: 1})
 	cannedCapacity = newCanned(Problem{Type: ProblemCapacity, Title: "Capacity exhausted", Status: http.StatusServiceUnavailable,
 		Detail: "The service is at its connection capacity; try again.", RetryAfter: 1})
 	cannedCatalogDown = newCanned(Problem{Type: ProblemUnavailable, Title: "Service unavailable",
@@ -181,6 +184,8 @@ func cannedFor(err error) *canned {
 		return cannedTenantDown
 	case errors.Is(err, tenancy.ErrCapacityExhausted):
 		return cannedCapacity
+	case errors.Is(err, tenancy.ErrTenantMoving):
+		return cannedMoving
 	case errors.Is(err, context.Canceled):
 		return cannedCancelled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -198,7 +203,7 @@ func cannedFor(err error) *canned {
 // ProblemFor maps an error of the toolkit to the problem a client should see: tenancy.ErrNoTenant
 // and malformed names 400, reserved names 400, tenancy.ErrTenantNotFound 404,
 // tenancy.ErrTenantSuspended 403, tenancy.ErrTenantNotReady, tenancy.ErrTenantUnavailable,
-// tenancy.ErrCapacityExhausted and deadlines 503 with Retry-After. A PostgreSQL error caused by
+// tenancy.ErrCapacityExhausted, tenancy.ErrTenantMoving and deadlines 503 with Retry-After. A PostgreSQL error caused by
 // the request's values (an error with SQLState(), as pgconn.PgError has) is a 4xx: a data
 // exception or integrity violation 400 (a unique or exclusion violation 409), a refusal of
 // row-level security 403. Errors it does not know are a 500 whose detail says nothing of the error

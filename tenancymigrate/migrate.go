@@ -98,6 +98,31 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Migrator, error) {
 // Latest is the version of the last migration of the tenant line (0 without one).
 func (m *Migrator) Latest() int { return len(m.tenant) }
 
+// SharedSchema is the schema of the shared line and of the shared-model tenants' tables.
+func (m *Migrator) SharedSchema() string { return m.sharedSchema }
+
+// MigrateSchema applies the whole tenant line, in one transaction, to a new, empty schema of the
+// catalog's database, recording nothing in the ledger: a tenant's placement being made for a move
+// (tenancymove), which records the version when the tenant switches to it. It returns the version
+// applied.
+func (m *Migrator) MigrateSchema(ctx context.Context, schema string) (int, error) {
+	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1, true)`, pgx.Identifier{schema}.Sanitize()); err != nil {
+			return err
+		}
+		for _, mg := range m.tenant {
+			if _, err := tx.Exec(ctx, mg.SQL); err != nil {
+				return fmt.Errorf("migration %s: %w", mg.Name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("tenancymigrate: schema %s: %w", schema, err)
+	}
+	return m.Latest(), nil
+}
+
 // LineHash is a digest of the tenant line's files: names and SQL.
 func (m *Migrator) LineHash() string {
 	h := sha256.New()

@@ -28,7 +28,13 @@ type Config struct {
 	// (use a tenancycache.Lookup: a hit costs no query), so that work holding an old context — a job, a
 	// detached goroutine — stops when its tenant is suspended or deleted. Defaults to nil: the
 	// tenant in the context is trusted as it is.
+	//
+	// With a Store, units of work follow a tenant that moves (tenancymove): one refused by the
+	// old placement's fence looks the tenant up again and runs in its new placement.
 	Store tenancy.Store
+	// MoveWait bounds how long a unit of work waits for a moving tenant's switch (see Tx).
+	// Defaults to 1s.
+	MoveWait time.Duration
 }
 
 // DB runs transactions bound to the tenant in the context. See Tx.
@@ -41,6 +47,7 @@ type DB struct {
 	check   *tenancyrouter.Check // the login role and binding (pgsession.Check)
 	checked pgsession.CheckOnce  // check passed on the shared pool
 	janitor *pgsession.Janitor   // removes the role's session defaults for the shared pool's server
+	wait    time.Duration        // Config.MoveWait
 }
 
 // SQLSTATEs tenancy.reset_session raises: the unit of work ended its transaction itself, or
@@ -66,7 +73,11 @@ func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
 		return nil, err
 	}
 	key := cfg.Key
-	return &DB{pool: pool, key: key, store: cfg.Store, router: cfg.Router, janitor: pgsession.NewJanitor(pool.Config().ConnConfig),
+	wait := cfg.MoveWait
+	if wait <= 0 {
+		wait = time.Second
+	}
+	return &DB{pool: pool, key: key, store: cfg.Store, router: cfg.Router, janitor: pgsession.NewJanitor(pool.Config().ConnConfig), wait: wait,
 		check: &tenancyrouter.Check{Run: func(ctx context.Context, conn *pgx.Conn) error { return pgsession.Check(ctx, conn, key) }}}, nil
 }
 
@@ -84,8 +95,9 @@ var ErrIsolationNotSupported = tenancy.ErrIsolationNotSupported
 
 // scope is how a transaction is bound to one tenant.
 type scope struct {
-	tenant *tenancy.Tenant
-	schema string // the quoted schema of a schema-model tenant, else ""
+	tenant    *tenancy.Tenant
+	schema    string // the quoted schema of a schema-model tenant, else ""
+	placement string // the name fences of a move close its placement by (tenancycatalog.Placement.FenceName)
 }
 
 // own reports whether the connections s runs on serve only its tenant: a database tenant's come
@@ -113,15 +125,15 @@ func (db *DB) tenant(ctx context.Context) (scope, error) {
 	}
 	switch t.Isolation {
 	case tenancy.IsolationShared, "":
-		return scope{tenant: t}, nil
+		return scope{tenant: t, placement: tenancycatalog.PlacementShared}, nil
 	case tenancy.IsolationSchema:
 		schema, err := tenancycatalog.QuotedSchema(t.ID)
-		return scope{tenant: t, schema: schema}, err
+		return scope{tenant: t, schema: schema, placement: tenancycatalog.SchemaName(t.ID)}, err
 	case tenancy.IsolationDatabase:
 		if db.router == nil {
 			return scope{}, fmt.Errorf("%w: database (tenant %s): give tenancypgx.Config a Router", ErrIsolationNotSupported, t.Slug)
 		}
-		return scope{tenant: t}, nil
+		return scope{tenant: t, placement: tenancycatalog.PlacementDatabase}, nil
 	}
 	return scope{}, fmt.Errorf("%w: %s (tenant %s)", ErrIsolationNotSupported, t.Isolation, t.Slug)
 }
@@ -130,9 +142,9 @@ func (db *DB) tenant(ctx context.Context) (scope, error) {
 func (db *DB) scopeArgs(s scope) (string, []any) {
 	proof := db.key.Proof(s.tenant.ID)
 	if s.schema == "" {
-		return pgsession.ScopeShared, []any{s.tenant.ID, proof}
+		return pgsession.ScopeShared, []any{s.tenant.ID, proof, s.placement}
 	}
-	return pgsession.ScopeSchema, []any{s.tenant.ID, proof, s.schema}
+	return pgsession.ScopeSchema, []any{s.tenant.ID, proof, s.schema, s.placement}
 }
 
 // queueScope queues the statement that binds the transaction to s.
@@ -161,7 +173,22 @@ func (db *DB) queueScope(b *pgx.Batch, s scope) {
 // Tx rolls back when fn returns an error, when fn panics (the panic goes on), and when ctx ends.
 // Without a tenant in ctx it returns tenancy.ErrNoTenant before any SQL is sent; for a suspended
 // tenant tenancy.ErrTenantSuspended, for a deleted one tenancy.ErrTenantNotFound.
-func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
+//
+// While the tenant is being moved (tenancymove), the move's switch refuses units that may write,
+// before fn runs; Tx waits and tries again, at most Config.MoveWait, then runs fn in the tenant's
+// new placement (with a Config.Store, which it asks again), or returns tenancy.ErrTenantMoving.
+// fn runs at most once.
+func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return db.follow(ctx, func() error { return db.tx(ctx, fn, pgx.TxOptions{}) })
+}
+
+// ReadTx is Tx in a read-only transaction (a write in fn fails with SQLSTATE 25006): it is served
+// from the tenant's placement throughout a move, even while the move's switch holds writes back.
+func (db *DB) ReadTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return db.follow(ctx, func() error { return db.tx(ctx, fn, pgx.TxOptions{AccessMode: pgx.ReadOnly}) })
+}
+
+func (db *DB) tx(ctx context.Context, fn func(pgx.Tx) error, opts pgx.TxOptions) (err error) {
 	s, err := db.tenant(ctx)
 	if err != nil {
 		return err
@@ -172,7 +199,7 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 	}
 	conn := pc.Conn()
 	b := &pgx.Batch{}
-	b.BeginTx(pgx.TxOptions{})
+	b.BeginTx(opts)
 	queueUnitSavepoint(b, conn)
 	db.queueScope(b, s)
 	br := conn.SendBatch(ctx, b)
@@ -181,7 +208,7 @@ func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 	if err != nil {
 		end(ctx, conn, db.key, false, start, j, err)
 		release(err)
-		return fmt.Errorf("tenancypgx: begin tenant transaction: %w", err)
+		return fenced(fmt.Errorf("tenancypgx: begin tenant transaction: %w", err))
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -571,7 +598,15 @@ type single struct {
 	err     error
 }
 
-func (db *DB) single(ctx context.Context, sql string, args []any) (*single, error) {
+func (db *DB) single(ctx context.Context, sql string, args []any) (st *single, err error) {
+	err = db.follow(ctx, func() error {
+		st, err = db.startSingle(ctx, sql, args)
+		return err
+	})
+	return st, err
+}
+
+func (db *DB) startSingle(ctx context.Context, sql string, args []any) (*single, error) {
 	s, err := db.tenant(ctx)
 	if err != nil {
 		return nil, err
@@ -591,7 +626,7 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 			queueUnitSavepoint(b, conn.Conn())
 			db.queueScope(b, s)
 			if err := conn.SendBatch(ctx, b).Close(); err != nil {
-				return nil, st.finish(err)
+				return nil, fenced(st.finish(err))
 			}
 			if !pooled {
 				if err := stmts.prepare(ctx, conn.Conn(), sql); err != nil {
@@ -625,7 +660,7 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (*single, erro
 		}
 	}
 	if _, err := st.br.Exec(); err != nil { // the scoping
-		return nil, st.finish(err)
+		return nil, fenced(st.finish(err))
 	}
 	return st, nil
 }

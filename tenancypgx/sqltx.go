@@ -71,7 +71,11 @@ func (db *DB) Close() error {
 // here instead of two. Schema-model tenants get connections that prepare nothing (pgx's exec
 // mode), so a statement cached for one tenant's schema is never run against another's; Close
 // releases them.
-func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	return db.follow(ctx, func() error { return db.sqlTx(ctx, fn) })
+}
+
+func (db *DB) sqlTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	s, err := db.tenant(ctx)
 	if err != nil {
 		return err
@@ -165,7 +169,7 @@ func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 		dest = []any{&ignore, &ignore, &ignore, &start}
 	}
 	if err = tx.QueryRowContext(ctx, scopeSQL, args...).Scan(dest...); err != nil {
-		return fmt.Errorf("tenancypgx: scope tenant transaction: %w", err)
+		return fenced(fmt.Errorf("tenancypgx: scope tenant transaction: %w", err))
 	}
 	if err = fn(tx); err != nil {
 		return err

@@ -57,7 +57,21 @@ func createTenantDatabase(ctx context.Context, c *tenancycatalog.Catalog, t *ten
 		return err
 	}
 	t.Server, t.Database = server, name
+	if err := makeTenantDatabase(ctx, c, t.ID, server, m); err != nil {
+		return err
+	}
+	// The copy carries the whole tenant line: record it, with no connection to the new database.
+	return tenancycatalog.RecordLine(ctx, c.Pool(), tenancycatalog.LineEntry{Target: t.ID, TenantID: t.ID,
+		Version: m.Latest(), Support: tenancycatalog.SupportVersion})
+}
 
+// makeTenantDatabase creates the database of tenant id on server as a copy of the server's
+// template (see createTenantDatabase), recording nothing in the catalog.
+func makeTenantDatabase(ctx context.Context, c *tenancycatalog.Catalog, id, server string, m TenantMigrator) error {
+	name := tenancycatalog.DatabaseName(id)
+	if name == "" {
+		return fmt.Errorf("tenancyprovision: no database name for tenant id %q", id)
+	}
 	maint, err := c.Maintenance(ctx, server)
 	if err != nil {
 		return err
@@ -84,9 +98,7 @@ func createTenantDatabase(ctx context.Context, c *tenancycatalog.Catalog, t *ten
 	if _, err := maint.Exec(ctx, "REVOKE TEMPORARY ON DATABASE "+quoted+" FROM PUBLIC"); err != nil {
 		return fmt.Errorf("database %s: %w", name, err)
 	}
-	// The copy carries the whole tenant line: record it, with no connection to the new database.
-	return tenancycatalog.RecordLine(ctx, c.Pool(), tenancycatalog.LineEntry{Target: t.ID, TenantID: t.ID,
-		Version: m.Latest(), Support: tenancycatalog.SupportVersion})
+	return nil
 }
 
 // refreshTemplate makes sure the server's template exists and carries the whole tenant line; it
@@ -167,12 +179,21 @@ func dropTenantDatabase(ctx context.Context, c *tenancycatalog.Catalog, t *tenan
 	if t.Database == "" || t.Database != tenancycatalog.DatabaseName(t.ID) {
 		return fmt.Errorf("tenancyprovision: refusing to drop %q: not the database of tenant %s", t.Database, t.ID)
 	}
-	conn, err := c.Maintenance(ctx, t.Server)
+	return dropDatabaseOf(ctx, c, t.ID, t.Server)
+}
+
+// dropDatabaseOf drops the database of tenant id on server, if there is one, ending its sessions.
+func dropDatabaseOf(ctx context.Context, c *tenancycatalog.Catalog, id, server string) error {
+	name := tenancycatalog.DatabaseName(id)
+	if name == "" {
+		return fmt.Errorf("tenancyprovision: no database name for tenant id %q", id)
+	}
+	conn, err := c.Maintenance(ctx, server)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{t.Database}.Sanitize()+" WITH (FORCE)")
+	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
 	return err
 }
 

@@ -109,6 +109,7 @@ type routerShard struct {
 type poolEntry struct {
 	id       string
 	server   string // the alias of the tenant's server
+	database string // the tenant's database there
 	pool     *pgxpool.Pool
 	reserved int
 	refs     atomic.Int64
@@ -119,6 +120,11 @@ type poolEntry struct {
 
 	sqlOnce sync.Once
 	sqlDB   *sql.DB // database/sql over pool, for SQLTx
+}
+
+// placed reports whether the entry's pool is on t's placement.
+func (e *poolEntry) placed(t *tenancy.Tenant) bool {
+	return e.server == t.Server && e.database == t.Database
 }
 
 // close closes the entry's database/sql handle and pool, waiting for connections in use.
@@ -288,14 +294,18 @@ func (r *Router) Lease(ctx context.Context, t *tenancy.Tenant) (Lease, error) {
 	sh := r.shard(t.ID)
 	sh.mu.RLock()
 	e := sh.m[t.ID]
-	if e != nil {
+	if e != nil && e.placed(t) {
 		e.refs.Add(1)
 	}
 	sh.mu.RUnlock()
-	if e != nil {
+	if e != nil && e.placed(t) {
 		e.lastUsed.Store(r.now())
 		r.hits.Add(1)
 		return Lease{e, r}, nil
+	}
+	if e != nil {
+		// The tenant moved to another server (tenancymove): the old pool serves it no more.
+		r.Forget(t.ID)
 	}
 	return r.slowLease(ctx, t, sh)
 }
@@ -313,10 +323,16 @@ func (r *Router) slowLease(ctx context.Context, t *tenancy.Tenant, sh *routerSha
 		}
 		sh.mu.RLock()
 		e := sh.m[t.ID]
-		if e != nil {
+		stale := e != nil && !e.placed(t)
+		if e != nil && !stale {
 			e.refs.Add(1)
 		}
 		sh.mu.RUnlock()
+		if stale { // the tenant moved to another server
+			r.mu.Unlock()
+			r.Forget(t.ID)
+			continue
+		}
 		if e != nil { // opened by a concurrent first request
 			r.mu.Unlock()
 			e.lastUsed.Store(r.now())
@@ -396,7 +412,7 @@ func (r *Router) openLocked(t *tenancy.Tenant, sh *routerShard) (*poolEntry, err
 	if err != nil {
 		return nil, err
 	}
-	e := &poolEntry{id: t.ID, server: t.Server, pool: pool, reserved: r.cfg.MaxConnsPerPool}
+	e := &poolEntry{id: t.ID, server: t.Server, database: t.Database, pool: pool, reserved: r.cfg.MaxConnsPerPool}
 	e.refs.Store(1)
 	e.lastUsed.Store(r.now())
 	sh.mu.Lock()

@@ -24,6 +24,11 @@ const (
 // a tenant's ID): one key per target, so runners migrate different tenants at once.
 const TenantLinePrefix = "tenancy.migrate."
 
+// MovePrefix starts the text whose hash (hashtextextended(prefix || tenant id, 0)) is the key of
+// the session lock a mover holds on a tenant in the catalog's database while it moves, resumes,
+// aborts or finalizes the tenant's move: one mover per tenant.
+const MovePrefix = "tenancy.move."
+
 // All lists every key, for the test that they are distinct.
 var All = map[string]int64{
 	"Catalog": Catalog, "SharedLine": SharedLine, "Support": Support, "Template": Template, "TenantDatabase": TenantDatabase,

@@ -41,9 +41,12 @@ var ErrNoSupport = errors.New("tenancypgx: the database lacks the isolation supp
 // alone: no fall-through to public.
 const (
 	// The last column is the transaction's start (now()), which the reset at its end checks: a
-	// unit of work that ended its transaction itself is refused.
-	ScopeShared = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), now()"
-	ScopeSchema = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), set_config('search_path', $3, true), now()"
+	// unit of work that ended its transaction itself is refused. tenancy.enter returns it, after
+	// refusing (SQLSTATE TNCY3) a tenant whose move fences this placement (the last parameter:
+	// PlacementShared, PlacementDatabase or the schema's name; see the catalog's
+	// sql/catalog/0014_move_fence.sql).
+	ScopeShared = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), tenancy.enter($2, $3)"
+	ScopeSchema = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), set_config('search_path', $3, true), tenancy.enter($2, $4)"
 	// ResetSQL leaves the session as the unit of work found it (see the catalog's
 	// sql/catalog/0006_binding.sql); ResetUnitSQL also refuses, inside the unit's transaction, a
 	// role change, and ResetTxSQL a transaction other than the one that began at $1. Each
@@ -288,7 +291,7 @@ const probeTenant = "00000000-0000-0000-0000-000000000000"
 // and with ErrNoSupport when it lacks the isolation support. It leaves the session clean.
 func checkBinding(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.BindingKey) error {
 	b := &pgx.Batch{}
-	b.Queue(ScopeShared, probeTenant, key.Proof(probeTenant))
+	b.Queue(ScopeShared, probeTenant, key.Proof(probeTenant), tenancycatalog.PlacementShared)
 	b.Queue(`SELECT tenancy.current_tenant()`)
 	b.Queue(EndUnitSQL, nil, NewNonce()) // the support is as recent as this code
 	b.Queue(ResetSQL, NewNonce())
