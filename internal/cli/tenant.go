@@ -32,6 +32,8 @@ const tenantUsage = `usage: tenancy tenant SUBCOMMAND [arguments] [flags]
   provision SLUG [--server ALIAS] [--migrations DIR|demo]
   set-limit SLUG LIMIT|plan
   domain add|remove SLUG DOMAIN
+  move SLUG --to shared|schema|database [--server ALIAS] [--migrations DIR|demo] [--json]
+  move SLUG --resume|--abort|--finalize [--migrations DIR|demo] [--json]
 
 Run "tenancy tenant SUBCOMMAND -h" for its flags.
 `
@@ -54,6 +56,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		name, plan, isolation, status, migrations, server, planLimits *string
 		domains                                                       listFlag
 		all, purge, yes                                               *bool
+		mf                                                            moveFlags
 	)
 	switch sub {
 	case "create":
@@ -77,6 +80,17 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "delete":
 		purge = fs.Bool("purge", false, "remove a deleted tenant's schema or rows and its catalog entry, for good")
 		yes = fs.Bool("yes", false, "confirm --purge")
+	case "move":
+		migrations = migrationsFlag(fs)
+		mf = moveFlags{
+			to:       fs.String("to", "", "the new placement: shared, schema or database"),
+			server:   fs.String("server", "", "with --to database: the alias of the server to move to (default \"default\")"),
+			resume:   fs.Bool("resume", false, "finish the tenant's move that stopped"),
+			abort:    fs.Bool("abort", false, "undo the tenant's move that has not switched (its copy is removed)"),
+			finalize: fs.Bool("finalize", false, "remove the old placement's data of the tenant's switched move"),
+			grace:    fs.Duration("grace", 24*time.Hour, "how long a switched move keeps the old placement's data"),
+			maxPause: fs.Duration("max-pause", 800*time.Millisecond, "the longest the switch may hold the tenant's writes back"),
+		}
 	case "show", "suspend", "resume", "domain", "set-limit":
 	default:
 		return usagef("unknown tenant subcommand %q", sub)
@@ -85,7 +99,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	want := map[string]int{"create": 1, "list": 0, "show": 1, "suspend": 1, "resume": 1, "delete": 1, "domain": 3, "provision": 1, "set-limit": 2, "update": 1}[sub]
+	want := map[string]int{"create": 1, "list": 0, "show": 1, "suspend": 1, "resume": 1, "delete": 1, "domain": 3, "provision": 1, "set-limit": 2, "update": 1, "move": 1}[sub]
 	if len(pos) != want {
 		return usagef("tenant %s takes %d argument(s), got %d", sub, want, len(pos))
 	}
@@ -124,13 +138,17 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if pos[0] != "add" && pos[0] != "remove" {
 			return usagef("tenant domain takes add or remove, got %q", pos[0])
 		}
+	case "move":
+		if _, err := mf.action(); err != nil {
+			return err
+		}
 	}
 	cat, closeDB, err := openCatalog(ctx, dbf)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
-	if migrations != nil && *migrations == "" && (sub == "provision" || iso != tenancy.IsolationShared) {
+	if migrations != nil && *migrations == "" && (sub == "provision" || sub == "move" || iso != tenancy.IsolationShared) {
 		if err := refuseWithoutLines(ctx, cat, dbf); err != nil {
 			return err
 		}
@@ -195,6 +213,10 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return tenantErr(ctx, cat, err, pos[0], sub)
 	}
 	switch sub {
+	case "move":
+		return moveTenant(ctx, cat, t, mf, *migrations, dbf, stdout, stderr, *asJSON)
+	case "show":
+		return showTenant(ctx, cat, t, stdout, *asJSON)
 	case "suspend":
 		t, err = cat.Suspend(ctx, t.ID)
 	case "resume":
@@ -235,6 +257,29 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return tenantErr(ctx, cat, err, pos[0], sub)
 	}
 	return printTenant(stdout, t, *asJSON)
+}
+
+// showTenant prints t and, when it has one, its last move.
+func showTenant(ctx context.Context, cat *tenancycatalog.Catalog, t *tenancy.Tenant, w io.Writer, asJSON bool) error {
+	m, err := cat.LastMove(ctx, t.ID)
+	if err != nil && !errors.Is(err, tenancycatalog.ErrNoMove) {
+		return err
+	}
+	if asJSON {
+		return writeJSON(w, struct {
+			*tenancy.Tenant
+			Move *tenancycatalog.Move `json:"move,omitempty"`
+		}{t, m})
+	}
+	if err := printTenant(w, t, false); err != nil {
+		return err
+	}
+	if m != nil {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		printMove(tw, m)
+		return tw.Flush()
+	}
+	return nil
 }
 
 // provision makes and migrates a provisioning tenant's schema or database with the tenant line
