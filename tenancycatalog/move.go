@@ -308,7 +308,7 @@ func Capture(ctx context.Context, q Beginner, moveID int64, table pgx.Identifier
 		if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)", strconv.FormatInt(lockTimeout.Milliseconds(), 10)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER IF EXISTS %[1]s ON %[2]s;
+		_, err := tx.Exec(ctx, fmt.Sprintf(`DROP TRIGGER IF EXISTS %[1]s ON %[2]s; DROP TRIGGER IF EXISTS %[5]s ON %[2]s; DROP TRIGGER IF EXISTS %[6]s ON %[2]s;
 			CREATE TRIGGER %[1]s AFTER INSERT ON %[2]s FOR EACH ROW WHEN (NEW.tenant_id = %[3]s)
 				EXECUTE FUNCTION tenancy.capture_change(%[4]s);
 			CREATE TRIGGER %[5]s AFTER UPDATE ON %[2]s FOR EACH ROW WHEN (OLD.tenant_id = %[3]s OR NEW.tenant_id = %[3]s)

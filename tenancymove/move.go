@@ -421,7 +421,7 @@ func (mv *Mover) run(ctx context.Context, t *tenancy.Tenant, m *tenancycatalog.M
 	prog.tables(pairs)
 	if !resume || m.Step == "prepare" || m.Step == "copy" {
 		copyStart := time.Now()
-		if err := mv.startCapture(ctx, t.ID, m.ID, src, pairs); err != nil {
+		if err := mv.startCapture(ctx, t.ID, m.ID, src, pairs, true); err != nil {
 			return nil, err
 		}
 		mv.record(ctx, m, "copy", prog)
@@ -429,7 +429,7 @@ func (mv *Mover) run(ctx context.Context, t *tenancy.Tenant, m *tenancycatalog.M
 			return nil, fmt.Errorf("tenancymove: %w", err)
 		}
 		res.Copy = time.Since(copyStart)
-	} else if err := mv.startCapture(ctx, t.ID, m.ID, src, pairs); err != nil { // they may be gone
+	} else if err := mv.startCapture(ctx, t.ID, m.ID, src, pairs, false); err != nil { // a table may be new
 		return nil, err
 	}
 	mv.record(ctx, m, "catch up", prog)
@@ -530,12 +530,15 @@ func (mv *Mover) targetVersion(ctx context.Context, t *tenancy.Tenant, m *tenanc
 	return tgtVersion, nil
 }
 
-// startCapture adds the move's capture triggers to the source's tables (forgetting changes
-// recorded before): each waits for the table's writers in flight, so a change is either in the
-// first copy's snapshot or recorded, or both.
-func (mv *Mover) startCapture(ctx context.Context, id string, moveID int64, src *site, pairs []pair) error {
-	if err := tenancycatalog.ClearChanges(ctx, src.pool, moveID); err != nil {
-		return fmt.Errorf("tenancymove: %s: %w", src.p, err)
+// startCapture adds the move's capture triggers to the source's tables (before a first copy,
+// forgetting changes recorded before: fresh): each waits for the table's writers in flight, so a
+// change is either in the first copy's snapshot or recorded, or both. On a resumed move the
+// triggers are made again and the changes they recorded kept.
+func (mv *Mover) startCapture(ctx context.Context, id string, moveID int64, src *site, pairs []pair, fresh bool) error {
+	if fresh {
+		if err := tenancycatalog.ClearChanges(ctx, src.pool, moveID); err != nil {
+			return fmt.Errorf("tenancymove: %s: %w", src.p, err)
+		}
 	}
 	for _, p := range pairs {
 		var err error

@@ -1,0 +1,174 @@
+package tenancymove_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancymove"
+	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancytest"
+)
+
+// interrupt starts a move of tn to to and stops it (as a killed process would: nothing after the
+// step's start runs, not even its record in the catalog) when it reaches step.
+func interrupt(t *testing.T, s *setup, tn *tenancy.Tenant, to tenancycatalog.Placement, step string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err := s.mover.Move(ctx, tn.ID, &tenancymove.Opts{To: to, Progress: func(p tenancymove.Progress) {
+		if p.Step == step {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("a move stopped at %s returned %v, want context.Canceled", step, err)
+	}
+	m, err := s.env.Catalog.OpenMove(context.Background(), tn.ID)
+	if err != nil || m.State != tenancycatalog.MoveCopying || m.LastError == "" {
+		t.Fatalf("after stopping at %s the move is %+v (%v), want copying with its error recorded", step, m, err)
+	}
+}
+
+// write inserts a project named name as tn.
+func (s *setup) write(tn *tenancy.Tenant, name string) error {
+	return s.db.Tx(tenancytest.Context(tn), func(tx pgx.Tx) error {
+		_, err := tx.Exec(context.Background(), `INSERT INTO projects (name) VALUES ($1)`, name)
+		return err
+	})
+}
+
+// TestAStoppedMoveResumes stops moves at the catch-up and, as if the process died while its
+// writes were paused, inside the switch; each time the tenant is served from where it was (read,
+// and written once the pause is lifted) and Resume finishes the move with every row.
+func TestAStoppedMoveResumes(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t)
+	ctx := context.Background()
+	a := s.env.NewTenant(t, tenancy.IsolationShared)
+	t.Cleanup(func() { tenancytest.DropDatabase(t, tenancycatalog.DatabaseName(a.ID)) })
+	s.seed(t, a, 30, 2)
+
+	// Stopped at the switch: the first copy and the catch-up completed, and are not done again.
+	interrupt(t, s, a, tenancycatalog.Placement{Isolation: tenancy.IsolationSchema}, "switch")
+	if m, _ := s.env.Catalog.OpenMove(ctx, a.ID); m.Step != "catch up" {
+		t.Fatalf("the stopped move is at %q, want catch up", m.Step)
+	}
+	if err := s.write(a, "between"); err != nil {
+		t.Fatalf("a write while the move is stopped: %v", err)
+	}
+	var steps []string
+	res, err := s.mover.Resume(ctx, a.ID, func(p tenancymove.Progress) { steps = append(steps, p.Step) })
+	if err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	if slices.Contains(steps, "copy") || slices.Contains(steps, "prepare") {
+		t.Fatalf("the resumed move copied again from the start: steps %v", steps)
+	}
+	now, _ := s.env.Catalog.TenantByID(ctx, a.ID)
+	if now.Isolation != tenancy.IsolationSchema || res.Move.State != tenancycatalog.MoveSwitched {
+		t.Fatalf("after resuming, %s is in %s (move %s)", a.Slug, now.Isolation, res.Move.State)
+	}
+	if got := s.names(t, a); len(got) != 31 || !slices.Contains(got, "between") {
+		t.Fatalf("after resuming, %s has %d projects (%v), want 31 with the one written while stopped", a.Slug, len(got), got)
+	}
+
+	// Stopped inside the switch, with the fence left in place as a killed mover leaves it.
+	key, err := s.env.Catalog.BindingKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := tenancycatalog.Placement{Isolation: tenancy.IsolationDatabase, Server: tenancycatalog.DefaultServer}
+	interrupt(t, s, a, to, "switch")
+	m, _ := s.env.Catalog.OpenMove(ctx, a.ID)
+	schema := tenancycatalog.SchemaName(a.ID)
+	if err := tenancycatalog.Fence(ctx, s.env.Pool, key, a.ID, schema, tenancycatalog.FenceSwitching, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	quick := tenancytest.NewDB(t, s.env.Pool, &tenancypgx.Config{Store: s.env.Catalog, Router: s.env.Router, MoveWait: 50 * time.Millisecond})
+	err = quick.Tx(tenancytest.Context(a), func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO projects (name) VALUES ('paused')`)
+		return err
+	})
+	if !errors.Is(err, tenancy.ErrTenantMoving) {
+		t.Fatalf("a write while the switch is paused returned %v, want tenancy.ErrTenantMoving", err)
+	}
+	var n int
+	if err := quick.ReadTx(tenancytest.Context(a), func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT count(*) FROM projects`).Scan(&n)
+	}); err != nil || n != 31 {
+		t.Fatalf("a read while the switch is paused: %d projects, %v; want the 31 (reads are served)", n, err)
+	}
+	if _, err := s.mover.Resume(ctx, a.ID, nil); err != nil {
+		t.Fatalf("resume after a stop inside the switch: %v", err)
+	}
+	if err := s.write(a, "after"); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.names(t, a); len(got) != 32 || slices.Contains(got, "paused") {
+		t.Fatalf("after the second move, %s has %v; want the 31 and the one written after (the refused write nowhere)", a.Slug, got)
+	}
+	now, _ = s.env.Catalog.TenantByID(ctx, a.ID)
+	if tenancycatalog.PlacementOf(now) != to {
+		t.Fatalf("%s is in %s, want %s", a.Slug, tenancycatalog.PlacementOf(now), to)
+	}
+	if n := physicalRows(t, s, now); n != 32 {
+		t.Fatalf("the database holds %d of %s's projects, want 32", n, a.Slug)
+	}
+}
+
+// TestAbortLeavesTheTenantWhereItWas stops a move after its copy and aborts it: the copy is
+// removed, the capture triggers and recorded changes are gone, and the tenant is read and written
+// where it was.
+func TestAbortLeavesTheTenantWhereItWas(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t)
+	ctx := context.Background()
+	a := s.env.NewTenant(t, tenancy.IsolationShared)
+	s.seed(t, a, 10, 1)
+	interrupt(t, s, a, tenancycatalog.Placement{Isolation: tenancy.IsolationSchema}, "catch up")
+	schema := tenancycatalog.SchemaName(a.ID)
+	exists := func() (n int) {
+		s.env.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_namespace WHERE nspname = $1`, schema).Scan(&n)
+		return n
+	}
+	triggers := func() (n int) {
+		s.env.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tenancy_move_%'`).Scan(&n)
+		return n
+	}
+	if exists() != 1 || triggers() == 0 {
+		t.Fatalf("a stopped move has no copy (%d) or no capture triggers (%d): the test proves nothing", exists(), triggers())
+	}
+	if err := s.write(a, "during"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.mover.Abort(ctx, a.ID)
+	if err != nil || m.State != tenancycatalog.MoveAborted {
+		t.Fatalf("abort: %+v %v", m, err)
+	}
+	if exists() != 0 || triggers() != 0 {
+		t.Fatalf("after the abort the copy (%d) or capture triggers (%d) remain", exists(), triggers())
+	}
+	var changes int
+	if err := s.env.Pool.QueryRow(ctx, `SELECT count(*) FROM tenancy.move_changes`).Scan(&changes); err != nil || changes != 0 {
+		t.Fatalf("recorded changes remain after the abort: %d (%v)", changes, err)
+	}
+	if err := s.write(a, "after"); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.names(t, a); len(got) != 12 {
+		t.Fatalf("after the abort %s has %d projects, want 12", a.Slug, len(got))
+	}
+	if now, _ := s.env.Catalog.TenantByID(ctx, a.ID); now.Isolation != tenancy.IsolationShared {
+		t.Fatalf("after the abort %s is in %s", a.Slug, now.Isolation)
+	}
+	if _, err := s.mover.Abort(ctx, a.ID); !errors.Is(err, tenancymove.ErrNoMove) {
+		t.Fatalf("a second abort: %v, want ErrNoMove", err)
+	}
+}
