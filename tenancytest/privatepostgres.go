@@ -111,6 +111,9 @@ func (p *PrivatePostgres) Restart() {
 	}
 }
 
+// Port is the port the server listens on (on 127.0.0.1).
+func (p *PrivatePostgres) Port() int { return p.port }
+
 // URL returns the URL of database on the server, as postgres.
 func (p *PrivatePostgres) URL(database string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.port, database)
