@@ -12,6 +12,7 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancymove"
 	"github.com/gotenancy/tenancy/tenancypgx"
 	"github.com/gotenancy/tenancy/tenancyrouter"
 	"github.com/gotenancy/tenancy/tenancytest"
@@ -33,15 +34,53 @@ var projectsLine = fstest.MapFS{
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: projectsLine})
-	for _, model := range tenancytest.Models {
+	for i, model := range tenancytest.Models {
 		t.Run(string(model), func(t *testing.T) {
 			t.Parallel()
-			conformance(t, env, model)
+			conformance(t, env, model, nil)
+		})
+		// And with tenant A in the middle of a move to the next model: its rows copied there,
+		// its changes captured, its placement not switched yet.
+		to := tenancycatalog.Placement{Isolation: tenancytest.Models[(i+1)%len(tenancytest.Models)]}
+		if to.Isolation == tenancy.IsolationDatabase {
+			to.Server = tenancycatalog.DefaultServer
+		}
+		t.Run(string(model)+" moving to "+string(to.Isolation), func(t *testing.T) {
+			t.Parallel()
+			conformance(t, env, model, &to)
 		})
 	}
 }
 
-func conformance(t *testing.T, env *tenancytest.Env, model tenancy.Isolation) {
+// stopMidMove starts moving a to another placement and stops the move before its switch: a's
+// rows are in both placements, a is served from the old one.
+func stopMidMove(t *testing.T, env *tenancytest.Env, a *tenancy.Tenant, to tenancycatalog.Placement) {
+	t.Helper()
+	mover, err := tenancymove.New(env.Catalog, &tenancymove.Config{Migrator: env.Migrator})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if to.Isolation == tenancy.IsolationDatabase {
+		t.Cleanup(func() { tenancytest.DropDatabase(t, tenancycatalog.DatabaseName(a.ID)) })
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err = mover.Move(ctx, a.ID, &tenancymove.Opts{To: to, Progress: func(p tenancymove.Progress) {
+		if p.Step == "switch" {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("the move stopped before its switch returned %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := mover.Abort(context.Background(), a.ID); err != nil {
+			t.Errorf("abort the move: %v", err)
+		}
+	})
+}
+
+func conformance(t *testing.T, env *tenancytest.Env, model tenancy.Isolation, moving *tenancycatalog.Placement) {
 	db := env.DB
 	a, b := env.Pair(t, model)
 	ctxA, ctxB := tenancytest.Context(a), tenancytest.Context(b)
@@ -66,6 +105,20 @@ func conformance(t *testing.T, env *tenancytest.Env, model tenancy.Isolation) {
 	}
 	if _, err := db.Exec(ctxB, `INSERT INTO projects (name) VALUES ('B own')`); err != nil {
 		t.Fatal(err)
+	}
+	if moving != nil {
+		stopMidMove(t, env, a, *moving)
+		if moving.Isolation == tenancy.IsolationSchema {
+			// A's copy in its new schema, named by B: nothing.
+			copyTable := pgx.Identifier{tenancycatalog.SchemaName(a.ID), "projects"}.Sanitize()
+			var n int
+			if err := db.QueryRow(ctxB, `SELECT count(*) FROM `+copyTable).Scan(&n); err == nil && n != 0 {
+				t.Errorf("ISOLATION BREACH: B sees %d rows of A's copy in %s", n, copyTable)
+			}
+			if err := env.Pool.QueryRow(context.Background(), `SELECT count(*) FROM `+copyTable).Scan(&n); err != nil || n != 1 {
+				t.Fatalf("control: A's copy in %s holds %d projects (%v), want 1", copyTable, n, err)
+			}
+		}
 	}
 
 	reads := []struct {

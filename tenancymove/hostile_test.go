@@ -1,0 +1,81 @@
+package tenancymove_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancytest"
+)
+
+// TestAnotherTenantLearnsNothingOfAMove fences tenant A as a move's switch does and has tenant B,
+// from SQL inside its own unit of work, try to read the fences and the recorded changes, lift
+// A's fence, and ask tenancy.enter about A: each is refused or tells nothing, while A's own units
+// are held back (the positive control) and B's are served.
+func TestAnotherTenantLearnsNothingOfAMove(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t)
+	ctx := context.Background()
+	a := s.env.NewTenant(t, tenancy.IsolationShared)
+	b := s.env.NewTenant(t, tenancy.IsolationShared)
+	s.seed(t, a, 3, 1)
+	interrupt(t, s, a, tenancycatalog.Placement{Isolation: tenancy.IsolationSchema}, "switch")
+	if err := s.write(a, "changed"); err != nil { // recorded by the capture
+		t.Fatal(err)
+	}
+	key, err := s.env.Catalog.BindingKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := s.env.Catalog.OpenMove(ctx, a.ID)
+	if err := tenancycatalog.Fence(ctx, s.env.Pool, key, a.ID, tenancycatalog.PlacementShared, tenancycatalog.FenceSwitching, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	quick := &setup{db: tenancytest.NewDB(t, s.env.Pool, &tenancypgx.Config{Store: s.env.Catalog, MoveWait: 50 * time.Millisecond})}
+	if err := quick.write(a, "held"); !errors.Is(err, tenancy.ErrTenantMoving) {
+		t.Fatalf("control: A's write while fenced returned %v, want ErrTenantMoving", err)
+	}
+	code := func(err error) string {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			return pgErr.Code
+		}
+		return ""
+	}
+	for _, c := range []struct{ name, sql, want string }{
+		{"read the fences", `SELECT count(*) FROM tenancy.fences`, "42501"},
+		{"read the changes", `SELECT count(*) FROM tenancy.move_changes`, "42501"},
+		{"lift the fence", `DELETE FROM tenancy.fences`, "42501"},
+		{"forge a change", `INSERT INTO tenancy.move_changes (move_id, tbl, key) VALUES (1, 'projects', '{}')`, "42501"},
+		{"call the capture", `SELECT tenancy.capture_change()`, "42501"},
+		{"ask about A by id", `SELECT tenancy.enter('` + a.ID + `', 'shared')`, ""},
+		{"ask about A with B's proof", `SELECT tenancy.enter(current_setting('app.tenant_proof'), 'shared')`, ""},
+	} {
+		err := s.db.Tx(tenancytest.Context(b), func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, c.sql)
+			return err
+		})
+		if code(err) != c.want || (c.want == "" && err != nil) {
+			t.Errorf("B: %s: %v; want SQLSTATE %q", c.name, err, c.want)
+		}
+	}
+	if err := s.write(b, "b's own"); err != nil {
+		t.Fatalf("B is held back by A's move: %v", err)
+	}
+	if err := tenancycatalog.Unfence(ctx, s.env.Pool, key, a.ID, tenancycatalog.PlacementShared); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.mover.Resume(ctx, a.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.names(t, a); len(got) != 4 {
+		t.Fatalf("after the move A has %v, want its 3 projects and the changed one", got)
+	}
+}
