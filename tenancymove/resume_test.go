@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancycatalog"
@@ -104,6 +105,13 @@ func TestAStoppedMoveResumes(t *testing.T) {
 		return tx.QueryRow(ctx, `SELECT count(*) FROM projects`).Scan(&n)
 	}); err != nil || n != 31 {
 		t.Fatalf("a read while the switch is paused: %d projects, %v; want the 31 (reads are served)", n, err)
+	}
+	if err := quick.QueryRow(tenancytest.Context(a), `SELECT count(*) FROM projects`, tenancypgx.ReadOnly).Scan(&n); err != nil || n != 31 {
+		t.Fatalf("a read-only statement while the switch is paused: %d projects, %v; want the 31", n, err)
+	}
+	var pgErr *pgconn.PgError
+	if _, err := quick.Exec(tenancytest.Context(a), `INSERT INTO projects (name) VALUES ('sneaked')`, tenancypgx.ReadOnly); !errors.As(err, &pgErr) || pgErr.Code != "25006" {
+		t.Fatalf("a write marked read-only while the switch is paused: %v; want SQLSTATE 25006", err)
 	}
 	if _, err := s.mover.Resume(ctx, a.ID, nil); err != nil {
 		t.Fatalf("resume after a stop inside the switch: %v", err)

@@ -606,7 +606,19 @@ func (db *DB) single(ctx context.Context, sql string, args []any) (st *single, e
 	return st, err
 }
 
+// ReadOnly, as the first of the arguments of Exec, Query or QueryRow (as pgx takes a
+// QueryExecMode there), runs the statement in a read-only transaction: a write fails (SQLSTATE
+// 25006), and a moving tenant's read is served while the move's switch holds writes back
+// (see ReadTx).
+const ReadOnly = readOnlyArg(1)
+
+type readOnlyArg int
+
 func (db *DB) startSingle(ctx context.Context, sql string, args []any) (*single, error) {
+	begin := "BEGIN"
+	if len(args) > 0 && args[0] == ReadOnly {
+		begin, args = "BEGIN READ ONLY", args[1:]
+	}
 	s, err := db.tenant(ctx)
 	if err != nil {
 		return nil, err
@@ -622,7 +634,7 @@ func (db *DB) startSingle(ctx context.Context, sql string, args []any) (*single,
 		if pooled, stmts := behindPooler(conn.Conn()), schemaStatementsOf(conn.Conn()); pooled || !stmts.has[sql] {
 			// Not yet prepared on this connection (see schemaStatements), or behind a pooler,
 			// where nothing is prepared by name: the scoping first, then the statement.
-			b.Queue("BEGIN")
+			b.Queue(begin)
 			queueUnitSavepoint(b, conn.Conn())
 			db.queueScope(b, s)
 			if err := conn.SendBatch(ctx, b).Close(); err != nil {
@@ -644,7 +656,7 @@ func (db *DB) startSingle(ctx context.Context, sql string, args []any) (*single,
 	}
 	// An explicit transaction block, not the pipeline's implicit transaction: in one, a DO block
 	// or a procedure cannot COMMIT and go on unbound.
-	b.Queue("BEGIN")
+	b.Queue(begin)
 	queueUnitSavepoint(b, conn.Conn())
 	db.queueScope(b, s)
 	b.Queue(sql, args...)

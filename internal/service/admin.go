@@ -37,6 +37,7 @@ func (s *Server) admin() http.Handler {
 	mux.HandleFunc("POST /admin/tenants/{slug}/resume", s.adminTenant(s.catalog.Resume))
 	mux.HandleFunc("DELETE /admin/tenants/{slug}", s.adminTenant(s.catalog.Delete))
 	mux.HandleFunc("POST /admin/tenants/{slug}/provision", s.adminProvision)
+	mux.HandleFunc("POST /admin/tenants/{slug}/move", s.adminMove)
 	mux.HandleFunc("PUT /admin/tenants/{slug}/rate-limit", s.adminRateLimit)
 	mux.HandleFunc("POST /admin/tenants/{slug}/domains", s.adminDomain(true))
 	mux.HandleFunc("DELETE /admin/tenants/{slug}/domains/{domain}", s.adminDomain(false))
@@ -275,6 +276,10 @@ func (s *Server) adminTenant(op tenantOp) http.HandlerFunc {
 		}
 		if err != nil {
 			s.adminError(w, r, err)
+			return
+		}
+		if op == nil { // GET: with the tenant's last move
+			s.writeView(w, r, t, http.StatusOK)
 			return
 		}
 		writeJSONResponse(w, http.StatusOK, t)

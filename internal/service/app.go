@@ -17,6 +17,7 @@ import (
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancycache"
 	"github.com/gotenancy/tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy/tenancypgx"
 )
 
 type project struct {
@@ -89,7 +90,7 @@ func (s *Server) createProject(w http.ResponseWriter, r *http.Request) {
 var errNoRow = errors.New("the insert returned no row")
 
 func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
-	rows, err := s.db.Query(r.Context(), selectProject+` ORDER BY created_at, id`)
+	rows, err := s.db.Query(r.Context(), selectProject+` ORDER BY created_at, id`, tenancypgx.ReadOnly)
 	respondAll(s, w, r, rows, err, scanProject)
 }
 
@@ -98,7 +99,7 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rows, err := s.db.Query(r.Context(), selectProject+` WHERE id = $1`, id)
+	rows, err := s.db.Query(r.Context(), selectProject+` WHERE id = $1`, tenancypgx.ReadOnly, id)
 	respondOne(s, w, r, rows, err, scanProject, http.StatusOK)
 }
 
@@ -159,7 +160,7 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 	}
 	var tasks []task
 	found := false
-	err := s.db.Tx(r.Context(), func(tx pgx.Tx) error {
+	err := s.db.ReadTx(r.Context(), func(tx pgx.Tx) error {
 		if err := tx.QueryRow(r.Context(), `SELECT EXISTS (SELECT FROM projects WHERE id = $1)`, projectID).Scan(&found); err != nil || !found {
 			return err
 		}
@@ -212,7 +213,7 @@ type stats struct {
 func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	out, err := tenancycache.GetOrLoad(r.Context(), s.appCache, "stats", 30*time.Second, func(ctx context.Context) (stats, error) {
 		var st stats
-		err := s.db.QueryRow(ctx, `SELECT (SELECT count(*) FROM projects), (SELECT count(*) FROM tasks)`).
+		err := s.db.QueryRow(ctx, `SELECT (SELECT count(*) FROM projects), (SELECT count(*) FROM tasks)`, tenancypgx.ReadOnly).
 			Scan(&st.Projects, &st.Tasks)
 		return st, err
 	})

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
 	"github.com/gotenancy/tenancy/tenancymigrate"
+	"github.com/gotenancy/tenancy/tenancymove"
 	"github.com/gotenancy/tenancy/tenancypgx"
 	"github.com/gotenancy/tenancy/tenancyprovision"
 	"github.com/gotenancy/tenancy/tenancyrate"
@@ -65,6 +67,9 @@ type ServerConfig struct {
 	// CatalogSecondLevel, when set, keeps tenant lookups in Redis too, shared by the instances.
 	// Defaults to nil: the first level in each instance only.
 	CatalogSecondLevel *tenancyredis.Cache
+	// MoveGrace is how long a tenant's move (POST /admin/tenants/{slug}/move) keeps the old
+	// placement's data before the service removes it. Defaults to 24h.
+	MoveGrace time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -85,6 +90,10 @@ type Server struct {
 	watchUp     atomic.Bool
 	ignored     atomic.Uint64 // catalog notifications the catalog did not sign
 	closers     []func()
+	mover       *tenancymove.Mover
+	bg          context.Context // the admin API's moves run on it; Close ends it
+	stopBG      context.CancelFunc
+	moves       sync.WaitGroup
 }
 
 // NewServer builds the service on a pool that logs in as the migration role and whose database
@@ -94,6 +103,7 @@ type Server struct {
 // serves requests.
 func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 	s = &Server{pool: pool}
+	s.bg, s.stopBG = context.WithCancel(context.Background())
 	if cfg != nil {
 		s.cfg = *cfg
 	}
@@ -122,6 +132,9 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 		if s.cfg.Migrator, err = tenancymigrate.New(pool, lines); err != nil {
 			return nil, err
 		}
+	}
+	if s.mover, err = tenancymove.New(s.catalog, &tenancymove.Config{Migrator: s.cfg.Migrator, Grace: s.cfg.MoveGrace, Logger: s.log}); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -224,6 +237,8 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 // Close releases what NewServer opened (the router and runtime pool it made, the database/sql
 // handles).
 func (s *Server) Close() {
+	s.stopBG() // a move under way stops where it is, resumable
+	s.moves.Wait()
 	if s.db != nil {
 		_ = s.db.Close()
 	}
@@ -278,6 +293,12 @@ func (s *Server) Run(ctx context.Context) error {
 		tenancypgx.GuardRuntimeRole(ctx, s.catalog, &tenancypgx.GuardOpts{Logger: s.log})
 	}()
 	defer func() { <-guarded }()
+	finalized := make(chan struct{})
+	go func() {
+		defer close(finalized)
+		s.finalizeMoves(ctx)
+	}()
+	defer func() { <-finalized }()
 	return s.catalog.Watch(ctx, s.invalidate, &tenancycatalog.WatchOpts{
 		OnConnect: func() { s.watchUp.Store(true) },
 		OnDisconnect: func(err error) {
