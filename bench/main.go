@@ -59,6 +59,7 @@ var scenarios = []scenario{
 	{"audit", benchAudit},
 	{"e2e", benchE2E},
 	{"catalog-scale", benchCatalogScale},
+	{"move", benchMove},
 }
 
 func main() {

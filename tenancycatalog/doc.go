@@ -30,7 +30,11 @@
 // Some of the API is the typed access the toolkit's own packages use instead of SQL of their own:
 // placements (Place, Activate, ProvisionFailed, Remove) for tenancyprovision; the migration ledger
 // (LineVersion, RecordLine, RecordLineError, LineStatus, LineBehind, ApplySharedLine,
-// ApplyTenantDatabaseLine, SharedLineApplied) for tenancymigrate; Drop for Uninstall. An
+// ApplyTenantDatabaseLine, SharedLineApplied) for tenancymigrate; placements and moves
+// (Placement, StartMove, OpenMove, LastMove, RecordMove, SwitchMove, EndMove, MovesDue), the
+// fences a move closes a placement with (Fence, Unfence, FenceOf) and the capture of a moving
+// tenant's changes (Capture, StopCapture, TakeChanges, ClearChanges) for tenancymove; Drop for
+// Uninstall. An
 // application rarely needs them: Remove forgets a deleted tenant's entry but not its data, and
 // Drop drops the catalog but nothing it made — tenancyprovision.Purge and Uninstall do the whole
 // job.

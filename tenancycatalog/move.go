@@ -291,7 +291,8 @@ func captureTrigger(moveID int64) string { return "tenancy_move_" + strconv.Form
 
 // Capture adds to table (in the database behind q) the trigger that records, under label, the
 // primary key (the columns pk) of every row of the tenant id that changes, for move moveID (see
-// TakeChanges). Adding it waits for the table's writers in flight, at most lockTimeout.
+// TakeChanges). Adding it waits for the table's writers in flight, at most lockTimeout (writers
+// queued behind it wait too), then fails with SQLSTATE 55P03.
 func Capture(ctx context.Context, q Beginner, moveID int64, table pgx.Identifier, label, id string, pk []string, lockTimeout time.Duration) error {
 	if !tenancy.IsID(id) {
 		return fmt.Errorf("tenancycatalog: capture: %q is not a tenant ID", id)
@@ -321,14 +322,22 @@ func Capture(ctx context.Context, q Beginner, moveID int64, table pgx.Identifier
 	})
 }
 
-// StopCapture drops move moveID's capture triggers from table, if it has them.
-func StopCapture(ctx context.Context, q Querier, moveID int64, table pgx.Identifier) error {
+// StopCapture drops move moveID's capture triggers from table, if it has them. Dropping a trigger
+// locks the table against every reader until it is done; it waits at most lockTimeout for the
+// transactions in flight on the table (queued readers wait behind it), then fails with SQLSTATE
+// 55P03, the triggers left in place.
+func StopCapture(ctx context.Context, q Beginner, moveID int64, table pgx.Identifier, lockTimeout time.Duration) error {
 	tbl := table.Sanitize()
-	_, err := q.Exec(ctx, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s; DROP TRIGGER IF EXISTS %s ON %s; DROP TRIGGER IF EXISTS %s ON %s",
-		pgx.Identifier{captureTrigger(moveID)}.Sanitize(), tbl,
-		pgx.Identifier{captureTrigger(moveID) + "_u"}.Sanitize(), tbl,
-		pgx.Identifier{captureTrigger(moveID) + "_d"}.Sanitize(), tbl))
-	return err
+	return pgx.BeginFunc(ctx, q, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)", strconv.FormatInt(lockTimeout.Milliseconds(), 10)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s; DROP TRIGGER IF EXISTS %s ON %s; DROP TRIGGER IF EXISTS %s ON %s",
+			pgx.Identifier{captureTrigger(moveID)}.Sanitize(), tbl,
+			pgx.Identifier{captureTrigger(moveID) + "_u"}.Sanitize(), tbl,
+			pgx.Identifier{captureTrigger(moveID) + "_d"}.Sanitize(), tbl))
+		return err
+	})
 }
 
 // Change is the key of a row a moving tenant changed, under its table's label.

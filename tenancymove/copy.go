@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/big"
 	"sort"
 	"strings"
 
@@ -98,26 +99,48 @@ func (mv *Mover) copyAll(ctx context.Context, id string, src, tgt *site, pairs [
 	return nil
 }
 
+// roundHooks let a catch-up round do more inside its transactions: beforeApply runs on the
+// target's transaction before the round's rows are written there, with the keys of the round by
+// table (JSON objects); inSnapshot runs after the target committed, inside the source's
+// transaction — in the snapshot the round read the rows in — when the round took every change
+// recorded in it.
+type roundHooks struct {
+	beforeApply func(ctx context.Context, ttx pgx.Tx, keys map[string][]string) error
+	inSnapshot  func(ctx context.Context, stx pgx.Tx) error
+}
+
 // catchUp copies again, from the source's current state, the rows whose changes the capture
 // triggers recorded (at most limit changes): on the target each is deleted and, if the source
 // still has it, inserted. The changes are taken in the same snapshot as the rows are read, and
 // taken for good only once the target committed. It returns how many changes it took.
-func (mv *Mover) catchUp(ctx context.Context, id string, moveID int64, src, tgt *site, pairs []pair, limit int) (int, error) {
+func (mv *Mover) catchUp(ctx context.Context, id string, moveID int64, src, tgt *site, pairs []pair, limit int, hooks *roundHooks) (int, error) {
+	if hooks == nil {
+		hooks = &roundHooks{}
+	}
 	stx, err := src.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", src.p, err)
 	}
 	defer stx.Rollback(context.WithoutCancel(ctx))
 	changes, err := tenancycatalog.TakeChanges(ctx, stx, moveID, limit)
-	if err != nil || len(changes) == 0 {
+	if err != nil {
 		return 0, err
 	}
-	keys := map[string]map[string]bool{}
-	for _, c := range changes {
-		if keys[c.Table] == nil {
-			keys[c.Table] = map[string]bool{}
+	if len(changes) == 0 {
+		if hooks.inSnapshot != nil {
+			if err := hooks.inSnapshot(ctx, stx); err != nil {
+				return 0, err
+			}
 		}
-		keys[c.Table][string(c.Key)] = true
+		return 0, stx.Commit(ctx)
+	}
+	keys := map[string][]string{}
+	seen := map[string]bool{}
+	for _, c := range changes {
+		if k := c.Table + "\x00" + string(c.Key); !seen[k] {
+			seen[k] = true
+			keys[c.Table] = append(keys[c.Table], string(c.Key))
+		}
 	}
 	type batch struct {
 		p          pair
@@ -125,16 +148,12 @@ func (mv *Mover) catchUp(ctx context.Context, id string, moveID int64, src, tgt 
 	}
 	var batches []batch
 	for _, p := range pairs {
-		set := keys[p.src.label]
-		if len(set) == 0 {
+		list := keys[p.src.label]
+		if len(list) == 0 {
 			continue
 		}
-		list := make([]string, 0, len(set))
-		for k := range set {
-			list = append(list, k)
-		}
 		sort.Strings(list)
-		b := batch{p: p, keys: []byte("[" + strings.Join(list, ",") + "]")}
+		b := batch{p: p, keys: keyArray(list)}
 		q := fmt.Sprintf(`SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') FROM (SELECT %s FROM %s s WHERE s.tenant_id = $1
 			AND (%s) IN (SELECT %s FROM jsonb_populate_recordset(NULL::%s, $2) k)) r`,
 			columnList("s", p.src.cols), p.src.ident.Sanitize(), columnList("s", p.src.pk), columnList("k", p.src.pk), p.src.ident.Sanitize())
@@ -148,6 +167,11 @@ func (mv *Mover) catchUp(ctx context.Context, id string, moveID int64, src, tgt 
 		return 0, fmt.Errorf("%s: %w", tgt.p, err)
 	}
 	defer ttx.Rollback(context.WithoutCancel(ctx))
+	if hooks.beforeApply != nil {
+		if err := hooks.beforeApply(ctx, ttx, keys); err != nil {
+			return 0, err
+		}
+	}
 	for i := len(batches) - 1; i >= 0; i-- { // children first
 		b := batches[i]
 		tbl := b.p.tgt.ident.Sanitize()
@@ -168,12 +192,20 @@ func (mv *Mover) catchUp(ctx context.Context, id string, moveID int64, src, tgt 
 	if err := ttx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("%s: %w", tgt.p, err)
 	}
+	if hooks.inSnapshot != nil && len(changes) < limit {
+		if err := hooks.inSnapshot(ctx, stx); err != nil {
+			return 0, err
+		}
+	}
 	// Should this commit fail, the changes are taken again: copying a row again changes nothing.
 	if err := stx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("%s: %w", src.p, err)
 	}
 	return len(changes), nil
 }
+
+// keyArray is keys (JSON objects) as one JSON array.
+func keyArray(keys []string) []byte { return []byte("[" + strings.Join(keys, ",") + "]") }
 
 // TableCheck is one table's rows of the moving tenant on both placements at the switch: how many
 // and an order-independent checksum (the sum of a 64-bit hash of each row's text).
@@ -183,37 +215,47 @@ type TableCheck struct {
 	Checksum string `json:"checksum"`
 }
 
-// checksum reads the count and checksum of tenant id's rows of t on s.
-func checksum(ctx context.Context, s *site, t *table, cols []string, id string) (TableCheck, error) {
-	c := TableCheck{Table: t.label}
-	err := s.pool.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), coalesce(sum(hashtextextended(ROW(%s)::text, 0)::numeric), 0)::text
-		FROM %s r WHERE r.tenant_id = $1`, columnList("r", cols), t.ident.Sanitize()), id).Scan(&c.Rows, &c.Checksum)
-	return c, err
+// querier is a pool or a transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// ErrMismatch means the rows a move copied differ from the source's at the switch: the move did
-// not switch, and is abandoned.
+// checksum reads the count and checksum of tenant id's rows of t on q — of those whose keys are in
+// keys (a JSON array of key objects) when keys is not nil.
+func checksum(ctx context.Context, q querier, t *table, cols []string, id string, keys []byte) (TableCheck, error) {
+	c := TableCheck{Table: t.label}
+	where, args := "", []any{id}
+	if keys != nil {
+		where = fmt.Sprintf(" AND (%s) IN (SELECT %s FROM jsonb_populate_recordset(NULL::%s, $2) k)",
+			columnList("r", t.pk), columnList("k", t.pk), t.ident.Sanitize())
+		args = append(args, keys)
+	}
+	err := q.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), coalesce(sum(hashtextextended(ROW(%s)::text, 0)::numeric), 0)::text
+		FROM %s r WHERE r.tenant_id = $1%s`, columnList("r", cols), t.ident.Sanitize(), where), args...).Scan(&c.Rows, &c.Checksum)
+	if err != nil {
+		return c, fmt.Errorf("checksum %s: %w", t.label, err)
+	}
+	return c, nil
+}
+
+// plus returns c with d's rows added and o's taken away: checksums are sums, so the checksum of a
+// table after some rows changed is the one before, less the changed rows' before, plus their after.
+func (c TableCheck) plus(d, o TableCheck) TableCheck {
+	sum, _ := new(big.Int).SetString(c.Checksum, 10)
+	add, _ := new(big.Int).SetString(d.Checksum, 10)
+	sub, _ := new(big.Int).SetString(o.Checksum, 10)
+	if sum == nil || add == nil || sub == nil {
+		return TableCheck{Table: c.Table, Rows: -1, Checksum: "invalid"}
+	}
+	return TableCheck{Table: c.Table, Rows: c.Rows + d.Rows - o.Rows, Checksum: sum.Add(sum, add).Sub(sum, sub).String()}
+}
+
+// ErrMismatch means the rows a move copied differ from the source's: the move did not switch,
+// and is undone.
 var ErrMismatch = fmt.Errorf("tenancymove: the copy differs from the source")
 
-// verify compares, table by table, the tenant's rows on both sites: their count and checksum. Both
-// sites are read at once.
-func verify(ctx context.Context, id string, src, tgt *site, pairs []pair) ([]TableCheck, error) {
-	srcChecks := make([]TableCheck, len(pairs))
-	tgtChecks := make([]TableCheck, len(pairs))
-	g, gctx := errgroup.WithContext(ctx)
-	for i, p := range pairs {
-		g.Go(func() (err error) {
-			srcChecks[i], err = checksum(gctx, src, p.src, p.src.cols, id)
-			return err
-		})
-		g.Go(func() (err error) {
-			tgtChecks[i], err = checksum(gctx, tgt, p.tgt, p.src.cols, id)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
-	}
+// mismatch says how srcChecks and tgtChecks (of pairs, in order) differ, or returns nil.
+func mismatch(what string, src, tgt *site, pairs []pair, srcChecks, tgtChecks []TableCheck) error {
 	var diffs []string
 	for i := range pairs {
 		if srcChecks[i] != tgtChecks[i] {
@@ -222,20 +264,53 @@ func verify(ctx context.Context, id string, src, tgt *site, pairs []pair) ([]Tab
 		}
 	}
 	if len(diffs) > 0 {
-		return nil, fmt.Errorf("%w: %s", ErrMismatch, strings.Join(diffs, "; "))
+		return fmt.Errorf("%w (%s): %s", ErrMismatch, what, strings.Join(diffs, "; "))
+	}
+	return nil
+}
+
+// settle brings the target to the source's state in one snapshot of the source — catch-up rounds
+// until one takes every change recorded in its snapshot — and compares both there, table by table
+// (row counts and checksums, the source's read in that snapshot, the target's at once beside
+// them), while the tenant's writes go on. It returns the tables' checks at that snapshot.
+func (mv *Mover) settle(ctx context.Context, id string, moveID int64, src, tgt *site, pairs []pair, prog *progress) ([]TableCheck, error) {
+	srcChecks := make([]TableCheck, len(pairs))
+	tgtChecks := make([]TableCheck, len(pairs))
+	compared := false
+	hooks := &roundHooks{inSnapshot: func(ctx context.Context, stx pgx.Tx) error {
+		// One after the other, not at once: a move takes one core at a time from the tenants served
+		// meanwhile.
+		for i, p := range pairs {
+			var err error
+			if srcChecks[i], err = checksum(ctx, stx, p.src, p.src.cols, id, nil); err != nil {
+				return fmt.Errorf("%s: %w", src.p, err)
+			}
+			if tgtChecks[i], err = checksum(ctx, tgt.pool, p.tgt, p.src.cols, id, nil); err != nil {
+				return fmt.Errorf("%s: %w", tgt.p, err)
+			}
+		}
+		compared = true
+		return mismatch("before the switch", src, tgt, pairs, srcChecks, tgtChecks)
+	}}
+	for !compared {
+		n, err := mv.catchUp(ctx, id, moveID, src, tgt, pairs, 50000, hooks)
+		if err != nil {
+			return nil, err
+		}
+		prog.changed(n)
 	}
 	return srcChecks, nil
 }
 
-// advanceSequences moves every identity or serial sequence of the target's tables past the rows it
-// holds now, and past where the source's sequence was: new rows never take a moved row's value,
-// nor one the tenant used before.
-func advanceSequences(ctx context.Context, src, tgt *site, pairs []pair) error {
+// advanceSequences moves every identity or serial sequence of the target's tables past the moved
+// rows, and past where the source's sequence was (never back): new rows never take a moved row's
+// value, nor one the tenant used before.
+func advanceSequences(ctx context.Context, id string, src, tgt *site, pairs []pair) error {
 	for _, p := range pairs {
 		for col, seq := range p.tgt.seqs {
 			var max, srcLast int64
-			if err := tgt.pool.QueryRow(ctx, fmt.Sprintf("SELECT coalesce(max(%s), 0)::bigint FROM %s", pgx.Identifier{col}.Sanitize(),
-				p.tgt.ident.Sanitize())).Scan(&max); err != nil {
+			if err := tgt.pool.QueryRow(ctx, fmt.Sprintf("SELECT coalesce(max(%s), 0)::bigint FROM %s WHERE tenant_id = $1", pgx.Identifier{col}.Sanitize(),
+				p.tgt.ident.Sanitize()), id).Scan(&max); err != nil {
 				return fmt.Errorf("%s: %s.%s: %w", tgt.p, p.tgt.label, col, err)
 			}
 			if s, ok := p.src.seqs[col]; ok {

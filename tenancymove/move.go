@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/internal/lockkey"
 	"github.com/gotenancy/tenancy/tenancycatalog"
@@ -434,7 +436,7 @@ func (mv *Mover) run(ctx context.Context, t *tenancy.Tenant, m *tenancycatalog.M
 	}
 	mv.record(ctx, m, "catch up", prog)
 	for range 20 {
-		n, err := mv.catchUp(ctx, t.ID, m.ID, src, tgt, pairs, 5000)
+		n, err := mv.catchUp(ctx, t.ID, m.ID, src, tgt, pairs, 5000, nil)
 		if err != nil {
 			return nil, fmt.Errorf("tenancymove: catch up: %w", err)
 		}
@@ -449,8 +451,16 @@ func (mv *Mover) run(ctx context.Context, t *tenancy.Tenant, m *tenancycatalog.M
 	}
 	for attempt := 1; ; attempt++ {
 		res.Attempts = attempt
-		mv.record(ctx, m, "switch", prog)
-		checks, pause, err := mv.switchOver(ctx, t, m, src, tgt, pairs, key, version, prog)
+		mv.record(ctx, m, "verify", prog)
+		settled, err := mv.settle(ctx, t.ID, m.ID, src, tgt, pairs, prog)
+		if err == nil {
+			mv.record(ctx, m, "switch", prog)
+		}
+		var checks []TableCheck
+		var pause time.Duration
+		if err == nil {
+			checks, pause, err = mv.switchOver(ctx, t, m, src, tgt, pairs, settled, key, version, prog)
+		}
 		if err == nil {
 			res.Tables, res.Pause = checks, pause
 			break
@@ -464,12 +474,7 @@ func (mv *Mover) run(ctx context.Context, t *tenancy.Tenant, m *tenancycatalog.M
 		if !errors.Is(err, ErrPauseTooLong) || attempt == 3 {
 			return nil, err
 		}
-		mv.log.Info("tenancy: move switch given up for a catch-up", "tenant", t.Slug, "move", m.ID, "attempt", attempt, "err", err)
-		n, cerr := mv.catchUp(ctx, t.ID, m.ID, src, tgt, pairs, 50000)
-		if cerr != nil {
-			return nil, fmt.Errorf("tenancymove: catch up: %w", cerr)
-		}
-		prog.changed(n)
+		mv.log.Info("tenancy: move switch given up; settling again", "tenant", t.Slug, "move", m.ID, "attempt", attempt, "err", err)
 	}
 	if err := mv.afterSwitch(ctx, t, m, src, pairs, key); err != nil {
 		mv.log.Warn("tenancy: move switched; its clean-up failed (resume the move to finish it)", "tenant", t.Slug, "move", m.ID, "err", err)
@@ -541,17 +546,33 @@ func (mv *Mover) startCapture(ctx context.Context, id string, moveID int64, src 
 		}
 	}
 	for _, p := range pairs {
-		var err error
-		for try := 0; try < 10; try++ { // a busy table: each try waits at most 2s for its writers
-			if err = tenancycatalog.Capture(ctx, src.pool, moveID, p.src.ident, p.src.label, id, p.src.pk, 2*time.Second); err == nil {
-				break
-			}
-		}
+		err := briefLock(ctx, func(timeout time.Duration) error {
+			return tenancycatalog.Capture(ctx, src.pool, moveID, p.src.ident, p.src.label, id, p.src.pk, timeout)
+		})
 		if err != nil {
 			return fmt.Errorf("tenancymove: capture changes to %s: %w", p.src.label, err)
 		}
 	}
 	return nil
+}
+
+// briefLock runs fn, which takes a lock other tenants' work on a shared table waits behind while
+// it is queued, with a short lock timeout, and again after a pause while the lock is not had, for
+// at most a minute: no other tenant waits long for a move.
+func briefLock(ctx context.Context, fn func(timeout time.Duration) error) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := fn(100 * time.Millisecond)
+		var pgErr *pgconn.PgError
+		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "55P03" || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // sourceTables reads the source's tenant tables, for the clean-up after a switch.
@@ -570,7 +591,9 @@ func (mv *Mover) sourceTables(ctx context.Context, src *site) ([]pair, error) {
 // stopCapture drops the move's triggers from the source and forgets its recorded changes.
 func stopCapture(ctx context.Context, moveID int64, src *site, pairs []pair) error {
 	for _, p := range pairs {
-		if err := tenancycatalog.StopCapture(ctx, src.pool, moveID, p.src.ident); err != nil {
+		if err := briefLock(ctx, func(timeout time.Duration) error {
+			return tenancycatalog.StopCapture(ctx, src.pool, moveID, p.src.ident, timeout)
+		}); err != nil {
 			return fmt.Errorf("tenancymove: %s: %w", src.p, err)
 		}
 	}
@@ -598,7 +621,7 @@ func (mv *Mover) abort(ctx context.Context, t *tenancy.Tenant, m *tenancycatalog
 	if err := stopCapture(ctx, m.ID, src, pairs); err != nil {
 		return err
 	}
-	if err := tenancyprovision.Discard(ctx, mv.c, t, m.To); err != nil {
+	if err := mv.discard(ctx, t, m.To); err != nil {
 		return fmt.Errorf("tenancymove: remove the copy in %s: %w", m.To, err)
 	}
 	return mv.c.EndMove(ctx, m.ID, tenancycatalog.MoveAborted)
@@ -622,7 +645,7 @@ func (mv *Mover) finalize(ctx context.Context, t *tenancy.Tenant, m *tenancycata
 		return fmt.Errorf("tenancymove: finalize: %w", err)
 	}
 	// A database that cannot be opened may be gone already; dropping it says.
-	if err := tenancyprovision.Discard(ctx, mv.c, t, m.From); err != nil {
+	if err := mv.discard(ctx, t, m.From); err != nil {
 		return fmt.Errorf("tenancymove: remove the old data in %s: %w", m.From, err)
 	}
 	return mv.c.EndMove(ctx, m.ID, tenancycatalog.MoveFinalized)
@@ -635,4 +658,42 @@ func (mv *Mover) afterSwitch(ctx context.Context, t *tenancy.Tenant, m *tenancyc
 		return fmt.Errorf("tenancymove: %s: %w", m.From, err)
 	}
 	return stopCapture(ctx, m.ID, src, pairs)
+}
+
+// discard removes t's data at placement p, where the catalog does not place it: a schema or a
+// database as tenancyprovision.Discard does; in the shared tables, t's rows, children first, in
+// one transaction where user triggers and the foreign keys' own stay quiet when the role may ask
+// for it (every row of the tenant goes, and the keys of tenant tables stay within the tenant:
+// checking each deleted row's references would cost a scan per row where they are not indexed).
+func (mv *Mover) discard(ctx context.Context, t *tenancy.Tenant, p tenancycatalog.Placement) error {
+	if p.Isolation != tenancy.IsolationShared {
+		return tenancyprovision.Discard(ctx, mv.c, t, p)
+	}
+	current, err := mv.c.TenantByID(ctx, t.ID)
+	if err != nil {
+		return err
+	}
+	if tenancycatalog.PlacementOf(current) == p {
+		return fmt.Errorf("%w: refusing to remove %s's rows from the shared tables", tenancyprovision.ErrPlacementInUse, t.Slug)
+	}
+	s, err := mv.openSite(ctx, t, p)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	tables, err := s.tables(ctx)
+	if err != nil {
+		return err
+	}
+	tx, err := beginTarget(ctx, s)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	for i := len(tables) - 1; i >= 0; i-- {
+		if _, err := tx.Exec(ctx, "DELETE FROM "+tables[i].ident.Sanitize()+" WHERE tenant_id = $1", t.ID); err != nil {
+			return fmt.Errorf("%s: %w", tables[i].label, err)
+		}
+	}
+	return tx.Commit(ctx)
 }

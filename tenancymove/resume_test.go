@@ -58,14 +58,23 @@ func TestAStoppedMoveResumes(t *testing.T) {
 
 	// Stopped at the switch: the first copy and the catch-up completed, and are not done again.
 	interrupt(t, s, a, tenancycatalog.Placement{Isolation: tenancy.IsolationSchema}, "switch")
-	if m, _ := s.env.Catalog.OpenMove(ctx, a.ID); m.Step != "catch up" {
-		t.Fatalf("the stopped move is at %q, want catch up", m.Step)
+	if m, _ := s.env.Catalog.OpenMove(ctx, a.ID); m.Step != "verify" {
+		t.Fatalf("the stopped move is at %q, want verify", m.Step)
 	}
 	if err := s.write(a, "between"); err != nil {
 		t.Fatalf("a write while the move is stopped: %v", err)
 	}
 	var steps []string
-	res, err := s.mover.Resume(ctx, a.ID, func(p tenancymove.Progress) { steps = append(steps, p.Step) })
+	gap := false
+	res, err := s.mover.Resume(ctx, a.ID, func(p tenancymove.Progress) {
+		steps = append(steps, p.Step)
+		if p.Step == "switch" && !gap { // after the comparison at a snapshot, before the fence
+			gap = true
+			if err := s.write(a, "in the gap"); err != nil {
+				t.Errorf("a write before the switch: %v", err)
+			}
+		}
+	})
 	if err != nil {
 		t.Fatalf("resume: %v", err)
 	}
@@ -76,8 +85,19 @@ func TestAStoppedMoveResumes(t *testing.T) {
 	if now.Isolation != tenancy.IsolationSchema || res.Move.State != tenancycatalog.MoveSwitched {
 		t.Fatalf("after resuming, %s is in %s (move %s)", a.Slug, now.Isolation, res.Move.State)
 	}
-	if got := s.names(t, a); len(got) != 31 || !slices.Contains(got, "between") {
-		t.Fatalf("after resuming, %s has %d projects (%v), want 31 with the one written while stopped", a.Slug, len(got), got)
+	if got := s.names(t, a); len(got) != 32 || !slices.Contains(got, "between") || !slices.Contains(got, "in the gap") {
+		t.Fatalf("after resuming, %s has %d projects (%v), want 32 with those written while stopped and before the switch", a.Slug, len(got), got)
+	}
+	// The checks the switch reports — the snapshot's, with the rows changed since — are those of
+	// the new placement's rows.
+	var rows int64
+	var sum string
+	if err := s.env.Pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(hashtextextended(ROW(r.tenant_id, r.id, r.name)::text, 0)::numeric), 0)::text
+		FROM `+pgx.Identifier{tenancycatalog.SchemaName(a.ID), "projects"}.Sanitize()+` r WHERE r.tenant_id = $1`, a.ID).Scan(&rows, &sum); err != nil {
+		t.Fatal(err)
+	}
+	if res.Tables[0].Table != "projects" || res.Tables[0].Rows != rows || res.Tables[0].Checksum != sum {
+		t.Fatalf("the switch reported %+v for projects; the new placement holds %d rows, checksum %s", res.Tables[0], rows, sum)
 	}
 
 	// Stopped inside the switch, with the fence left in place as a killed mover leaves it.
@@ -103,11 +123,11 @@ func TestAStoppedMoveResumes(t *testing.T) {
 	var n int
 	if err := quick.ReadTx(tenancytest.Context(a), func(tx pgx.Tx) error {
 		return tx.QueryRow(ctx, `SELECT count(*) FROM projects`).Scan(&n)
-	}); err != nil || n != 31 {
-		t.Fatalf("a read while the switch is paused: %d projects, %v; want the 31 (reads are served)", n, err)
+	}); err != nil || n != 32 {
+		t.Fatalf("a read while the switch is paused: %d projects, %v; want the 32 (reads are served)", n, err)
 	}
-	if err := quick.QueryRow(tenancytest.Context(a), `SELECT count(*) FROM projects`, tenancypgx.ReadOnly).Scan(&n); err != nil || n != 31 {
-		t.Fatalf("a read-only statement while the switch is paused: %d projects, %v; want the 31", n, err)
+	if err := quick.QueryRow(tenancytest.Context(a), `SELECT count(*) FROM projects`, tenancypgx.ReadOnly).Scan(&n); err != nil || n != 32 {
+		t.Fatalf("a read-only statement while the switch is paused: %d projects, %v; want the 32", n, err)
 	}
 	var pgErr *pgconn.PgError
 	if _, err := quick.Exec(tenancytest.Context(a), `INSERT INTO projects (name) VALUES ('sneaked')`, tenancypgx.ReadOnly); !errors.As(err, &pgErr) || pgErr.Code != "25006" {
@@ -119,15 +139,15 @@ func TestAStoppedMoveResumes(t *testing.T) {
 	if err := s.write(a, "after"); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.names(t, a); len(got) != 32 || slices.Contains(got, "paused") {
-		t.Fatalf("after the second move, %s has %v; want the 31 and the one written after (the refused write nowhere)", a.Slug, got)
+	if got := s.names(t, a); len(got) != 33 || slices.Contains(got, "paused") {
+		t.Fatalf("after the second move, %s has %v; want the 32 and the one written after (the refused write nowhere)", a.Slug, got)
 	}
 	now, _ = s.env.Catalog.TenantByID(ctx, a.ID)
 	if tenancycatalog.PlacementOf(now) != to {
 		t.Fatalf("%s is in %s, want %s", a.Slug, tenancycatalog.PlacementOf(now), to)
 	}
-	if n := physicalRows(t, s, now); n != 32 {
-		t.Fatalf("the database holds %d of %s's projects, want 32", n, a.Slug)
+	if n := physicalRows(t, s, now); n != 33 {
+		t.Fatalf("the database holds %d of %s's projects, want 33", n, a.Slug)
 	}
 }
 

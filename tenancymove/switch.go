@@ -7,18 +7,21 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancycatalog"
 )
 
-// switchOver is a move's switch. It fences the old placement to the tenant's writes, waits for
-// the writers already in it, copies the last changes, compares both placements, moves the
-// sequences on and switches the catalog — the old placement's fence then says the tenant moved —
-// all within mv.maxPause of the fence, or gives up (ErrPauseTooLong) and opens the old placement
-// to writes again. It returns the verified tables and the pause.
+// switchOver is a move's switch, after settle compared both placements at a snapshot of the
+// source (settled). It fences the old placement to the tenant's writes, waits for the writers
+// already in it, copies the rows changed since the snapshot and compares those on both sides
+// (every other row is as it was then: a change would have been recorded), moves the sequences
+// on and switches the catalog — the old placement's fence then says the tenant moved — all
+// within mv.maxPause of the fence, or gives up (ErrPauseTooLong) and opens the old placement to
+// writes again. It returns the tables' checks at the switch and the pause.
 func (mv *Mover) switchOver(ctx context.Context, t *tenancy.Tenant, m *tenancycatalog.Move, src, tgt *site, pairs []pair,
-	key *tenancycatalog.BindingKey, version int, prog *progress) (checks []TableCheck, pause time.Duration, err error) {
+	settled []TableCheck, key *tenancycatalog.BindingKey, version int, prog *progress) (checks []TableCheck, pause time.Duration, err error) {
 	fence := m.From.FenceName(t.ID)
 	if err := tenancycatalog.Fence(ctx, src.pool, key, t.ID, fence, tenancycatalog.FenceSwitching, m.ID); err != nil {
 		return nil, 0, fmt.Errorf("tenancymove: fence %s: %w", m.From, err)
@@ -46,8 +49,39 @@ func (mv *Mover) switchOver(ctx context.Context, t *tenancy.Tenant, m *tenancyca
 	if err := mv.waitWriters(pctx, src); err != nil {
 		return nil, 0, tooLong("waiting for the writes in flight", err)
 	}
+	// The last changes: the rows changed since the settled snapshot. Before each is written to the
+	// target, the target's rows of keys not seen before are summed (they are as the snapshot had
+	// them); after, those rows are compared on both sides.
+	delta := map[string][]string{}
+	before := map[string]TableCheck{}
+	known := map[string]bool{}
+	hooks := &roundHooks{beforeApply: func(ctx context.Context, ttx pgx.Tx, keys map[string][]string) error {
+		for _, p := range pairs {
+			var fresh []string
+			for _, k := range keys[p.src.label] {
+				if !known[p.src.label+"\x00"+k] {
+					known[p.src.label+"\x00"+k] = true
+					fresh = append(fresh, k)
+				}
+			}
+			if len(fresh) == 0 {
+				continue
+			}
+			c, err := checksum(ctx, ttx, p.tgt, p.src.cols, t.ID, keyArray(fresh))
+			if err != nil {
+				return err
+			}
+			b, ok := before[p.src.label]
+			if !ok {
+				b = TableCheck{Table: p.src.label, Checksum: "0"}
+			}
+			before[p.src.label] = b.plus(c, TableCheck{Checksum: "0"})
+			delta[p.src.label] = append(delta[p.src.label], fresh...)
+		}
+		return nil
+	}}
 	for {
-		n, err := mv.catchUp(pctx, t.ID, m.ID, src, tgt, pairs, 50000)
+		n, err := mv.catchUp(pctx, t.ID, m.ID, src, tgt, pairs, 50000, hooks)
 		if err != nil {
 			return nil, 0, tooLong("copying the last changes", err)
 		}
@@ -56,13 +90,38 @@ func (mv *Mover) switchOver(ctx context.Context, t *tenancy.Tenant, m *tenancyca
 			break
 		}
 	}
-	if checks, err = verify(pctx, t.ID, src, tgt, pairs); err != nil {
-		if errors.Is(err, ErrMismatch) {
-			return nil, 0, err
+	checks = make([]TableCheck, len(pairs))
+	srcDelta := make([]TableCheck, len(pairs))
+	tgtDelta := make([]TableCheck, len(pairs))
+	g, gctx := errgroup.WithContext(pctx)
+	for i, p := range pairs {
+		checks[i] = settled[i]
+		keys := delta[p.src.label]
+		if len(keys) == 0 {
+			srcDelta[i], tgtDelta[i] = TableCheck{Table: p.src.label, Checksum: "0"}, TableCheck{Table: p.src.label, Checksum: "0"}
+			continue
 		}
-		return nil, 0, tooLong("comparing the placements", err)
+		g.Go(func() (err error) {
+			srcDelta[i], err = checksum(gctx, src.pool, p.src, p.src.cols, t.ID, keyArray(keys))
+			return err
+		})
+		g.Go(func() (err error) {
+			tgtDelta[i], err = checksum(gctx, tgt.pool, p.tgt, p.src.cols, t.ID, keyArray(keys))
+			return err
+		})
 	}
-	if err := advanceSequences(pctx, src, tgt, pairs); err != nil {
+	if err := g.Wait(); err != nil {
+		return nil, 0, tooLong("comparing the changed rows", err)
+	}
+	if err := mismatch("the rows changed since", src, tgt, pairs, srcDelta, tgtDelta); err != nil {
+		return nil, 0, err
+	}
+	for i, p := range pairs {
+		if len(delta[p.src.label]) > 0 {
+			checks[i] = settled[i].plus(tgtDelta[i], before[p.src.label])
+		}
+	}
+	if err := advanceSequences(pctx, t.ID, src, tgt, pairs); err != nil {
 		return nil, 0, tooLong("moving the sequences on", err)
 	}
 	if time.Now().After(deadline) {

@@ -67,7 +67,7 @@ func (db *DB) follow(ctx context.Context, unit func() error) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			delay = min(2*delay, 50*time.Millisecond)
+			delay = min(2*delay, 10*time.Millisecond)
 		}
 		if err = unit(); !errors.As(err, &fe) {
 			return err

@@ -2,6 +2,7 @@ package tenancytest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -17,7 +18,7 @@ import (
 // PrivatePostgres is a PostgreSQL server of the test's own, in a temporary directory on a free
 // port, so a test can restart it without touching the server other tests share.
 type PrivatePostgres struct {
-	t    testing.TB
+	t    testing.TB // nil for NewPostgres
 	bin  string
 	dir  string
 	port int
@@ -29,45 +30,70 @@ type PrivatePostgres struct {
 // user, since PostgreSQL refuses to run as root.
 func StartPostgres(t testing.TB) *PrivatePostgres {
 	t.Helper()
+	p, err := NewPostgres()
+	if errors.Is(err, ErrNoPostgres) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatalf("tenancytest: %v", err)
+	}
+	p.t = t
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// ErrNoPostgres means the PostgreSQL server binaries (initdb, pg_ctl) are not installed, or, as
+// root, there is no postgres user to run them as.
+var ErrNoPostgres = errors.New("tenancytest: cannot run a private PostgreSQL here")
+
+// NewPostgres is StartPostgres for a program that is not a test (a benchmark): Stop stops and
+// removes the server.
+func NewPostgres() (*PrivatePostgres, error) {
 	bin := postgresBin()
 	if bin == "" {
-		t.Skip("the PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+		return nil, fmt.Errorf("%w: the server binaries (initdb, pg_ctl) are not installed", ErrNoPostgres)
 	}
 	dir, err := os.MkdirTemp("", "tenancy-pg-")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	p := &PrivatePostgres{t: t, bin: bin, dir: dir}
+	p := &PrivatePostgres{bin: bin, dir: dir}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
 			os.RemoveAll(dir)
-			t.Skip("running as root without a postgres user to run PostgreSQL as")
+			return nil, fmt.Errorf("%w: running as root without a postgres user to run PostgreSQL as", ErrNoPostgres)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
+			os.RemoveAll(dir)
+			return nil, err
 		}
 	}
-	t.Cleanup(func() {
-		p.run("pg_ctl", "-D", p.dir, "-m", "immediate", "-w", "stop")
-		os.RemoveAll(p.dir)
-	})
 	if out, err := p.run("initdb", "-D", dir, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"); err != nil {
-		t.Fatalf("tenancytest: initdb: %v\n%s", err, out)
+		p.Stop()
+		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		p.Stop()
+		return nil, err
 	}
 	p.port = ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	p.opts = fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -c unix_socket_directories=%s -c fsync=off", p.port, dir)
 	if out, err := p.run("pg_ctl", "-D", dir, "-l", filepath.Join(dir, "log"), "-o", p.opts, "-w", "start"); err != nil {
-		t.Fatalf("tenancytest: start PostgreSQL: %v\n%s", err, out)
+		p.Stop()
+		return nil, fmt.Errorf("start PostgreSQL: %w\n%s", err, out)
 	}
-	return p
+	return p, nil
+}
+
+// Stop stops the server at once and removes its files.
+func (p *PrivatePostgres) Stop() {
+	p.run("pg_ctl", "-D", p.dir, "-m", "immediate", "-w", "stop")
+	os.RemoveAll(p.dir)
 }
 
 func postgresBin() string {

@@ -16,6 +16,7 @@
 //	POST   /admin/tenants/{slug}/suspend     POST /admin/tenants/{slug}/resume
 //	POST   /admin/tenants/{slug}/domains {"domain"}   DELETE /admin/tenants/{slug}/domains/{domain}
 //	POST   /admin/tenants/{slug}/provision   PUT /admin/tenants/{slug}/rate-limit {"rate_limit"}
+//	POST   /admin/tenants/{slug}/move {"to","server"} (202: runs in the background) or {"action": "resume"|"abort"|"finalize"}
 //	GET    /admin/stats                      lookup caches, pool router, cache and Redis limiter counters
 //
 // The tenant list is paged by slug: at most limit tenants (100 by default, 1000 at most) after
