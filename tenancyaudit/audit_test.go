@@ -304,6 +304,10 @@ var holes = []hole{
 	{"readable table that is not a tenant's", `CREATE TABLE archive (body text); INSERT INTO archive VALUES ('a-archived');
 		GRANT SELECT ON archive TO tenancy_app`,
 		"readable-table", "archive", bCounts(`SELECT count(*) FROM archive WHERE body = 'a-archived'`)},
+	{"fences readable by every tenant", `INSERT INTO tenancy.fences (proof, placement, tenant_id, state)
+			VALUES ('a-proof', 'shared', gen_random_uuid(), 'moved');
+		CREATE POLICY everyone ON tenancy.fences FOR SELECT USING (true)`,
+		"readable-table", "tenancy.fences", bCounts(`SELECT count(*) FROM tenancy.fences`)},
 	{"readable catalog table", `GRANT SELECT ON tenancy.tenants TO tenancy_app`,
 		"readable-table", "tenancy.tenants", func(t *testing.T, f *fixture) bool {
 			return f.count(f.ctxB, `SELECT count(*) FROM tenancy.tenants WHERE slug = $1`, f.a.Slug) > 0

@@ -16,7 +16,7 @@
 //     copied with COPY, every table in one snapshot, parents before children.
 //   - catch up: the rows that changed meanwhile are copied again from their current state, until
 //     few are left.
-//   - switch: a fence in the old placement (tenancy.enter, in every unit's scoping statement)
+//   - switch: a fence in the old placement (tenancy.fences, read by every unit's scoping statement)
 //     holds the tenant's writes back — read-only units (tenancypgx.DB.ReadTx) are served — and the
 //     mover waits for the writers already in; the last changes are copied; both placements are
 //     compared table by table (row count and an order-independent checksum: a difference undoes

@@ -289,9 +289,9 @@ func readScope(br pgx.BatchResults, s scope, conn *pgx.Conn) (time.Time, error) 
 	}
 	if err == nil {
 		if s.schema == "" {
-			err = br.QueryRow().Scan(nil, nil, &start)
+			err = br.QueryRow().Scan(nil, nil, &start, nil)
 		} else {
-			err = br.QueryRow().Scan(nil, nil, nil, &start)
+			err = br.QueryRow().Scan(nil, nil, nil, &start, nil)
 		}
 	}
 	if cerr := br.Close(); err == nil {

@@ -102,7 +102,7 @@
 // # Tenants that move
 //
 // A tenant may move between placements while it is served (tenancymove). Every scoping statement
-// calls tenancy.enter, which refuses the tenant (SQLSTATE TNCY3) before the unit runs where a
+// reads tenancy.fences and refuses the tenant (SQLSTATE TNCY3) before the unit runs where a
 // move's fence closes the placement: while the move switches, units that may write wait and are
 // tried again (at most Config.MoveWait, then tenancy.ErrTenantMoving, nothing written); once it
 // has switched, every unit that still reaches the old placement is refused there, and with a

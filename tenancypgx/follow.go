@@ -11,7 +11,7 @@ import (
 	"github.com/gotenancy/tenancy"
 )
 
-// codeFenced is the SQLSTATE with which tenancy.enter, in the scoping statement, refuses a tenant
+// codeFenced is the SQLSTATE with which the scoping statement (tenancy.fenced) refuses a tenant
 // whose move fences the placement the unit of work tried (see the catalog's
 // sql/catalog/0014_move_fence.sql): DETAIL "switching" while the move switches (units that may
 // write wait), "moved" once the tenant lives elsewhere.

@@ -164,9 +164,9 @@ func (db *DB) sqlTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	scopeSQL, args := db.scopeArgs(s)
 	var ignore []byte
 	var start time.Time
-	dest := []any{&ignore, &ignore, &start}
+	dest := []any{&ignore, &ignore, &start, &ignore}
 	if s.schema != "" {
-		dest = []any{&ignore, &ignore, &ignore, &start}
+		dest = []any{&ignore, &ignore, &ignore, &start, &ignore}
 	}
 	if err = tx.QueryRowContext(ctx, scopeSQL, args...).Scan(dest...); err != nil {
 		return fenced(fmt.Errorf("tenancypgx: scope tenant transaction: %w", err))

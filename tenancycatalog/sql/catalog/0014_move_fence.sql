@@ -6,12 +6,22 @@
 
 -- A fence is keyed by the tenant's binding proof (HMAC of its id under the binding key) and the
 -- placement it closes: "shared", a tenant schema's name, or "database" (a tenant's own
--- database). The runtime role cannot read it: tenancy.enter answers only for the proof a unit
--- of work binds with, which no other tenant can make, so no tenant learns that another is moving.
+-- database).
 --   switching: the move's final switch is under way; units that may write are refused (the
 --              driver waits and tries again), read-only ones are served.
 --   moved:     the tenant lives elsewhere now; every unit is refused, and the driver looks the
 --              tenant up again.
+-- Every scoping statement (tenancypgx) reads it, after setting app.tenant_proof:
+--
+--   SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), now(),
+--          (SELECT tenancy.fenced(f.state) FROM tenancy.fences f WHERE f.proof = $2 AND f.placement = $3
+--             AND (f.state = 'moved' OR NOT current_setting('transaction_read_only')::boolean))
+--
+-- which refuses a fenced tenant (SQLSTATE TNCY3, from tenancy.fenced) before the unit runs, and
+-- costs an index probe of an empty table otherwise (no function call: about half a SECURITY
+-- DEFINER function's cost). The runtime role may read only the fences of the proof its
+-- transaction set, which no other tenant can make: no tenant learns that another is moving, and
+-- no proof is ever readable.
 CREATE TABLE tenancy.fences (
     proof     text        NOT NULL,
     placement text        NOT NULL,
@@ -22,26 +32,23 @@ CREATE TABLE tenancy.fences (
     CONSTRAINT fences_pkey PRIMARY KEY (proof, placement)
 );
 REVOKE ALL ON tenancy.fences FROM PUBLIC;
+ALTER TABLE tenancy.fences ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_fences ON tenancy.fences FOR SELECT
+    USING (proof OPERATOR(pg_catalog.=) pg_catalog.current_setting('app.tenant_proof', true));
+GRANT SELECT (proof, placement, state) ON tenancy.fences TO PUBLIC;
 
--- tenancy.enter is in every scoping statement (tenancypgx): it returns the transaction's start,
--- or refuses a fenced tenant with SQLSTATE TNCY3 before the unit of work runs.
-CREATE FUNCTION tenancy.enter(proof text, placement text) RETURNS timestamptz
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    st text;
+-- tenancy.fenced refuses a unit of work of a fenced tenant: the scoping statement calls it only
+-- for a fence it found.
+CREATE FUNCTION tenancy.fenced(state text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    SELECT f.state INTO st FROM tenancy.fences f WHERE f.proof = enter.proof AND f.placement = enter.placement;
-    IF st IS NULL OR (st = 'switching' AND current_setting('transaction_read_only') = 'on') THEN
-        RETURN now();
-    END IF;
-    IF st = 'moved' THEN
-        RAISE EXCEPTION 'tenancy: the tenant has moved out of this placement (%)', placement
+    IF state = 'moved' THEN
+        RAISE EXCEPTION 'tenancy: the tenant has moved out of this placement'
             USING ERRCODE = 'TNCY3', DETAIL = 'moved', HINT = 'look the tenant up again (tenancypgx.Config.Store does)';
     END IF;
     RAISE EXCEPTION 'tenancy: the tenant is being moved: its writes wait for the switch'
         USING ERRCODE = 'TNCY3', DETAIL = 'switching', HINT = 'try again shortly (tenancypgx waits and does)';
 END $$;
-GRANT EXECUTE ON FUNCTION tenancy.enter(text, text) TO PUBLIC;
 
 -- While a move copies a tenant's rows, triggers on its tables (added by the move, dropped when it
 -- switches or is abandoned) record the key of every row of that tenant that changes; the move
