@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/gotenancy/tenancy/tenancycatalog"
 )
 
 // checkUniqueness: unique indexes, unique and primary-key constraints and exclusion constraints on
@@ -665,9 +667,13 @@ func (a *auditor) checkSideChannels(ctx context.Context) error {
 			a.add("shared-table-writable", Critical, r.name, fmt.Sprintf("REVOKE INSERT, UPDATE, DELETE ON %s FROM PUBLIC, %s;", r.name, ident(a.o.Role)),
 				"the view writes shared tables with its owner's rights, and the runtime role may write through it: one tenant's writes reach every tenant")
 		case r.kind == "v" && (r.invoker || a.onlyShared(r.oid, map[uint32]bool{})):
-		case r.name == "tenancy.fences" && a.sealedFences(ctx, r):
-		case r.name == "tenancy.fences" && (r.read || r.insert || r.update || r.del || r.truncate):
-			a.add("readable-table", Critical, r.name, a.fencesFix(ctx, r),
+		case r.name == tenancycatalog.FencesTable && a.sealedFences(ctx, r):
+		case r.name == tenancycatalog.FencesTable && (r.read || r.insert || r.update || r.del || r.truncate):
+			fix, err := tenancycatalog.FencesRepair(ctx, a.tx, r.oid, a.o.Role)
+			if err != nil {
+				return err
+			}
+			a.add("readable-table", Critical, r.name, fix,
 				"the fences of tenant moves are not as the toolkit made them: a tenant may read or change other tenants' fences, learning who is being moved or stopping their units")
 		case !r.read:
 			if err := a.checkWritable(ctx, r); err != nil {
@@ -692,44 +698,15 @@ func (a *auditor) checkSideChannels(ctx context.Context) error {
 	return a.checkCatalogGrants(ctx)
 }
 
-// fencesPolicy is the one policy of tenancy.fences, as pg_get_expr shows it: a unit reads the
-// fences of the proof it set, which only the tenant's binding can make (see the catalog's
-// sql/catalog/0014_move_fence.sql).
-const fencesPolicy = `(proof = current_setting('app.tenant_proof'::text, true))`
-
-// sealedFences reports whether r, tenancy.fences, is as the toolkit made it: row-level security
-// on, every policy a permissive SELECT one reading fences by the transaction's own proof, and
-// nothing the runtime role can write. Any other shape is judged as any table is.
+// sealedFences reports whether r, the fences of tenant moves, is as the toolkit made it (row-level
+// security reading only the transaction's own proof's fences) with nothing the runtime role can
+// write. Any other shape is judged as any table is.
 func (a *auditor) sealedFences(ctx context.Context, r *relation) bool {
 	if r.insert || r.update || r.del || r.truncate {
 		return false
 	}
-	var ok bool
-	err := a.tx.QueryRow(ctx, `SELECT c.relrowsecurity
-		   AND EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = c.oid)
-		   AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = c.oid
-		         AND NOT (p.polcmd = 'r' AND p.polpermissive AND pg_get_expr(p.polqual, p.polrelid) = $2))
-		  FROM pg_class c WHERE c.oid = $1`, r.oid, fencesPolicy).Scan(&ok)
+	ok, err := tenancycatalog.FencesAsMade(ctx, a.tx, r.oid)
 	return err == nil && ok
-}
-
-// fencesFix is what makes tenancy.fences as the toolkit made it again: the other policies
-// dropped, row-level security on, the toolkit's policy there, writes revoked.
-func (a *auditor) fencesFix(ctx context.Context, r *relation) string {
-	var fix []string
-	rows, err := a.tx.Query(ctx, `SELECT p.polname FROM pg_policy p WHERE p.polrelid = $1
-		AND NOT (p.polcmd = 'r' AND p.polpermissive AND pg_get_expr(p.polqual, p.polrelid) = $2) ORDER BY 1`, r.oid, fencesPolicy)
-	if err == nil {
-		names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
-		for _, n := range names {
-			fix = append(fix, fmt.Sprintf("DROP POLICY %s ON tenancy.fences;", ident(n)))
-		}
-	}
-	fix = append(fix, "ALTER TABLE tenancy.fences ENABLE ROW LEVEL SECURITY;",
-		"DROP POLICY IF EXISTS own_fences ON tenancy.fences;",
-		"CREATE POLICY own_fences ON tenancy.fences FOR SELECT USING (proof OPERATOR(pg_catalog.=) pg_catalog.current_setting('app.tenant_proof', true));",
-		fmt.Sprintf("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON tenancy.fences FROM PUBLIC, %s;", ident(a.o.Role)))
-	return strings.Join(fix, "\n")
 }
 
 // checkWritable: a table that is neither a tenant table nor shared, which the runtime role cannot

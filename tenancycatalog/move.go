@@ -249,6 +249,61 @@ func (c *Catalog) SwitchMove(ctx context.Context, m *Move, version int, finalize
 	})
 }
 
+// FencesTable is the table of the fences (regclass text), for the audit.
+const FencesTable = "tenancy.fences"
+
+// FenceCheckSQL is the scoping statement's column that refuses a fenced tenant (SQLSTATE TNCY3,
+// from tenancy.fenced) before the unit runs: the fences of the proof (parameter proof, which the
+// statement's earlier columns set as app.tenant_proof, which the table's policy reads) on the
+// placement (parameter placement); a switching fence lets a read-only unit through. An
+// uncorrelated subquery, PostgreSQL evaluates it when its column is, after the earlier ones.
+// Names and operators are qualified: the statement runs under a schema tenant's search_path.
+func FenceCheckSQL(proof, placement string) string {
+	return "(SELECT tenancy.fenced(f.state) FROM tenancy.fences f WHERE f.proof OPERATOR(pg_catalog.=) " + proof +
+		"::text AND f.placement OPERATOR(pg_catalog.=) " + placement + "::text AND (f.state OPERATOR(pg_catalog.=) 'moved'" +
+		" OR NOT pg_catalog.current_setting('transaction_read_only')::pg_catalog.bool))"
+}
+
+// fencesPolicy is the one policy of tenancy.fences, as pg_get_expr shows it.
+const fencesPolicy = `(proof = current_setting('app.tenant_proof'::text, true))`
+
+// FencesAsMade reports whether tenancy.fences (oid table) is as the catalog's migration made it:
+// row-level security on, and every policy a permissive SELECT one that reads the fences of the
+// transaction's own proof, which only the tenant's binding can make.
+func FencesAsMade(ctx context.Context, q Querier, table uint32) (bool, error) {
+	var ok bool
+	err := q.QueryRow(ctx, `SELECT c.relrowsecurity
+		   AND EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = c.oid)
+		   AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = c.oid
+		         AND NOT (p.polcmd = 'r' AND p.polpermissive AND pg_get_expr(p.polqual, p.polrelid) = $2))
+		  FROM pg_class c WHERE c.oid = $1`, table, fencesPolicy).Scan(&ok)
+	return ok, err
+}
+
+// FencesRepair returns the SQL that makes tenancy.fences (oid table) as the migration made it
+// again: the other policies dropped, row-level security on, the catalog's policy there, writes
+// revoked from PUBLIC and role.
+func FencesRepair(ctx context.Context, q Querier, table uint32, role string) (string, error) {
+	rows, err := q.Query(ctx, `SELECT p.polname FROM pg_policy p WHERE p.polrelid = $1
+		AND NOT (p.polcmd = 'r' AND p.polpermissive AND pg_get_expr(p.polqual, p.polrelid) = $2) ORDER BY 1`, table, fencesPolicy)
+	if err != nil {
+		return "", err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", err
+	}
+	var fix []string
+	for _, n := range names {
+		fix = append(fix, "DROP POLICY "+pgx.Identifier{n}.Sanitize()+" ON tenancy.fences;")
+	}
+	fix = append(fix, "ALTER TABLE tenancy.fences ENABLE ROW LEVEL SECURITY;",
+		"DROP POLICY IF EXISTS own_fences ON tenancy.fences;",
+		"CREATE POLICY own_fences ON tenancy.fences FOR SELECT USING (proof OPERATOR(pg_catalog.=) pg_catalog.current_setting('app.tenant_proof', true));",
+		"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON tenancy.fences FROM PUBLIC, "+pgx.Identifier{role}.Sanitize()+";")
+	return strings.Join(fix, "\n"), nil
+}
+
 // FenceState is what a fence lets through (see the catalog's sql/catalog/0014_move_fence.sql).
 type FenceState string
 

@@ -40,19 +40,6 @@ var ErrNoSupport = errors.New("tenancypgx: the database lacks the isolation supp
 // the transaction (is_local = true). Schema-model tenants get search_path set to their schema
 // alone: no fall-through to public.
 const (
-	// The last column but one is the transaction's start (now()), which the reset at its end
-	// checks: a unit of work that ended its transaction itself is refused. The last refuses
-	// (SQLSTATE TNCY3) a tenant whose move fences this placement — the last parameter:
-	// PlacementShared, PlacementDatabase or the schema's name — before the unit runs; units that
-	// only read pass a switch (see the catalog's sql/catalog/0014_move_fence.sql).
-	ScopeShared = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), now(), " +
-		"(SELECT tenancy.fenced(f.state) FROM tenancy.fences f WHERE f.proof OPERATOR(pg_catalog.=) $2::text AND f.placement OPERATOR(pg_catalog.=) $3::text" + fenceStates
-	ScopeSchema = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), set_config('search_path', $3, true), now(), " +
-		"(SELECT tenancy.fenced(f.state) FROM tenancy.fences f WHERE f.proof OPERATOR(pg_catalog.=) $2::text AND f.placement OPERATOR(pg_catalog.=) $4::text" + fenceStates
-	// fenceStates ends the scoping statements' fence check: a switching fence lets a read-only
-	// unit through. Names and operators are qualified: the statement runs under a schema
-	// tenant's search_path.
-	fenceStates = " AND (f.state OPERATOR(pg_catalog.=) 'moved' OR NOT pg_catalog.current_setting('transaction_read_only')::pg_catalog.bool))"
 	// ResetSQL leaves the session as the unit of work found it (see the catalog's
 	// sql/catalog/0006_binding.sql); ResetUnitSQL also refuses, inside the unit's transaction, a
 	// role change, and ResetTxSQL a transaction other than the one that began at $1. Each
@@ -67,6 +54,18 @@ const (
 	// own next unit, and answers "count:proof" for the nonce $2 (see EndCount): 0, or -1 when the
 	// connection must be closed. See the catalog's sql/catalog/0013_unit_end.sql.
 	EndUnitSQL = "SELECT tenancy.end_unit($1, $2)"
+)
+
+// The scoping statements. The last column but one is the transaction's start (now()), which the
+// reset at its end checks: a unit of work that ended its transaction itself is refused. The last
+// refuses (SQLSTATE TNCY3) a tenant whose move fences this placement — the last parameter:
+// PlacementShared, PlacementDatabase or the schema's name — before the unit runs; units that only
+// read pass a switch (tenancycatalog.FenceCheckSQL).
+var (
+	ScopeShared = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), now(), " +
+		tenancycatalog.FenceCheckSQL("$2", "$3")
+	ScopeSchema = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), set_config('search_path', $3, true), now(), " +
+		tenancycatalog.FenceCheckSQL("$2", "$4")
 )
 
 // NewNonce returns a nonce for one proven reset: 16 random bytes in hex.
