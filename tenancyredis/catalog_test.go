@@ -35,7 +35,7 @@ type instance struct {
 // startInstances starts n instances whose second levels (over src, in Redis under prefix) and
 // first levels hear cat's changes, and waits until each listens and has dropped its second level
 // once (as every connection of the listener asks).
-func startInstances(t *testing.T, cat *tenancycatalog.Catalog, src tenancy.Store, rdb *redis.Client, prefix string, n int) []instance {
+func startInstances(t *testing.T, cat *tenancycatalog.Catalog, src tenancy.Store, rdb redis.UniversalClient, prefix string, n int) []instance {
 	t.Helper()
 	var out []instance
 	for range n {
@@ -74,14 +74,18 @@ func startInstances(t *testing.T, cat *tenancycatalog.Catalog, src tenancy.Store
 // change reaches both levels of both instances.
 func TestCatalogSecondLevel(t *testing.T) {
 	t.Parallel()
+	rdb := client(t)
+	catalogSecondLevel(t, rdb, prefix(t, rdb))
+}
+
+// catalogSecondLevel is TestCatalogSecondLevel on rdb (a server or a cluster) under prefix.
+func catalogSecondLevel(t *testing.T, rdb redis.UniversalClient, p string) {
 	_, cat := tenancytest.NewCatalog(t)
 	ctx := context.Background()
 	acme, err := cat.Create(ctx, &tenancycatalog.CreateOpts{Slug: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rdb := client(t)
-	p := prefix(t, rdb)
 	db := &countingStore{Store: cat}
 	instances := startInstances(t, cat, db, rdb, p, 2)
 	for i, in := range instances {

@@ -2,12 +2,13 @@
 // for limits shared by many instances of a service.
 //
 //	rdb, _ := tenancyredis.NewClient("redis://127.0.0.1:6379/0") // timeouts of milliseconds
+//	// or a Redis Cluster from its seed nodes: rdb, _ := tenancyredis.Connect("redis+cluster://10.0.0.1:7000,10.0.0.2:7000")
 //	limiter, _ := tenancyredis.NewLimiter(rdb, &tenancyredis.LimiterConfig{Instances: 4})
 //	res, err := limiter.Allow(ctx, tenant.ID, policy.For(tenant))
 //
 // The Limiter runs tenancyrate's GCRA in one Lua script: one key per tenant and limit, with the
 // tenant in a {hash tag} (Redis Cluster and Valkey put it on one slot), one round trip (EVALSHA),
-// on Redis's own clock. While Redis cannot answer, LimiterConfig.OnFailure decides — by default
+// on Redis's own clock (tested on a three-master Redis Cluster, as are Cache and CatalogStore). While Redis cannot answer, LimiterConfig.OnFailure decides — by default
 // the local memory limiter with the limit divided by Instances, or fail-open, or fail-closed —
 // each such decision is counted (Stats), and Redis is asked again a second later. It accepts any
 // redis.Scripter: *redis.Client, *redis.ClusterClient, redis.UniversalClient.

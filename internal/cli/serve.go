@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/internal/service"
@@ -127,13 +128,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := &service.ServerConfig{BaseDomain: *base, AdminToken: *token, Logger: log, Migrator: migrator, Servers: servers,
 		Runtime: runtime, RuntimeServers: rtServers, PerTenantConcurrency: *concurrency, Policy: policy}
 	if *redisURL != "" {
-		rdb, err := tenancyredis.NewClient(*redisURL)
+		rdb, err := tenancyredis.Connect(*redisURL)
 		if err != nil {
 			return fmt.Errorf("redis URL: %w", err)
 		}
 		defer rdb.Close()
 		if err := rdb.Ping(ctx).Err(); err != nil {
-			return fmt.Errorf("redis at %s: %w", rdb.Options().Addr, err)
+			return fmt.Errorf("redis at %s: %w", redisAddrs(rdb), err)
 		}
 		cfg.Redis = rdb
 		prefix := *redisPrefix
@@ -229,4 +230,15 @@ func parsePlanLimits(s string) (*tenancyrate.Policy, error) {
 		plans[plan] = l
 	}
 	return &tenancyrate.Policy{Plans: plans}, nil
+}
+
+// redisAddrs names the server, or the seed nodes of the cluster, rdb connects to.
+func redisAddrs(rdb redis.UniversalClient) string {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options().Addr
+	case *redis.ClusterClient:
+		return strings.Join(c.Options().Addrs, ",")
+	}
+	return "the configured Redis"
 }
