@@ -8,10 +8,11 @@
 //
 // The Limiter runs tenancyrate's GCRA in one Lua script: one key per tenant and limit, with the
 // tenant in a {hash tag} (Redis Cluster and Valkey put it on one slot), one round trip (EVALSHA),
-// on Redis's own clock (tested on a three-master Redis Cluster, as are Cache and CatalogStore). While Redis cannot answer, LimiterConfig.OnFailure decides — by default
+// on Redis's own clock. While Redis cannot answer, LimiterConfig.OnFailure decides — by default
 // the local memory limiter with the limit divided by Instances, or fail-open, or fail-closed —
 // each such decision is counted (Stats), and Redis is asked again a second later. It accepts any
-// redis.Scripter: *redis.Client, *redis.ClusterClient, redis.UniversalClient.
+// redis.Scripter: *redis.Client, *redis.ClusterClient, redis.UniversalClient. The Limiter, Cache
+// and CatalogStore are tested on a three-master Redis Cluster as on one server.
 //
 // Cache is a tenancycache.Store on Redis (a flush is one INCR of the tenant's generation), and
 // CatalogStore a second level of tenant lookups shared by the instances, dropped whole on every
