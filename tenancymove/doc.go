@@ -16,18 +16,22 @@
 //     copied with COPY, every table in one snapshot, parents before children.
 //   - catch up: the rows that changed meanwhile are copied again from their current state, until
 //     few are left.
+//   - verify: catch-up rounds until one takes every change recorded in its snapshot of the old
+//     placement; both placements are then compared there, table by table (row count and an
+//     order-independent checksum), while the tenant's writes go on.
 //   - switch: a fence in the old placement (tenancy.fences, read by every unit's scoping statement)
 //     holds the tenant's writes back — read-only units (tenancypgx.DB.ReadTx) are served — and the
-//     mover waits for the writers already in; the last changes are copied; both placements are
-//     compared table by table (row count and an order-independent checksum: a difference undoes
-//     the move and leaves the tenant where it was); identity and serial sequences are moved past
-//     the copied rows; and one catalog transaction switches the tenant, which every instance
+//     mover waits for the writers already in; the last changes are copied and those rows compared
+//     on both sides (every other row is as verified, or its change would have been recorded; a
+//     difference, here or at verify, undoes the move and leaves the tenant where it was); identity
+//     and serial sequences are moved past the copied rows; and one catalog transaction switches
+//     the tenant, which every instance
 //     hears (as it hears a suspension). The fence then says the tenant moved: a unit that still
 //     reaches the old placement — an old pool, a stale lookup — is refused before it runs, and
 //     tenancypgx looks the tenant up again and runs it in the new placement. A write held back
 //     waits at most tenancypgx.Config.MoveWait (tenancy.ErrTenantMoving, 503 with Retry-After,
 //     after that: nothing written, nothing lost). A switch that would pause writes longer than
-//     Config.MaxPause is given up and tried again after another catch-up.
+//     Config.MaxPause is given up and tried again after another verify.
 //   - finalize: the old placement's data (its schema, its database, its rows in the shared
 //     tables) is removed by Finalize, or by FinalizeDue once Config.Grace has passed; until then
 //     the tenant can be moved back.
