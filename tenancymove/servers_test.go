@@ -127,3 +127,68 @@ func TestMoveBetweenServers(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTargetServerDownMidMove takes the new placement's server down in the middle of a move: the
+// move stops with an error, the tenant is served from its old database throughout (read and
+// written), and once the server is back Resume finishes the move with every row.
+func TestTargetServerDownMidMove(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: line})
+	second := tenancytest.StartPostgres(t)
+	servers := tenancycatalog.Servers{tenancycatalog.DefaultServer: env.Pool.Config().ConnString(), "second": second.URL("postgres")}
+	cat, err := tenancycatalog.NewCatalog(env.Pool, &tenancycatalog.CatalogConfig{Servers: servers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	migrator, err := tenancymigrate.New(env.Pool, &tenancymigrate.Config{Tenant: line, Servers: servers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router := tenancytest.NewRouter(t, tenancyrouter.Config{Servers: tenancytest.RuntimeServers(t, servers)})
+	db := tenancytest.NewDB(t, env.Pool, &tenancypgx.Config{Store: cat, Router: router, MoveWait: 3 * time.Second})
+	mover, err := tenancymove.New(cat, &tenancymove.Config{Migrator: migrator})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &setup{env: env, db: db, mover: mover}
+	a := env.NewTenant(t, tenancy.IsolationDatabase)
+	s.seed(t, a, 40, 2)
+	to := tenancycatalog.Placement{Isolation: tenancy.IsolationDatabase, Server: "second"}
+	down := false
+	_, err = mover.Move(ctx, a.ID, &tenancymove.Opts{To: to, Progress: func(p tenancymove.Progress) {
+		if p.Step == "catch up" && !down {
+			down = true
+			if err := s.write(a, "before the crash"); err != nil { // recorded for the catch-up
+				t.Errorf("a write before the crash: %v", err)
+			}
+			second.Down()
+		}
+	}})
+	if err == nil {
+		t.Fatal("the move went on with its new server down")
+	}
+	if now, _ := cat.TenantByID(ctx, a.ID); now.Server != tenancycatalog.DefaultServer {
+		t.Fatalf("after the failed move the catalog places %s on %s", a.Slug, now.Server)
+	}
+	if err := s.write(a, "while down"); err != nil {
+		t.Fatalf("a write while the new server is down: %v", err)
+	}
+	if got := s.names(t, a); len(got) != 42 {
+		t.Fatalf("while the new server is down %s has %d projects, want 42", a.Slug, len(got))
+	}
+	second.Up()
+	res, err := mover.Resume(ctx, a.ID, nil)
+	if err != nil {
+		t.Fatalf("resume once the server is back: %v", err)
+	}
+	if res.Move.State != tenancycatalog.MoveSwitched {
+		t.Fatalf("resumed move is %s", res.Move.State)
+	}
+	if got := s.names(t, a); len(got) != 42 {
+		t.Fatalf("after the move %s has %d projects, want 42", a.Slug, len(got))
+	}
+	if _, err := mover.Finalize(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+}

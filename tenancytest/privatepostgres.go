@@ -137,6 +137,22 @@ func (p *PrivatePostgres) Restart() {
 	}
 }
 
+// Down stops the server at once, as a crash would, keeping its files; Up starts it again.
+func (p *PrivatePostgres) Down() {
+	p.t.Helper()
+	if out, err := p.run("pg_ctl", "-D", p.dir, "-m", "immediate", "-w", "stop"); err != nil {
+		p.t.Fatalf("tenancytest: stop PostgreSQL: %v\n%s", err, out)
+	}
+}
+
+// Up starts a server Down stopped, on the same port.
+func (p *PrivatePostgres) Up() {
+	p.t.Helper()
+	if out, err := p.run("pg_ctl", "-D", p.dir, "-l", filepath.Join(p.dir, "log"), "-o", p.opts, "-w", "start"); err != nil {
+		p.t.Fatalf("tenancytest: start PostgreSQL: %v\n%s", err, out)
+	}
+}
+
 // Port is the port the server listens on (on 127.0.0.1).
 func (p *PrivatePostgres) Port() int { return p.port }
 
