@@ -252,16 +252,30 @@ func (c *Catalog) SwitchMove(ctx context.Context, m *Move, version int, finalize
 // FencesTable is the table of the fences (regclass text), for the audit.
 const FencesTable = "tenancy.fences"
 
-// FenceCheckSQL is the scoping statement's column that refuses a fenced tenant (SQLSTATE TNCY3,
-// from tenancy.fenced) before the unit runs: the fences of the proof (parameter proof, which the
-// statement's earlier columns set as app.tenant_proof, which the table's policy reads) on the
-// placement (parameter placement); a switching fence lets a read-only unit through. An
-// uncorrelated subquery, PostgreSQL evaluates it when its column is, after the earlier ones.
-// Names and operators are qualified: the statement runs under a schema tenant's search_path.
-func FenceCheckSQL(proof, placement string) string {
-	return "(SELECT tenancy.fenced(f.state) FROM tenancy.fences f WHERE f.proof OPERATOR(pg_catalog.=) " + proof +
-		"::text AND f.placement OPERATOR(pg_catalog.=) " + placement + "::text AND (f.state OPERATOR(pg_catalog.=) 'moved'" +
-		" OR NOT pg_catalog.current_setting('transaction_read_only')::pg_catalog.bool))"
+// FenceCheckSQL is the scoping statement's column that refuses a tenant held back or fenced out
+// by a move (SQLSTATE TNCY3, from tenancy.fenced) before the unit runs. proof, placement and
+// unitKey name the statement's parameters: the tenant's proof (which the statement's earlier
+// columns set as app.tenant_proof, which the fences' policy reads), the placement's fence name,
+// and the tenant's unit key (UnitKey). A fence saying moved refuses every unit; a unit that may
+// write takes the move's barrier shared, without waiting, and is refused while a switch holds
+// it. An uncorrelated subquery and a CASE: PostgreSQL evaluates them when their column is, after
+// the earlier ones. Names and operators are qualified: the statement runs under a schema
+// tenant's search_path.
+func FenceCheckSQL(proof, placement, unitKey string) string {
+	return "COALESCE((SELECT tenancy.fenced(f.state) FROM tenancy.fences f WHERE f.proof OPERATOR(pg_catalog.=) " + proof +
+		"::text AND f.placement OPERATOR(pg_catalog.=) " + placement + "::text AND f.state OPERATOR(pg_catalog.=) 'moved'), " +
+		"CASE WHEN NOT pg_catalog.current_setting('transaction_read_only')::pg_catalog.bool AND NOT pg_catalog.pg_try_advisory_xact_lock_shared(" +
+		unitKey + "::pg_catalog.int8) THEN tenancy.fenced('switching') END)"
+}
+
+// UnitKey is the key of tenant id's move barrier (an advisory lock): 64 bits of its proof under
+// key, which links it to no tenant in pg_locks.
+func UnitKey(key *BindingKey, id string) int64 { return ProofUnitKey(key.Proof(id)) }
+
+// ProofUnitKey is UnitKey of the tenant whose proof (BindingKey.Proof) this is.
+func ProofUnitKey(proof string) int64 {
+	v, _ := strconv.ParseUint(proof[:16], 16, 64)
+	return int64(v)
 }
 
 // fencesPolicy is the one policy of tenancy.fences, as pg_get_expr shows it.
@@ -308,9 +322,9 @@ func FencesRepair(ctx context.Context, q Querier, table uint32, role string) (st
 type FenceState string
 
 const (
-	// FenceSwitching refuses the tenant's units of work that may write; read-only ones pass.
-	FenceSwitching FenceState = "switching"
-	// FenceMoved refuses all of the tenant's units of work.
+	// FenceOpen lets the tenant's units through: a move is under way from this placement.
+	FenceOpen FenceState = "open"
+	// FenceMoved refuses all of the tenant's units of work: it lives elsewhere now.
 	FenceMoved FenceState = "moved"
 )
 
@@ -346,13 +360,16 @@ func captureTrigger(moveID int64) string { return "tenancy_move_" + strconv.Form
 
 // Capture adds to table (in the database behind q) the trigger that records, under label, the
 // primary key (the columns pk) of every row of the tenant id that changes, for move moveID (see
-// TakeChanges). Adding it waits for the table's writers in flight, at most lockTimeout (writers
-// queued behind it wait too), then fails with SQLSTATE 55P03.
-func Capture(ctx context.Context, q Beginner, moveID int64, table pgx.Identifier, label, id string, pk []string, lockTimeout time.Duration) error {
+// TakeChanges); it also holds every such write to the move's barrier (unitKey, UnitKey) and to
+// the tenant's fence on placement (a fence name). Adding it waits for the table's writers in
+// flight, at most lockTimeout (writers queued behind it wait too), then fails with SQLSTATE
+// 55P03.
+func Capture(ctx context.Context, q Beginner, moveID int64, table pgx.Identifier, label, placement, id string, unitKey int64, pk []string, lockTimeout time.Duration) error {
 	if !tenancy.IsID(id) {
 		return fmt.Errorf("tenancycatalog: capture: %q is not a tenant ID", id)
 	}
-	args := []string{quoteLiteral(strconv.FormatInt(moveID, 10)), quoteLiteral(label)}
+	args := []string{quoteLiteral(strconv.FormatInt(moveID, 10)), quoteLiteral(label), quoteLiteral(placement),
+		quoteLiteral(strconv.FormatInt(unitKey, 10))}
 	for _, c := range pk {
 		args = append(args, quoteLiteral(c))
 	}

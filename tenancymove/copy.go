@@ -52,6 +52,29 @@ func (c *lineCounter) Write(p []byte) (int, error) {
 	return c.w.Write(p)
 }
 
+// pipeCopy streams COPY out (… TO STDOUT) on stx into COPY in (… FROM STDIN) on ttx, through
+// counter when it is given.
+func pipeCopy(ctx context.Context, stx, ttx pgx.Tx, out, in string, counter ...*lineCounter) error {
+	pr, pw := io.Pipe()
+	var w io.Writer = pw
+	if len(counter) > 0 {
+		counter[0].w = pw
+		w = counter[0]
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		_, err := stx.Conn().PgConn().CopyTo(gctx, w, out)
+		pw.CloseWithError(err)
+		return err
+	})
+	g.Go(func() error {
+		_, err := ttx.Conn().PgConn().CopyFrom(gctx, pr, in)
+		pr.CloseWithError(err)
+		return err
+	})
+	return g.Wait()
+}
+
 // copyAll copies every row of tenant id from src to tgt, table by table in one snapshot of the
 // source and one transaction on the target, with COPY. It returns the rows copied per table.
 func (mv *Mover) copyAll(ctx context.Context, id string, src, tgt *site, pairs []pair, prog *progress) error {
@@ -75,20 +98,8 @@ func (mv *Mover) copyAll(ctx context.Context, id string, src, tgt *site, pairs [
 	for i, p := range pairs {
 		out := fmt.Sprintf("COPY (SELECT %s FROM %s WHERE tenant_id = %s) TO STDOUT", columnList("", p.src.cols), p.src.ident.Sanitize(), quoteID(id))
 		in := fmt.Sprintf("COPY %s (%s) FROM STDIN", p.tgt.ident.Sanitize(), columnList("", p.src.cols))
-		pr, pw := io.Pipe()
-		counter := &lineCounter{w: pw, report: func(n int64) { prog.setCopied(i, n) }}
-		g, gctx := errgroup.WithContext(ctx)
-		g.Go(func() error {
-			_, err := stx.Conn().PgConn().CopyTo(gctx, counter, out)
-			pw.CloseWithError(err)
-			return err
-		})
-		g.Go(func() error {
-			_, err := ttx.Conn().PgConn().CopyFrom(gctx, pr, in)
-			pr.CloseWithError(err)
-			return err
-		})
-		if err := g.Wait(); err != nil {
+		counter := &lineCounter{report: func(n int64) { prog.setCopied(i, n) }}
+		if err := pipeCopy(ctx, stx, ttx, out, in, counter); err != nil {
 			return fmt.Errorf("copy %s: %w", p.src.label, err)
 		}
 		prog.setCopied(i, counter.n)
@@ -143,24 +154,15 @@ func (mv *Mover) catchUp(ctx context.Context, id string, moveID int64, src, tgt 
 		}
 	}
 	type batch struct {
-		p          pair
-		keys, rows []byte
+		p    pair
+		keys []byte
 	}
 	var batches []batch
 	for _, p := range pairs {
-		list := keys[p.src.label]
-		if len(list) == 0 {
-			continue
+		if list := keys[p.src.label]; len(list) > 0 {
+			sort.Strings(list)
+			batches = append(batches, batch{p: p, keys: keyArray(list)})
 		}
-		sort.Strings(list)
-		b := batch{p: p, keys: keyArray(list)}
-		q := fmt.Sprintf(`SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') FROM (SELECT %s FROM %s s WHERE s.tenant_id = $1
-			AND (%s) IN (SELECT %s FROM jsonb_populate_recordset(NULL::%s, $2) k)) r`,
-			columnList("s", p.src.cols), p.src.ident.Sanitize(), columnList("s", p.src.pk), columnList("k", p.src.pk), p.src.ident.Sanitize())
-		if err := stx.QueryRow(ctx, q, id, b.keys).Scan(&b.rows); err != nil {
-			return 0, fmt.Errorf("%s: read changed rows of %s: %w", src.p, p.src.label, err)
-		}
-		batches = append(batches, b)
 	}
 	ttx, err := beginTarget(ctx, tgt)
 	if err != nil {
@@ -181,12 +183,16 @@ func (mv *Mover) catchUp(ctx context.Context, id string, moveID int64, src, tgt 
 			return 0, fmt.Errorf("%s: %s: %w", tgt.p, b.p.src.label, err)
 		}
 	}
-	for _, b := range batches { // parents first
-		tbl := b.p.tgt.ident.Sanitize()
-		q := fmt.Sprintf(`INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM jsonb_populate_recordset(NULL::%s, $1) r`,
-			tbl, columnList("", b.p.src.cols), columnList("r", b.p.src.cols), tbl)
-		if _, err := ttx.Exec(ctx, q, b.rows); err != nil {
-			return 0, fmt.Errorf("%s: %s: %w", tgt.p, b.p.src.label, err)
+	for _, b := range batches { // parents first: the rows as the source has them now, with COPY
+		// COPY takes no parameters: the keys are a literal (standard_conforming_strings is on in
+		// the mover's sessions, so doubling quotes is all the quoting there is).
+		src := b.p.src.ident.Sanitize()
+		out := fmt.Sprintf(`COPY (SELECT %s FROM %s s WHERE s.tenant_id = %s AND (%s) IN (SELECT %s FROM jsonb_populate_recordset(NULL::%s, %s::jsonb) k)) TO STDOUT`,
+			columnList("s", b.p.src.cols), src, quoteID(id), columnList("s", b.p.src.pk), columnList("k", b.p.src.pk), src,
+			"'"+strings.ReplaceAll(string(b.keys), "'", "''")+"'")
+		in := fmt.Sprintf("COPY %s (%s) FROM STDIN", b.p.tgt.ident.Sanitize(), columnList("", b.p.src.cols))
+		if err := pipeCopy(ctx, stx, ttx, out, in); err != nil {
+			return 0, fmt.Errorf("copy changed rows of %s: %w", b.p.src.label, err)
 		}
 	}
 	if err := ttx.Commit(ctx); err != nil {

@@ -15,7 +15,7 @@ import (
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
-// TestAnotherTenantLearnsNothingOfAMove fences tenant A as a move's switch does and has tenant B,
+// TestAnotherTenantLearnsNothingOfAMove holds tenant A back as a move's switch does and has tenant B,
 // from SQL inside its own unit of work, try to read the fences and the recorded changes, lift
 // A's fence, and find A's fence by what it knows: each is refused or tells nothing, while A's own
 // units are held back (the positive control) and B's are served.
@@ -30,17 +30,10 @@ func TestAnotherTenantLearnsNothingOfAMove(t *testing.T) {
 	if err := s.write(a, "changed"); err != nil { // recorded by the capture
 		t.Fatal(err)
 	}
-	key, err := s.env.Catalog.BindingKey(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := s.env.Catalog.OpenMove(ctx, a.ID)
-	if err := tenancycatalog.Fence(ctx, s.env.Pool, key, a.ID, tenancycatalog.PlacementShared, tenancycatalog.FenceSwitching, m.ID); err != nil {
-		t.Fatal(err)
-	}
+	release := holdBarrier(t, s, a) // as the move's switch does
 	quick := &setup{db: tenancytest.NewDB(t, s.env.Pool, &tenancypgx.Config{Store: s.env.Catalog, MoveWait: 50 * time.Millisecond})}
 	if err := quick.write(a, "held"); !errors.Is(err, tenancy.ErrTenantMoving) {
-		t.Fatalf("control: A's write while fenced returned %v, want ErrTenantMoving", err)
+		t.Fatalf("control: A's write while the switch holds it returned %v, want ErrTenantMoving", err)
 	}
 	code := func(err error) string {
 		var pgErr *pgconn.PgError
@@ -90,9 +83,7 @@ func TestAnotherTenantLearnsNothingOfAMove(t *testing.T) {
 	if err := s.write(b, "b's own"); err != nil {
 		t.Fatalf("B is held back by A's move: %v", err)
 	}
-	if err := tenancycatalog.Unfence(ctx, s.env.Pool, key, a.ID, tenancycatalog.PlacementShared); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	if _, err := s.mover.Resume(ctx, a.ID, nil); err != nil {
 		t.Fatal(err)
 	}

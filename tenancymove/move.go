@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gotenancy/tenancy"
@@ -20,8 +21,8 @@ import (
 type Config struct {
 	// Migrator makes the new placement carry the tenant line (tenancymigrate.Migrator). Required.
 	Migrator tenancyprovision.PlacementMigrator
-	// Role is the runtime role: it is granted a new schema, and the switch waits for its
-	// transactions in flight. Defaults to tenancycatalog.DefaultRole.
+	// Role is the runtime role, which a new schema is granted to. Defaults to
+	// tenancycatalog.DefaultRole.
 	Role string
 	// Grace is how long a switched move keeps the old placement's data, so the tenant can be moved
 	// back as it was, before FinalizeDue removes it. Defaults to 24h.
@@ -265,6 +266,9 @@ func (mv *Mover) Move(ctx context.Context, id string, opts *Opts) (*Result, erro
 		} else if !errors.Is(err, tenancycatalog.ErrNoMove) {
 			return err
 		}
+		if err := mv.movable(ctx, t, from, to); err != nil {
+			return err
+		}
 		m, err := mv.c.StartMove(ctx, id, from, to)
 		if err != nil {
 			return err
@@ -273,6 +277,42 @@ func (mv *Mover) Move(ctx context.Context, id string, opts *Opts) (*Result, erro
 		return err
 	})
 	return res, err
+}
+
+// movable checks, before anything is made, what a move of t from one placement to another
+// needs: tenant tables a move can track (each with a primary key, no cycle of foreign keys) and
+// a migration role that may keep triggers quiet where rows are written (session_replication_role:
+// the catch-up deletes and writes rows again, and a foreign key's ON DELETE CASCADE would take
+// their children with them).
+func (mv *Mover) movable(ctx context.Context, t *tenancy.Tenant, from, to tenancycatalog.Placement) error {
+	src, err := mv.openSite(ctx, t, from)
+	if err != nil {
+		return fmt.Errorf("tenancymove: %s: %w", from, err)
+	}
+	defer src.close()
+	if _, err := src.tables(ctx); err != nil {
+		return err
+	}
+	q := tenancycatalog.Querier(mv.c.Pool())
+	if !to.InCatalogDatabase() {
+		conn, err := mv.c.Maintenance(ctx, to.Server)
+		if err != nil {
+			return fmt.Errorf("tenancymove: %s: %w", to, err)
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		q = conn
+	}
+	var replica bool
+	var role string
+	if err := q.QueryRow(ctx, `SELECT rolsuper OR has_parameter_privilege(current_user, 'session_replication_role', 'SET'), current_user
+		FROM pg_roles WHERE rolname = current_user`).Scan(&replica, &role); err != nil {
+		return fmt.Errorf("tenancymove: %s: %w", to, err)
+	}
+	if !replica {
+		return fmt.Errorf("%w: the migration role %s may not SET session_replication_role in %s: as a superuser, GRANT SET ON PARAMETER session_replication_role TO %s",
+			ErrUnmovable, role, to, pgx.Identifier{role}.Sanitize())
+	}
+	return nil
 }
 
 // Resume finishes the tenant's move that stopped: one still copying goes on (from the catch-up
@@ -386,22 +426,28 @@ func (mv *Mover) run(ctx context.Context, t *tenancy.Tenant, m *tenancycatalog.M
 		return nil, fmt.Errorf("tenancymove: %s: %w", m.From, err)
 	}
 	defer src.close()
-	if m.State == tenancycatalog.MoveSwitched {
-		pairs, err := mv.sourceTables(ctx, src)
-		if err != nil {
-			return nil, err
+	if resume && m.State == tenancycatalog.MoveCopying {
+		// A mover that died between marking the old database's fence moved and switching the
+		// catalog: the copy was complete and verified, and nothing was written since.
+		if st, err := tenancycatalog.FenceOf(ctx, src.pool, key, t.ID, m.From.FenceName(t.ID)); err != nil {
+			return nil, fmt.Errorf("tenancymove: %s: %w", m.From, err)
+		} else if st == tenancycatalog.FenceMoved {
+			version, err := mv.targetVersion(ctx, t, m)
+			if err != nil {
+				return nil, err
+			}
+			if err := mv.switchCatalog(ctx, t, m, key, version); err != nil {
+				return nil, err
+			}
+			m.State = tenancycatalog.MoveSwitched
 		}
-		if err := mv.afterSwitch(ctx, t, m, src, pairs, key); err != nil {
+	}
+	if m.State == tenancycatalog.MoveSwitched {
+		if err := mv.afterSwitch(ctx, t, m, src, key); err != nil {
 			return nil, err
 		}
 		res.Move, err = mv.c.LastMove(ctx, t.ID)
 		return res, err
-	}
-	if resume && m.Step != "prepare" && m.Step != "copy" {
-		// The first copy completed. Writes go on in the old placement while the catch-up resumes.
-		if err := tenancycatalog.Unfence(ctx, src.pool, key, t.ID, m.From.FenceName(t.ID)); err != nil {
-			return nil, fmt.Errorf("tenancymove: %s: %w", m.From, err)
-		}
 	}
 	tgt, err := mv.openTarget(ctx, t, m, resume, prog)
 	if err != nil {
@@ -476,7 +522,9 @@ func (mv *Mover) run(ctx context.Context, t *tenancy.Tenant, m *tenancycatalog.M
 		}
 		mv.log.Info("tenancy: move switch given up; settling again", "tenant", t.Slug, "move", m.ID, "attempt", attempt, "err", err)
 	}
-	if err := mv.afterSwitch(ctx, t, m, src, pairs, key); err != nil {
+	// Switched: what follows must not be lost to a cancelled context.
+	ctx = context.WithoutCancel(ctx)
+	if err := mv.afterSwitch(ctx, t, m, src, key); err != nil {
 		mv.log.Warn("tenancy: move switched; its clean-up failed (resume the move to finish it)", "tenant", t.Slug, "move", m.ID, "err", err)
 	}
 	res.Changes = prog.snapshot().Changes
@@ -545,9 +593,18 @@ func (mv *Mover) startCapture(ctx context.Context, id string, moveID int64, src 
 			return fmt.Errorf("tenancymove: %s: %w", src.p, err)
 		}
 	}
+	key, err := mv.c.BindingKey(ctx)
+	if err != nil {
+		return err
+	}
+	// The fence the capture checks, open until the switch.
+	if err := tenancycatalog.Fence(ctx, src.pool, key, id, src.p.FenceName(id), tenancycatalog.FenceOpen, moveID); err != nil {
+		return fmt.Errorf("tenancymove: %s: %w", src.p, err)
+	}
+	unitKey := tenancycatalog.UnitKey(key, id)
 	for _, p := range pairs {
 		err := briefLock(ctx, func(timeout time.Duration) error {
-			return tenancycatalog.Capture(ctx, src.pool, moveID, p.src.ident, p.src.label, id, p.src.pk, timeout)
+			return tenancycatalog.Capture(ctx, src.pool, moveID, p.src.ident, p.src.label, src.p.FenceName(id), id, unitKey, p.src.pk, timeout)
 		})
 		if err != nil {
 			return fmt.Errorf("tenancymove: capture changes to %s: %w", p.src.label, err)
@@ -636,8 +693,10 @@ func (mv *Mover) finalize(ctx context.Context, t *tenancy.Tenant, m *tenancycata
 	src, err := mv.openSite(ctx, t, m.From)
 	if err == nil {
 		var pairs []pair
-		if pairs, err = mv.sourceTables(ctx, src); err == nil {
-			err = mv.afterSwitch(ctx, t, m, src, pairs, key)
+		if err = mv.afterSwitch(ctx, t, m, src, key); err == nil {
+			if pairs, err = mv.sourceTables(ctx, src); err == nil {
+				err = stopCapture(ctx, m.ID, src, pairs)
+			}
 		}
 		src.close()
 	}
@@ -652,12 +711,14 @@ func (mv *Mover) finalize(ctx context.Context, t *tenancy.Tenant, m *tenancycata
 }
 
 // afterSwitch finishes a switched move on its source: the fence there says moved (units that
-// still reach it look the tenant up again), the capture stops.
-func (mv *Mover) afterSwitch(ctx context.Context, t *tenancy.Tenant, m *tenancycatalog.Move, src *site, pairs []pair, key *tenancycatalog.BindingKey) error {
+// still reach it look the tenant up again) and the recorded changes go. The capture triggers stay
+// until the move is finalized: they refuse the tenant's writes there, which SQL in a unit of work
+// could make after ending the transaction its scoping statement checked.
+func (mv *Mover) afterSwitch(ctx context.Context, t *tenancy.Tenant, m *tenancycatalog.Move, src *site, key *tenancycatalog.BindingKey) error {
 	if err := tenancycatalog.Fence(ctx, src.pool, key, t.ID, m.From.FenceName(t.ID), tenancycatalog.FenceMoved, m.ID); err != nil {
 		return fmt.Errorf("tenancymove: %s: %w", m.From, err)
 	}
-	return stopCapture(ctx, m.ID, src, pairs)
+	return tenancycatalog.ClearChanges(ctx, src.pool, m.ID)
 }
 
 // discard removes t's data at placement p, where the catalog does not place it: a schema or a

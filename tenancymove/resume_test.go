@@ -100,18 +100,10 @@ func TestAStoppedMoveResumes(t *testing.T) {
 		t.Fatalf("the switch reported %+v for projects; the new placement holds %d rows, checksum %s", res.Tables[0], rows, sum)
 	}
 
-	// Stopped inside the switch, with the fence left in place as a killed mover leaves it.
-	key, err := s.env.Catalog.BindingKey(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Stopped inside the switch, holding the tenant's writes back — then the mover dies.
 	to := tenancycatalog.Placement{Isolation: tenancy.IsolationDatabase, Server: tenancycatalog.DefaultServer}
 	interrupt(t, s, a, to, "switch")
-	m, _ := s.env.Catalog.OpenMove(ctx, a.ID)
-	schema := tenancycatalog.SchemaName(a.ID)
-	if err := tenancycatalog.Fence(ctx, s.env.Pool, key, a.ID, schema, tenancycatalog.FenceSwitching, m.ID); err != nil {
-		t.Fatal(err)
-	}
+	release := holdBarrier(t, s, a)
 	quick := tenancytest.NewDB(t, s.env.Pool, &tenancypgx.Config{Store: s.env.Catalog, Router: s.env.Router, MoveWait: 50 * time.Millisecond})
 	err = quick.Tx(tenancytest.Context(a), func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO projects (name) VALUES ('paused')`)
@@ -133,21 +125,25 @@ func TestAStoppedMoveResumes(t *testing.T) {
 	if _, err := quick.Exec(tenancytest.Context(a), `INSERT INTO projects (name) VALUES ('sneaked')`, tenancypgx.ReadOnly); !errors.As(err, &pgErr) || pgErr.Code != "25006" {
 		t.Fatalf("a write marked read-only while the switch is paused: %v; want SQLSTATE 25006", err)
 	}
+	release() // the mover's session ends: the tenant's writes go on where it is
+	if err := s.write(a, "after the mover died"); err != nil {
+		t.Fatalf("a write once the mover died: %v", err)
+	}
 	if _, err := s.mover.Resume(ctx, a.ID, nil); err != nil {
 		t.Fatalf("resume after a stop inside the switch: %v", err)
 	}
 	if err := s.write(a, "after"); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.names(t, a); len(got) != 33 || slices.Contains(got, "paused") {
-		t.Fatalf("after the second move, %s has %v; want the 32 and the one written after (the refused write nowhere)", a.Slug, got)
+	if got := s.names(t, a); len(got) != 34 || slices.Contains(got, "paused") {
+		t.Fatalf("after the second move, %s has %v; want the 32 and the two written after (the refused write nowhere)", a.Slug, got)
 	}
 	now, _ = s.env.Catalog.TenantByID(ctx, a.ID)
 	if tenancycatalog.PlacementOf(now) != to {
 		t.Fatalf("%s is in %s, want %s", a.Slug, tenancycatalog.PlacementOf(now), to)
 	}
-	if n := physicalRows(t, s, now); n != 33 {
-		t.Fatalf("the database holds %d of %s's projects, want 33", n, a.Slug)
+	if n := physicalRows(t, s, now); n != 34 {
+		t.Fatalf("the database holds %d of %s's projects, want 34", n, a.Slug)
 	}
 }
 

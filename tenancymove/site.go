@@ -27,7 +27,7 @@ type site struct {
 // checksums hash.
 var sessionParams = map[string]string{
 	"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
-	"extra_float_digits": "3", "bytea_output": "hex", "application_name": "tenancy move",
+	"extra_float_digits": "3", "bytea_output": "hex", "standard_conforming_strings": "on", "application_name": "tenancy move",
 }
 
 // openSite opens a pool on placement p of tenant t with the catalog's (the migration role's)
@@ -126,7 +126,11 @@ func (s *site) tables(ctx context.Context) ([]*table, error) {
 		var types, seqCols, seqs []string
 		if err := s.pool.QueryRow(ctx, `
 			SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}'),
-			       coalesce(array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum), '{}'),
+			       -- A type of the table's own schema is named without it: a schema tenant's enum is
+			       -- tenant_….mood where the shared tables' is mood.
+			       coalesce(array_agg(replace(format_type(a.atttypid, a.atttypmod),
+			           (SELECT quote_ident(n.nspname) || '.' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::oid), '')
+			         ORDER BY a.attnum), '{}'),
 			       coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE s.seq IS NOT NULL), '{}'),
 			       coalesce(array_agg(s.seq ORDER BY a.attnum) FILTER (WHERE s.seq IS NOT NULL), '{}')
 			  FROM pg_attribute a, LATERAL (SELECT pg_get_serial_sequence($1::oid::regclass::text, a.attname) AS seq) s

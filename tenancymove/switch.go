@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gotenancy/tenancy"
@@ -14,41 +16,53 @@ import (
 )
 
 // switchOver is a move's switch, after settle compared both placements at a snapshot of the
-// source (settled). It fences the old placement to the tenant's writes, waits for the writers
-// already in it, copies the rows changed since the snapshot and compares those on both sides
-// (every other row is as it was then: a change would have been recorded), moves the sequences
-// on and switches the catalog — the old placement's fence then says the tenant moved — all
-// within mv.maxPause of the fence, or gives up (ErrPauseTooLong) and opens the old placement to
-// writes again. It returns the tables' checks at the switch and the pause.
+// source (settled). It takes the tenant's barrier in the old placement exclusive — which waits
+// for the tenant's units in flight there, and refuses new ones that may write (and every write of
+// the tenant's rows, however SQL came to make it) while held — copies the rows changed since the
+// snapshot and compares those on both sides (every other row is as it was then: a change would
+// have been recorded), moves the sequences on, marks the old placement's fence moved and switches
+// the catalog, then lets go of the barrier: all within mv.maxPause of asking for it, or it gives
+// up (ErrPauseTooLong) and the tenant's writes go on in the old placement. It returns the tables'
+// checks at the switch and the pause.
 func (mv *Mover) switchOver(ctx context.Context, t *tenancy.Tenant, m *tenancycatalog.Move, src, tgt *site, pairs []pair,
 	settled []TableCheck, key *tenancycatalog.BindingKey, version int, prog *progress) (checks []TableCheck, pause time.Duration, err error) {
 	fence := m.From.FenceName(t.ID)
-	if err := tenancycatalog.Fence(ctx, src.pool, key, t.ID, fence, tenancycatalog.FenceSwitching, m.ID); err != nil {
-		return nil, 0, fmt.Errorf("tenancymove: fence %s: %w", m.From, err)
-	}
+	unitKey := tenancycatalog.UnitKey(key, t.ID)
 	began := time.Now()
 	deadline := began.Add(mv.maxPause)
-	switched := false
+	barrier, err := src.pool.Acquire(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("tenancymove: %s: %w", m.From, err)
+	}
 	defer func() {
-		if !switched {
-			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			if uerr := tenancycatalog.Unfence(uctx, src.pool, key, t.ID, fence); uerr != nil {
-				err = fmt.Errorf("%w (and opening %s to writes again failed: %v: resume or abort the move)", err, m.From, uerr)
-			}
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, uerr := barrier.Exec(uctx, "SELECT pg_advisory_unlock($1)", unitKey); uerr != nil {
+			barrier.Conn().Close(uctx) // the session ends, and the lock with it
 		}
+		barrier.Release()
 	}()
-	pctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
 	tooLong := func(step string, err error) error {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		var pgErr *pgconn.PgError
+		if (errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil) || (errors.As(err, &pgErr) && pgErr.Code == "55P03") {
 			return fmt.Errorf("%w (%s after %s, more than %s)", ErrPauseTooLong, step, time.Since(began).Round(time.Millisecond), mv.maxPause)
 		}
 		return fmt.Errorf("tenancymove: switch: %s: %w", step, err)
 	}
-	if err := mv.waitWriters(pctx, src); err != nil {
-		return nil, 0, tooLong("waiting for the writes in flight", err)
+	// Waiting for the tenant's units in flight, at most the pause; units that ask meanwhile are
+	// refused the shared lock (a waiting exclusive request is ahead of them) and wait in the driver.
+	if _, err := barrier.Exec(ctx, "SELECT set_config('lock_timeout', $1, false)", strconv.FormatInt(mv.maxPause.Milliseconds(), 10)); err != nil {
+		return nil, 0, fmt.Errorf("tenancymove: %s: %w", m.From, err)
 	}
+	_, err = barrier.Exec(ctx, "SELECT pg_advisory_lock($1)", unitKey)
+	if _, rerr := barrier.Exec(ctx, "RESET lock_timeout"); rerr != nil && err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return nil, 0, tooLong("waiting for the tenant's writes in flight", err)
+	}
+	pctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	// The last changes: the rows changed since the settled snapshot. Before each is written to the
 	// target, the target's rows of keys not seen before are summed (they are as the snapshot had
 	// them); after, those rows are compared on both sides.
@@ -127,28 +141,18 @@ func (mv *Mover) switchOver(ctx context.Context, t *tenancy.Tenant, m *tenancyca
 	if time.Now().After(deadline) {
 		return nil, 0, tooLong("switching", context.DeadlineExceeded)
 	}
-	// The decision: one catalog transaction. Where the old or new placement is in the catalog's
-	// database, its fence changes in that transaction too.
-	err = mv.c.SwitchMove(ctx, m, version, time.Now().Add(mv.grace), func(tx pgx.Tx) error {
-		if m.To.InCatalogDatabase() {
-			if err := tenancycatalog.Unfence(ctx, tx, key, t.ID, m.To.FenceName(t.ID)); err != nil {
-				return err
-			}
-		}
-		if m.From.InCatalogDatabase() {
-			return tenancycatalog.Fence(ctx, tx, key, t.ID, fence, tenancycatalog.FenceMoved, m.ID)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("tenancymove: switch: %w", err)
-	}
-	switched = true
-	pause = time.Since(began)
+	// The decision. Where the old placement is in the catalog's database, its fence says moved in
+	// the catalog's transaction; elsewhere it says so first (a mover that dies between the two
+	// leaves the tenant refused, not written in two places, until Resume switches the catalog).
 	if !m.From.InCatalogDatabase() {
-		// The old database's fence still refuses writes ("switching"); "moved" refuses reads too.
-		_ = tenancycatalog.Fence(ctx, src.pool, key, t.ID, fence, tenancycatalog.FenceMoved, m.ID)
+		if err := tenancycatalog.Fence(ctx, src.pool, key, t.ID, fence, tenancycatalog.FenceMoved, m.ID); err != nil {
+			return nil, 0, fmt.Errorf("tenancymove: %s: %w", m.From, err)
+		}
 	}
+	if err := mv.switchCatalog(ctx, t, m, key, version); err != nil {
+		return nil, 0, err
+	}
+	pause = time.Since(began)
 	m.State = tenancycatalog.MoveSwitched
 	prog.mu.Lock()
 	prog.p.Pause = pause
@@ -157,41 +161,22 @@ func (mv *Mover) switchOver(ctx context.Context, t *tenancy.Tenant, m *tenancyca
 	return checks, pause, nil
 }
 
-// waitWriters waits until every transaction of the runtime role that was open on the source's
-// database when it was fenced has ended: a unit that entered before the fence may still write.
-// Units that enter later are refused by the fence.
-func (mv *Mover) waitWriters(ctx context.Context, src *site) error {
-	var pids []int32
-	var starts []time.Time
-	rows, err := src.pool.Query(ctx, `SELECT pid, xact_start FROM pg_stat_activity
-		WHERE datname = current_database() AND usename = $1 AND xact_start IS NOT NULL AND pid <> pg_backend_pid()`, mv.role)
-	if err != nil {
-		return err
-	}
-	var pid int32
-	var start time.Time
-	if _, err := pgx.ForEachRow(rows, []any{&pid, &start}, func() error {
-		pids, starts = append(pids, pid), append(starts, start)
+// switchCatalog switches the catalog to the move's target, in one transaction with the fences of
+// placements in the catalog's database: the target's opened, the source's marked moved.
+func (mv *Mover) switchCatalog(ctx context.Context, t *tenancy.Tenant, m *tenancycatalog.Move, key *tenancycatalog.BindingKey, version int) error {
+	err := mv.c.SwitchMove(ctx, m, version, time.Now().Add(mv.grace), func(tx pgx.Tx) error {
+		if m.To.InCatalogDatabase() {
+			if err := tenancycatalog.Unfence(ctx, tx, key, t.ID, m.To.FenceName(t.ID)); err != nil {
+				return err
+			}
+		}
+		if m.From.InCatalogDatabase() {
+			return tenancycatalog.Fence(ctx, tx, key, t.ID, m.From.FenceName(t.ID), tenancycatalog.FenceMoved, m.ID)
+		}
 		return nil
-	}); err != nil {
-		return err
-	}
-	for len(pids) > 0 {
-		var open int
-		// Each statement its own transaction: pg_stat_activity is read afresh.
-		if err := src.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity a
-			JOIN unnest($1::int[], $2::timestamptz[]) w(pid, xact_start) ON a.pid = w.pid AND a.xact_start = w.xact_start`,
-			pids, starts).Scan(&open); err != nil {
-			return err
-		}
-		if open == 0 {
-			return nil
-		}
-		select {
-		case <-time.After(2 * time.Millisecond):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	})
+	if err != nil {
+		return fmt.Errorf("tenancymove: switch: %w", err)
 	}
 	return nil
 }

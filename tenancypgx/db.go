@@ -142,9 +142,9 @@ func (db *DB) tenant(ctx context.Context) (scope, error) {
 func (db *DB) scopeArgs(s scope) (string, []any) {
 	proof := db.key.Proof(s.tenant.ID)
 	if s.schema == "" {
-		return pgsession.ScopeShared, []any{s.tenant.ID, proof, s.placement}
+		return pgsession.ScopeShared, []any{s.tenant.ID, proof, s.placement, tenancycatalog.ProofUnitKey(proof)}
 	}
-	return pgsession.ScopeSchema, []any{s.tenant.ID, proof, s.schema, s.placement}
+	return pgsession.ScopeSchema, []any{s.tenant.ID, proof, s.schema, s.placement, tenancycatalog.ProofUnitKey(proof)}
 }
 
 // queueScope queues the statement that binds the transaction to s.

@@ -58,14 +58,15 @@ const (
 
 // The scoping statements. The last column but one is the transaction's start (now()), which the
 // reset at its end checks: a unit of work that ended its transaction itself is refused. The last
-// refuses (SQLSTATE TNCY3) a tenant whose move fences this placement — the last parameter:
-// PlacementShared, PlacementDatabase or the schema's name — before the unit runs; units that only
-// read pass a switch (tenancycatalog.FenceCheckSQL).
+// refuses (SQLSTATE TNCY3) a tenant whose move holds its writes back or has taken it out of this
+// placement — the last parameters are the placement's fence name (PlacementShared,
+// PlacementDatabase or the schema's name) and the tenant's unit key — before the unit runs; units
+// that only read pass a switch (tenancycatalog.FenceCheckSQL).
 var (
 	ScopeShared = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), now(), " +
-		tenancycatalog.FenceCheckSQL("$2", "$3")
+		tenancycatalog.FenceCheckSQL("$2", "$3", "$4")
 	ScopeSchema = "SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true), set_config('search_path', $3, true), now(), " +
-		tenancycatalog.FenceCheckSQL("$2", "$4")
+		tenancycatalog.FenceCheckSQL("$2", "$4", "$5")
 )
 
 // NewNonce returns a nonce for one proven reset: 16 random bytes in hex.
@@ -296,7 +297,7 @@ const probeTenant = "00000000-0000-0000-0000-000000000000"
 // and with ErrNoSupport when it lacks the isolation support. It leaves the session clean.
 func checkBinding(ctx context.Context, conn *pgx.Conn, key *tenancycatalog.BindingKey) error {
 	b := &pgx.Batch{}
-	b.Queue(ScopeShared, probeTenant, key.Proof(probeTenant), tenancycatalog.PlacementShared)
+	b.Queue(ScopeShared, probeTenant, key.Proof(probeTenant), tenancycatalog.PlacementShared, tenancycatalog.UnitKey(key, probeTenant))
 	b.Queue(`SELECT tenancy.current_tenant()`)
 	b.Queue(EndUnitSQL, nil, NewNonce()) // the support is as recent as this code
 	b.Queue(ResetSQL, NewNonce())
