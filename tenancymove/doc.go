@@ -19,19 +19,23 @@
 //   - verify: catch-up rounds until one takes every change recorded in its snapshot of the old
 //     placement; both placements are then compared there, table by table (row count and an
 //     order-independent checksum), while the tenant's writes go on.
-//   - switch: a fence in the old placement (tenancy.fences, read by every unit's scoping statement)
-//     holds the tenant's writes back — read-only units (tenancypgx.DB.ReadTx) are served — and the
-//     mover waits for the writers already in; the last changes are copied and those rows compared
-//     on both sides (every other row is as verified, or its change would have been recorded; a
-//     difference, here or at verify, undoes the move and leaves the tenant where it was); identity
-//     and serial sequences are moved past the copied rows; and one catalog transaction switches
-//     the tenant, which every instance
-//     hears (as it hears a suspension). The fence then says the tenant moved: a unit that still
-//     reaches the old placement — an old pool, a stale lookup — is refused before it runs, and
-//     tenancypgx looks the tenant up again and runs it in the new placement. A write held back
-//     waits at most tenancypgx.Config.MoveWait (tenancy.ErrTenantMoving, 503 with Retry-After,
-//     after that: nothing written, nothing lost). A switch that would pause writes longer than
-//     Config.MaxPause is given up and tried again after another verify.
+//   - switch: the tenant's barrier in the old placement (an advisory lock keyed by its unit key,
+//     tenancycatalog.UnitKey, that every unit that may write takes shared in its scoping
+//     statement, and every write of the tenant's rows there takes in the capture trigger) is taken
+//     exclusive: that waits for exactly the tenant's units in flight and holds new writers back —
+//     read-only units (tenancypgx.DB.ReadTx, tenancypgx.ReadOnly) are served. The last changes are
+//     copied and those rows compared on both sides (every other row is as verified, or its change
+//     would have been recorded; a difference, here or at verify, undoes the move and leaves the
+//     tenant where it was); identity and serial sequences are moved past the copied rows; the old
+//     placement's fence says moved and one catalog transaction switches the tenant, which every
+//     instance hears (as it hears a suspension). A unit that still reaches the old placement — an
+//     old pool, a stale lookup — is refused before it runs (the fence, read by every scoping
+//     statement), and tenancypgx looks the tenant up again and runs it in the new placement; a
+//     write SQL makes there past its scoping statement is refused by the capture triggers, which
+//     stay until the move is finalized. A write held back waits at most tenancypgx.Config.MoveWait
+//     (tenancy.ErrTenantMoving, 503 with Retry-After, after that: nothing written, nothing lost).
+//     A switch that would pause writes longer than Config.MaxPause is given up and tried again
+//     after another verify; a mover that dies lets go of the barrier with its session.
 //   - finalize: the old placement's data (its schema, its database, its rows in the shared
 //     tables) is removed by Finalize, or by FinalizeDue once Config.Grace has passed; until then
 //     the tenant can be moved back.

@@ -102,13 +102,13 @@
 // # Tenants that move
 //
 // A tenant may move between placements while it is served (tenancymove). Every scoping statement
-// reads tenancy.fences and refuses the tenant (SQLSTATE TNCY3) before the unit runs where a
-// move's fence closes the placement: while the move switches, units that may write wait and are
-// tried again (at most Config.MoveWait, then tenancy.ErrTenantMoving, nothing written); once it
-// has switched, every unit that still reaches the old placement is refused there, and with a
-// Config.Store the tenant is looked up again (a lookup cache that has not heard of the switch is
-// told) and the unit runs in the new placement. fn runs at most once. Reads are served through a
-// switch when they say they only read:
+// of a unit that may write takes the tenant's move barrier shared, without waiting, and reads
+// the fence of the placement (tenancy.fences); it refuses the tenant (SQLSTATE TNCY3) before the
+// unit runs while a move's switch holds the barrier — the unit waits and is tried again, at most
+// Config.MoveWait, then tenancy.ErrTenantMoving, nothing written — and once the fence says the
+// tenant moved: with a Config.Store the tenant is looked up again (a lookup cache that has not
+// heard of the switch is told) and the unit runs in the new placement. fn runs at most once.
+// Reads are served through a switch when they say they only read:
 //
 //	err := db.ReadTx(ctx, func(tx pgx.Tx) error { … })                                 // BEGIN READ ONLY
 //	err = db.QueryRow(ctx, `SELECT count(*) FROM projects`, tenancypgx.ReadOnly).Scan(&n) // as pgx takes a QueryExecMode
