@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -57,7 +58,9 @@ func moveTenant(ctx context.Context, cat *tenancycatalog.Catalog, t *tenancy.Ten
 	if err != nil {
 		return err
 	}
-	mover, err := tenancymove.New(cat, &tenancymove.Config{Migrator: m, Grace: *f.grace, MaxPause: *f.maxPause})
+	// Its steps are the bar's (or the JSON's); its warnings go to stderr.
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	mover, err := tenancymove.New(cat, &tenancymove.Config{Migrator: m, Grace: *f.grace, MaxPause: *f.maxPause, Logger: logger})
 	if err != nil {
 		return err
 	}
