@@ -472,6 +472,20 @@ var holesFromReview = []hole{
 			}
 			return f.count(f.ctxB, `SELECT position('a-secret'::bytea IN pg_read_binary_file($1))`, path) > 0
 		}},
+	{"lock list readable", `GRANT SELECT ON pg_catalog.pg_locks TO PUBLIC; GRANT EXECUTE ON FUNCTION pg_catalog.pg_lock_status() TO PUBLIC`,
+		"readable-table", "pg_locks", func(t *testing.T, f *fixture) bool {
+			// A's unit key, as a unit of A holds it: B lists it.
+			conn, err := f.env.Pool.Acquire(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Release()
+			if _, err := conn.Exec(context.Background(), `SELECT pg_advisory_lock(424242)`); err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock(424242)`)
+			return f.count(f.ctxB, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 424242`) > 0
+		}},
 	{"system table granted", `ANALYZE items; GRANT SELECT ON pg_catalog.pg_statistic TO tenancy_app`,
 		"readable-table", "pg_statistic", bCounts(`SELECT count(*) FROM pg_statistic WHERE stavalues1::text LIKE '%a-secret%'`)},
 }

@@ -733,7 +733,7 @@ func (a *auditor) checkWritable(ctx context.Context, r *relation) error {
 }
 
 // sensitiveCatalogs are the system tables only superusers read in a new cluster.
-var sensitiveCatalogs = []string{"pg_authid", "pg_shadow", "pg_statistic", "pg_statistic_ext_data", "pg_largeobject", "pg_user_mapping"}
+var sensitiveCatalogs = []string{"pg_authid", "pg_shadow", "pg_statistic", "pg_statistic_ext_data", "pg_largeobject", "pg_user_mapping", "pg_locks"}
 
 // checkCatalogGrants: a system table the runtime role can read that holds data (statistics,
 // large objects, passwords), and a CREATE privilege on the database or a schema, with which the
@@ -749,6 +749,11 @@ func (a *auditor) checkCatalogGrants(ctx context.Context) error {
 		return err
 	}
 	for _, c := range catalogs {
+		if c == "pg_locks" {
+			a.add("readable-table", High, c, fmt.Sprintf("REVOKE SELECT ON pg_locks FROM PUBLIC, %s;\nREVOKE EXECUTE ON FUNCTION pg_lock_status() FROM PUBLIC, %[1]s;\nGRANT SELECT ON pg_locks TO pg_monitor; GRANT EXECUTE ON FUNCTION pg_lock_status() TO pg_monitor; -- as a superuser", ident(a.o.Role)),
+				"the runtime role can list the locks every session holds: the advisory-lock keys of other tenants' units among them, with which SQL in one tenant's unit could hold another's writes back")
+			continue
+		}
 		a.add("readable-table", Critical, c, fmt.Sprintf("REVOKE SELECT ON %s FROM PUBLIC, %s;", c, ident(a.o.Role)),
 			"the runtime role can read a system table granted to it: statistics, large objects and role data in it are every tenant's")
 	}

@@ -174,3 +174,70 @@ func holdBarrier(t *testing.T, s *setup, tn *tenancy.Tenant) (release func()) {
 	t.Cleanup(release)
 	return release
 }
+
+// TestAnOldSnapshotCannotWriteBehindTheMove: SQL in a unit of work ends its transaction, begins a
+// repeatable-read one and fixes its snapshot before the move begins; the whole move runs; then it
+// binds the transaction by hand and writes into the old placement. The write is refused (the
+// capture trigger finds no fence in that snapshot: the move began after it), not lost.
+func TestAnOldSnapshotCannotWriteBehindTheMove(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t)
+	ctx := context.Background()
+	a := s.env.NewTenant(t, tenancy.IsolationShared)
+	s.seed(t, a, 3, 1)
+	for _, level := range []string{"REPEATABLE READ", "SERIALIZABLE"} {
+		snapshot, moved := make(chan struct{}), make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- s.db.Tx(tenancytest.Context(a), func(tx pgx.Tx) error {
+				var id, proof string
+				if err := tx.QueryRow(ctx, `SELECT current_setting('app.tenant_id'), current_setting('app.tenant_proof')`).Scan(&id, &proof); err != nil {
+					return err
+				}
+				for _, q := range []string{"COMMIT", "BEGIN ISOLATION LEVEL " + level, "SELECT 1"} {
+					if _, err := tx.Exec(ctx, q); err != nil {
+						return err
+					}
+				}
+				close(snapshot)
+				<-moved
+				if _, err := tx.Exec(ctx, `SELECT set_config('app.tenant_id', $1, true), set_config('app.tenant_proof', $2, true)`, id, proof); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, `INSERT INTO projects (name) VALUES ('old snapshot')`); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, "COMMIT")
+				return err
+			})
+		}()
+		<-snapshot
+		// From the shared tables (where the unit's unqualified names resolve once its scoping
+		// statement's transaction is over) to a schema.
+		if _, err := s.mover.Move(ctx, a.ID, &tenancymove.Opts{To: tenancycatalog.Placement{Isolation: tenancy.IsolationSchema}}); err != nil {
+			t.Fatal(err)
+		}
+		close(moved)
+		unitErr := <-done
+		var pgErr *pgconn.PgError
+		if !errors.As(unitErr, &pgErr) || pgErr.Code != "40001" {
+			t.Errorf("%s: the write from a snapshot older than the move ended with %v; want a serialization failure", level, unitErr)
+		}
+		if inOld, inNew := projectsIn(t, s, a, false, "old snapshot"), projectsIn(t, s, a, true, "old snapshot"); inOld != 0 || inNew != 0 {
+			t.Fatalf("%s: the refused write is %d times in the old placement and %d in the new", level, inOld, inNew)
+		}
+		// Back to the shared tables for the next level.
+		for _, step := range []func() error{
+			func() error { _, err := s.mover.Finalize(ctx, a.ID); return err },
+			func() error {
+				_, err := s.mover.Move(ctx, a.ID, &tenancymove.Opts{To: tenancycatalog.Placement{Isolation: tenancy.IsolationShared}})
+				return err
+			},
+			func() error { _, err := s.mover.Finalize(ctx, a.ID); return err },
+		} {
+			if err := step(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

@@ -52,6 +52,8 @@ func TestAnotherTenantLearnsNothingOfAMove(t *testing.T) {
 		{"lift the fence", `DELETE FROM tenancy.fences`, "42501"},
 		{"forge a change", `INSERT INTO tenancy.move_changes (move_id, tbl, key) VALUES (1, 'projects', '{}')`, "42501"},
 		{"call the capture", `SELECT tenancy.capture_change()`, "42501"},
+		{"list the locks others hold (their barriers' keys)", `SELECT count(*) FROM pg_locks`, "42501"},
+		{"list them through the function", `SELECT count(*) FROM pg_lock_status()`, "42501"},
 	} {
 		err := s.db.Tx(tenancytest.Context(b), func(tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, c.sql)

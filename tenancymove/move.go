@@ -201,14 +201,20 @@ func (mv *Mover) locked(ctx context.Context, id string, fn func() error) error {
 		return err
 	}
 	defer conn.Release()
+	key, err := mv.c.BindingKey(ctx)
+	if err != nil {
+		return err
+	}
+	// Keyed by the binding key: no tenant can compute it and hold another's move up.
+	lock := tenancycatalog.ProofUnitKey(key.Proof(lockkey.MovePrefix + id))
 	var got bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1 || $2, 0))", lockkey.MovePrefix, id).Scan(&got); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", lock).Scan(&got); err != nil {
 		return err
 	}
 	if !got {
 		return fmt.Errorf("%w: another mover is working on it", ErrMoveInProgress)
 	}
-	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(hashtextextended($1 || $2, 0))", lockkey.MovePrefix, id)
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lock)
 	return fn()
 }
 
@@ -668,15 +674,16 @@ func (mv *Mover) abort(ctx context.Context, t *tenancy.Tenant, m *tenancycatalog
 		return fmt.Errorf("tenancymove: %s: %w", m.From, err)
 	}
 	defer src.close()
-	if err := tenancycatalog.Unfence(ctx, src.pool, key, t.ID, m.From.FenceName(t.ID)); err != nil {
-		return fmt.Errorf("tenancymove: %s: %w", m.From, err)
-	}
+	// The triggers go before the fence they check (a write between would be refused).
 	pairs, err := mv.sourceTables(ctx, src)
 	if err != nil {
 		return err
 	}
 	if err := stopCapture(ctx, m.ID, src, pairs); err != nil {
 		return err
+	}
+	if err := tenancycatalog.Unfence(ctx, src.pool, key, t.ID, m.From.FenceName(t.ID)); err != nil {
+		return fmt.Errorf("tenancymove: %s: %w", m.From, err)
 	}
 	if err := mv.discard(ctx, t, m.To); err != nil {
 		return fmt.Errorf("tenancymove: remove the copy in %s: %w", m.To, err)

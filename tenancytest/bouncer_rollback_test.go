@@ -100,8 +100,9 @@ func failedUnitIsResetOnItsOwnSession(t *testing.T, env *tenancytest.Env, via, f
 	runB := func() {
 		defer close(bDone)
 		bErr = dbB.Tx(ctxB, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctxB, `SELECT random(), NOT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory'
-				AND objid = 4242 AND pid = pg_backend_pid())`).Scan(&got, &lockFree)
+			// Whether this session holds A's lock is whether it can release it (pg_locks is not the
+			// runtime role's to read).
+			return tx.QueryRow(ctxB, `SELECT random(), NOT pg_advisory_unlock(4242)`).Scan(&got, &lockFree)
 		})
 	}
 	tr.onReset = func(inTx bool) {

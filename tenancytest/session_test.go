@@ -53,7 +53,9 @@ var sessionStates = []sessionState{
 	{name: "SET", leave: `SET work_mem = '7777kB'`,
 		probe: `SELECT current_setting('work_mem') = '7777kB'`, inside: true},
 	{name: "advisory lock", leave: `SELECT pg_advisory_lock(4242)`, expr: `pg_advisory_lock(4242)`,
-		probe: `SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND objid = 4242)`, inside: true},
+		// pg_locks is not the runtime role's to read (it lists other tenants' barriers): whether
+		// this session holds the lock is whether it can release it.
+		probe: `SELECT pg_advisory_unlock(4242)`, inside: true},
 	{name: "LISTEN", leave: `LISTEN tenancy_leak`,
 		probe: `SELECT EXISTS (SELECT FROM pg_listening_channels() c WHERE c = 'tenancy_leak')`},
 	{name: "SQL PREPARE", leave: `PREPARE leak AS SELECT name FROM projects`,

@@ -24,9 +24,10 @@ const (
 // a tenant's ID): one key per target, so runners migrate different tenants at once.
 const TenantLinePrefix = "tenancy.migrate."
 
-// MovePrefix starts the text whose hash (hashtextextended(prefix || tenant id, 0)) is the key of
-// the session lock a mover holds on a tenant in the catalog's database while it moves, resumes,
-// aborts or finalizes the tenant's move: one mover per tenant.
+// MovePrefix starts the text whose binding proof (64 bits of it, as tenancycatalog.ProofUnitKey
+// takes them, of prefix and the tenant's id) is the key of the session lock a mover holds on a
+// tenant in the catalog's database while it moves, resumes, aborts or finalizes the tenant's
+// move: one mover per tenant, and a key no tenant can compute to hold another's move up.
 const MovePrefix = "tenancy.move."
 
 // All lists every key, for the test that they are distinct.

@@ -87,7 +87,13 @@ BEGIN
         PERFORM tenancy.fenced('switching');
     END IF;
     SELECT f.state INTO st FROM tenancy.fences f WHERE f.tenant_id = tenant AND f.placement = TG_ARGV[2] FOR SHARE;
-    IF st = 'moved' THEN
+    IF st IS NULL THEN
+        -- The fence is made before the triggers and outlives them: a transaction that does not see
+        -- it took its snapshot before the move began, and may not write here (the move could
+        -- have switched since).
+        RAISE EXCEPTION 'tenancy: this transaction began before the tenant''s move: try it again'
+            USING ERRCODE = '40001';
+    ELSIF st = 'moved' THEN
         PERFORM tenancy.fenced('moved');
     END IF;
     IF TG_OP <> 'INSERT' THEN
@@ -103,3 +109,18 @@ BEGIN
     RETURN NULL;
 END $$;
 REVOKE EXECUTE ON FUNCTION tenancy.capture_change() FROM PUBLIC;
+
+-- The barrier's keys are secret only if no tenant can list the advisory locks others hold: a
+-- tenant that read another's key from pg_locks could take that lock and hold the other's writes
+-- back. pg_locks and the function under it are taken from PUBLIC (monitoring keeps them through
+-- pg_monitor). That needs a superuser; a migration role that is not one leaves them, and
+-- tenancy doctor reports it with the statement to run.
+DO $$
+BEGIN
+    REVOKE SELECT ON pg_catalog.pg_locks FROM PUBLIC;
+    REVOKE EXECUTE ON FUNCTION pg_catalog.pg_lock_status() FROM PUBLIC;
+    GRANT SELECT ON pg_catalog.pg_locks TO pg_monitor;
+    GRANT EXECUTE ON FUNCTION pg_catalog.pg_lock_status() TO pg_monitor;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'tenancy: pg_locks stays readable by every role (not a superuser): tenancy doctor reports it';
+END $$;
