@@ -324,53 +324,39 @@ func (mv *Mover) movable(ctx context.Context, t *tenancy.Tenant, from, to tenanc
 // Resume finishes the tenant's move that stopped: one still copying goes on (from the catch-up
 // when the first copy had completed, else from the start); one that switched gets its last
 // steps done.
-func (mv *Mover) Resume(ctx context.Context, id string, progress func(Progress)) (*Result, error) {
-	var res *Result
-	err := mv.locked(ctx, id, func() error {
-		t, err := mv.c.TenantByID(ctx, id)
-		if err != nil {
-			return err
-		}
-		m, err := mv.c.OpenMove(ctx, id)
-		if err != nil {
-			return err
-		}
+func (mv *Mover) Resume(ctx context.Context, id string, progress func(Progress)) (res *Result, err error) {
+	err = mv.withOpenMove(ctx, id, func(t *tenancy.Tenant, m *tenancycatalog.Move) error {
 		res, err = mv.run(ctx, t, m, progress, true)
 		return err
 	})
 	return res, err
 }
 
-// Abort undoes the tenant's move that has not switched: the old placement is opened to writes
-// again, the capture stops and the new placement's copy is removed. A switched move is not
-// aborted (ErrSwitched): move the tenant back.
+// Abort undoes the tenant's move that has not switched: the capture stops, the old placement's
+// fence goes and the new placement's copy is removed. A switched move is not aborted
+// (ErrSwitched): move the tenant back.
 func (mv *Mover) Abort(ctx context.Context, id string) (*tenancycatalog.Move, error) {
-	var out *tenancycatalog.Move
-	err := mv.locked(ctx, id, func() error {
-		t, err := mv.c.TenantByID(ctx, id)
-		if err != nil {
-			return err
-		}
-		m, err := mv.c.OpenMove(ctx, id)
-		if err != nil {
-			return err
-		}
+	return mv.endOpenMove(ctx, id, func(t *tenancy.Tenant, m *tenancycatalog.Move) error {
 		if m.State == tenancycatalog.MoveSwitched {
 			return fmt.Errorf("%w: %s lives in %s now; move it back to %s instead", ErrSwitched, t.Slug, m.To, m.From)
 		}
-		if err := mv.abort(ctx, t, m); err != nil {
-			return err
-		}
-		out, err = mv.c.LastMove(ctx, id)
-		return err
+		return mv.abort(ctx, t, m)
 	})
-	return out, err
 }
 
 // Finalize removes the old placement's data of the tenant's switched move.
 func (mv *Mover) Finalize(ctx context.Context, id string) (*tenancycatalog.Move, error) {
-	var out *tenancycatalog.Move
-	err := mv.locked(ctx, id, func() error {
+	return mv.endOpenMove(ctx, id, func(t *tenancy.Tenant, m *tenancycatalog.Move) error {
+		if m.State != tenancycatalog.MoveSwitched {
+			return fmt.Errorf("%w: %s's move to %s has not switched (step %s): resume or abort it", ErrNoMove, t.Slug, m.To, m.Step)
+		}
+		return mv.finalize(ctx, t, m)
+	})
+}
+
+// withOpenMove runs fn on tenant id and its open move, holding the tenant's move lock.
+func (mv *Mover) withOpenMove(ctx context.Context, id string, fn func(*tenancy.Tenant, *tenancycatalog.Move) error) error {
+	return mv.locked(ctx, id, func() error {
 		t, err := mv.c.TenantByID(ctx, id)
 		if err != nil {
 			return err
@@ -379,12 +365,18 @@ func (mv *Mover) Finalize(ctx context.Context, id string) (*tenancycatalog.Move,
 		if err != nil {
 			return err
 		}
-		if m.State != tenancycatalog.MoveSwitched {
-			return fmt.Errorf("%w: %s's move to %s has not switched (step %s): resume or abort it", ErrNoMove, t.Slug, m.To, m.Step)
-		}
-		if err := mv.finalize(ctx, t, m); err != nil {
+		return fn(t, m)
+	})
+}
+
+// endOpenMove is withOpenMove for what ends a move: it returns the move as it ended.
+func (mv *Mover) endOpenMove(ctx context.Context, id string, fn func(*tenancy.Tenant, *tenancycatalog.Move) error) (*tenancycatalog.Move, error) {
+	var out *tenancycatalog.Move
+	err := mv.withOpenMove(ctx, id, func(t *tenancy.Tenant, m *tenancycatalog.Move) error {
+		if err := fn(t, m); err != nil {
 			return err
 		}
+		var err error
 		out, err = mv.c.LastMove(ctx, id)
 		return err
 	})

@@ -17,18 +17,7 @@ func NewClient(url string) (*redis.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tenancyredis: %w", err)
 	}
-	if opts.DialTimeout == 5*time.Second { // go-redis's default: the URL did not set it
-		opts.DialTimeout = 250 * time.Millisecond
-	}
-	if opts.ReadTimeout == 0 || opts.ReadTimeout == 3*time.Second {
-		opts.ReadTimeout = 100 * time.Millisecond
-	}
-	if opts.WriteTimeout == 0 || opts.WriteTimeout == 3*time.Second {
-		opts.WriteTimeout = 100 * time.Millisecond
-	}
-	if opts.PoolTimeout == 0 {
-		opts.PoolTimeout = 100 * time.Millisecond
-	}
+	requestPathTimeouts(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout)
 	opts.ContextTimeoutEnabled = true
 	opts.MaxRetries = -1 // a retry's backoff (8 to 512 ms) costs more than the failure policy
 	if opts.DialerRetries == 0 {
@@ -81,19 +70,25 @@ func Connect(url string) (redis.UniversalClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tenancyredis: %w", err)
 	}
-	if opts.DialTimeout == 0 || opts.DialTimeout == 5*time.Second {
-		opts.DialTimeout = 250 * time.Millisecond
-	}
-	if opts.ReadTimeout == 0 || opts.ReadTimeout == 3*time.Second {
-		opts.ReadTimeout = 100 * time.Millisecond
-	}
-	if opts.WriteTimeout == 0 || opts.WriteTimeout == 3*time.Second {
-		opts.WriteTimeout = 100 * time.Millisecond
-	}
-	if opts.PoolTimeout == 0 {
-		opts.PoolTimeout = 100 * time.Millisecond
-	}
+	requestPathTimeouts(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout)
 	opts.ContextTimeoutEnabled = true
 	opts.MaxRetries = -1 // as NewClient; MOVED and ASK redirections are followed still (MaxRedirects)
 	return redis.NewClusterClient(opts), nil
+}
+
+// requestPathTimeouts sets the timeouts a URL left at go-redis's defaults (or unset) to ones fit
+// for a request path: milliseconds, not seconds.
+func requestPathTimeouts(dial, read, write, pool *time.Duration) {
+	if *dial == 0 || *dial == 5*time.Second {
+		*dial = 250 * time.Millisecond
+	}
+	if *read == 0 || *read == 3*time.Second {
+		*read = 100 * time.Millisecond
+	}
+	if *write == 0 || *write == 3*time.Second {
+		*write = 100 * time.Millisecond
+	}
+	if *pool == 0 {
+		*pool = 100 * time.Millisecond
+	}
 }
