@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/gotenancy/tenancy/internal/service"
 	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
@@ -34,17 +36,25 @@ func newServerWithCatalog(t *testing.T, token string) (http.Handler, *tenancycat
 	if _, err := m.Migrate(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := service.NewServer(pool, &service.ServerConfig{AdminToken: token})
+	srv := startServer(t, pool, &service.ServerConfig{AdminToken: token})
+	return srv.Handler(), srv.Catalog()
+}
+
+// startServer makes a server on pool, runs it until t ends and waits until it is healthy (its
+// change listener connected).
+func startServer(t *testing.T, pool *pgxpool.Pool, cfg *service.ServerConfig) *service.Server {
+	t.Helper()
+	srv, err := service.NewServer(pool, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
-	runCtx, cancel := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { srv.Run(runCtx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	waitHealthyHandler(t, srv.Handler()) // the change listener is connected
-	return srv.Handler(), srv.Catalog()
+	waitHealthyHandler(t, srv.Handler())
+	return srv
 }
 
 func call(h http.Handler, method, host, path, token, body string, headers ...map[string]string) *httptest.ResponseRecorder {

@@ -292,17 +292,7 @@ func TestStatsCacheAndDeletedTenant(t *testing.T) {
 		t.Fatal(err)
 	}
 	store, _ := tenancycache.NewMemoryStore(nil)
-	srv, err := service.NewServer(pool, &service.ServerConfig{AdminToken: "tok", Cache: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { srv.Run(runCtx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	h := srv.Handler()
-	waitHealthyHandler(t, h) // the change listener is connected: the delete below will be heard
+	h := startServer(t, pool, &service.ServerConfig{AdminToken: "tok", Cache: store}).Handler() // the delete below will be heard
 	w := call(h, "POST", "localhost", "/admin/tenants", "tok", `{"slug":"cached"}`)
 	var tn struct{ ID string }
 	if w.Code != 201 || json.Unmarshal(w.Body.Bytes(), &tn) != nil {

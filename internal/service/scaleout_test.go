@@ -45,17 +45,8 @@ func TestTwoInstancesOnARedisCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := service.NewServer(pool, &service.ServerConfig{AdminToken: "tok", Redis: rdb, Limiter: limiter,
+		srv := startServer(t, pool, &service.ServerConfig{AdminToken: "tok", Redis: rdb, Limiter: limiter,
 			Cache: cache, CatalogSecondLevel: cache})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(srv.Close)
-		runCtx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { srv.Run(runCtx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
-		waitHealthyHandler(t, srv.Handler())
 		instances = append(instances, srv.Handler())
 	}
 	admin := func(h http.Handler, method, path, body string) int {
