@@ -85,6 +85,9 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 			m.refuse(w, r, err)
 			return
 		}
+		if o, ok := w.(Observer); ok {
+			o.ObserveTenant(t)
+		}
 		ctx := tenancy.WithTenant(r.Context(), t)
 		r2 := r.WithContext(ctx)
 		if path != "" {

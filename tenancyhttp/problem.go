@@ -54,7 +54,7 @@ func WriteProblem(w http.ResponseWriter, p *Problem) {
 	if err != nil { // a Problem always marshals; keep the status anyway
 		body = nil
 	}
-	writeProblemBody(w, p.Status, p.RetryAfter, append(body, '\n'))
+	writeProblemBody(w, p.Type, p.Status, p.RetryAfter, append(body, '\n'))
 }
 
 // Header values shared by every problem response, so a refusal allocates nothing for them.
@@ -65,7 +65,10 @@ var (
 	retryAfterOne      = []string{"1"}
 )
 
-func writeProblemBody(w http.ResponseWriter, status, retryAfter int, body []byte) {
+func writeProblemBody(w http.ResponseWriter, typ string, status, retryAfter int, body []byte) {
+	if o, ok := w.(Observer); ok {
+		o.ObserveProblem(typ)
+	}
 	h := w.Header()
 	h["Content-Type"] = problemContentType
 	h["X-Content-Type-Options"] = nosniff
@@ -95,7 +98,7 @@ func newCanned(p Problem) *canned {
 }
 
 func (c *canned) write(w http.ResponseWriter) {
-	writeProblemBody(w, c.p.Status, c.p.RetryAfter, c.body)
+	writeProblemBody(w, c.p.Type, c.p.Status, c.p.RetryAfter, c.body)
 }
 
 var (

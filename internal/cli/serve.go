@@ -37,6 +37,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	concurrency := fs.Int("concurrency", envInt("TENANCY_CONCURRENCY", 32), "requests of one tenant in flight at once (env TENANCY_CONCURRENCY)")
 	planLimits := fs.String("plan-limits", env("TENANCY_PLAN_LIMITS", ""),
 		"request rate by plan, plan=limit;… e.g. free=100/min;pro=1000/min (env TENANCY_PLAN_LIMITS); default: free 100/min, pro 1000/min, enterprise 10000/min")
+	metricsAddr := fs.String("metrics-addr", env("TENANCY_METRICS_ADDR", ""),
+		"serve /metrics (Prometheus) on this address without authentication (env TENANCY_METRICS_ADDR); on the service's address it needs --admin-token")
 	pprofAddr := fs.String("pprof-addr", env("TENANCY_PPROF_ADDR", ""),
 		"serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060 (env TENANCY_PPROF_ADDR); default: off. It has no authentication: keep it on loopback")
 	instances := fs.Int("instances", envInt("TENANCY_INSTANCES", 1), "instances sharing the rate limits, for the fallback while Redis is down (env TENANCY_INSTANCES)")
@@ -165,6 +167,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	if *metricsAddr != "" {
+		mln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		mmux := http.NewServeMux()
+		mmux.Handle("GET /metrics", srv.MetricsHandler())
+		msrv := &http.Server{Handler: mmux, ReadHeaderTimeout: 10 * time.Second}
+		go msrv.Serve(mln)
+		defer msrv.Close()
+		log.Info("tenancy: metrics serving", "addr", mln.Addr().String()+"/metrics")
+	}
 	if *pprofAddr != "" {
 		pln, err := net.Listen("tcp", *pprofAddr)
 		if err != nil {

@@ -29,6 +29,7 @@ import (
 func (s *Server) admin() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/stats", s.adminStats)
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { s.metrics.ServeHTTP(w, r) })
 	mux.HandleFunc("GET /admin/tenants", s.adminList)
 	mux.HandleFunc("POST /admin/tenants", s.adminCreate)
 	mux.HandleFunc("GET /admin/tenants/{slug}", s.adminTenant(nil))

@@ -14,12 +14,16 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancycache"
 	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy/tenancymetrics"
 	"github.com/gotenancy/tenancy/tenancymigrate"
 	"github.com/gotenancy/tenancy/tenancymove"
 	"github.com/gotenancy/tenancy/tenancypgx"
@@ -90,6 +94,7 @@ type Server struct {
 	watchUp     atomic.Bool
 	ignored     atomic.Uint64 // catalog notifications the catalog did not sign
 	closers     []func()
+	metrics     http.Handler // GET /metrics: the toolkit's and the process's metrics (tenancymetrics)
 	mover       *tenancymove.Mover
 	bg          context.Context // the admin API's moves run on it; Close ends it
 	stopBG      context.CancelFunc
@@ -226,13 +231,41 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 		return nil, err
 	}
 
+	metrics, err := s.newMetrics()
+	if err != nil {
+		return nil, err
+	}
 	root := http.NewServeMux()
 	root.HandleFunc("GET /healthz", s.healthz)
 	root.Handle("/admin/", s.admin())
-	root.Handle("/", mw(rateLimit(bulkhead(s.invalidateStatsOnWrite(tenancyhttp.ProblemRoutes(app))))))
+	root.Handle("/metrics", s.admin()) // on the admin token (serve --metrics-addr serves it without, elsewhere)
+	root.Handle("/", metrics.Middleware(mw(rateLimit(bulkhead(s.invalidateStatsOnWrite(tenancyhttp.ProblemRoutes(app)))))))
 	s.handler = root // its "/" takes every other path and method: the app's ProblemRoutes answers 404 and 405
 	return s, nil
 }
+
+// newMetrics makes the service's metrics: the toolkit's (requests by tenant and outcome, the
+// lookup cache, the pool router, the cache, the Redis limiter and second level) and the Go
+// process's, served by MetricsHandler.
+func (s *Server) newMetrics() (*tenancymetrics.Metrics, error) {
+	cfg := &tenancymetrics.Config{Lookup: s.cache, Router: s.cfg.Router, Cache: s.appCache, SecondLevel: s.secondLevel}
+	if l, ok := s.cfg.Limiter.(*tenancyredis.Limiter); ok {
+		cfg.Limiter = l
+	}
+	m, err := tenancymetrics.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	return m, nil
+}
+
+// MetricsHandler serves the metrics in Prometheus's format, without authentication: for a
+// listener of its own that only the scraper reaches (serve --metrics-addr). On the service's
+// listener, GET /metrics needs the admin token.
+func (s *Server) MetricsHandler() http.Handler { return s.metrics }
 
 // Close releases what NewServer opened (the router and runtime pool it made, the database/sql
 // handles).

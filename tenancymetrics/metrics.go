@@ -1,0 +1,262 @@
+package tenancymetrics
+
+import (
+	"errors"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy/tenancyredis"
+	"github.com/gotenancy/tenancy/tenancyrouter"
+)
+
+// Tenant label values that are no tenant's slug (a slug never starts with an underscore).
+const (
+	// OtherTenants labels the requests of every tenant that is not among the busiest.
+	OtherTenants = "_other"
+	// NoTenant labels the requests refused before a tenant was resolved.
+	NoTenant = "_none"
+)
+
+// Config configures Metrics. A nil *Config means the defaults.
+type Config struct {
+	// TopTenants is how many tenants have series of their own: the busiest of the last window.
+	// Every other tenant's requests count under tenant="_other", so a million tenants never make
+	// a million series. Defaults to 20.
+	TopTenants int
+	// Window is how often the busiest tenants are chosen again, from the window before's
+	// requests. Defaults to a minute.
+	Window time.Duration
+	// Buckets are the request latency histogram's, in seconds. Defaults to
+	// prometheus.DefBuckets.
+	Buckets []float64
+	// Lookup, Router, Cache, Limiter and SecondLevel are components whose statistics are exported
+	// at each scrape. Each defaults to nil: not exported.
+	Lookup      *tenancycache.Lookup
+	Router      *tenancyrouter.Router
+	Cache       *tenancycache.Cache
+	Limiter     *tenancyredis.Limiter
+	SecondLevel *tenancyredis.CatalogStore
+	// Now returns the current time. Defaults to time.Now.
+	Now func() time.Time
+}
+
+// Metrics is a prometheus.Collector of the toolkit's statistics, and the HTTP middleware that
+// counts requests by tenant and outcome.
+type Metrics struct {
+	// mu orders a rotation of the busiest tenants, which removes series, with the requests that
+	// count in them: a count never recreates a series just removed.
+	mu       sync.RWMutex
+	cfg      Config
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	top      *busiest
+	descs    map[string]*prometheus.Desc
+}
+
+var _ prometheus.Collector = (*Metrics)(nil)
+
+// New returns Metrics; register it (prometheus.MustRegister) and wrap the handler in
+// Middleware, outside tenancyhttp's middlewares.
+func New(cfg *Config) (*Metrics, error) {
+	m := &Metrics{}
+	if cfg != nil {
+		m.cfg = *cfg
+	}
+	if m.cfg.TopTenants < 0 || m.cfg.Window < 0 {
+		return nil, errors.New("tenancymetrics: TopTenants and Window must not be negative")
+	}
+	if m.cfg.TopTenants == 0 {
+		m.cfg.TopTenants = 20
+	}
+	if m.cfg.Window == 0 {
+		m.cfg.Window = time.Minute
+	}
+	if m.cfg.Buckets == nil {
+		m.cfg.Buckets = prometheus.DefBuckets
+	}
+	if m.cfg.Now == nil {
+		m.cfg.Now = time.Now
+	}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tenancy", Subsystem: "http", Name: "requests_total",
+		Help: "Requests by tenant (the busiest tenants' slugs, _other, _none) and outcome (served, or why refused)."},
+		[]string{"tenant", "outcome"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "tenancy", Subsystem: "http", Name: "request_duration_seconds",
+		Help: "Request latency by tenant (the busiest tenants' slugs, _other, _none).", Buckets: m.cfg.Buckets},
+		[]string{"tenant"})
+	m.top = newBusiest(m.cfg.TopTenants, m.cfg.Window, m.cfg.Now(), func(left string) {
+		m.requests.DeletePartialMatch(prometheus.Labels{"tenant": left})
+		m.duration.DeletePartialMatch(prometheus.Labels{"tenant": left})
+	})
+	m.descs = map[string]*prometheus.Desc{}
+	for name, help := range componentHelp {
+		m.descs[name] = prometheus.NewDesc(name, help.text, help.labels, nil)
+	}
+	return m, nil
+}
+
+// outcomes maps the problem types of refusals to the outcome label.
+var outcomes = map[string]string{
+	tenancyhttp.ProblemNoTenant:          "no_tenant",
+	tenancyhttp.ProblemReservedTenant:    "reserved",
+	tenancyhttp.ProblemUnknownTenant:     "unknown",
+	tenancyhttp.ProblemTenantSuspended:   "suspended",
+	tenancyhttp.ProblemTenantNotReady:    "not_ready",
+	tenancyhttp.ProblemRateLimited:       "rate_limited",
+	tenancyhttp.ProblemTenantBusy:        "busy",
+	tenancyhttp.ProblemTenantUnavailable: "unavailable",
+	tenancyhttp.ProblemCapacity:          "unavailable",
+	tenancyhttp.ProblemUnavailable:       "unavailable",
+	tenancyhttp.ProblemTenantMoving:      "moving",
+}
+
+// observed is the response writer Middleware hands on: tenancyhttp tells it the request's tenant
+// and problem (tenancyhttp.Observer).
+type observed struct {
+	http.ResponseWriter
+	tenant  *tenancy.Tenant
+	problem string
+	status  int
+}
+
+func (o *observed) ObserveTenant(t *tenancy.Tenant) { o.tenant = t }
+func (o *observed) ObserveProblem(typ string)       { o.problem = typ }
+func (o *observed) WriteHeader(code int) {
+	if o.status == 0 {
+		o.status = code
+	}
+	o.ResponseWriter.WriteHeader(code)
+}
+func (o *observed) Unwrap() http.ResponseWriter { return o.ResponseWriter }
+
+var _ tenancyhttp.Observer = (*observed)(nil)
+
+// Middleware counts each request by tenant and outcome and times it. Wrap it outside
+// tenancyhttp.Middleware and the rate and concurrency limits, so it sees their refusals.
+func (m *Metrics) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		began := m.cfg.Now()
+		o := &observed{ResponseWriter: w}
+		next.ServeHTTP(o, r)
+		now := m.cfg.Now()
+		if m.top.due(now) {
+			m.mu.Lock()
+			m.top.rotate(now)
+			m.mu.Unlock()
+		}
+		m.mu.RLock()
+		defer m.mu.RUnlock()
+		tenant := NoTenant
+		if o.tenant != nil {
+			tenant = m.top.label(o.tenant.Slug)
+		}
+		outcome := "served"
+		switch {
+		case o.problem != "" && outcomes[o.problem] != "":
+			outcome = outcomes[o.problem]
+		case o.status >= 500:
+			outcome = "error"
+		case o.status >= 400:
+			outcome = "client_error"
+		}
+		m.requests.WithLabelValues(tenant, outcome).Inc()
+		m.duration.WithLabelValues(tenant).Observe(now.Sub(began).Seconds())
+	})
+}
+
+// busiest chooses, once a window, the busiest tenants of the window before, counting with the
+// space-saving algorithm: at most 10 counters per tenant chosen (100 at least), the least counted
+// replaced by a tenant not counted yet, so memory stays bounded whatever the number of tenants.
+type busiest struct {
+	mu      sync.Mutex
+	n, max  int
+	window  time.Duration
+	ends    atomic.Int64 // unix nanoseconds
+	counts  map[string]uint64
+	chosen  atomic.Pointer[map[string]bool]
+	removed func(tenant string)
+}
+
+func newBusiest(n int, window time.Duration, now time.Time, removed func(string)) *busiest {
+	b := &busiest{n: n, max: max(10*n, 100), window: window, counts: map[string]uint64{}, removed: removed}
+	b.ends.Store(now.Add(window).UnixNano())
+	b.chosen.Store(&map[string]bool{})
+	return b
+}
+
+// due reports whether the window has ended at now.
+func (b *busiest) due(now time.Time) bool { return now.UnixNano() >= b.ends.Load() }
+
+// label counts a request of tenant slug and returns its label: the slug when the tenant is among
+// the busiest, else OtherTenants.
+func (b *busiest) label(slug string) string {
+	b.mu.Lock()
+	if c, ok := b.counts[slug]; ok {
+		b.counts[slug] = c + 1
+	} else if len(b.counts) < b.max {
+		b.counts[slug] = 1
+	} else {
+		least, min := "", uint64(0)
+		for s, c := range b.counts {
+			if least == "" || c < min {
+				least, min = s, c
+			}
+		}
+		delete(b.counts, least)
+		b.counts[slug] = min + 1
+	}
+	b.mu.Unlock()
+	if (*b.chosen.Load())[slug] {
+		return slug
+	}
+	return OtherTenants
+}
+
+// rotate chooses, when the window has ended, the busiest tenants of that window and starts a new
+// one; the series of tenants no longer chosen are removed.
+func (b *busiest) rotate(now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.due(now) { // rotated meanwhile
+		return
+	}
+	type tc struct {
+		slug  string
+		count uint64
+	}
+	all := make([]tc, 0, len(b.counts))
+	for s, c := range b.counts {
+		all = append(all, tc{s, c})
+	}
+	slices.SortFunc(all, func(x, y tc) int {
+		if x.count != y.count {
+			if x.count > y.count {
+				return -1
+			}
+			return 1
+		}
+		if x.slug < y.slug {
+			return -1
+		}
+		return 1
+	})
+	chosen := map[string]bool{}
+	for _, t := range all[:min(b.n, len(all))] {
+		chosen[t.slug] = true
+	}
+	for s := range *b.chosen.Load() {
+		if !chosen[s] {
+			b.removed(s)
+		}
+	}
+	b.chosen.Store(&chosen)
+	b.counts = map[string]uint64{}
+	b.ends.Store(now.Add(b.window).UnixNano())
+}

@@ -1,0 +1,245 @@
+package tenancymetrics_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy/tenancymetrics"
+	"github.com/gotenancy/tenancy/tenancyrate"
+	"github.com/gotenancy/tenancy/tenancytest"
+)
+
+// clock is a time the test moves.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+type setup struct {
+	cat      *tenancycatalog.Catalog
+	lookups  *tenancycache.Lookup
+	metrics  *tenancymetrics.Metrics
+	registry *prometheus.Registry
+	handler  http.Handler
+	clock    *clock
+}
+
+// newSetup builds a catalog of tenants and the reference service's order of middlewares around a
+// handler that answers 200: metrics, tenant resolution by subdomain, a rate limit (limits by
+// plan: "slow" is one request a minute), then the handler.
+func newSetup(t *testing.T, top int) *setup {
+	t.Helper()
+	_, cat := tenancytest.NewCatalog(t)
+	lookups, err := tenancycache.NewLookup(cat, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)}
+	m, err := tenancymetrics.New(&tenancymetrics.Config{TopTenants: top, Window: time.Minute, Now: clk.Now, Lookup: lookups})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	mw, err := tenancyhttp.Middleware(lookups, &tenancyhttp.Config{Resolvers: []tenancyhttp.Resolver{tenancyhttp.FromSubdomain("example.com")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	limiter, err := tenancyrate.NewMemoryLimiter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := &tenancyrate.Policy{Plans: map[string]tenancyrate.Limit{"slow": {Rate: 1, Period: time.Minute, Burst: 1},
+		"free": {Rate: 1000000, Period: time.Second, Burst: 1000000}}}
+	rl, err := tenancyhttp.RateLimit(&tenancyhttp.RateLimitConfig{Limiter: limiter, Policy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/missing" {
+			tenancyhttp.WriteProblem(w, &tenancyhttp.Problem{Type: tenancyhttp.ProblemNotFound, Title: "Not found", Status: 404})
+			return
+		}
+		w.WriteHeader(200)
+	})
+	return &setup{cat: cat, lookups: lookups, metrics: m, registry: reg, handler: m.Middleware(mw(rl(app))), clock: clk}
+}
+
+func (s *setup) get(t *testing.T, host, path string) int {
+	t.Helper()
+	r := httptest.NewRequest("GET", path, nil)
+	r.Host = host
+	w := httptest.NewRecorder()
+	s.handler.ServeHTTP(w, r)
+	return w.Code
+}
+
+// requests returns tenancy_http_requests_total by tenant and outcome.
+func (s *setup) requests(t *testing.T) map[[2]string]float64 {
+	t.Helper()
+	families, err := s.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[[2]string]float64{}
+	for _, f := range families {
+		if f.GetName() != "tenancy_http_requests_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			out[[2]string{label(m, "tenant"), label(m, "outcome")}] = m.GetCounter().GetValue()
+		}
+	}
+	return out
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// TestSeriesAreBoundedToTheBusiestTenants has 500 tenants make requests, ten of them many: with
+// TopTenants 3, the series of requests name at most three tenants — the busiest — beside _other,
+// and a tenant that stops being among the busiest loses its series.
+func TestSeriesAreBoundedToTheBusiestTenants(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t, 3)
+	ctx := context.Background()
+	var opts []tenancycatalog.CreateOpts
+	for i := range 500 {
+		opts = append(opts, tenancycatalog.CreateOpts{Slug: fmt.Sprintf("t%03d", i)})
+	}
+	if _, err := s.cat.CreateShared(ctx, opts); err != nil {
+		t.Fatal(err)
+	}
+	window := func(heavy map[string]int) {
+		for i := range 500 {
+			slug := fmt.Sprintf("t%03d", i)
+			for range 1 + heavy[slug] {
+				if code := s.get(t, slug+".example.com", "/"); code != 200 {
+					t.Fatalf("%s: %d", slug, code)
+				}
+			}
+		}
+		s.clock.advance(time.Minute)
+	}
+	window(map[string]int{"t001": 30, "t002": 20, "t003": 10, "t004": 5})
+	window(map[string]int{"t001": 30, "t002": 20, "t003": 10, "t004": 5}) // counted under the chosen of the first
+	tenants := map[string]bool{}
+	for k := range s.requests(t) {
+		tenants[k[0]] = true
+	}
+	if len(tenants) != 4 || !tenants["t001"] || !tenants["t002"] || !tenants["t003"] || !tenants[tenancymetrics.OtherTenants] {
+		t.Fatalf("series name the tenants %v; want the three busiest and _other", tenants)
+	}
+	got := s.requests(t)
+	if got[[2]string{"t001", "served"}] != 31 || got[[2]string{tenancymetrics.OtherTenants, "served"}] < 497 {
+		t.Fatalf("requests %v; want t001's 31 of the second window under its own name and the rest under _other", got)
+	}
+	// t009 becomes the busiest; t003 drops out.
+	window(map[string]int{"t001": 30, "t002": 20, "t009": 40})
+	window(nil)
+	tenants = map[string]bool{}
+	for k := range s.requests(t) {
+		tenants[k[0]] = true
+	}
+	if !tenants["t009"] || tenants["t003"] || tenants["t004"] || len(tenants) > 4 {
+		t.Fatalf("after the busiest changed, series name %v; want t009 in, t003 out, at most three tenants and _other", tenants)
+	}
+}
+
+// TestOutcomes counts each refusal by its kind, with the tenant where one was resolved, beside
+// the requests served.
+func TestOutcomes(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t, 5)
+	ctx := context.Background()
+	if _, err := s.cat.Create(ctx, &tenancycatalog.CreateOpts{Slug: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.cat.Create(ctx, &tenancycatalog.CreateOpts{Slug: "slowco", Plan: "slow"}); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := s.cat.Create(ctx, &tenancycatalog.CreateOpts{Slug: "gone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.cat.Suspend(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		host, path string
+		code       int
+	}{
+		{"acme.example.com", "/", 200},
+		{"acme.example.com", "/missing", 404},
+		{"nobody.example.com", "/", 404},
+		{"www.example.com", "/", 400},
+		{"example.com", "/", 400},
+		{"gone.example.com", "/", 403},
+		{"slowco.example.com", "/", 200},
+		{"slowco.example.com", "/", 429},
+	} {
+		if code := s.get(t, c.host, c.path); code != c.code {
+			t.Fatalf("%s%s: %d, want %d", c.host, c.path, code, c.code)
+		}
+	}
+	s.clock.advance(time.Minute) // the busiest chosen: acme, slowco and gone by name from now on
+	s.get(t, "acme.example.com", "/")
+	got := s.requests(t)
+	for k, want := range map[[2]string]float64{
+		{tenancymetrics.OtherTenants, "served"}:       2, // acme and slowco, before any was chosen
+		{tenancymetrics.OtherTenants, "client_error"}: 1,
+		{tenancymetrics.NoTenant, "unknown"}:          1,
+		{tenancymetrics.NoTenant, "reserved"}:         1,
+		{tenancymetrics.NoTenant, "no_tenant"}:        1,
+		{tenancymetrics.NoTenant, "suspended"}:        1, // refused by the resolution
+		{tenancymetrics.OtherTenants, "rate_limited"}: 1,
+		{"acme", "served"}:                            1,
+	} {
+		if got[k] != want {
+			t.Errorf("%v: %v, want %v (all: %v)", k, got[k], want, got)
+		}
+	}
+	// The lookup cache's counters, read at the scrape.
+	families, err := s.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := false
+	for _, f := range families {
+		if f.GetName() == "tenancy_lookup_hits_total" {
+			seen = f.GetMetric()[0].GetCounter().GetValue() > 0
+		}
+	}
+	if !seen {
+		t.Error("tenancy_lookup_hits_total is missing or zero after cached lookups")
+	}
+}
