@@ -59,6 +59,22 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	top      *busiest
 	descs    map[string]*prometheus.Desc
+	// series of the busiest tenants, made when they are chosen, and of _other and _none: a request
+	// served counts without a label lookup.
+	series      atomic.Pointer[map[string]*series]
+	other, none *series
+	observers   sync.Pool
+}
+
+// series are a tenant label's counter of requests served and latency histogram.
+type series struct {
+	served   prometheus.Counter
+	duration prometheus.Observer
+	requests atomic.Uint64 // a chosen tenant's requests this window, folded into the choice at its end
+}
+
+func (m *Metrics) seriesOf(tenant string) *series {
+	return &series{served: m.requests.WithLabelValues(tenant, "served"), duration: m.duration.WithLabelValues(tenant)}
 }
 
 var _ prometheus.Collector = (*Metrics)(nil)
@@ -91,10 +107,20 @@ func New(cfg *Config) (*Metrics, error) {
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "tenancy", Subsystem: "http", Name: "request_duration_seconds",
 		Help: "Request latency by tenant (the busiest tenants' slugs, _other, _none).", Buckets: m.cfg.Buckets},
 		[]string{"tenant"})
-	m.top = newBusiest(m.cfg.TopTenants, m.cfg.Window, m.cfg.Now(), func(left string) {
-		m.requests.DeletePartialMatch(prometheus.Labels{"tenant": left})
-		m.duration.DeletePartialMatch(prometheus.Labels{"tenant": left})
+	m.top = newBusiest(m.cfg.TopTenants, m.cfg.Window, m.cfg.Now(), func(chosen, left []string) {
+		for _, t := range left {
+			m.requests.DeletePartialMatch(prometheus.Labels{"tenant": t})
+			m.duration.DeletePartialMatch(prometheus.Labels{"tenant": t})
+		}
+		byTenant := make(map[string]*series, len(chosen))
+		for _, t := range chosen {
+			byTenant[t] = m.seriesOf(t)
+		}
+		m.series.Store(&byTenant)
 	})
+	m.series.Store(&map[string]*series{})
+	m.other, m.none = m.seriesOf(OtherTenants), m.seriesOf(NoTenant)
+	m.observers.New = func() any { return new(observed) }
 	m.descs = map[string]*prometheus.Desc{}
 	for name, help := range componentHelp {
 		m.descs[name] = prometheus.NewDesc(name, help.text, help.labels, nil)
@@ -143,31 +169,43 @@ var _ tenancyhttp.Observer = (*observed)(nil)
 func (m *Metrics) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		began := m.cfg.Now()
-		o := &observed{ResponseWriter: w}
+		o := m.observers.Get().(*observed)
+		*o = observed{ResponseWriter: w}
 		next.ServeHTTP(o, r)
 		now := m.cfg.Now()
 		if m.top.due(now) {
 			m.mu.Lock()
+			for slug, s := range *m.series.Load() { // the chosen tenants' requests, counted apart
+				m.top.add(slug, s.requests.Swap(0))
+			}
 			m.top.rotate(now)
 			m.mu.Unlock()
 		}
 		m.mu.RLock()
-		defer m.mu.RUnlock()
-		tenant := NoTenant
+		tenant, s := NoTenant, m.none
 		if o.tenant != nil {
-			tenant = m.top.label(o.tenant.Slug)
+			if s = (*m.series.Load())[o.tenant.Slug]; s != nil {
+				tenant = o.tenant.Slug
+				s.requests.Add(1) // no lock for the busiest
+			} else {
+				tenant, s = OtherTenants, m.other
+				m.top.add(o.tenant.Slug, 1)
+			}
 		}
-		outcome := "served"
 		switch {
 		case o.problem != "" && outcomes[o.problem] != "":
-			outcome = outcomes[o.problem]
+			m.requests.WithLabelValues(tenant, outcomes[o.problem]).Inc()
 		case o.status >= 500:
-			outcome = "error"
+			m.requests.WithLabelValues(tenant, "error").Inc()
 		case o.status >= 400:
-			outcome = "client_error"
+			m.requests.WithLabelValues(tenant, "client_error").Inc()
+		default:
+			s.served.Inc()
 		}
-		m.requests.WithLabelValues(tenant, outcome).Inc()
-		m.duration.WithLabelValues(tenant).Observe(now.Sub(began).Seconds())
+		s.duration.Observe(now.Sub(began).Seconds())
+		m.mu.RUnlock()
+		*o = observed{}
+		m.observers.Put(o)
 	})
 }
 
@@ -180,28 +218,29 @@ type busiest struct {
 	window  time.Duration
 	ends    atomic.Int64 // unix nanoseconds
 	counts  map[string]uint64
-	chosen  atomic.Pointer[map[string]bool]
-	removed func(tenant string)
+	chosen  map[string]bool
+	changed func(chosen, left []string)
 }
 
-func newBusiest(n int, window time.Duration, now time.Time, removed func(string)) *busiest {
-	b := &busiest{n: n, max: max(10*n, 100), window: window, counts: map[string]uint64{}, removed: removed}
+func newBusiest(n int, window time.Duration, now time.Time, changed func(chosen, left []string)) *busiest {
+	b := &busiest{n: n, max: max(10*n, 100), window: window, counts: map[string]uint64{}, chosen: map[string]bool{}, changed: changed}
 	b.ends.Store(now.Add(window).UnixNano())
-	b.chosen.Store(&map[string]bool{})
 	return b
 }
 
 // due reports whether the window has ended at now.
 func (b *busiest) due(now time.Time) bool { return now.UnixNano() >= b.ends.Load() }
 
-// label counts a request of tenant slug and returns its label: the slug when the tenant is among
-// the busiest, else OtherTenants.
-func (b *busiest) label(slug string) string {
+// add counts n requests of tenant slug.
+func (b *busiest) add(slug string, n uint64) {
+	if n == 0 {
+		return
+	}
 	b.mu.Lock()
 	if c, ok := b.counts[slug]; ok {
-		b.counts[slug] = c + 1
+		b.counts[slug] = c + n
 	} else if len(b.counts) < b.max {
-		b.counts[slug] = 1
+		b.counts[slug] = n
 	} else {
 		least, min := "", uint64(0)
 		for s, c := range b.counts {
@@ -210,13 +249,9 @@ func (b *busiest) label(slug string) string {
 			}
 		}
 		delete(b.counts, least)
-		b.counts[slug] = min + 1
+		b.counts[slug] = min + n
 	}
 	b.mu.Unlock()
-	if (*b.chosen.Load())[slug] {
-		return slug
-	}
-	return OtherTenants
 }
 
 // rotate chooses, when the window has ended, the busiest tenants of that window and starts a new
@@ -247,16 +282,19 @@ func (b *busiest) rotate(now time.Time) {
 		}
 		return 1
 	})
-	chosen := map[string]bool{}
+	chosen, names := map[string]bool{}, []string{}
 	for _, t := range all[:min(b.n, len(all))] {
 		chosen[t.slug] = true
+		names = append(names, t.slug)
 	}
-	for s := range *b.chosen.Load() {
+	var left []string
+	for s := range b.chosen {
 		if !chosen[s] {
-			b.removed(s)
+			left = append(left, s)
 		}
 	}
-	b.chosen.Store(&chosen)
+	b.chosen = chosen
+	b.changed(names, left)
 	b.counts = map[string]uint64{}
 	b.ends.Store(now.Add(b.window).UnixNano())
 }

@@ -156,8 +156,9 @@ func TestSeriesAreBoundedToTheBusiestTenants(t *testing.T) {
 	for k := range s.requests(t) {
 		tenants[k[0]] = true
 	}
-	if len(tenants) != 4 || !tenants["t001"] || !tenants["t002"] || !tenants["t003"] || !tenants[tenancymetrics.OtherTenants] {
-		t.Fatalf("series name the tenants %v; want the three busiest and _other", tenants)
+	if len(tenants) != 5 || !tenants["t001"] || !tenants["t002"] || !tenants["t003"] || !tenants[tenancymetrics.OtherTenants] ||
+		!tenants[tenancymetrics.NoTenant] {
+		t.Fatalf("series name the tenants %v; want the three busiest, _other and _none", tenants)
 	}
 	got := s.requests(t)
 	if got[[2]string{"t001", "served"}] != 31 || got[[2]string{tenancymetrics.OtherTenants, "served"}] < 497 {
@@ -170,8 +171,8 @@ func TestSeriesAreBoundedToTheBusiestTenants(t *testing.T) {
 	for k := range s.requests(t) {
 		tenants[k[0]] = true
 	}
-	if !tenants["t009"] || tenants["t003"] || tenants["t004"] || len(tenants) > 4 {
-		t.Fatalf("after the busiest changed, series name %v; want t009 in, t003 out, at most three tenants and _other", tenants)
+	if !tenants["t009"] || tenants["t003"] || tenants["t004"] || len(tenants) > 5 {
+		t.Fatalf("after the busiest changed, series name %v; want t009 in, t003 out, at most three tenants, _other and _none", tenants)
 	}
 }
 
