@@ -10,7 +10,10 @@ import (
 	"net/url"
 	"strings"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/internal/spans"
 )
 
 // Config configures Middleware.
@@ -87,6 +90,9 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 		}
 		if o, ok := w.(Observer); ok {
 			o.ObserveTenant(t)
+		}
+		if span := trace.SpanFromContext(r.Context()); span.IsRecording() { // otelhttp's, or the service's
+			span.SetAttributes(spans.TenantAttributes(t)...)
 		}
 		ctx := tenancy.WithTenant(r.Context(), t)
 		r2 := r.WithContext(ctx)

@@ -9,9 +9,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/internal/pgsession"
+	"github.com/gotenancy/tenancy/internal/spans"
 	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyrouter"
 )
@@ -179,13 +181,17 @@ func (db *DB) queueScope(b *pgx.Batch, s scope) {
 // new placement (with a Config.Store, which it asks again), or returns tenancy.ErrTenantMoving.
 // fn runs at most once.
 func (db *DB) Tx(ctx context.Context, fn func(pgx.Tx) error) error {
-	return db.follow(ctx, func() error { return db.tx(ctx, fn, pgx.TxOptions{}) })
+	return spans.Traced(ctx, "tenancy.Tx", func(ctx context.Context) error {
+		return db.follow(ctx, func() error { return db.tx(ctx, fn, pgx.TxOptions{}) })
+	})
 }
 
 // ReadTx is Tx in a read-only transaction (a write in fn fails with SQLSTATE 25006): it is served
 // from the tenant's placement throughout a move, even while the move's switch holds writes back.
 func (db *DB) ReadTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	return db.follow(ctx, func() error { return db.tx(ctx, fn, pgx.TxOptions{AccessMode: pgx.ReadOnly}) })
+	return spans.Traced(ctx, "tenancy.ReadTx", func(ctx context.Context) error {
+		return db.follow(ctx, func() error { return db.tx(ctx, fn, pgx.TxOptions{AccessMode: pgx.ReadOnly}) })
+	})
 }
 
 func (db *DB) tx(ctx context.Context, fn func(pgx.Tx) error, opts pgx.TxOptions) (err error) {
@@ -585,6 +591,7 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 // single is a one-statement transaction in flight: its batch has been sent and the scoping's
 // result read; the statement's result is next.
 type single struct {
+	span    trace.Span // nil unless traced (internal/spans)
 	ctx     context.Context
 	conn    *pgxpool.Conn
 	release func(error)
@@ -599,11 +606,17 @@ type single struct {
 }
 
 func (db *DB) single(ctx context.Context, sql string, args []any) (st *single, err error) {
+	ctx, span := spans.Start(ctx, "tenancy.Query")
 	err = db.follow(ctx, func() error {
 		st, err = db.startSingle(ctx, sql, args)
 		return err
 	})
-	return st, err
+	if err != nil {
+		spans.End(span, err)
+		return nil, err
+	}
+	st.span = span // ended by finish
+	return st, nil
 }
 
 // ReadOnly, as the first of the arguments of Exec, Query or QueryRow (as pgx takes a
@@ -727,6 +740,7 @@ func (st *single) finish(stmtErr error) error {
 	}
 	st.release(err)
 	st.err = err
+	spans.End(st.span, err)
 	return err
 }
 

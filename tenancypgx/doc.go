@@ -112,4 +112,11 @@
 //
 //	err := db.ReadTx(ctx, func(tx pgx.Tx) error { … })                                 // BEGIN READ ONLY
 //	err = db.QueryRow(ctx, `SELECT count(*) FROM projects`, tenancypgx.ReadOnly).Scan(&n) // as pgx takes a QueryExecMode
+//
+// # Traces
+//
+// Under a recording OpenTelemetry span in ctx (otelhttp's, say), Tx, ReadTx, SQLTx and the
+// single-statement helpers start a child span (tenancy.Tx, tenancy.ReadTx, tenancy.SQLTx,
+// tenancy.Query) with tenant.id, tenant.slug, tenant.isolation and db.system, and the unit's error
+// as its status; without one they start none.
 package tenancypgx

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/internal/pgsession"
+	"github.com/gotenancy/tenancy/internal/spans"
 	"github.com/gotenancy/tenancy/tenancycatalog"
 )
 
@@ -72,7 +73,9 @@ func (db *DB) Close() error {
 // mode), so a statement cached for one tenant's schema is never run against another's; Close
 // releases them.
 func (db *DB) SQLTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	return db.follow(ctx, func() error { return db.sqlTx(ctx, fn) })
+	return spans.Traced(ctx, "tenancy.SQLTx", func(ctx context.Context) error {
+		return db.follow(ctx, func() error { return db.sqlTx(ctx, fn) })
+	})
 }
 
 func (db *DB) sqlTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {

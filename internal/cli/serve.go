@@ -9,11 +9,17 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/internal/service"
@@ -151,6 +157,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		cfg.Cache, cfg.CatalogSecondLevel = rc, rc
+	}
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
+		// Traces to the OTLP/HTTP collector the standard variables name.
+		exp, err := otlptracehttp.New(ctx)
+		if err != nil {
+			return fmt.Errorf("OpenTelemetry exporter: %w", err)
+		}
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp),
+			sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", "tenancy"))))
+		otel.SetTracerProvider(tp)
+		defer tp.Shutdown(context.WithoutCancel(ctx))
+		cfg.TraceRequests = true
+		log.Info("tenancy: exporting traces (OTLP/HTTP)")
 	}
 	srv, err := service.NewServer(pool, cfg)
 	if err != nil {

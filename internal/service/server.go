@@ -71,6 +71,10 @@ type ServerConfig struct {
 	// CatalogSecondLevel, when set, keeps tenant lookups in Redis too, shared by the instances.
 	// Defaults to nil: the first level in each instance only.
 	CatalogSecondLevel *tenancyredis.Cache
+	// TraceRequests starts an OpenTelemetry span for every request (the global TracerProvider's),
+	// under which the tenant is named and the units of work are traced. Defaults to false: serve
+	// turns it on when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+	TraceRequests bool
 	// MoveGrace is how long a tenant's move (POST /admin/tenants/{slug}/move) keeps the old
 	// placement's data before the service removes it. Defaults to 24h.
 	MoveGrace time.Duration
@@ -239,7 +243,11 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 	root.HandleFunc("GET /healthz", s.healthz)
 	root.Handle("/admin/", s.admin())
 	root.Handle("/metrics", s.admin()) // on the admin token (serve --metrics-addr serves it without, elsewhere)
-	root.Handle("/", metrics.Middleware(mw(rateLimit(bulkhead(s.invalidateStatsOnWrite(tenancyhttp.ProblemRoutes(app)))))))
+	var handler http.Handler = metrics.Middleware(mw(rateLimit(bulkhead(s.invalidateStatsOnWrite(tenancyhttp.ProblemRoutes(app))))))
+	if s.cfg.TraceRequests {
+		handler = traceRequests(handler)
+	}
+	root.Handle("/", handler)
 	s.handler = root // its "/" takes every other path and method: the app's ProblemRoutes answers 404 and 405
 	return s, nil
 }
