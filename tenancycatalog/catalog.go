@@ -483,3 +483,23 @@ func (c *Catalog) Update(ctx context.Context, id string, opts *UpdateOpts) (*ten
 	}
 	return c.TenantByID(ctx, id)
 }
+
+// TenantCount is how many tenants have a status and an isolation model.
+type TenantCount struct {
+	Status    tenancy.Status
+	Isolation tenancy.Isolation
+	Tenants   int64
+}
+
+// Counts returns how many tenants there are by status and isolation model (one query over the
+// whole table: for metrics, read seldom).
+func (c *Catalog) Counts(ctx context.Context) ([]TenantCount, error) {
+	rows, err := c.pool.Query(ctx, `SELECT status, isolation, count(*) FROM tenancy.tenants GROUP BY 1, 2 ORDER BY 1, 2`)
+	if err != nil {
+		return nil, fmt.Errorf("tenancycatalog: catalog: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (tc TenantCount, err error) {
+		err = r.Scan(&tc.Status, &tc.Isolation, &tc.Tenants)
+		return tc, err
+	})
+}

@@ -1,7 +1,14 @@
 package tenancymetrics
 
 import (
+	"context"
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancymigrate"
 )
 
 type help struct {
@@ -32,6 +39,66 @@ var componentHelp = map[string]help{
 	"tenancy_catalog_second_level_bypassed_total":       {"Tenant lookups that went to the catalog while the Redis second level could not be trusted.", nil},
 	"tenancy_catalog_second_level_purge_failures_total": {"Drops of the Redis second level that failed (retried).", nil},
 	"tenancy_catalog_second_level_stale":                {"1 while the Redis second level is bypassed (a drop has not succeeded yet).", nil},
+
+	"tenancy_tenants":                    {"Tenants by status and isolation model.", []string{"status", "isolation"}},
+	"tenancy_migration_targets":          {"Targets of the tenant line (the shared schema, schema and database tenants) by state: current, pending, failed (its last run failed).", []string{"state"}},
+	"tenancy_migration_latest_version":   {"The tenant line's last migration.", nil},
+	"tenancy_catalog_count_errors_total": {"Counts of the catalog for these metrics that failed.", nil},
+}
+
+// catalogCounts keeps the last count of the catalog and the migration ledger.
+type catalogCounts struct {
+	mu       sync.Mutex
+	at       time.Time
+	tenants  []tenancycatalog.TenantCount
+	targets  map[string]int
+	errors   uint64
+	counting bool
+}
+
+// refreshCounts counts the catalog when the last count is older than Config.CatalogEvery; one
+// scrape counts, the others use the last count meanwhile.
+func (m *Metrics) refreshCounts(now time.Time) {
+	c := &m.counted
+	c.mu.Lock()
+	if c.counting || (!c.at.IsZero() && now.Sub(c.at) < m.cfg.CatalogEvery) {
+		c.mu.Unlock()
+		return
+	}
+	c.counting = true
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var tenants []tenancycatalog.TenantCount
+	var targets map[string]int
+	var err error
+	if m.cfg.Catalog != nil {
+		tenants, err = m.cfg.Catalog.Counts(ctx)
+	}
+	if err == nil && m.cfg.Migrator != nil {
+		var st []tenancymigrate.Target
+		if st, err = m.cfg.Migrator.Status(ctx); err == nil {
+			targets = map[string]int{"current": 0, "pending": 0, "failed": 0}
+			for _, t := range st {
+				switch {
+				case t.LastError != "":
+					targets["failed"]++
+				case t.Pending > 0:
+					targets["pending"]++
+				default:
+					targets["current"]++
+				}
+			}
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counting = false
+	if err != nil {
+		c.errors++
+		return
+	}
+	c.at, c.tenants, c.targets = now, tenants, targets
 }
 
 // Describe sends the descriptions of every metric.
@@ -86,6 +153,22 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		s := l.Stats()
 		counter("tenancy_ratelimit_redis_failures_total", s.RedisFailures)
 		counter("tenancy_ratelimit_fallbacks_total", s.Fallbacks)
+	}
+	if m.cfg.Catalog != nil || m.cfg.Migrator != nil {
+		m.refreshCounts(m.cfg.Now())
+		c := &m.counted
+		c.mu.Lock()
+		for _, tc := range c.tenants {
+			gauge("tenancy_tenants", float64(tc.Tenants), string(tc.Status), string(tc.Isolation))
+		}
+		for state, n := range c.targets {
+			gauge("tenancy_migration_targets", float64(n), state)
+		}
+		counter("tenancy_catalog_count_errors_total", c.errors)
+		c.mu.Unlock()
+		if m.cfg.Migrator != nil {
+			gauge("tenancy_migration_latest_version", float64(m.cfg.Migrator.Latest()))
+		}
 	}
 	if l2 := m.cfg.SecondLevel; l2 != nil {
 		s := l2.Stats()

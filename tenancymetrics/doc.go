@@ -1,7 +1,8 @@
 // Package tenancymetrics exports the toolkit's statistics to Prometheus (client_golang): requests
 // by tenant and outcome, their latency by tenant, and, read at each scrape, the lookup cache's,
 // the pool router's, the tenant-scoped cache's, the Redis limiter's and the catalog second level's
-// counters.
+// counters, and (at most every Config.CatalogEvery) the tenants by status and isolation and the
+// tenant line's targets by state.
 //
 //	metrics, _ := tenancymetrics.New(&tenancymetrics.Config{Lookup: lookups, Router: router})
 //	prometheus.MustRegister(metrics)

@@ -12,7 +12,9 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancycache"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy/tenancymigrate"
 	"github.com/gotenancy/tenancy/tenancyredis"
 	"github.com/gotenancy/tenancy/tenancyrouter"
 )
@@ -44,6 +46,13 @@ type Config struct {
 	Cache       *tenancycache.Cache
 	Limiter     *tenancyredis.Limiter
 	SecondLevel *tenancyredis.CatalogStore
+	// Catalog, when set, is counted by tenant status and isolation, and Migrator's tenant line
+	// by target state, at a scrape at most every CatalogEvery (each is a query of the whole
+	// catalog). Each defaults to nil: not exported.
+	Catalog  *tenancycatalog.Catalog
+	Migrator *tenancymigrate.Migrator
+	// CatalogEvery bounds how often the catalog is counted. Defaults to 30s.
+	CatalogEvery time.Duration
 	// Now returns the current time. Defaults to time.Now.
 	Now func() time.Time
 }
@@ -64,6 +73,7 @@ type Metrics struct {
 	series      atomic.Pointer[map[string]*series]
 	other, none *series
 	observers   sync.Pool
+	counted     catalogCounts // the last count of the catalog (Config.Catalog, Migrator)
 }
 
 // series are a tenant label's counter of requests served and latency histogram.
@@ -100,6 +110,9 @@ func New(cfg *Config) (*Metrics, error) {
 	}
 	if m.cfg.Now == nil {
 		m.cfg.Now = time.Now
+	}
+	if m.cfg.CatalogEvery <= 0 {
+		m.cfg.CatalogEvery = 30 * time.Second
 	}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "tenancy", Subsystem: "http", Name: "requests_total",
 		Help: "Requests by tenant (the busiest tenants' slugs, _other, _none) and outcome (served, or why refused)."},

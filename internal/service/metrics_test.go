@@ -29,6 +29,9 @@ func TestMetricsEndpoint(t *testing.T) {
 		`tenancy_http_request_duration_seconds_bucket`,
 		`tenancy_lookup_hits_total`,
 		`tenancy_router_pools`,
+		`tenancy_tenants{isolation="shared",status="active"} 1`,
+		`tenancy_migration_targets{state="current"} 1`,
+		`tenancy_migration_latest_version 1`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(body, want) {

@@ -256,7 +256,8 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 // lookup cache, the pool router, the cache, the Redis limiter and second level) and the Go
 // process's, served by MetricsHandler.
 func (s *Server) newMetrics() (*tenancymetrics.Metrics, error) {
-	cfg := &tenancymetrics.Config{Lookup: s.cache, Router: s.cfg.Router, Cache: s.appCache, SecondLevel: s.secondLevel}
+	cfg := &tenancymetrics.Config{Lookup: s.cache, Router: s.cfg.Router, Cache: s.appCache, SecondLevel: s.secondLevel,
+		Catalog: s.catalog, Migrator: s.cfg.Migrator}
 	if l, ok := s.cfg.Limiter.(*tenancyredis.Limiter); ok {
 		cfg.Limiter = l
 	}
