@@ -37,6 +37,13 @@ type Config struct {
 	// MoveWait bounds how long a unit of work waits for a moving tenant's switch (see Tx).
 	// Defaults to 1s.
 	MoveWait time.Duration
+	// TagStatements prefixes every statement of a unit of work — through the pgx.Tx of Tx and
+	// ReadTx (Exec, Query, QueryRow, SendBatch, Prepare) and the single-statement helpers — with a
+	// comment naming the tenant, /* tenant=acme */, as slow-query logs and pg_stat_activity show
+	// it (pg_stat_statements groups by the statement, not its comments). Each tenant's text is a
+	// statement of its own to pgx's cache, prepared again per tenant and connection: see its cost
+	// in BENCHMARKS.md. SQLTx's statements are not tagged. Defaults to false.
+	TagStatements bool
 }
 
 // DB runs transactions bound to the tenant in the context. See Tx.
@@ -50,6 +57,7 @@ type DB struct {
 	checked pgsession.CheckOnce  // check passed on the shared pool
 	janitor *pgsession.Janitor   // removes the role's session defaults for the shared pool's server
 	wait    time.Duration        // Config.MoveWait
+	tag     bool                 // Config.TagStatements
 }
 
 // SQLSTATEs tenancy.reset_session raises: the unit of work ended its transaction itself, or
@@ -79,7 +87,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*DB, error) {
 	if wait <= 0 {
 		wait = time.Second
 	}
-	return &DB{pool: pool, key: key, store: cfg.Store, router: cfg.Router, janitor: pgsession.NewJanitor(pool.Config().ConnConfig), wait: wait,
+	return &DB{pool: pool, key: key, store: cfg.Store, router: cfg.Router, janitor: pgsession.NewJanitor(pool.Config().ConnConfig), wait: wait, tag: cfg.TagStatements,
 		check: &tenancyrouter.Check{Run: func(ctx context.Context, conn *pgx.Conn) error { return pgsession.Check(ctx, conn, key) }}}, nil
 }
 
@@ -138,6 +146,19 @@ func (db *DB) tenant(ctx context.Context) (scope, error) {
 		return scope{tenant: t, placement: tenancycatalog.PlacementDatabase}, nil
 	}
 	return scope{}, fmt.Errorf("%w: %s (tenant %s)", ErrIsolationNotSupported, t.Isolation, t.Slug)
+}
+
+// tenantTag is the comment that names s's tenant before each of its statements with
+// Config.TagStatements, else "": its slug, a DNS label, or — for a tenant in the context whose
+// slug is not one (made by hand) — its ID, checked already: neither can end the comment.
+func (db *DB) tenantTag(s scope) string {
+	if !db.tag {
+		return ""
+	}
+	if tenancy.ValidateSlug(s.tenant.Slug) != nil {
+		return "/* tenant=" + s.tenant.ID + " */ "
+	}
+	return "/* tenant=" + s.tenant.Slug + " */ "
 }
 
 // scopeArgs returns the statement that binds a transaction to s, with its arguments.
@@ -224,9 +245,9 @@ func (db *DB) tx(ctx context.Context, fn func(pgx.Tx) error, opts pgx.TxOptions)
 		}
 		release(err)
 	}()
-	inner := &unitTx{Tx: tx}
+	inner := &unitTx{Tx: tx, tag: db.tenantTag(s)}
 	if s.schema != "" {
-		inner.tag = schemaTag(s.schema)
+		inner.tag += schemaTag(s.schema)
 	}
 	if err := fn(inner); err != nil {
 		if len(inner.prepared) > 0 && !inner.deallocate(context.WithoutCancel(ctx), conn) {
@@ -642,8 +663,11 @@ func (db *DB) startSingle(ctx context.Context, sql string, args []any) (*single,
 	}
 	st := &single{ctx: ctx, conn: conn, release: release, janitor: j, key: db.key, nonce: pgsession.NewNonce(), own: s.own()}
 	b := &pgx.Batch{}
+	if db.tag && s.schema == "" {
+		sql = db.tenantTag(s) + sql
+	}
 	if s.schema != "" {
-		sql = schemaTag(s.schema) + sql
+		sql = db.tenantTag(s) + schemaTag(s.schema) + sql
 		if pooled, stmts := behindPooler(conn.Conn()), schemaStatementsOf(conn.Conn()); pooled || !stmts.has[sql] {
 			// Not yet prepared on this connection (see schemaStatements), or behind a pooler,
 			// where nothing is prepared by name: the scoping first, then the statement.
