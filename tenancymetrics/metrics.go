@@ -1,7 +1,9 @@
 package tenancymetrics
 
 import (
+	"bufio"
 	"errors"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -168,12 +170,19 @@ type observed struct {
 func (o *observed) ObserveTenant(t *tenancy.Tenant) { o.tenant = t }
 func (o *observed) ObserveProblem(typ string)       { o.problem = typ }
 func (o *observed) WriteHeader(code int) {
-	if o.status == 0 {
+	if o.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) { // not an informational 1xx
 		o.status = code
 	}
 	o.ResponseWriter.WriteHeader(code)
 }
 func (o *observed) Unwrap() http.ResponseWriter { return o.ResponseWriter }
+
+// Flush and Hijack reach the writer underneath (streaming, WebSockets); http.NewResponseController
+// reaches it through Unwrap.
+func (o *observed) Flush() { _ = http.NewResponseController(o.ResponseWriter).Flush() }
+func (o *observed) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(o.ResponseWriter).Hijack()
+}
 
 var _ tenancyhttp.Observer = (*observed)(nil)
 
@@ -184,7 +193,25 @@ func (m *Metrics) Middleware(next http.Handler) http.Handler {
 		began := m.cfg.Now()
 		o := m.observers.Get().(*observed)
 		*o = observed{ResponseWriter: w}
+		defer func() {
+			p := recover()
+			if p != nil && o.status == 0 {
+				o.status = http.StatusInternalServerError // net/http answers a panic so, or drops the connection
+			}
+			m.record(o, began)
+			*o = observed{}
+			m.observers.Put(o)
+			if p != nil {
+				panic(p)
+			}
+		}()
 		next.ServeHTTP(o, r)
+	})
+}
+
+// record counts and times the request o observed.
+func (m *Metrics) record(o *observed, began time.Time) {
+	{
 		now := m.cfg.Now()
 		if m.top.due(now) {
 			m.mu.Lock()
@@ -217,9 +244,7 @@ func (m *Metrics) Middleware(next http.Handler) http.Handler {
 		}
 		s.duration.Observe(now.Sub(began).Seconds())
 		m.mu.RUnlock()
-		*o = observed{}
-		m.observers.Put(o)
-	})
+	}
 }
 
 // busiest chooses, once a window, the busiest tenants of the window before, counting with the

@@ -244,3 +244,55 @@ func TestOutcomes(t *testing.T) {
 		t.Error("tenancy_lookup_hits_total is missing or zero after cached lookups")
 	}
 }
+
+// TestMiddlewareKeepsTheWritersAbilitiesAndCountsPanics: a handler behind the middleware can
+// flush, and one that panics is counted as an error before the panic goes on.
+func TestMiddlewareKeepsTheWritersAbilitiesAndCountsPanics(t *testing.T) {
+	t.Parallel()
+	m, err := tenancymetrics.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	flushed := false
+	h := m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/panic" {
+			panic("boom")
+		}
+		f, ok := w.(http.Flusher)
+		if ok {
+			w.WriteHeader(200)
+			f.Flush()
+		}
+		flushed = ok
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if !flushed || !rec.Flushed {
+		t.Fatalf("the handler could not flush through the middleware (%v, %v)", flushed, rec.Flushed)
+	}
+	func() {
+		defer func() {
+			if p := recover(); p != "boom" {
+				t.Errorf("the panic did not go on: %v", p)
+			}
+		}()
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/panic", nil))
+	}()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() == "tenancy_http_requests_total" {
+			for _, mt := range f.GetMetric() {
+				got[label(mt, "outcome")] += mt.GetCounter().GetValue()
+			}
+		}
+	}
+	if got["error"] != 1 || got["served"] != 1 {
+		t.Fatalf("outcomes %v; want the flushed request served and the panic an error", got)
+	}
+}

@@ -40,7 +40,7 @@ func TestRequestsAreTraced(t *testing.T) {
 	var server, unit sdktrace.ReadOnlySpan
 	for _, s := range rec.Ended() {
 		switch s.Name() {
-		case "GET /projects":
+		case "HTTP GET":
 			server = s
 		case "tenancy.Query":
 			unit = s

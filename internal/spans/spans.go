@@ -5,6 +5,7 @@ package spans
 
 import (
 	"context"
+	"fmt"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -26,11 +27,16 @@ func TenantAttributes(t *tenancy.Tenant) []attribute.KeyValue {
 // Traced runs unit in a span named name, a child of ctx's span, with the tenant in ctx and the
 // database system as attributes and unit's error as its status — when ctx's span is recording;
 // otherwise it only runs unit.
-func Traced(ctx context.Context, name string, unit func(context.Context) error) error {
+func Traced(ctx context.Context, name string, unit func(context.Context) error) (err error) {
 	ctx, span := Start(ctx, name)
-	err := unit(ctx)
-	End(span, err)
-	return err
+	defer func() {
+		if p := recover(); p != nil {
+			End(span, fmt.Errorf("panic: %v", p))
+			panic(p)
+		}
+		End(span, err)
+	}()
+	return unit(ctx)
 }
 
 // Start starts Traced's span; it returns ctx and nil when ctx's span is not recording.
@@ -46,7 +52,8 @@ func Start(ctx context.Context, name string) (context.Context, trace.Span) {
 		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 }
 
-// End ends a span Start started (nil: none), with err as its status.
+// End ends a span Start started (nil: none), with err as its status. A single-statement query's
+// span ends when its rows are closed or its row scanned, as its connection goes back then.
 func End(span trace.Span, err error) {
 	if span == nil {
 		return
