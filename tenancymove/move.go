@@ -114,7 +114,7 @@ func (p *progress) report(force bool) {
 	p.last = time.Now()
 	snap := p.p
 	snap.Tables = append([]TableProgress(nil), p.p.Tables...)
-	p.fn(snap)
+	p.fn(snap) // under p.mu: reports arrive one at a time, in order
 }
 
 func (p *progress) step(s string) {
@@ -153,10 +153,19 @@ func (p *progress) changed(n int) {
 	p.report(false)
 }
 
+func (p *progress) paused(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.p.Pause = d
+}
+
+// snapshot returns the progress now, its tables copied.
 func (p *progress) snapshot() Progress {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.p
+	snap := p.p
+	snap.Tables = append([]TableProgress(nil), p.p.Tables...)
+	return snap
 }
 
 // Result is what a move did.

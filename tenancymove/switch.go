@@ -154,9 +154,7 @@ func (mv *Mover) switchOver(ctx context.Context, t *tenancy.Tenant, m *tenancyca
 	}
 	pause = time.Since(began)
 	m.State = tenancycatalog.MoveSwitched
-	prog.mu.Lock()
-	prog.p.Pause = pause
-	prog.mu.Unlock()
+	prog.paused(pause)
 	prog.step("switched")
 	return checks, pause, nil
 }
