@@ -243,6 +243,13 @@ type ListOpts struct {
 	IncludeDeleted bool
 	// Isolation lists only tenants of this model. Defaults to all.
 	Isolation tenancy.Isolation
+	// Plan lists only tenants on this plan. Defaults to all.
+	Plan string
+	// Search lists only tenants whose slug, name or one of whose domains contains it (case
+	// insensitive; % and _ are plain characters). Defaults to "": no search. A search reads every
+	// tenant the other filters leave (in slug order, stopping at Limit): tens of milliseconds for
+	// 100,000 tenants.
+	Search string
 	// After lists only tenants whose slug sorts after it: the last slug of the previous page.
 	// Pages are read by the slug's index, so the millionth page costs what the first does.
 	After string
@@ -250,6 +257,9 @@ type ListOpts struct {
 	// tenants, page with Limit and After instead (or Each), rather than hold them all.
 	Limit int
 }
+
+// likeEscaper makes a string match itself in a LIKE pattern (the default escape, backslash).
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 // List returns tenants ordered by slug.
 func (c *Catalog) List(ctx context.Context, opts *ListOpts) ([]*tenancy.Tenant, error) {
@@ -277,6 +287,16 @@ func (c *Catalog) List(ctx context.Context, opts *ListOpts) ([]*tenancy.Tenant, 
 		}
 		args = append(args, string(opts.Isolation))
 		where = append(where, fmt.Sprintf("t.isolation = $%d", len(args)))
+	}
+	if opts.Plan != "" {
+		args = append(args, opts.Plan)
+		where = append(where, fmt.Sprintf("t.plan = $%d", len(args)))
+	}
+	if opts.Search != "" {
+		args = append(args, "%"+likeEscaper.Replace(opts.Search)+"%")
+		n := len(args)
+		where = append(where, fmt.Sprintf(`(t.slug ILIKE $%d OR t.name ILIKE $%d
+			OR EXISTS (SELECT FROM tenancy.domains d WHERE d.tenant_id = t.id AND d.domain ILIKE $%d))`, n, n, n))
 	}
 	if opts.After != "" {
 		args = append(args, opts.After)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -187,4 +188,23 @@ func (c *Catalog) Tag(ctx context.Context) (string, error) {
 func tag(database string, key *BindingKey) string {
 	h := sha256.Sum256([]byte(database + "\x00" + key.fingerprint()))
 	return hex.EncodeToString(h[:6])
+}
+
+// TenantLine is what the ledger says of one schema or database tenant's line.
+type TenantLine struct {
+	Version   int       `json:"version"`
+	Support   int       `json:"support,omitempty"` // database tenants: the isolation support version installed
+	LastError string    `json:"last_error,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// LineOf returns the ledger's record of the tenant's line; ok is false when nothing was ever
+// applied to it (a shared tenant's tables are the shared line's).
+func LineOf(ctx context.Context, q Querier, tenantID string) (line TenantLine, ok bool, err error) {
+	err = q.QueryRow(ctx, `SELECT coalesce(version, 0), coalesce(support, 0), coalesce(last_error, ''), updated_at
+		FROM tenancy.tenant_line WHERE tenant_id = $1`, tenantID).Scan(&line.Version, &line.Support, &line.LastError, &line.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return TenantLine{}, false, nil
+	}
+	return line, err == nil, err
 }

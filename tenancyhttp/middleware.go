@@ -84,12 +84,12 @@ type middleware struct {
 func (m *middleware) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t, path, err := m.resolve(r)
+		if o, ok := w.(Observer); ok && t != nil {
+			o.ObserveTenant(t) // a suspended or unready tenant's refusal counts as that tenant's
+		}
 		if err != nil {
 			m.refuse(w, r, err)
 			return
-		}
-		if o, ok := w.(Observer); ok {
-			o.ObserveTenant(t)
 		}
 		if span := trace.SpanFromContext(r.Context()); span.IsRecording() { // otelhttp's, or the service's
 			span.SetAttributes(spans.TenantAttributes(t)...)
@@ -105,7 +105,9 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 	})
 }
 
-// resolve returns the request's tenant, ready to serve, and the path FromPath left (or "").
+// resolve returns the request's tenant, ready to serve, and the path FromPath left (or ""). A
+// tenant found but not ready (suspended, provisioning) comes back with its error; a deleted one
+// does not.
 func (m *middleware) resolve(r *http.Request) (*tenancy.Tenant, string, error) {
 	host := r.Host
 	if len(m.trusted) > 0 {
@@ -127,8 +129,10 @@ func (m *middleware) resolve(r *http.Request) (*tenancy.Tenant, string, error) {
 		if err != nil {
 			return nil, "", err
 		}
-		if err := t.Err(); err != nil {
-			return nil, "", err
+		if err := t.Err(); errors.Is(err, tenancy.ErrTenantNotFound) {
+			return nil, "", err // deleted: no tenant any more
+		} else if err != nil {
+			return t, "", err // refused, but known: for the Observer
 		}
 		return t, q.path, nil
 	}

@@ -232,15 +232,22 @@ func (m *Metrics) record(o *observed, began time.Time) {
 				m.top.add(o.tenant.Slug, 1)
 			}
 		}
+		outcome := ""
 		switch {
 		case o.problem != "" && outcomes[o.problem] != "":
-			m.requests.WithLabelValues(tenant, outcomes[o.problem]).Inc()
+			outcome = outcomes[o.problem]
 		case o.status >= 500:
-			m.requests.WithLabelValues(tenant, "error").Inc()
+			outcome = "error"
 		case o.status >= 400:
-			m.requests.WithLabelValues(tenant, "client_error").Inc()
+			outcome = "client_error"
 		default:
 			s.served.Inc()
+		}
+		if outcome != "" {
+			m.requests.WithLabelValues(tenant, outcome).Inc()
+			if o.tenant != nil {
+				m.top.refuse(o.tenant.Slug, outcome)
+			}
 		}
 		s.duration.Observe(now.Sub(began).Seconds())
 		m.mu.RUnlock()
@@ -258,10 +265,15 @@ type busiest struct {
 	counts  map[string]uint64
 	chosen  map[string]bool
 	changed func(chosen, left []string)
+	// last is the window before's counts; refused and refusedLast count refusals by tenant and
+	// outcome this window and the one before, for at most max tenants each (Metrics.Activity).
+	last                 map[string]uint64
+	refused, refusedLast map[string]map[string]uint64
 }
 
 func newBusiest(n int, window time.Duration, now time.Time, changed func(chosen, left []string)) *busiest {
-	b := &busiest{n: n, max: max(10*n, 100), window: window, counts: map[string]uint64{}, chosen: map[string]bool{}, changed: changed}
+	b := &busiest{n: n, max: max(10*n, 100), window: window, counts: map[string]uint64{}, chosen: map[string]bool{}, changed: changed,
+		refused: map[string]map[string]uint64{}}
 	b.ends.Store(now.Add(window).UnixNano())
 	return b
 }
@@ -333,6 +345,76 @@ func (b *busiest) rotate(now time.Time) {
 	}
 	b.chosen = chosen
 	b.changed(names, left)
-	b.counts = map[string]uint64{}
+	b.last, b.refusedLast = b.counts, b.refused
+	if now.UnixNano() >= b.ends.Load()+b.window.Nanoseconds() { // no request for a whole window: that window's counts are nothing
+		b.last, b.refusedLast = nil, nil
+	}
+	b.counts, b.refused = map[string]uint64{}, map[string]map[string]uint64{}
 	b.ends.Store(now.Add(b.window).UnixNano())
+}
+
+// refuse counts a refusal of tenant slug's request, by outcome.
+func (b *busiest) refuse(slug, outcome string) {
+	b.mu.Lock()
+	byOutcome := b.refused[slug]
+	if byOutcome == nil && len(b.refused) < b.max {
+		byOutcome = map[string]uint64{}
+		b.refused[slug] = byOutcome
+	}
+	if byOutcome != nil {
+		byOutcome[outcome]++
+	}
+	b.mu.Unlock()
+}
+
+// Activity is a tenant's recent requests, for an operator's view of one tenant (Metrics.Activity).
+type Activity struct {
+	// Window is the length of a window (Config.Window).
+	Window time.Duration `json:"window"`
+	// Requests are the tenant's requests in the last whole window, Current those of the window
+	// under way. Exact for the busiest tenants; for the others an upper bound (the space-saving
+	// count may credit a tenant with requests of tenants it replaced), and 0 for a tenant that
+	// was not among those counted.
+	Requests uint64 `json:"requests"`
+	Current  uint64 `json:"current"`
+	// Busiest reports whether the tenant is among the busiest: it has series of its own.
+	Busiest bool `json:"busiest"`
+	// Refused counts, by outcome (rate_limited, suspended, ..., client_error, error), the
+	// tenant's requests refused or failed in the last whole window and the one under way.
+	Refused map[string]uint64 `json:"refused"`
+}
+
+// Activity returns the recent requests of the tenant with this slug.
+func (m *Metrics) Activity(slug string) Activity {
+	now := m.cfg.Now()
+	a := Activity{Window: m.cfg.Window, Refused: map[string]uint64{}}
+	m.mu.RLock()
+	current := uint64(0)
+	if s := (*m.series.Load())[slug]; s != nil {
+		a.Busiest, current = true, s.requests.Load()
+	}
+	b := m.top
+	b.mu.Lock()
+	current += b.counts[slug]
+	last, refusedLast := b.last[slug], b.refusedLast[slug]
+	ends := b.ends.Load()
+	for outcome, n := range b.refused[slug] {
+		a.Refused[outcome] += n
+	}
+	b.mu.Unlock()
+	m.mu.RUnlock()
+	switch {
+	case now.UnixNano() >= ends+m.cfg.Window.Nanoseconds(): // nothing since a whole window
+	case now.UnixNano() >= ends: // the window under way ended without a request to close it
+		a.Requests = current
+	default:
+		a.Requests, a.Current = last, current
+		for outcome, n := range refusedLast {
+			a.Refused[outcome] += n
+		}
+	}
+	if now.UnixNano() >= ends+m.cfg.Window.Nanoseconds() {
+		clear(a.Refused)
+	}
+	return a
 }

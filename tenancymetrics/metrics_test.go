@@ -221,7 +221,7 @@ func TestOutcomes(t *testing.T) {
 		{tenancymetrics.NoTenant, "unknown"}:          1,
 		{tenancymetrics.NoTenant, "reserved"}:         1,
 		{tenancymetrics.NoTenant, "no_tenant"}:        1,
-		{tenancymetrics.NoTenant, "suspended"}:        1, // refused by the resolution
+		{tenancymetrics.OtherTenants, "suspended"}:    1, // refused by the resolution, but a known tenant's
 		{tenancymetrics.OtherTenants, "rate_limited"}: 1,
 		{"acme", "served"}:                            1,
 	} {
@@ -294,5 +294,43 @@ func TestMiddlewareKeepsTheWritersAbilitiesAndCountsPanics(t *testing.T) {
 	}
 	if got["error"] != 1 || got["served"] != 1 {
 		t.Fatalf("outcomes %v; want the flushed request served and the panic an error", got)
+	}
+}
+
+// Activity tells one tenant's recent requests and refusals, window by window, for the busiest
+// and for the others; a tenant with no request in the last two windows has none.
+func TestActivity(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t, 1)
+	ctx := context.Background()
+	for _, slug := range []string{"busy", "quiet"} {
+		if _, err := s.cat.Create(ctx, &tenancycatalog.CreateOpts{Slug: slug}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		s.get(t, "busy.example.com", "/")
+	}
+	s.get(t, "quiet.example.com", "/")
+	s.get(t, "quiet.example.com", "/missing")
+	if a := s.metrics.Activity("quiet"); a.Current != 2 || a.Requests != 0 || a.Busiest || a.Refused["client_error"] != 1 {
+		t.Fatalf("quiet, first window: %+v; want 2 so far, a client error", a)
+	}
+	s.clock.advance(time.Minute)
+	s.get(t, "busy.example.com", "/") // closes the window: busy is chosen
+	s.get(t, "busy.example.com", "/")
+	busy, quiet := s.metrics.Activity("busy"), s.metrics.Activity("quiet")
+	if busy.Requests != 5 || busy.Current != 2 || !busy.Busiest {
+		t.Fatalf("busy, second window: %+v; want 5 last window, 2 so far, among the busiest", busy)
+	}
+	if quiet.Requests != 2 || quiet.Current != 0 || quiet.Refused["client_error"] != 1 {
+		t.Fatalf("quiet, second window: %+v; want 2 last window and its client error", quiet)
+	}
+	if none := s.metrics.Activity("nobody"); none.Requests != 0 || none.Current != 0 || len(none.Refused) != 0 {
+		t.Fatalf("a tenant never seen: %+v", none)
+	}
+	s.clock.advance(3 * time.Minute) // no request since: nothing recent
+	if a := s.metrics.Activity("busy"); a.Requests != 0 || a.Current != 0 || len(a.Refused) != 0 {
+		t.Fatalf("busy after three quiet minutes: %+v, want nothing", a)
 	}
 }

@@ -635,6 +635,39 @@ func (r *Router) Stats() Stats {
 	return s
 }
 
+// TenantPool is the state of one tenant's pool, for an operator's view of the tenant.
+type TenantPool struct {
+	Open          bool      `json:"open"`             // a pool is open for the tenant
+	Server        string    `json:"server,omitempty"` // the alias of the server it is on
+	MaxConns      int32     `json:"max_conns"`
+	TotalConns    int32     `json:"total_conns"` // open connections
+	AcquiredConns int32     `json:"acquired_conns"`
+	IdleConns     int32     `json:"idle_conns"`
+	LastUsed      time.Time `json:"last_used,omitzero"`
+	Failures      int32     `json:"failures"`     // consecutive failures to connect
+	BreakerOpen   bool      `json:"breaker_open"` // leases fail fast until the breaker closes
+}
+
+// Pool returns the state of the pool of the tenant with this ID (Open false when it has none).
+func (r *Router) Pool(id string) TenantPool {
+	var p TenantPool
+	sh := r.shard(id)
+	sh.mu.RLock()
+	if e := sh.m[id]; e != nil {
+		st := e.pool.Stat()
+		p = TenantPool{Open: true, Server: e.server, MaxConns: st.MaxConns(), TotalConns: st.TotalConns(),
+			AcquiredConns: st.AcquiredConns(), IdleConns: st.IdleConns(), LastUsed: time.Unix(0, e.lastUsed.Load()),
+			Failures: e.failures.Load()}
+	}
+	sh.mu.RUnlock()
+	r.mu.Lock()
+	if b := r.breakers[id]; b != nil && r.now() < b.openUntil {
+		p.BreakerOpen = true
+	}
+	r.mu.Unlock()
+	return p
+}
+
 // Close closes every pool, waiting for connections in use to be released, and stops the reaper.
 // Leases taken afterwards fail with ErrClosed.
 func (r *Router) Close() {

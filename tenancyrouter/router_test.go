@@ -256,6 +256,17 @@ func TestRouterFailureStaysWithOneTenant(t *testing.T) {
 	if len(s.OpenBreakers) != 1 || s.OpenBreakers[0] != broken.ID || s.FailFast == 0 {
 		t.Fatalf("stats %+v", s)
 	}
+	// One tenant's pool state, as an operator sees it: the broken one's breaker, the healthy
+	// one's open pool, none for a tenant never leased.
+	if p := r.Pool(broken.ID); !p.BreakerOpen {
+		t.Fatalf("the broken tenant's pool %+v, want its breaker open", p)
+	}
+	if p := r.Pool(healthy.ID); !p.Open || p.BreakerOpen || p.TotalConns < 1 || p.Server != tenancycatalog.DefaultServer || p.LastUsed.IsZero() {
+		t.Fatalf("the healthy tenant's pool %+v, want open with a connection, no breaker", p)
+	}
+	if p := r.Pool("00000000-0000-4000-8000-000000000000"); p.Open || p.BreakerOpen {
+		t.Fatalf("a tenant never leased has pool %+v", p)
+	}
 	// The database comes back; once the breaker's time is up the tenant is served again.
 	admin, _ := pgx.Connect(ctx, tenancytest.AdminURL())
 	admin.Exec(ctx, "CREATE DATABASE "+broken.Database)
