@@ -10,10 +10,10 @@ help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: test
-test: ## Vet, then run the whole suite with the race detector against the local PostgreSQL and Redis, and the allocation tests without it (what CI runs); fail if it leaves a database, role or Redis key behind.
+test: ## Vet, then run the whole suite with the race detector against the local PostgreSQL and Redis (and the console's test in headless Chromium, when installed), and the allocation tests without it (what CI runs); fail if it leaves a database, role or Redis key behind. Screenshots go to ./artifacts.
 	$(GO) vet $(PACKAGES)
 	@$(GO) run ./internal/leakcheck snapshot $${TMPDIR:-/tmp}/tenancy-leakcheck.json
-	$(GO) test -race -count=1 -timeout 8m $(PACKAGES)
+	TENANCY_ARTIFACTS=$(CURDIR)/artifacts $(GO) test -race -count=1 -timeout 8m $(PACKAGES)
 	@$(MAKE) --no-print-directory allocs
 	@$(GO) run ./internal/leakcheck compare $${TMPDIR:-/tmp}/tenancy-leakcheck.json
 

@@ -19,6 +19,7 @@ import (
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyhttp"
+	"github.com/gotenancy/tenancy/tenancymove"
 	"github.com/gotenancy/tenancy/tenancyprovision"
 	"github.com/gotenancy/tenancy/tenancyrate"
 	"github.com/gotenancy/tenancy/tenancyredis"
@@ -159,19 +160,24 @@ func (s *Server) adminUpdate(w http.ResponseWriter, r *http.Request) {
 		s.adminError(w, r, err)
 		return
 	}
-	if err := CheckPlan(s.cfg.Policy, req.Plan); err != nil {
-		s.adminError(w, r, err)
-		return
-	}
-	t, err := s.catalog.TenantBySlug(r.Context(), r.PathValue("slug"))
-	if err == nil {
-		t, err = s.catalog.Update(r.Context(), t.ID, &req)
-	}
+	t, err := s.update(r.Context(), r.PathValue("slug"), &req)
 	if err != nil {
 		s.adminError(w, r, err)
 		return
 	}
 	writeJSONResponse(w, http.StatusOK, t)
+}
+
+// update changes the name or plan of the tenant with this slug (the admin API, the console).
+func (s *Server) update(ctx context.Context, slug string, opts *tenancycatalog.UpdateOpts) (*tenancy.Tenant, error) {
+	if err := CheckPlan(s.cfg.Policy, opts.Plan); err != nil {
+		return nil, err
+	}
+	t, err := s.catalog.TenantBySlug(ctx, slug)
+	if err != nil {
+		return nil, err
+	}
+	return s.catalog.Update(ctx, t.ID, opts)
 }
 
 // adminRateLimit sets the tenant's own rate ({"rate_limit": "500/min"}; "plan" or "" for its
@@ -187,18 +193,24 @@ func (s *Server) adminRateLimit(w http.ResponseWriter, r *http.Request) {
 		s.adminError(w, r, err)
 		return
 	}
-	if *req.RateLimit == "plan" {
-		*req.RateLimit = ""
-	}
-	t, err := s.catalog.TenantBySlug(r.Context(), r.PathValue("slug"))
-	if err == nil {
-		t, err = s.catalog.SetRateLimit(r.Context(), t.ID, *req.RateLimit)
-	}
+	t, err := s.setRateLimit(r.Context(), r.PathValue("slug"), *req.RateLimit)
 	if err != nil {
 		s.adminError(w, r, err)
 		return
 	}
 	writeJSONResponse(w, http.StatusOK, t)
+}
+
+// setRateLimit sets the own rate of the tenant with this slug ("plan" or "": its plan's).
+func (s *Server) setRateLimit(ctx context.Context, slug, limit string) (*tenancy.Tenant, error) {
+	if limit == "plan" {
+		limit = ""
+	}
+	t, err := s.catalog.TenantBySlug(ctx, slug)
+	if err != nil {
+		return nil, err
+	}
+	return s.catalog.SetRateLimit(ctx, t.ID, limit)
 }
 
 // adminStats reports the service's moving parts: the tenant lookup cache, the pool router of
@@ -242,7 +254,7 @@ func CheckServer(servers tenancycatalog.Servers, iso tenancy.Isolation, alias st
 func (s *Server) adminProvision(w http.ResponseWriter, r *http.Request) {
 	t, err := s.catalog.TenantBySlug(r.Context(), r.PathValue("slug"))
 	if err == nil {
-		t, err = tenancyprovision.Provision(r.Context(), s.catalog, t.ID, s.cfg.Migrator, nil)
+		t, err = s.provision(r.Context(), t)
 	}
 	switch {
 	case errors.Is(err, tenancyprovision.ErrNotProvisioning):
@@ -255,6 +267,11 @@ func (s *Server) adminProvision(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeJSONResponse(w, http.StatusOK, t)
 	}
+}
+
+// provision resumes t's provisioning that failed.
+func (s *Server) provision(ctx context.Context, t *tenancy.Tenant) (*tenancy.Tenant, error) {
+	return tenancyprovision.Provision(ctx, s.catalog, t.ID, s.cfg.Migrator, nil)
 }
 
 // provisionError answers for a provisioning that failed: the tenant exists, refused, with the
@@ -300,25 +317,29 @@ func (s *Server) adminDomain(add bool) http.HandlerFunc {
 			}
 			raw = req.Domain
 		}
-		norm, err := NormalizeDomains([]string{raw})
-		if err != nil {
-			s.adminError(w, r, err)
-			return
-		}
-		t, err := s.catalog.TenantBySlug(r.Context(), r.PathValue("slug"))
-		if err == nil {
-			if add {
-				t, err = s.catalog.AddDomain(r.Context(), t.ID, norm[0])
-			} else {
-				t, err = s.catalog.RemoveDomain(r.Context(), t.ID, norm[0])
-			}
-		}
+		t, err := s.setDomain(r.Context(), r.PathValue("slug"), raw, add)
 		if err != nil {
 			s.adminError(w, r, err)
 			return
 		}
 		writeJSONResponse(w, http.StatusOK, t)
 	}
+}
+
+// setDomain adds the domain to the tenant with this slug, or removes it.
+func (s *Server) setDomain(ctx context.Context, slug, domain string, add bool) (*tenancy.Tenant, error) {
+	norm, err := NormalizeDomains([]string{domain})
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.catalog.TenantBySlug(ctx, slug)
+	if err != nil {
+		return nil, err
+	}
+	if add {
+		return s.catalog.AddDomain(ctx, t.ID, norm[0])
+	}
+	return s.catalog.RemoveDomain(ctx, t.ID, norm[0])
 }
 
 // CheckPlan refuses a plan that policy does not name (its Plans, or tenancyrate.DefaultPlans): the
@@ -397,19 +418,29 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func (s *Server) adminError(w http.ResponseWriter, r *http.Request, err error) {
+	tenancyhttp.WriteProblem(w, s.problemOf(r, err))
+}
+
+// problemOf is the answer to an operation that failed with err: 400 for a bad request, 404 for
+// an unknown tenant, 409 for a conflict, 503 (logged) for anything else.
+func (s *Server) problemOf(r *http.Request, err error) *tenancyhttp.Problem {
 	p := &tenancyhttp.Problem{Type: tenancyhttp.ProblemBadRequest, Title: "Bad request", Status: http.StatusBadRequest, Detail: err.Error()}
 	switch {
 	case errors.Is(err, errBadRequest), errors.Is(err, tenancy.ErrInvalidSlug), errors.Is(err, tenancy.ErrReservedSlug),
 		errors.Is(err, tenancy.ErrInvalidDomain), errors.Is(err, tenancy.ErrInvalidIsolation), errors.Is(err, tenancy.ErrInvalidStatus),
 		errors.Is(err, tenancy.ErrInvalidTenant), errors.Is(err, tenancyrate.ErrInvalidLimit):
-	case errors.Is(err, tenancy.ErrDuplicateSlug), errors.Is(err, tenancy.ErrDuplicateDomain):
+	case errors.Is(err, tenancy.ErrDuplicateSlug), errors.Is(err, tenancy.ErrDuplicateDomain),
+		errors.Is(err, tenancymove.ErrSamePlacement), errors.Is(err, tenancymove.ErrMoveInProgress),
+		errors.Is(err, tenancymove.ErrSwitched), errors.Is(err, tenancymove.ErrNotMovable):
 		p.Type, p.Title, p.Status = tenancyhttp.ProblemConflict, "Conflict", http.StatusConflict
 	case errors.Is(err, tenancy.ErrTenantNotFound):
 		p.Type, p.Title, p.Status, p.Detail = tenancyhttp.ProblemNotFound, "Not found", http.StatusNotFound, "No such tenant."
+	case errors.Is(err, tenancymove.ErrNoMove):
+		p.Type, p.Title, p.Status = tenancyhttp.ProblemNotFound, "No move", http.StatusNotFound
 	default:
 		s.log.ErrorContext(r.Context(), "tenancy: admin API", "err", err, "path", r.URL.Path)
 		p.Type, p.Title, p.Status, p.Detail = tenancyhttp.ProblemUnavailable, "Service unavailable", http.StatusServiceUnavailable, ""
 		p.RetryAfter = 1
 	}
-	tenancyhttp.WriteProblem(w, p)
+	return p
 }

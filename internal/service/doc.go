@@ -21,4 +21,12 @@
 //
 // The tenant list is paged by slug: at most limit tenants (100 by default, 1000 at most) after
 // the slug after, and a Link header (rel="next") to the next page while one may follow.
+//
+// With the admin token set, /console/ is the operator console (console.go): server-rendered pages
+// (html/template, embedded; no JavaScript) that list, search and filter the tenants, show one
+// tenant (placement, domains, plan and limit, recent requests and refusals, pool, migrations,
+// last move) and do the admin API's operations through forms, destructive ones after a
+// confirmation page. Operators sign in with the admin token; the session cookie is signed with a
+// key derived from it, forms carry a CSRF token bound to the session, posts from another site
+// are refused, and every page is sent under Content-Security-Policy: default-src 'self'.
 package service

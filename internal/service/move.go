@@ -8,7 +8,6 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancycatalog"
-	"github.com/gotenancy/tenancy/tenancyhttp"
 	"github.com/gotenancy/tenancy/tenancymove"
 )
 
@@ -27,6 +26,14 @@ func (s *Server) view(ctx context.Context, t *tenancy.Tenant) (tenantView, error
 	return tenantView{t, m}, err
 }
 
+// moveRequest starts a move (To, and Server for a database placement) or acts on the move in
+// progress (Action: resume, abort, finalize).
+type moveRequest struct {
+	To     string `json:"to"`
+	Server string `json:"server"`
+	Action string `json:"action"`
+}
+
 // adminMove starts, resumes, aborts or finalizes the move of the tenant {slug}:
 //
 //	{"to": "shared"|"schema"|"database", "server": "alias"}  start a move (202: it runs in the background)
@@ -35,11 +42,7 @@ func (s *Server) view(ctx context.Context, t *tenancy.Tenant) (tenantView, error
 //
 // GET /admin/tenants/{slug} says where the move stands.
 func (s *Server) adminMove(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		To     string `json:"to"`
-		Server string `json:"server"`
-		Action string `json:"action"`
-	}
+	var req moveRequest
 	if err := decodeJSON(w, r, &req); err != nil {
 		s.adminError(w, r, err)
 		return
@@ -49,85 +52,84 @@ func (s *Server) adminMove(w http.ResponseWriter, r *http.Request) {
 		s.adminError(w, r, err)
 		return
 	}
+	started, err := s.move(r.Context(), t, &req)
+	if err != nil {
+		s.adminError(w, r, err)
+		return
+	}
+	if !started {
+		s.writeView(w, r, t, http.StatusOK)
+		return
+	}
+	w.Header().Set("Location", "/admin/tenants/"+t.Slug)
+	s.writeView(w, r, t, http.StatusAccepted)
+}
+
+// move starts, resumes, aborts or finalizes t's move (the admin API, the console). started
+// reports that the work goes on in the background; it has recorded itself in the catalog by
+// the time move returns (or 2 s have passed).
+func (s *Server) move(ctx context.Context, t *tenancy.Tenant, req *moveRequest) (started bool, err error) {
 	var to tenancycatalog.Placement
 	switch {
 	case req.Action == "" && req.To == "":
-		s.adminError(w, r, &refusal{`give "to" (shared, schema or database) or "action" (resume, abort, finalize)`, errBadRequest})
-		return
+		return false, &refusal{`give "to" (shared, schema or database) or "action" (resume, abort, finalize)`, errBadRequest}
 	case req.Action != "" && (req.To != "" || req.Server != ""):
-		s.adminError(w, r, &refusal{`"to" and "server" start a move; "action" works on the move in progress: give one`, errBadRequest})
-		return
+		return false, &refusal{`"to" and "server" start a move; "action" works on the move in progress: give one`, errBadRequest}
 	case req.Action == "":
 		iso, err := tenancy.ParseIsolation(req.To)
 		if err != nil {
-			s.adminError(w, r, err)
-			return
+			return false, err
 		}
+		to = tenancycatalog.Placement{Isolation: iso}
 		if req.Server != "" || iso == tenancy.IsolationDatabase {
-			server := req.Server
-			if server == "" {
-				server = tenancycatalog.DefaultServer
+			to.Server = req.Server
+			if to.Server == "" {
+				to.Server = tenancycatalog.DefaultServer
 			}
-			if err := CheckServer(s.cfg.Servers, iso, server); err != nil {
-				s.adminError(w, r, err)
-				return
+			if err := CheckServer(s.cfg.Servers, iso, to.Server); err != nil {
+				return false, err
 			}
-			to = tenancycatalog.Placement{Isolation: iso, Server: server}
-		} else {
-			to = tenancycatalog.Placement{Isolation: iso}
 		}
 		if to == tenancycatalog.PlacementOf(t) {
-			s.moveError(w, r, tenancymove.ErrSamePlacement)
-			return
+			return false, tenancymove.ErrSamePlacement
 		}
 	}
 	switch req.Action {
 	case "":
-		if m, err := s.catalog.OpenMove(r.Context(), t.ID); err == nil && m.State == tenancycatalog.MoveCopying {
-			s.moveError(w, r, tenancymove.ErrMoveInProgress)
-			return
+		if m, err := s.catalog.OpenMove(ctx, t.ID); err == nil && m.State == tenancycatalog.MoveCopying {
+			return false, tenancymove.ErrMoveInProgress
 		}
 		s.background(t, "move", func(ctx context.Context) error {
 			_, err := s.mover.Move(ctx, t.ID, &tenancymove.Opts{To: to})
 			return err
 		})
 	case "resume":
-		if _, err := s.catalog.OpenMove(r.Context(), t.ID); err != nil {
-			s.moveError(w, r, err)
-			return
+		if _, err := s.catalog.OpenMove(ctx, t.ID); err != nil {
+			return false, err
 		}
 		s.background(t, "resume", func(ctx context.Context) error {
 			_, err := s.mover.Resume(ctx, t.ID, nil)
 			return err
 		})
-	case "abort", "finalize":
-		var err error
-		if req.Action == "abort" {
-			_, err = s.mover.Abort(r.Context(), t.ID)
-		} else {
-			_, err = s.mover.Finalize(r.Context(), t.ID)
-		}
-		if err != nil {
-			s.moveError(w, r, err)
-			return
-		}
-		s.writeView(w, r, t, http.StatusOK)
-		return
+	case "abort":
+		_, err := s.mover.Abort(ctx, t.ID)
+		return false, err
+	case "finalize":
+		_, err := s.mover.Finalize(ctx, t.ID)
+		return false, err
 	default:
-		s.adminError(w, r, &refusal{`"action" is resume, abort or finalize`, errBadRequest})
-		return
+		return false, &refusal{`"action" is resume, abort or finalize`, errBadRequest}
 	}
 	// The move records itself in the catalog as it starts: wait for that, briefly, so the answer
 	// shows it.
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
-		if m, err := s.catalog.LastMove(r.Context(), t.ID); err == nil && m.Open() && m.StartedAt.After(time.Now().Add(-time.Minute)) {
+		if m, err := s.catalog.LastMove(ctx, t.ID); err == nil && m.Open() && m.StartedAt.After(time.Now().Add(-time.Minute)) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	w.Header().Set("Location", "/admin/tenants/"+t.Slug)
-	s.writeView(w, r, t, http.StatusAccepted)
+	return true, nil
 }
 
 // writeView answers with the tenant (read again) and its last move.
@@ -143,21 +145,6 @@ func (s *Server) writeView(w http.ResponseWriter, r *http.Request, t *tenancy.Te
 		return
 	}
 	writeJSONResponse(w, code, v)
-}
-
-// moveError answers for a move the admin API cannot start or act on.
-func (s *Server) moveError(w http.ResponseWriter, r *http.Request, err error) {
-	switch {
-	case errors.Is(err, tenancymove.ErrNoMove):
-		tenancyhttp.WriteProblem(w, &tenancyhttp.Problem{Type: tenancyhttp.ProblemNotFound, Title: "No move",
-			Status: http.StatusNotFound, Detail: err.Error()})
-	case errors.Is(err, tenancymove.ErrSamePlacement), errors.Is(err, tenancymove.ErrMoveInProgress),
-		errors.Is(err, tenancymove.ErrSwitched), errors.Is(err, tenancymove.ErrNotMovable):
-		tenancyhttp.WriteProblem(w, &tenancyhttp.Problem{Type: tenancyhttp.ProblemConflict, Title: "Conflict",
-			Status: http.StatusConflict, Detail: err.Error()})
-	default:
-		s.adminError(w, r, err)
-	}
 }
 
 // background runs a move's work after the request, until it ends or the server closes (a move

@@ -98,7 +98,9 @@ type Server struct {
 	watchUp     atomic.Bool
 	ignored     atomic.Uint64 // catalog notifications the catalog did not sign
 	closers     []func()
-	metrics     http.Handler // GET /metrics: the toolkit's and the process's metrics (tenancymetrics)
+	metrics     http.Handler            // GET /metrics: the toolkit's and the process's metrics (tenancymetrics)
+	activity    *tenancymetrics.Metrics // each tenant's recent requests, for the console
+	consoleAuth *consoleAuth
 	mover       *tenancymove.Mover
 	bg          context.Context // the admin API's moves run on it; Close ends it
 	stopBG      context.CancelFunc
@@ -242,6 +244,10 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 	root := http.NewServeMux()
 	root.HandleFunc("GET /healthz", s.healthz)
 	root.Handle("/admin/", s.admin())
+	s.consoleAuth = newConsoleAuth(s.cfg.AdminToken)
+	console := s.console()
+	root.Handle("/console", console)
+	root.Handle("/console/", console)
 	root.Handle("/metrics", s.admin()) // on the admin token (serve --metrics-addr serves it without, elsewhere)
 	var handler http.Handler = metrics.Middleware(mw(rateLimit(bulkhead(s.invalidateStatsOnWrite(tenancyhttp.ProblemRoutes(app))))))
 	if s.cfg.TraceRequests {
@@ -268,6 +274,7 @@ func (s *Server) newMetrics() (*tenancymetrics.Metrics, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	s.activity = m
 	return m, nil
 }
 

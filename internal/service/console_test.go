@@ -1,0 +1,343 @@
+package service_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/internal/service"
+	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancymigrate"
+	"github.com/gotenancy/tenancy/tenancytest"
+)
+
+// newConsole returns a server with the admin token (and so the console) on, and its catalog's pool.
+func newConsole(t *testing.T, token string) (*service.Server, *pgxpool.Pool) {
+	t.Helper()
+	pool, _ := tenancytest.NewCatalog(t)
+	t.Cleanup(func() { tenancytest.DropTenantDatabases(t, pool.Config().ConnString(), service.ReferenceLines()) })
+	m, err := tenancymigrate.New(pool, service.ReferenceLines())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Migrate(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	return startServer(t, pool, &service.ServerConfig{AdminToken: token}), pool
+}
+
+// operator is a browser's cookie jar against a handler, without a network.
+type operator struct {
+	t      *testing.T
+	h      http.Handler
+	cookie string
+}
+
+func (o *operator) do(method, path string, form url.Values, headers ...string) *httptest.ResponseRecorder {
+	o.t.Helper()
+	var r *http.Request
+	if form != nil {
+		r = httptest.NewRequest(method, path, strings.NewReader(form.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	} else {
+		r = httptest.NewRequest(method, path, nil)
+	}
+	r.Host = "admin.localhost"
+	for i := 0; i+1 < len(headers); i += 2 {
+		r.Header.Set(headers[i], headers[i+1])
+	}
+	if o.cookie != "" {
+		r.Header.Set("Cookie", o.cookie)
+	}
+	w := httptest.NewRecorder()
+	o.h.ServeHTTP(w, r)
+	for _, c := range w.Result().Cookies() {
+		if c.Name == "tenancy_console" {
+			o.cookie = c.Name + "=" + c.Value
+			if c.MaxAge < 0 {
+				o.cookie = ""
+			}
+		}
+	}
+	return w
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// csrf returns the CSRF token of the page at path.
+func (o *operator) csrf(path string) string {
+	o.t.Helper()
+	w := o.do("GET", path, nil)
+	m := csrfField.FindStringSubmatch(w.Body.String())
+	if w.Code != 200 || m == nil {
+		o.t.Fatalf("GET %s: %d, no CSRF token in\n%s", path, w.Code, w.Body)
+	}
+	return m[1]
+}
+
+func (o *operator) signIn(token string) {
+	o.t.Helper()
+	w := o.do("POST", "/console/login", url.Values{"token": {token}, "next": {"/console/"}})
+	if w.Code != http.StatusSeeOther || o.cookie == "" || w.Header().Get("Location") != "/console/" {
+		o.t.Fatalf("sign in: %d %v, want 303 to /console/ with a session cookie", w.Code, w.Header())
+	}
+}
+
+func statusOf(t *testing.T, c *tenancycatalog.Catalog, slug string) tenancy.Status {
+	t.Helper()
+	tn, err := c.TenantBySlug(context.Background(), slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tn.Status
+}
+
+// Signing in: the console is off without an admin token, sends whoever is not signed in to the
+// sign-in page, refuses a wrong token and a forged or foreign session, and signs out. Every
+// page carries the security headers.
+func TestConsoleSignIn(t *testing.T) {
+	t.Parallel()
+	off := &operator{t: t, h: newServer(t, "")}
+	if w := off.do("GET", "/console/", nil); w.Code != 404 {
+		t.Fatalf("console without an admin token: %d, want 404", w.Code)
+	}
+	const token = "console-s3cret"
+	srv, _ := newConsole(t, token)
+	o := &operator{t: t, h: srv.Handler()}
+	w := o.do("GET", "/console/tenants/acme", nil)
+	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/console/login?next=%2Fconsole%2Ftenants%2Facme" {
+		t.Fatalf("signed out: %d %q, want 303 to the sign-in page", w.Code, w.Header().Get("Location"))
+	}
+	if w := o.do("POST", "/console/login", url.Values{"token": {"wrong"}}); w.Code != 401 || o.cookie != "" ||
+		!strings.Contains(w.Body.String(), "That is not the admin token") {
+		t.Fatalf("a wrong token: %d cookie %q, want 401 and no session", w.Code, o.cookie)
+	}
+	w = o.do("POST", "/console/login", url.Values{"token": {token}, "next": {"//evil.example/"}})
+	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/console/" {
+		t.Fatalf("next=//evil.example/: sent to %q, want /console/", w.Header().Get("Location"))
+	}
+	set := w.Header().Get("Set-Cookie")
+	for _, want := range []string{"HttpOnly", "SameSite=Strict", "Path=/console/"} {
+		if !strings.Contains(set, want) {
+			t.Fatalf("session cookie %q lacks %s", set, want)
+		}
+	}
+	w = o.do("GET", "/console/", nil)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), "<h1>Tenants</h1>") {
+		t.Fatalf("signed in: %d\n%s", w.Code, w.Body)
+	}
+	h := w.Header()
+	if h.Get("Content-Security-Policy") != "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'" ||
+		h.Get("X-Frame-Options") != "DENY" || h.Get("Cache-Control") != "no-store" || h.Get("X-Content-Type-Options") != "nosniff" {
+		t.Fatalf("security headers: %v", h)
+	}
+
+	// A session signed under another token, or edited, is no session.
+	good := o.cookie
+	other := &operator{t: t, h: newServer(t, "another-token")}
+	other.signIn("another-token")
+	for name, cookie := range map[string]string{"another server's": other.cookie, "edited": strings.Replace(good, "=", "=9", 1)} {
+		o.cookie = cookie
+		if w := o.do("GET", "/console/", nil); w.Code != http.StatusSeeOther {
+			t.Fatalf("%s session: %d, want 303 to sign in", name, w.Code)
+		}
+	}
+	o.cookie = good
+	csrf := o.csrf("/console/")
+	if w := o.do("POST", "/console/logout", url.Values{"csrf": {csrf}}); w.Code != http.StatusSeeOther || o.cookie != "" {
+		t.Fatalf("sign out: %d, cookie %q", w.Code, o.cookie)
+	}
+}
+
+// Actions: a destructive one asks first, then acts; a post without the session's CSRF token or
+// from another site changes nothing (and the same post with it does).
+func TestConsoleActions(t *testing.T) {
+	t.Parallel()
+	const token = "console-s3cret"
+	srv, _ := newConsole(t, token)
+	c := srv.Catalog()
+	ctx := context.Background()
+	if _, err := c.Create(ctx, &tenancycatalog.CreateOpts{Slug: "acme", Name: "Acme"}); err != nil {
+		t.Fatal(err)
+	}
+	o := &operator{t: t, h: srv.Handler()}
+	o.signIn(token)
+	csrf := o.csrf("/console/tenants/acme")
+
+	if w := o.do("POST", "/console/tenants/acme/suspend", url.Values{"confirm": {"yes"}}); w.Code != 403 {
+		t.Fatalf("suspend without a CSRF token: %d, want 403", w.Code)
+	}
+	if w := o.do("POST", "/console/tenants/acme/suspend", url.Values{"csrf": {"x" + csrf}, "confirm": {"yes"}}); w.Code != 403 {
+		t.Fatalf("suspend with a wrong CSRF token: %d, want 403", w.Code)
+	}
+	if w := o.do("POST", "/console/tenants/acme/suspend", url.Values{"csrf": {csrf}, "confirm": {"yes"}},
+		"Sec-Fetch-Site", "cross-site"); w.Code != 403 {
+		t.Fatalf("suspend from another site: %d, want 403", w.Code)
+	}
+	if w := o.do("POST", "/console/tenants/acme/suspend", url.Values{"csrf": {csrf}, "confirm": {"yes"}},
+		"Origin", "https://evil.example"); w.Code != 403 {
+		t.Fatalf("suspend with a foreign Origin: %d, want 403", w.Code)
+	}
+	w := o.do("POST", "/console/tenants/acme/suspend", url.Values{"csrf": {csrf}})
+	if w.Code != 200 || !strings.Contains(w.Body.String(), "Suspend acme?") || !strings.Contains(w.Body.String(), `name="confirm" value="yes"`) {
+		t.Fatalf("suspend unconfirmed: %d, want the confirmation page\n%s", w.Code, w.Body)
+	}
+	if got := statusOf(t, c, "acme"); got != tenancy.StatusActive {
+		t.Fatalf("after the refused and unconfirmed posts the tenant is %s, want active", got)
+	}
+	w = o.do("POST", "/console/tenants/acme/suspend", url.Values{"csrf": {csrf}, "confirm": {"yes"}},
+		"Sec-Fetch-Site", "same-origin", "Origin", "http://admin.localhost")
+	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/console/tenants/acme?done=suspend" {
+		t.Fatalf("suspend confirmed: %d %q", w.Code, w.Header().Get("Location"))
+	}
+	if got := statusOf(t, c, "acme"); got != tenancy.StatusSuspended {
+		t.Fatalf("after the confirmed suspend the tenant is %s", got)
+	}
+	if w := o.do("GET", "/console/tenants/acme?done=suspend", nil); !strings.Contains(w.Body.String(), "Suspended.") {
+		t.Fatalf("the page after suspending does not say so:\n%s", w.Body)
+	}
+	if w := o.do("POST", "/console/tenants/acme/resume", url.Values{"csrf": {csrf}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("resume: %d", w.Code)
+	}
+	if got := statusOf(t, c, "acme"); got != tenancy.StatusActive {
+		t.Fatalf("after resume the tenant is %s", got)
+	}
+
+	// The other forms, and their refusals shown on the page.
+	for _, step := range []struct {
+		action string
+		form   url.Values
+		code   int
+		says   string
+	}{
+		{"plan", url.Values{"plan": {"pro"}}, 303, ""},
+		{"plan", url.Values{"plan": {"platinum"}}, 400, "unknown plan"},
+		{"rate-limit", url.Values{"rate_limit": {"500/min"}}, 303, ""},
+		{"rate-limit", url.Values{"rate_limit": {"lots"}}, 400, ""},
+		{"domain-add", url.Values{"domain": {"App.Acme.Example"}}, 303, ""},
+		{"domain-add", url.Values{"domain": {"not a domain"}}, 400, "invalid domain"},
+		{"domain-remove", url.Values{"domain": {"app.acme.example"}, "confirm": {"yes"}}, 303, ""},
+		{"move", url.Values{"to": {"shared"}, "confirm": {"yes"}}, 409, "already"},
+		{"unheard-of", url.Values{}, 404, "No such action"},
+	} {
+		step.form.Set("csrf", csrf)
+		w := o.do("POST", "/console/tenants/acme/"+step.action, step.form)
+		if w.Code != step.code || !strings.Contains(w.Body.String(), step.says) {
+			t.Fatalf("%s %v: %d, want %d saying %q\n%s", step.action, step.form, w.Code, step.code, step.says, w.Body)
+		}
+	}
+	tn, err := c.TenantBySlug(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tn.Plan != "pro" || tn.RateLimit != "500/min" || len(tn.Domains) != 0 {
+		t.Fatalf("after the forms: plan %q limit %q domains %v, want pro, 500/min, none", tn.Plan, tn.RateLimit, tn.Domains)
+	}
+	if w := o.do("POST", "/console/tenants/nobody/resume", url.Values{"csrf": {csrf}}); w.Code != 404 {
+		t.Fatalf("an unknown tenant: %d, want 404", w.Code)
+	}
+}
+
+// Every string a tenant or operator chose is text on the page, never markup.
+func TestConsoleEscapes(t *testing.T) {
+	t.Parallel()
+	const token = "console-s3cret"
+	srv, _ := newConsole(t, token)
+	const name = `<script>alert("owned")</script><img src=x onerror=alert(1)>`
+	if _, err := srv.Catalog().Create(context.Background(), &tenancycatalog.CreateOpts{Slug: "evil", Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Catalog().Create(context.Background(), &tenancycatalog.CreateOpts{Slug: "plain", Name: "Plain"}); err != nil {
+		t.Fatal(err)
+	}
+	o := &operator{t: t, h: srv.Handler()}
+	o.signIn(token)
+	for _, path := range []string{"/console/", "/console/tenants/evil", "/console/?q=" + url.QueryEscape(`<script>`)} {
+		body := o.do("GET", path, nil).Body.String()
+		if strings.Contains(body, "<script") || strings.Contains(body, "<img") {
+			t.Fatalf("%s: markup from the tenant's name reached the page:\n%s", path, body)
+		}
+		if !strings.Contains(body, "&lt;script&gt;") {
+			t.Fatalf("%s: the name (or search) is not shown as text:\n%s", path, body)
+		}
+	}
+	// The search that found the evil tenant by its name does not find the plain one.
+	body := o.do("GET", "/console/?q="+url.QueryEscape(`<script>`), nil).Body.String()
+	if !strings.Contains(body, `href="/console/tenants/evil"`) || strings.Contains(body, `href="/console/tenants/plain"`) {
+		t.Fatalf("search by name: want evil alone\n%s", body)
+	}
+}
+
+// The list over 100,000 tenants: search by slug, name and domain, filters by status, isolation
+// and plan, and pages by slug that reach the end.
+func TestConsoleListsManyTenants(t *testing.T) {
+	t.Parallel()
+	const token = "console-s3cret"
+	srv, pool := newConsole(t, token)
+	ctx := context.Background()
+	// 100,000 shared tenants, written as the catalog would (a fifth suspended, a tenth on pro).
+	if _, err := pool.Exec(ctx, `INSERT INTO tenancy.tenants (slug, name, plan, status)
+		SELECT format('t-%s', lpad(i::text, 6, '0')), format('Tenant %s', i),
+		       CASE WHEN i % 10 = 0 THEN 'pro' ELSE 'free' END, CASE WHEN i % 5 = 0 THEN 'suspended' ELSE 'active' END
+		  FROM generate_series(1, 100000) i`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Catalog().Create(ctx, &tenancycatalog.CreateOpts{Slug: "zeta", Name: "Zeta Corp", Domains: []string{"shop.zeta.example"}}); err != nil {
+		t.Fatal(err)
+	}
+	o := &operator{t: t, h: srv.Handler()}
+	o.signIn(token)
+	rows := regexp.MustCompile(`href="/console/tenants/([a-z0-9-]+)"`)
+	list := func(query string) (slugs []string, next string) {
+		t.Helper()
+		w := o.do("GET", "/console/?"+query, nil)
+		if w.Code != 200 {
+			t.Fatalf("list ?%s: %d\n%s", query, w.Code, w.Body)
+		}
+		for _, m := range rows.FindAllStringSubmatch(w.Body.String(), -1) {
+			slugs = append(slugs, m[1])
+		}
+		if m := regexp.MustCompile(`href="/console/\?([^"]+)" rel="next"`).FindStringSubmatch(w.Body.String()); m != nil {
+			next = strings.ReplaceAll(m[1], "&amp;", "&")
+		}
+		return slugs, next
+	}
+	first, next := list("")
+	if len(first) != 50 || first[0] != "t-000001" || next == "" {
+		t.Fatalf("first page: %d tenants from %v, next %q; want 50 from t-000001 and a next page", len(first), first[:min(3, len(first))], next)
+	}
+	second, _ := list(next)
+	if len(second) != 50 || second[0] != "t-000051" {
+		t.Fatalf("second page starts at %v, want t-000051", second[:min(1, len(second))])
+	}
+	last, next := list("after=t-099990")
+	if fmt.Sprint(last) != "[t-099991 t-099992 t-099993 t-099994 t-099995 t-099996 t-099997 t-099998 t-099999 t-100000 zeta]" || next != "" {
+		t.Fatalf("the last page: %v next %q", last, next)
+	}
+	for query, want := range map[string]string{
+		"q=t-04242":                             "[t-042420 t-042421 t-042422 t-042423 t-042424 t-042425 t-042426 t-042427 t-042428 t-042429]",
+		"q=ZETA+corp":                           "[zeta]",
+		"q=shop.zeta":                           "[zeta]",
+		"q=t-0424&status=suspended":             "[t-042400 t-042405 t-042410 t-042415 t-042420 t-042425 t-042430 t-042435 t-042440 t-042445 t-042450 t-042455 t-042460 t-042465 t-042470 t-042475 t-042480 t-042485 t-042490 t-042495]",
+		"q=t-04242&plan=pro":                    "[t-042420]",
+		"q=t-04242&isolation=schema":            "[]",
+		"q=" + url.QueryEscape("%"):             "[]", // a plain character, not a wildcard
+		"q=t-04242&status=active&plan=free":     "[t-042421 t-042422 t-042423 t-042424 t-042426 t-042427 t-042428 t-042429]",
+		"q=zeta&isolation=shared&status=active": "[zeta]",
+	} {
+		if got, _ := list(query); fmt.Sprint(got) != want && !(want == "[]" && got == nil) {
+			t.Fatalf("?%s: %v, want %s", query, got, want)
+		}
+	}
+	if w := o.do("GET", "/console/?status=gone", nil); w.Code != 400 {
+		t.Fatalf("an unknown status: %d, want 400", w.Code)
+	}
+}
