@@ -83,11 +83,40 @@ func ParseLimit(s string) (Limit, error) {
 		}
 		l.Burst = b
 	}
+	if why := l.problem(); why != "" {
+		return Limit{}, fmt.Errorf("%w %q: %s", ErrInvalidLimit, s, why)
+	}
 	return l, nil
 }
 
+// maxWindow bounds how far ahead of now a full burst reaches (Period / Rate × Burst), so the
+// limiters' arithmetic in unix nanoseconds never overflows.
+const maxWindow = 90 * 365 * 24 * time.Hour
+
+// Check says why l cannot be enforced, or returns nil: rate, period and burst must be positive,
+// one event may cost no less than a nanosecond (Period / Rate), and a full burst may span no
+// more than 90 years.
+func (l Limit) Check() error {
+	if why := l.problem(); why != "" {
+		return fmt.Errorf("%w %s: %s", ErrInvalidLimit, l, why)
+	}
+	return nil
+}
+
+func (l Limit) problem() string {
+	switch {
+	case l.Rate <= 0 || l.Period <= 0 || l.Burst <= 0:
+		return "the rate, period and burst must be positive"
+	case int64(l.Period)/int64(l.Rate) == 0:
+		return "more than one event a nanosecond"
+	case int64(l.Period)/int64(l.Rate) > int64(maxWindow)/int64(l.Burst):
+		return "a full burst would span more than 90 years"
+	}
+	return ""
+}
+
 // valid reports whether l can be enforced.
-func (l Limit) valid() bool { return l.Rate > 0 && l.Period > 0 && l.Burst > 0 }
+func (l Limit) valid() bool { return l.problem() == "" }
 
 // interval is the time one event costs: Period / Rate, in nanoseconds.
 func (l Limit) interval() int64 { return int64(l.Period) / int64(l.Rate) }

@@ -1,6 +1,8 @@
 package tenancyrate_test
 
 import (
+	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"runtime"
@@ -135,9 +137,23 @@ func TestParseLimit(t *testing.T) {
 			t.Errorf("%q does not round-trip through String (%q): %+v, %v", in, got.String(), back, err)
 		}
 	}
-	for _, bad := range []string{"", "100", "0/min", "-5/s", "x/min", "5/fortnight", "5/min,burst=0", "5/min,bursts=3", "5/-1s"} {
+	for _, bad := range []string{"", "100", "0/min", "-5/s", "x/min", "5/fortnight", "5/min,burst=0", "5/min,bursts=3", "5/-1s",
+		"2000000000/s", "1/h,burst=999999999"} { // faster than a nanosecond an event; a burst spanning 114,000 years
 		if _, err := tenancyrate.ParseLimit(bad); err == nil {
 			t.Errorf("ParseLimit(%q) accepted", bad)
+		}
+	}
+	// The limiter refuses such limits built by hand, with an error, rather than dividing by zero
+	// or overflowing; the largest sound ones work.
+	l, _ := tenancyrate.NewMemoryLimiter(nil)
+	for _, bad := range []tenancyrate.Limit{tenancyrate.PerSecond(1 << 30), {Rate: 1, Period: time.Hour, Burst: 1 << 40}} {
+		if _, err := l.Allow(context.Background(), "k", bad); !errors.Is(err, tenancyrate.ErrInvalidLimit) {
+			t.Errorf("Allow under %+v: %v, want ErrInvalidLimit", bad, err)
+		}
+	}
+	for _, good := range []tenancyrate.Limit{tenancyrate.PerSecond(1_000_000_000), {Rate: 1, Period: time.Hour, Burst: 700_000}} {
+		if res, err := l.Allow(context.Background(), "k", good); err != nil || !res.Allowed {
+			t.Errorf("Allow under %+v: %+v, %v; want allowed", good, res, err)
 		}
 	}
 }

@@ -124,7 +124,7 @@ func (l *Limiter) Allow(ctx context.Context, key string, limit tenancyrate.Limit
 // failure policy and is counted (Stats); the error is then nil. Enforcement on Redis resumes by
 // itself when Redis answers again.
 func (l *Limiter) AllowN(ctx context.Context, key string, limit tenancyrate.Limit, n int) (tenancyrate.Result, error) {
-	if limit.Rate <= 0 || limit.Period <= 0 || limit.Burst <= 0 || n < 1 {
+	if limit.Check() != nil || n < 1 {
 		return l.local.AllowN(ctx, key, limit, n) // the memory limiter words the error
 	}
 	if n > limit.Burst {
