@@ -225,11 +225,17 @@ func (c *Catalog) TenantByID(ctx context.Context, id string) (*tenancy.Tenant, e
 
 // TenantBySlug returns the tenant with that slug, or tenancy.ErrTenantNotFound.
 func (c *Catalog) TenantBySlug(ctx context.Context, slug string) (*tenancy.Tenant, error) {
+	if !sendable(slug) { // no tenant has it, and PostgreSQL would refuse the text
+		return nil, tenancy.ErrTenantNotFound
+	}
 	return scanTenant(c.pool.QueryRow(ctx, selectTenant+"WHERE t.slug = $1", slug))
 }
 
 // TenantByDomain returns the tenant that owns the custom domain, or tenancy.ErrTenantNotFound.
 func (c *Catalog) TenantByDomain(ctx context.Context, domain string) (*tenancy.Tenant, error) {
+	if !sendable(domain) {
+		return nil, tenancy.ErrTenantNotFound
+	}
 	return scanTenant(c.pool.QueryRow(ctx,
 		selectTenant+"WHERE t.id = (SELECT tenant_id FROM tenancy.domains WHERE domain = $1)", domain))
 }
@@ -258,6 +264,9 @@ type ListOpts struct {
 	Limit int
 }
 
+// sendable reports whether s can be sent to PostgreSQL as text: UTF-8 without NUL.
+func sendable(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
+
 // likeEscaper makes a string match itself in a LIKE pattern (the default escape, backslash).
 var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
@@ -268,6 +277,11 @@ func (c *Catalog) List(ctx context.Context, opts *ListOpts) ([]*tenancy.Tenant, 
 	}
 	if opts.Limit < 0 {
 		return nil, errors.New("tenancycatalog: ListOpts.Limit must not be negative")
+	}
+	for _, v := range []string{opts.Plan, opts.Search, opts.After} {
+		if !sendable(v) {
+			return nil, fmt.Errorf("%w: a filter of the list is not UTF-8 text", tenancy.ErrInvalidTenant)
+		}
 	}
 	var where []string
 	var args []any

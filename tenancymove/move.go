@@ -203,6 +203,16 @@ var (
 	ErrNoMove         = tenancycatalog.ErrNoMove
 )
 
+// Busy reports whether a mover, in this process or another, is working on tenant id's move now
+// (a move that stopped is not busy: Resume or Abort it).
+func (mv *Mover) Busy(ctx context.Context, id string) (bool, error) {
+	err := mv.locked(ctx, id, func() error { return nil })
+	if errors.Is(err, ErrMoveInProgress) {
+		return true, nil
+	}
+	return false, err
+}
+
 // locked runs fn holding the tenant's move lock (one mover per tenant, whichever process).
 func (mv *Mover) locked(ctx context.Context, id string, fn func() error) error {
 	conn, err := mv.c.Pool().Acquire(ctx)

@@ -126,6 +126,9 @@ func (s *Server) adminCreate(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	domains, err := NormalizeDomains(req.Domains)
+	if err == nil {
+		err = s.checkDomains(domains)
+	}
 	if err != nil {
 		s.adminError(w, r, err)
 		return
@@ -329,6 +332,9 @@ func (s *Server) adminDomain(add bool) http.HandlerFunc {
 // setDomain adds the domain to the tenant with this slug, or removes it.
 func (s *Server) setDomain(ctx context.Context, slug, domain string, add bool) (*tenancy.Tenant, error) {
 	norm, err := NormalizeDomains([]string{domain})
+	if err == nil && add {
+		err = s.checkDomains(norm)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -381,6 +387,19 @@ func NormalizeDomains(in []string) ([]string, error) {
 	return out, nil
 }
 
+// checkDomains refuses custom domains that are the base domain or under it: those names are
+// the tenants' subdomains, which resolve by slug first, so such a domain would never reach its
+// tenant.
+func (s *Server) checkDomains(domains []string) error {
+	for _, d := range domains {
+		if d == s.cfg.BaseDomain || strings.HasSuffix(d, "."+s.cfg.BaseDomain) {
+			return &refusal{fmt.Sprintf("invalid domain %q: names under %s are tenants' subdomains, not custom domains", d, s.cfg.BaseDomain),
+				tenancy.ErrInvalidDomain}
+		}
+	}
+	return nil
+}
+
 // refusal is a message for people that errors.Is still matches with its sentinel.
 type refusal struct {
 	msg string
@@ -430,6 +449,7 @@ func (s *Server) problemOf(r *http.Request, err error) *tenancyhttp.Problem {
 		errors.Is(err, tenancy.ErrInvalidDomain), errors.Is(err, tenancy.ErrInvalidIsolation), errors.Is(err, tenancy.ErrInvalidStatus),
 		errors.Is(err, tenancy.ErrInvalidTenant), errors.Is(err, tenancyrate.ErrInvalidLimit):
 	case errors.Is(err, tenancy.ErrDuplicateSlug), errors.Is(err, tenancy.ErrDuplicateDomain),
+		errors.Is(err, tenancyprovision.ErrNotProvisioning), errors.Is(err, tenancy.ErrTenantNotReady),
 		errors.Is(err, tenancymove.ErrSamePlacement), errors.Is(err, tenancymove.ErrMoveInProgress),
 		errors.Is(err, tenancymove.ErrSwitched), errors.Is(err, tenancymove.ErrNotMovable):
 		p.Type, p.Title, p.Status = tenancyhttp.ProblemConflict, "Conflict", http.StatusConflict

@@ -14,15 +14,18 @@ import (
 	"html/template"
 	"io/fs"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancyhttp"
 	"github.com/gotenancy/tenancy/tenancymetrics"
 	"github.com/gotenancy/tenancy/tenancyrate"
 	"github.com/gotenancy/tenancy/tenancyrouter"
@@ -30,8 +33,14 @@ import (
 
 // The operator console: server-rendered pages under /console/ for the admin API's operations,
 // signed in with the admin token. No JavaScript: every action is a form, every destructive one
-// asks for a confirmation page first. Sessions are stateless cookies signed with a key derived
-// from the admin token (changing the token signs every operator out), valid for consoleTTL.
+// asks for a confirmation page first.
+//
+// A session is a random secret in a cookie, signed with a key derived from the admin token (a
+// changed token ends every session) and recorded in the catalog (tenancy.operator_sessions), so
+// that signing out ends it on every instance; it lasts consoleTTL, and consoleIdle without use.
+// Forms carry a CSRF token derived from the session, and posts a browser marks as coming from
+// another site are refused. The console answers only on hosts that are no tenant's: a tenant's
+// subdomain or custom domain (DNS the tenant may control) never shows the sign-in page.
 
 //go:embed console
 var consoleFiles embed.FS
@@ -51,21 +60,34 @@ var consolePages = func() map[string]*template.Template {
 const (
 	consoleCookie   = "tenancy_console"
 	consoleTTL      = 8 * time.Hour
+	consoleIdle     = time.Hour
 	consolePageSize = 50
 	// consoleCSP keeps the pages to what the binary serves: no inline script or style, no
 	// framing, forms posting only here.
 	consoleCSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
-// consoleAuth signs and checks the console's session cookies and CSRF tokens.
+// Sign-in attempts allowed, per client address and in all: the admin token cannot be guessed
+// at the speed of the service.
+var (
+	signInPerClient = tenancyrate.Limit{Rate: 10, Period: time.Minute, Burst: 10}
+	signInInAll     = tenancyrate.Limit{Rate: 100, Period: time.Minute, Burst: 100}
+)
+
+// consoleAuth signs the console's session cookies and CSRF tokens and limits sign-ins.
 type consoleAuth struct {
-	key []byte // HMAC-SHA256 of a fixed label under the admin token
+	key     []byte // HMAC-SHA256 of a fixed label under the admin token
+	signIns *tenancyrate.MemoryLimiter
 }
 
-func newConsoleAuth(adminToken string) *consoleAuth {
+func newConsoleAuth(adminToken string) (*consoleAuth, error) {
 	mac := hmac.New(sha256.New, []byte(adminToken))
 	mac.Write([]byte("tenancy console session key v1"))
-	return &consoleAuth{key: mac.Sum(nil)}
+	l, err := tenancyrate.NewMemoryLimiter(nil)
+	if err != nil {
+		return nil, err
+	}
+	return &consoleAuth{key: mac.Sum(nil), signIns: l}, nil
 }
 
 func (a *consoleAuth) sign(label, value string) string {
@@ -74,40 +96,61 @@ func (a *consoleAuth) sign(label, value string) string {
 	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
-// issue returns a new session's cookie value: expiry.id.signature.
-func (a *consoleAuth) issue(now time.Time) string {
-	var id [16]byte
-	_, _ = rand.Read(id[:])
-	v := strconv.FormatInt(now.Add(consoleTTL).Unix(), 10) + "." + base64.RawURLEncoding.EncodeToString(id[:])
-	return v + "." + a.sign("session", v)
+// newSession returns a new session's secret and its cookie value: secret.signature.
+func (a *consoleAuth) newSession() (secret []byte, cookie string) {
+	secret = make([]byte, 32)
+	_, _ = rand.Read(secret)
+	v := base64.RawURLEncoding.EncodeToString(secret)
+	return secret, v + "." + a.sign("session", v)
 }
 
-// session returns the session ID of a cookie value issued by a and not expired.
-func (a *consoleAuth) session(value string, now time.Time) (string, bool) {
-	i := strings.LastIndexByte(value, '.')
-	if i < 0 {
-		return "", false
+// secretOf returns the secret of a cookie value a signed (whether its session still exists is
+// the catalog's to say).
+func (a *consoleAuth) secretOf(cookie string) ([]byte, bool) {
+	v, sig, ok := strings.Cut(cookie, ".")
+	if !ok || !hmac.Equal([]byte(sig), []byte(a.sign("session", v))) {
+		return nil, false
 	}
-	v, sig := value[:i], value[i+1:]
-	if !hmac.Equal([]byte(sig), []byte(a.sign("session", v))) {
-		return "", false
-	}
-	exp, id, ok := strings.Cut(v, ".")
-	unix, err := strconv.ParseInt(exp, 10, 64)
-	if !ok || err != nil || now.Unix() >= unix {
-		return "", false
-	}
-	return id, true
+	secret, err := base64.RawURLEncoding.DecodeString(v)
+	return secret, err == nil && len(secret) == 32
 }
 
 // csrf is the token the session's forms carry.
-func (a *consoleAuth) csrf(session string) string { return a.sign("csrf", session) }
+func (a *consoleAuth) csrf(secret []byte) string {
+	return a.sign("csrf", base64.RawURLEncoding.EncodeToString(secret))
+}
 
-// console serves the operator console; off (404) without an admin token, like the admin API.
+// allowSignIn takes one sign-in attempt from the client at addr; false when over the limits.
+func (a *consoleAuth) allowSignIn(ctx context.Context, addr string) (bool, time.Duration) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	for _, try := range []struct {
+		key   string
+		limit tenancyrate.Limit
+	}{{"client:" + host, signInPerClient}, {"all", signInInAll}} {
+		res, err := a.signIns.Allow(ctx, try.key, try.limit)
+		if err != nil || !res.Allowed {
+			return false, res.RetryAfter
+		}
+	}
+	return true, 0
+}
+
+// console serves the operator console; off (404) without an admin token, like the admin API, and
+// on tenants' hosts.
 func (s *Server) console() http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(consoleFiles, "console/static")
-	mux.Handle("GET /console/static/", http.StripPrefix("/console/static/", http.FileServerFS(static)))
+	files := http.StripPrefix("/console/static/", http.FileServerFS(static))
+	mux.HandleFunc("GET /console/static/{file}", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := fs.Stat(static, r.PathValue("file")); err != nil {
+			s.consoleError(w, r, http.StatusNotFound, "No such page.")
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
 	mux.HandleFunc("GET /console", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/console/", http.StatusSeeOther)
 	})
@@ -125,10 +168,18 @@ func (s *Server) console() http.Handler {
 		h.Set("Content-Security-Policy", consoleCSP)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Referrer-Policy", "same-origin") // not no-referrer: that makes a browser send Origin: null on our own posts
 		h.Set("Cache-Control", "no-store")
 		if s.cfg.AdminToken == "" {
 			s.consoleError(w, r, http.StatusNotFound, "The console is off: serve has no --admin-token.")
+			return
+		}
+		if s.tenantHost(r) {
+			s.consoleError(w, r, http.StatusNotFound, "The console is not served on a tenant's host.")
+			return
+		}
+		if !utf8.ValidString(r.URL.Path) || strings.ContainsRune(r.URL.Path, 0) {
+			s.consoleError(w, r, http.StatusNotFound, "No such page.")
 			return
 		}
 		if r.Method == http.MethodPost && !sameOrigin(r) {
@@ -137,6 +188,20 @@ func (s *Server) console() http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// tenantHost reports whether r's host is a tenant's: a subdomain of the base domain that is a
+// tenant's name (not a reserved one), or a custom domain a tenant has.
+func (s *Server) tenantHost(r *http.Request) bool {
+	host, err := tenancyhttp.NormalizeHost(r.Host)
+	if err != nil { // an IP address, or no host: no tenant's
+		return false
+	}
+	if label, ok := strings.CutSuffix(host, "."+s.cfg.BaseDomain); ok && !strings.Contains(label, ".") {
+		return tenancy.ValidateSlug(label) == nil
+	}
+	_, err = s.cache.TenantByDomain(r.Context(), host)
+	return !errors.Is(err, tenancy.ErrTenantNotFound) // a catalog that cannot answer refuses too
 }
 
 // sameOrigin reports whether a form post comes from a page of this origin, as the browser says
@@ -154,7 +219,16 @@ func sameOrigin(r *http.Request) bool {
 	return err == nil && u.Host == r.Host
 }
 
-type consoleSession struct{ csrf string }
+// secure reports whether the console is reached over HTTPS (here, or at a proxy that says so):
+// its cookie is then Secure.
+func secure(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+}
+
+type consoleSession struct {
+	secret []byte
+	csrf   string
+}
 
 type sessionKey struct{}
 
@@ -162,20 +236,32 @@ type sessionKey struct{}
 // anyone else is sent to the sign-in page.
 func (s *Server) signedIn(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		c, err := r.Cookie(consoleCookie)
-		id, ok := "", false
-		if err == nil {
-			id, ok = s.consoleAuth.session(c.Value, time.Now())
+		var sess *consoleSession
+		for _, c := range r.CookiesNamed(consoleCookie) { // another host of the domain may have set one too
+			secret, ok := s.consoleAuth.secretOf(c.Value)
+			if !ok {
+				continue
+			}
+			live, err := s.catalog.OperatorSession(r.Context(), secret, consoleIdle)
+			if err != nil {
+				s.log.ErrorContext(r.Context(), "tenancy: console session", "err", err)
+				s.consoleError(w, r, http.StatusServiceUnavailable, "The catalog could not be read; try again.")
+				return
+			}
+			if live {
+				sess = &consoleSession{secret: secret, csrf: s.consoleAuth.csrf(secret)}
+				break
+			}
 		}
-		if !ok {
+		if sess == nil {
 			if r.Method != http.MethodGet {
-				s.consoleError(w, r, http.StatusUnauthorized, "Your session has ended: sign in again.")
+				s.render(w, r, http.StatusUnauthorized, "login", &page{Title: "Sign in",
+					Error: "Your session has ended: sign in again.", Data: "/console/"})
 				return
 			}
 			http.Redirect(w, r, "/console/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 			return
 		}
-		sess := &consoleSession{csrf: s.consoleAuth.csrf(id)}
 		if r.Method == http.MethodPost {
 			r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 			if subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(sess.csrf)) != 1 {
@@ -231,21 +317,40 @@ func (s *Server) consoleLoginPage(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	to := next(r.PostFormValue("next"))
+	if ok, wait := s.consoleAuth.allowSignIn(r.Context(), r.RemoteAddr); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, wait.Round(time.Second).Seconds()))))
+		s.render(w, r, http.StatusTooManyRequests, "login", &page{Title: "Sign in",
+			Error: "Too many sign-in attempts: wait a minute and try again.", Data: to})
+		return
+	}
 	got := sha256.Sum256([]byte(r.PostFormValue("token")))
 	want := sha256.Sum256([]byte(s.cfg.AdminToken))
-	to := next(r.PostFormValue("next"))
 	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 		s.render(w, r, http.StatusUnauthorized, "login", &page{Title: "Sign in", Error: "That is not the admin token.", Data: to})
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: consoleCookie, Value: s.consoleAuth.issue(time.Now()), Path: "/console/",
-		MaxAge: int(consoleTTL.Seconds()), HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	secret, value := s.consoleAuth.newSession()
+	if err := s.catalog.StartOperatorSession(r.Context(), secret, time.Now().Add(consoleTTL)); err != nil {
+		s.log.ErrorContext(r.Context(), "tenancy: console sign-in", "err", err)
+		s.render(w, r, http.StatusServiceUnavailable, "login", &page{Title: "Sign in", Error: "The catalog could not be written; try again.", Data: to})
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: consoleCookie, Value: value, Path: "/console/",
+		MaxAge: int(consoleTTL.Seconds()), HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, to, http.StatusSeeOther)
 }
 
+// consoleLogout ends the session everywhere (its record goes) and removes the cookie.
 func (s *Server) consoleLogout(w http.ResponseWriter, r *http.Request) {
+	sess := r.Context().Value(sessionKey{}).(*consoleSession)
+	if err := s.catalog.EndOperatorSession(r.Context(), sess.secret); err != nil {
+		s.log.ErrorContext(r.Context(), "tenancy: console sign-out", "err", err)
+		s.consoleError(w, r, http.StatusServiceUnavailable, "The catalog could not be written: you are still signed in; try again.")
+		return
+	}
 	http.SetCookie(w, &http.Cookie{Name: consoleCookie, Value: "", Path: "/console/", MaxAge: -1, HttpOnly: true,
-		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+		Secure: secure(r), SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/console/login", http.StatusSeeOther)
 }
 
@@ -275,26 +380,26 @@ func (s *Server) consoleTenants(w http.ResponseWriter, r *http.Request) {
 		err = fmt.Errorf("%w: no status %q", errBadRequest, d.Status)
 	case d.Isolation != "" && !slices.Contains(d.Isolations, d.Isolation):
 		err = fmt.Errorf("%w: no isolation %q", errBadRequest, d.Isolation)
-	case len(d.Query) > 200:
+	case utf8.RuneCountInString(d.Query) > 200:
 		err = fmt.Errorf("%w: the search is longer than 200 characters", errBadRequest)
-	}
-	if err == nil {
-		d.Tenants, err = s.catalog.List(r.Context(), opts)
 	}
 	if err == nil {
 		d.Counts, err = s.catalog.Counts(r.Context())
 	}
-	if err != nil {
-		prob := s.problemOf(r, err)
-		p.Error = orDefault(prob.Detail, "The catalog could not be read; try again.")
-		d.Tenants = nil
-		s.render(w, r, prob.Status, "tenants", p)
-		return
+	if err == nil {
+		d.Tenants, err = s.catalog.List(r.Context(), opts)
 	}
 	for _, c := range d.Counts {
 		if c.Status != tenancy.StatusDeleted {
 			d.Total += c.Tenants
 		}
+	}
+	if err != nil {
+		prob := s.problemOf(r, err)
+		p.Error = orDefault(plain(prob.Detail), "The catalog could not be read; try again.")
+		d.Tenants = nil
+		s.render(w, r, prob.Status, "tenants", p)
+		return
 	}
 	if len(d.Tenants) > consolePageSize {
 		d.Tenants = d.Tenants[:consolePageSize]
@@ -339,6 +444,7 @@ type tenantPage struct {
 	Activity   tenancymetrics.Activity
 	PerMinute  string
 	Refusals   []refusalCount
+	MoveBusy   bool                      // a mover is working on the open move now
 	Pool       *tenancyrouter.TenantPool // database tenants
 	Line       *tenancycatalog.TenantLine
 	Latest     int
@@ -377,6 +483,15 @@ func (s *Server) showTenant(w http.ResponseWriter, r *http.Request, code int, do
 	} else {
 		s.log.WarnContext(r.Context(), "tenancy: console: the tenant's last move", "err", err)
 	}
+	if d.Move != nil && d.Move.State == tenancycatalog.MoveCopying {
+		if d.MoveBusy, err = s.mover.Busy(r.Context(), t.ID); err != nil {
+			s.log.WarnContext(r.Context(), "tenancy: console: is a mover at work", "err", err)
+		}
+	}
+	// The move form offers the placements the tenant is not in (any server for a database).
+	d.Isolations = slices.DeleteFunc(d.Isolations, func(iso string) bool {
+		return iso == string(t.Isolation) && iso != string(tenancy.IsolationDatabase)
+	})
 	if s.activity != nil {
 		d.Activity = s.activity.Activity(t.Slug)
 		d.PerMinute = strconv.FormatFloat(float64(d.Activity.Requests)/d.Activity.Window.Minutes(), 'f', -1, 64)
@@ -400,25 +515,25 @@ func (s *Server) showTenant(w http.ResponseWriter, r *http.Request, code int, do
 
 // consoleActions are the forms a tenant's page posts, with what a confirmation asks (destructive
 // ones; {tenant} and {object}, the domain or placement, are filled in) and what is said once done.
-var consoleActions = map[string]struct{ confirm, done string }{
-	"suspend":       {"Suspend {tenant}? Its requests are refused (403) at once, everywhere, until it is resumed. Its data is kept.", "Suspended."},
-	"resume":        {"", "Resumed."},
-	"delete":        {"Delete {tenant}? Its requests are refused at once and its data is removed when the catalog is purged; its slug and domains become free.", "Deleted."},
-	"plan":          {"", "Plan changed."},
-	"rate-limit":    {"", "Rate limit set."},
-	"domain-add":    {"", "Domain added."},
-	"domain-remove": {"Remove domain {object} from {tenant}? Requests to it stop reaching the tenant at once.", "Domain removed."},
-	"move":          {"Move {tenant} to {object}? Its data is copied while it keeps serving; its writes wait for a moment at the switch.", "Move started."},
-	"move-resume":   {"", "Move resumed."},
-	"move-abort":    {"Abort the move of {tenant}? The copy made so far is removed; the tenant stays where it is.", "Move aborted."},
-	"move-finalize": {"Finalize the move of {tenant}? The data left in its old placement is removed now, not after the grace period.", "Move finalized."},
-	"provision":     {"", "Provisioned."},
+var consoleActions = map[string]struct{ confirm, button, done string }{
+	"suspend":       {"Suspend {tenant}? Its requests are refused (403) at once, everywhere, until it is resumed. Its data is kept.", "Suspend", "Suspended."},
+	"resume":        {"", "", "Resumed."},
+	"delete":        {"Delete {tenant}? Its requests are refused at once and its data is removed when the catalog is purged; its slug and domains become free.", "Delete", "Deleted."},
+	"plan":          {"", "", "Plan changed."},
+	"rate-limit":    {"", "", "Rate limit set."},
+	"domain-add":    {"", "", "Domain added."},
+	"domain-remove": {"Remove domain {object} from {tenant}? Requests to it stop reaching the tenant at once.", "Remove the domain", "Domain removed."},
+	"move":          {"Move {tenant} to {object}? Its data is copied while it keeps serving; its writes wait for a moment at the switch.", "Move", "Move started."},
+	"move-resume":   {"", "", "Move resumed."},
+	"move-abort":    {"Abort the move of {tenant}? The copy made so far is removed; the tenant stays where it is.", "Abort the move", "Move aborted."},
+	"move-finalize": {"Finalize the move of {tenant}? The data left in its old placement is removed now, not after the grace period.", "Finalize", "Move finalized."},
+	"provision":     {"", "", "Provisioned."},
 }
 
 // confirmPage asks before a destructive action.
 type confirmPage struct {
-	Slug, Action, Question string
-	Fields                 map[string]string // the form's fields, posted again
+	Slug, Action, Button, Question string
+	Fields                         map[string]string // the form's fields, posted again
 }
 
 func (s *Server) consoleAction(w http.ResponseWriter, r *http.Request) {
@@ -427,6 +542,21 @@ func (s *Server) consoleAction(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		s.consoleError(w, r, http.StatusNotFound, "No such action.")
 		return
+	}
+	ctx := r.Context()
+	t, err := s.catalog.TenantBySlug(ctx, slug)
+	if err != nil {
+		prob := s.problemOf(r, err)
+		s.consoleError(w, r, prob.Status, orDefault(prob.Detail, "The catalog could not be read; try again."))
+		return
+	}
+	for _, vs := range r.PostForm {
+		for _, v := range vs {
+			if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+				s.showTenant(w, r, http.StatusBadRequest, "", "A field of the form is not text.")
+				return
+			}
+		}
 	}
 	field := func(name string) string { return strings.TrimSpace(r.PostFormValue(name)) }
 	if spec.confirm != "" && r.PostFormValue("confirm") != "yes" {
@@ -444,36 +574,26 @@ func (s *Server) consoleAction(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		s.render(w, r, http.StatusOK, "confirm", &page{Title: "Confirm", Data: &confirmPage{Slug: slug, Action: action,
-			Question: strings.NewReplacer("{tenant}", slug, "{object}", object).Replace(spec.confirm), Fields: fields}})
+			Button: spec.button, Question: strings.NewReplacer("{tenant}", slug, "{object}", object).Replace(spec.confirm), Fields: fields}})
 		return
 	}
-	ctx := r.Context()
-	var err error
 	switch action {
-	case "suspend", "resume", "delete", "provision", "move", "move-resume", "move-abort", "move-finalize":
-		var t *tenancy.Tenant
-		if t, err = s.catalog.TenantBySlug(ctx, slug); err != nil {
-			break
+	case "suspend":
+		_, err = s.catalog.Suspend(ctx, t.ID)
+	case "resume":
+		_, err = s.catalog.Resume(ctx, t.ID)
+	case "delete":
+		_, err = s.catalog.Delete(ctx, t.ID)
+	case "provision":
+		_, err = s.provision(ctx, t)
+	case "move":
+		to, server := field("to"), field("server")
+		if to != string(tenancy.IsolationDatabase) {
+			server = "" // the form offers a server for database placements only
 		}
-		switch action {
-		case "suspend":
-			_, err = s.catalog.Suspend(ctx, t.ID)
-		case "resume":
-			_, err = s.catalog.Resume(ctx, t.ID)
-		case "delete":
-			_, err = s.catalog.Delete(ctx, t.ID)
-		case "provision":
-			_, err = s.provision(ctx, t)
-		case "move":
-			to := field("to")
-			server := field("server")
-			if to != string(tenancy.IsolationDatabase) {
-				server = "" // the form offers a server for database placements only
-			}
-			_, err = s.move(ctx, t, &moveRequest{To: to, Server: server})
-		default:
-			_, err = s.move(ctx, t, &moveRequest{Action: strings.TrimPrefix(action, "move-")})
-		}
+		_, err = s.move(ctx, t, &moveRequest{To: to, Server: server})
+	case "move-resume", "move-abort", "move-finalize":
+		_, err = s.move(ctx, t, &moveRequest{Action: strings.TrimPrefix(action, "move-")})
 	case "plan":
 		if field("plan") == "" {
 			err = fmt.Errorf("%w: choose a plan", errBadRequest)
@@ -487,11 +607,11 @@ func (s *Server) consoleAction(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		prob := s.problemOf(r, err)
-		if prob.Status == http.StatusNotFound && errors.Is(err, tenancy.ErrTenantNotFound) {
-			s.consoleError(w, r, http.StatusNotFound, "No such tenant.")
-			return
+		msg := prob.Detail
+		if errors.Is(err, tenancy.ErrTenantNotFound) {
+			msg = err.Error() // the tenant exists (looked up above): the error says what does not
 		}
-		s.showTenant(w, r, prob.Status, "", orDefault(prob.Detail, "The service could not do that now; try again."))
+		s.showTenant(w, r, prob.Status, "", orDefault(plain(msg), "The service could not do that now; try again."))
 		return
 	}
 	if action == "delete" {
@@ -499,6 +619,23 @@ func (s *Server) consoleAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, "/console/tenants/"+url.PathEscape(slug)+"?done="+action, http.StatusSeeOther)
+}
+
+// plain makes an error message read as a sentence for an operator: without the package prefixes
+// Go errors carry ("tenancycatalog: ", "bad request: "), capitalized.
+func plain(msg string) string {
+	msg = strings.TrimPrefix(msg, "bad request: ")
+	for {
+		i := strings.Index(msg, ": ")
+		if i < 0 || strings.ContainsAny(msg[:i], " \"'") { // a prefix is one word
+			break
+		}
+		msg = msg[i+2:]
+	}
+	if msg == "" {
+		return ""
+	}
+	return strings.ToUpper(msg[:1]) + msg[1:]
 }
 
 // flash is the message of the action named by ?done= (never text from the query itself).

@@ -39,6 +39,7 @@ type operator struct {
 	t      *testing.T
 	h      http.Handler
 	cookie string
+	addr   string // the client's address; httptest's when ""
 }
 
 func (o *operator) do(method, path string, form url.Values, headers ...string) *httptest.ResponseRecorder {
@@ -51,6 +52,9 @@ func (o *operator) do(method, path string, form url.Values, headers ...string) *
 		r = httptest.NewRequest(method, path, nil)
 	}
 	r.Host = "admin.localhost"
+	if o.addr != "" {
+		r.RemoteAddr = o.addr
+	}
 	for i := 0; i+1 < len(headers); i += 2 {
 		r.Header.Set(headers[i], headers[i+1])
 	}
@@ -219,11 +223,15 @@ func TestConsoleActions(t *testing.T) {
 		says   string
 	}{
 		{"plan", url.Values{"plan": {"pro"}}, 303, ""},
-		{"plan", url.Values{"plan": {"platinum"}}, 400, "unknown plan"},
+		{"plan", url.Values{"plan": {"platinum"}}, 400, "Unknown plan"},
 		{"rate-limit", url.Values{"rate_limit": {"500/min"}}, 303, ""},
 		{"rate-limit", url.Values{"rate_limit": {"lots"}}, 400, ""},
 		{"domain-add", url.Values{"domain": {"App.Acme.Example"}}, 303, ""},
-		{"domain-add", url.Values{"domain": {"not a domain"}}, 400, "invalid domain"},
+		{"domain-add", url.Values{"domain": {"not a domain"}}, 400, "Invalid domain"},
+		{"domain-add", url.Values{"domain": {"newco.localhost"}}, 400, "subdomains, not custom domains"}, // would never route
+		{"domain-remove", url.Values{"domain": {"never.acme.example"}, "confirm": {"yes"}}, 404, "no domain"},
+		{"provision", url.Values{}, 409, "Tenant is not provisioning"},
+		{"plan", url.Values{"plan": {"pro\xff"}}, 400, "not text"},
 		{"domain-remove", url.Values{"domain": {"app.acme.example"}, "confirm": {"yes"}}, 303, ""},
 		{"move", url.Values{"to": {"shared"}, "confirm": {"yes"}}, 409, "already"},
 		{"unheard-of", url.Values{}, 404, "No such action"},
@@ -241,9 +249,116 @@ func TestConsoleActions(t *testing.T) {
 	if tn.Plan != "pro" || tn.RateLimit != "500/min" || len(tn.Domains) != 0 {
 		t.Fatalf("after the forms: plan %q limit %q domains %v, want pro, 500/min, none", tn.Plan, tn.RateLimit, tn.Domains)
 	}
-	if w := o.do("POST", "/console/tenants/nobody/resume", url.Values{"csrf": {csrf}}); w.Code != 404 {
-		t.Fatalf("an unknown tenant: %d, want 404", w.Code)
+	for _, path := range []string{"/console/tenants/nobody/resume", "/console/tenants/nobody/suspend", "/console/tenants/%ff/resume"} {
+		if w := o.do("POST", path, url.Values{"csrf": {csrf}}); w.Code != 404 || strings.Contains(w.Body.String(), "Suspend nobody?") {
+			t.Fatalf("%s: %d, want 404 (no confirmation for a tenant that does not exist)", path, w.Code)
+		}
 	}
+
+	// A tenant being provisioned cannot move: refused at once, not reported as started.
+	if _, err := c.Create(ctx, &tenancycatalog.CreateOpts{Slug: "prov", Isolation: tenancy.IsolationSchema}); err != nil {
+		t.Fatal(err)
+	}
+	if w := o.do("POST", "/console/tenants/prov/move", url.Values{"csrf": {csrf}, "to": {"shared"}, "confirm": {"yes"}}); w.Code != 409 {
+		t.Fatalf("moving a provisioning tenant: %d, want 409\n%s", w.Code, w.Body)
+	}
+	// A deleted tenant's page offers nothing to do.
+	if w := o.do("POST", "/console/tenants/prov/delete", url.Values{"csrf": {csrf}, "confirm": {"yes"}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("delete: %d", w.Code)
+	}
+	if body := o.do("GET", "/console/tenants/prov", nil).Body.String(); !strings.Contains(body, "nothing can be done") ||
+		strings.Contains(body, `action="/console/tenants/prov/`) {
+		t.Fatalf("a deleted tenant's page still offers actions:\n%s", body)
+	}
+}
+
+// Signing out ends the session everywhere: the cookie saved before is refused afterwards (and
+// its CSRF token with it), while another session goes on.
+func TestConsoleSignOutEndsTheSession(t *testing.T) {
+	t.Parallel()
+	const token = "console-s3cret"
+	srv, _ := newConsole(t, token)
+	if _, err := srv.Catalog().Create(context.Background(), &tenancycatalog.CreateOpts{Slug: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	o := &operator{t: t, h: srv.Handler()}
+	o.signIn(token)
+	other := &operator{t: t, h: srv.Handler()}
+	other.signIn(token)
+	saved, csrf := o.cookie, o.csrf("/console/")
+	if w := o.do("POST", "/console/logout", url.Values{"csrf": {csrf}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("sign out: %d", w.Code)
+	}
+	o.cookie = saved
+	if w := o.do("GET", "/console/", nil); w.Code != http.StatusSeeOther {
+		t.Fatalf("the saved cookie after signing out: %d, want 303 to sign in", w.Code)
+	}
+	if w := o.do("POST", "/console/tenants/acme/suspend", url.Values{"csrf": {csrf}, "confirm": {"yes"}}); w.Code != 401 {
+		t.Fatalf("a post with the saved cookie: %d, want 401", w.Code)
+	}
+	if got := statusOf(t, srv.Catalog(), "acme"); got != tenancy.StatusActive {
+		t.Fatalf("the tenant is %s after a post of an ended session", got)
+	}
+	if w := other.do("GET", "/console/", nil); w.Code != 200 {
+		t.Fatalf("control: the other session after the first signed out: %d, want 200", w.Code)
+	}
+}
+
+// The console is not on a tenant's hosts (a custom domain is DNS the tenant may control), answers
+// browsers that send only Origin, and slows down whoever guesses the token.
+func TestConsoleHostsOriginsAndGuesses(t *testing.T) {
+	t.Parallel()
+	const token = "console-s3cret"
+	srv, _ := newConsole(t, token)
+	if _, err := srv.Catalog().Create(context.Background(), &tenancycatalog.CreateOpts{Slug: "acme",
+		Domains: []string{"shop.acme.example"}}); err != nil {
+		t.Fatal(err)
+	}
+	h := srv.Handler()
+	for host, want := range map[string]int{"acme.localhost": 404, "shop.acme.example": 404, "nobody.localhost": 404,
+		"admin.localhost": 200, "localhost:8080": 200, "127.0.0.1:8080": 200, "ops.example.net": 200} {
+		r := httptest.NewRequest("GET", "/console/login", nil)
+		r.Host = host
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Fatalf("the sign-in page on %s: %d, want %d", host, w.Code, want)
+		}
+	}
+	o := &operator{t: t, h: h}
+	o.signIn(token)
+	csrf := o.csrf("/console/")
+	if w := o.do("GET", "/console/", nil); w.Header().Get("Referrer-Policy") != "same-origin" {
+		t.Fatalf("Referrer-Policy %q, want same-origin (no-referrer makes browsers send Origin: null)", w.Header().Get("Referrer-Policy"))
+	}
+	// A browser without Sec-Fetch-Site: its Origin decides.
+	if w := o.do("POST", "/console/tenants/acme/suspend", url.Values{"csrf": {csrf}, "confirm": {"yes"}}, "Origin", "null"); w.Code != 403 {
+		t.Fatalf("Origin: null: %d, want 403", w.Code)
+	}
+	if w := o.do("POST", "/console/tenants/acme/suspend", url.Values{"csrf": {csrf}, "confirm": {"yes"}}, "Origin", "http://admin.localhost"); w.Code != 303 {
+		t.Fatalf("Origin of this host, no Sec-Fetch-Site: %d, want 303", w.Code)
+	}
+	// Bad bytes are refused as such, not sent to PostgreSQL.
+	for _, q := range []string{"q=%ff", "q=%00", "after=%ff", "plan=%00"} {
+		if w := o.do("GET", "/console/?"+q, nil); w.Code != 400 {
+			t.Fatalf("?%s: %d, want 400", q, w.Code)
+		}
+	}
+	if w := o.do("GET", "/console/tenants/%ff", nil); w.Code != 404 {
+		t.Fatalf("a slug that is not UTF-8: %d, want 404", w.Code)
+	}
+	// Guessing: ten tries a minute from one address, then 429 — for the right token too.
+	guesser := &operator{t: t, h: h, addr: "198.51.100.9:4000"}
+	codes := []int{}
+	for range 10 {
+		codes = append(codes, guesser.do("POST", "/console/login", url.Values{"token": {"guess"}}).Code)
+	}
+	w := guesser.do("POST", "/console/login", url.Values{"token": {token}})
+	if fmt.Sprint(codes) != "[401 401 401 401 401 401 401 401 401 401]" || w.Code != 429 || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("ten wrong tokens then the right one: %v then %d (Retry-After %q), want ten 401 then 429", codes, w.Code, w.Header().Get("Retry-After"))
+	}
+	(&operator{t: t, h: h, addr: "198.51.100.10:4000"}).signIn(token) // control: another address signs in
+
 }
 
 // Every string a tenant or operator chose is text on the page, never markup.

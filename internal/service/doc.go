@@ -26,7 +26,9 @@
 // (html/template, embedded; no JavaScript) that list, search and filter the tenants, show one
 // tenant (placement, domains, plan and limit, recent requests and refusals, pool, migrations,
 // last move) and do the admin API's operations through forms, destructive ones after a
-// confirmation page. Operators sign in with the admin token; the session cookie is signed with a
-// key derived from it, forms carry a CSRF token bound to the session, posts from another site
-// are refused, and every page is sent under Content-Security-Policy: default-src 'self'.
+// confirmation page. Operators sign in with the admin token (10 attempts a minute per address);
+// sessions are recorded in the catalog, so signing out ends them everywhere, and their cookie is
+// signed with a key derived from the token; forms carry a CSRF token bound to the session, posts
+// from another site are refused, every page is sent under Content-Security-Policy: default-src
+// 'self', and no tenant's host (subdomain or custom domain) serves the console.
 package service

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -94,10 +95,21 @@ func (s *Server) move(ctx context.Context, t *tenancy.Tenant, req *moveRequest) 
 			return false, tenancymove.ErrSamePlacement
 		}
 	}
+	// What the mover would refuse in the background is refused here, where the caller hears it.
+	if req.Action == "" || req.Action == "resume" {
+		if t.Status != tenancy.StatusActive && t.Status != tenancy.StatusSuspended {
+			return false, fmt.Errorf("%w: %s is %s", tenancymove.ErrNotMovable, t.Slug, t.Status)
+		}
+		if busy, err := s.mover.Busy(ctx, t.ID); err != nil {
+			return false, err
+		} else if busy {
+			return false, fmt.Errorf("%w: a mover is working on it now", tenancymove.ErrMoveInProgress)
+		}
+	}
 	switch req.Action {
 	case "":
 		if m, err := s.catalog.OpenMove(ctx, t.ID); err == nil && m.State == tenancycatalog.MoveCopying {
-			return false, tenancymove.ErrMoveInProgress
+			return false, fmt.Errorf("%w: its last move stopped at %q; resume or abort it", tenancymove.ErrMoveInProgress, m.Step)
 		}
 		s.background(t, "move", func(ctx context.Context) error {
 			_, err := s.mover.Move(ctx, t.ID, &tenancymove.Opts{To: to})

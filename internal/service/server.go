@@ -244,7 +244,9 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 	root := http.NewServeMux()
 	root.HandleFunc("GET /healthz", s.healthz)
 	root.Handle("/admin/", s.admin())
-	s.consoleAuth = newConsoleAuth(s.cfg.AdminToken)
+	if s.consoleAuth, err = newConsoleAuth(s.cfg.AdminToken); err != nil {
+		return nil, err
+	}
 	console := s.console()
 	root.Handle("/console", console)
 	root.Handle("/console/", console)
