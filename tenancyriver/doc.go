@@ -33,6 +33,17 @@
 // 400 still to run; without the limit it ran after all of them). The limit is per client: with
 // several clients, a tenant may run PerTenant jobs in each.
 //
+// Transactional enqueue: a job enqueued inside a tenant's unit of work (Enqueue, in db.Tx) is a
+// row of the tenant's own outbox table (add OutboxMigration to the tenant line), so it commits or
+// rolls back with the tenant's data in every isolation model, and the runtime role needs no grant
+// on River's tables. An Outbox moves committed rows into River: right after the unit in
+// Outbox.Tx, on the commit's notification (shared and schema tenants) in Outbox.Run, and in a
+// sweep of every tenant every minute, which recovers the rows a crash left between commit and
+// drain. A row is never moved before its commit and leaves its outbox only once its job is in
+// River: exactly once for shared and schema tenants (the row is deleted in the transaction that
+// inserts the job), at least once for database tenants, whose outbox is in another database
+// (each job carries its row's ID in its metadata under OutboxKey).
+//
 // Migrate creates River's tables with River's own migrator in the catalog's database. River's
 // client logs in as the migration role; the runtime role, which tenants' units of work use, has
 // no grant on River's tables.

@@ -25,6 +25,7 @@ import (
 var line = fstest.MapFS{
 	"0001_notes.sql": {Data: []byte(`CREATE TABLE notes (tenant_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
 		body text NOT NULL, PRIMARY KEY (tenant_id, id)); SELECT tenancy.isolate('notes');`)},
+	"0002_job_outbox.sql": {Data: []byte(tenancyriver.OutboxMigration)},
 }
 
 // noteArgs is a job that reads its tenant's notes.

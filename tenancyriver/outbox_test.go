@@ -1,0 +1,216 @@
+package tenancyriver_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancyriver"
+	"github.com/gotenancy/tenancy/tenancytest"
+)
+
+func newOutbox(t *testing.T, s *setup) *tenancyriver.Outbox {
+	t.Helper()
+	o, err := tenancyriver.NewOutbox(&tenancyriver.OutboxConfig{Client: s.client, Catalog: s.env.Catalog,
+		SharedSchema: s.env.Migrator.SharedSchema(), SweepEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// riverJobs counts River's jobs with this label.
+func (s *setup) riverJobs(t *testing.T, label string) int {
+	t.Helper()
+	var n int
+	if err := s.env.Pool.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE args->>'label' = $1`, label).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// outboxRows counts the rows of the outbox tn's unit of work sees (as the runtime role).
+func (s *setup) outboxRows(t *testing.T, tn *tenancy.Tenant) int {
+	t.Helper()
+	var n int
+	if err := s.env.DB.Tx(tenancytest.Context(tn), func(tx pgx.Tx) error {
+		return tx.QueryRow(context.Background(), `SELECT count(*) FROM tenancy_job_outbox`).Scan(&n)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A job enqueued in a tenant's unit of work commits with the tenant's data and runs as the tenant;
+// rolled back, it never reaches River — in every isolation model.
+func TestOutboxCommitsAndRollsBackWithTheTenantsData(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t, tenancyriver.Config{}, 4, 0)
+	o := newOutbox(t, s)
+	for _, iso := range tenancytest.Models {
+		a := s.env.NewTenant(t, iso)
+		ctx := tenancytest.Context(a)
+		committed, rolledBack := "committed-"+string(iso), "rolled-back-"+string(iso)
+		if err := o.Tx(ctx, s.env.DB, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO notes (body) VALUES ('kept')`); err != nil {
+				return err
+			}
+			return tenancyriver.Enqueue(ctx, tx, noteArgs{Label: committed}, nil)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n := s.riverJobs(t, committed); n != 1 {
+			t.Fatalf("%s: %d jobs in River once the unit returned, want 1", iso, n)
+		}
+		oops := errors.New("the unit fails")
+		if err := o.Tx(ctx, s.env.DB, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO notes (body) VALUES ('lost')`); err != nil {
+				return err
+			}
+			if err := tenancyriver.Enqueue(ctx, tx, noteArgs{Label: rolledBack}, nil); err != nil {
+				return err
+			}
+			return oops
+		}); !errors.Is(err, oops) {
+			t.Fatalf("%s: the failing unit returned %v", iso, err)
+		}
+		if r := s.next(t); r.label != committed || r.tenant != a.Slug || fmt.Sprint(r.notes) != "[kept]" {
+			t.Fatalf("%s: the committed job ran as %+v; want %s seeing its kept note only", iso, r, a.Slug)
+		}
+		if _, err := o.Sweep(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if n, left := s.riverJobs(t, rolledBack), s.outboxRows(t, a); n != 0 || left != 0 {
+			t.Fatalf("%s: the rolled-back job: %d in River, %d in the outbox; want none", iso, n, left)
+		}
+	}
+}
+
+// A crash between the commit and the drain loses no job: the row waits in the tenant's outbox
+// (which only its tenant sees), and the sweep moves it; a drain before the commit moves nothing.
+func TestOutboxLosesNoJobAndSendsNoneEarly(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t, tenancyriver.Config{}, 4, 0)
+	o := newOutbox(t, s)
+	for _, iso := range tenancytest.Models {
+		a, b := s.env.Pair(t, iso)
+		ctx := tenancytest.Context(a)
+		label := "crashed-" + string(iso)
+		// The unit commits, and the process "dies" before the drain: plain db.Tx, no Outbox.Tx.
+		if err := s.env.DB.Tx(ctx, func(tx pgx.Tx) error {
+			return tenancyriver.Enqueue(ctx, tx, noteArgs{Label: label}, nil)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if inA, inB, inRiver := s.outboxRows(t, a), s.outboxRows(t, b), s.riverJobs(t, label); inA != 1 || inB != 0 || inRiver != 0 {
+			t.Fatalf("%s: after the commit, outbox rows seen by a %d (want 1), by b %d (want 0); in River %d (want 0)", iso, inA, inB, inRiver)
+		}
+		if n, err := o.Sweep(context.Background()); err != nil || n != 1 {
+			t.Fatalf("%s: the sweep moved %d (%v), want 1", iso, n, err)
+		}
+		if r := s.next(t); r.label != label || r.tenant != a.Slug {
+			t.Fatalf("%s: the recovered job ran as %+v, want %s", iso, r, a.Slug)
+		}
+
+		// Before the commit: the row is not there for a drain.
+		open, release := make(chan struct{}), make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- s.env.DB.Tx(ctx, func(tx pgx.Tx) error {
+				if err := tenancyriver.Enqueue(ctx, tx, noteArgs{Label: "early-" + string(iso)}, nil); err != nil {
+					return err
+				}
+				close(open)
+				<-release
+				return nil
+			})
+		}()
+		<-open
+		if n, err := o.Drain(context.Background(), a); err != nil || n != 0 {
+			t.Fatalf("%s: a drain during the open unit moved %d (%v), want 0", iso, n, err)
+		}
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if n, err := o.Drain(context.Background(), a); err != nil || n != 1 {
+			t.Fatalf("%s: the drain after the commit moved %d (%v), want 1", iso, n, err)
+		}
+		if r := s.next(t); r.label != "early-"+string(iso) || r.tenant != a.Slug {
+			t.Fatalf("%s: %+v", iso, r)
+		}
+	}
+}
+
+// Drains at once move each job exactly once (shared and schema tenants: the row goes in the
+// transaction that inserts its job).
+func TestOutboxConcurrentDrainsMoveEachJobOnce(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t, tenancyriver.Config{}, 4, 0)
+	o := newOutbox(t, s)
+	for _, iso := range []tenancy.Isolation{tenancy.IsolationShared, tenancy.IsolationSchema} {
+		a := s.env.NewTenant(t, iso)
+		ctx := tenancytest.Context(a)
+		label := "many-" + string(iso)
+		if err := s.env.DB.Tx(ctx, func(tx pgx.Tx) error {
+			for range 1200 { // more than one drain's batch
+				if err := tenancyriver.Enqueue(ctx, tx, noteArgs{Label: label}, &river.InsertOpts{ScheduledAt: time.Now().Add(time.Hour)}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		moved := 0
+		for range 4 {
+			wg.Go(func() {
+				n, err := o.Drain(context.Background(), a)
+				if err != nil {
+					t.Error(err)
+				}
+				mu.Lock()
+				moved += n
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if inRiver := s.riverJobs(t, label); moved != 1200 || inRiver != 1200 || s.outboxRows(t, a) != 0 {
+			t.Fatalf("%s: drains moved %d, River has %d, want 1200 each and an empty outbox", iso, moved, inRiver)
+		}
+	}
+}
+
+// Run moves a shared or schema tenant's job as soon as its commit is announced, without a sweep.
+func TestOutboxRunHearsTheCommit(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t, tenancyriver.Config{}, 4, 0)
+	o := newOutbox(t, s) // sweeps every hour: only the notification can move the job in time
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	time.Sleep(200 * time.Millisecond) // the first sweep and the listener
+	for _, iso := range []tenancy.Isolation{tenancy.IsolationShared, tenancy.IsolationSchema} {
+		a := s.env.NewTenant(t, iso)
+		tctx := tenancytest.Context(a)
+		label := "heard-" + string(iso)
+		if err := s.env.DB.Tx(tctx, func(tx pgx.Tx) error {
+			return tenancyriver.Enqueue(tctx, tx, noteArgs{Label: label}, nil)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if r := s.next(t); r.label != label || r.tenant != a.Slug {
+			t.Fatalf("%s: %+v", iso, r)
+		}
+	}
+}
