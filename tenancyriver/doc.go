@@ -5,6 +5,7 @@
 //
 //	jobs, err := tenancyriver.New(&tenancyriver.Config{Store: lookups}) // the cached lookup requests use
 //	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+//		Schema:     tenancyriver.Schema, // where Migrate made River's tables
 //		Workers:    workers,
 //		Middleware: jobs.Middleware(),
 //		Queues:     map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 10}},
@@ -44,7 +45,7 @@
 // inserts the job), at least once for database tenants, whose outbox is in another database
 // (each job carries its row's ID in its metadata under OutboxKey).
 //
-// Migrate creates River's tables with River's own migrator in the catalog's database. River's
-// client logs in as the migration role; the runtime role, which tenants' units of work use, has
-// no grant on River's tables.
+// Migrate creates River's tables with River's own migrator in the catalog's database, in a schema
+// of their own (Schema). River's client logs in as the migration role; the runtime role, which
+// tenants' units of work use, has no privilege on River's schema.
 package tenancyriver

@@ -30,7 +30,7 @@ func newOutbox(t *testing.T, s *setup) *tenancyriver.Outbox {
 func (s *setup) riverJobs(t *testing.T, label string) int {
 	t.Helper()
 	var n int
-	if err := s.env.Pool.QueryRow(context.Background(), `SELECT count(*) FROM river_job WHERE args->>'label' = $1`, label).Scan(&n); err != nil {
+	if err := s.env.Pool.QueryRow(context.Background(), `SELECT count(*) FROM river.river_job WHERE args->>'label' = $1`, label).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n

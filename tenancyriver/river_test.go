@@ -111,6 +111,7 @@ func newSetup(t *testing.T, cfg tenancyriver.Config, maxWorkers int, hold time.D
 	river.AddWorker(workers, &noteWorker{db: env.DB, hold: hold, seen: s.seen})
 	river.AddWorker(workers, &sweepWorker{seen: s.seen})
 	s.client, err = river.NewClient(riverpgxv5.New(env.Pool), &river.Config{
+		Schema:            tenancyriver.Schema,
 		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: maxWorkers}},
 		Workers:           workers,
 		Middleware:        jobs.Middleware(),
@@ -277,7 +278,7 @@ func TestJobFollowsItsTenantsStatus(t *testing.T) {
 	tenancytest.WaitFor(t, 10*time.Second, "the deleted tenant's job cancelled", func() bool { return s.state(t, doomed.Job.ID) == rivertype.JobStateCancelled })
 
 	// Unknown: inserted by a client without the middleware, as another program might.
-	plain, err := river.NewClient(riverpgxv5.New(s.env.Pool), &river.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	plain, err := river.NewClient(riverpgxv5.New(s.env.Pool), &river.Config{Schema: tenancyriver.Schema, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyprovision"
+	"github.com/gotenancy/tenancy/tenancyriver"
 )
 
 // DefaultDatabaseURL is the local PostgreSQL as postgres, database tenancy (created if missing).
@@ -256,6 +257,9 @@ func prepareDatabase(ctx context.Context, url string) (*pgxpool.Pool, []int, err
 		return nil, nil, fmt.Errorf("database URL: %w", err)
 	}
 	applied, err := tenancycatalog.MigrateCatalog(ctx, pool)
+	if err == nil { // River's tables, for the jobs (tenancyriver)
+		_, err = tenancyriver.Migrate(ctx, pool)
+	}
 	if err != nil {
 		pool.Close()
 		return nil, nil, err

@@ -635,6 +635,9 @@ func TestUninstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	dbs := placed[tenancycatalog.DefaultServer]
+	if n := count(`SELECT count(*) FROM pg_namespace WHERE nspname = 'river'`); n != 1 {
+		t.Fatalf("before uninstall: %d River schemas, want the one migrate made", n)
+	}
 	r := run(t, "uninstall", "--yes", "--json", "--database-url", db)
 	var removed struct{ Schemas, Databases, Templates []string }
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &removed) != nil || len(removed.Schemas) != 1 || len(removed.Databases) != 2 {
@@ -643,8 +646,8 @@ func TestUninstall(t *testing.T) {
 	if len(removed.Templates) != 1 {
 		t.Fatalf("templates of this catalog at uninstall: %v, want the newest only", removed.Templates)
 	}
-	if n := count(`SELECT count(*) FROM pg_namespace WHERE nspname ~ '^tenant_' OR nspname = 'tenancy'`); n != 0 {
-		t.Fatalf("%d tenant or catalog schemas left in %s", n, dbName)
+	if n := count(`SELECT count(*) FROM pg_namespace WHERE nspname ~ '^tenant_' OR nspname IN ('tenancy', 'river')`); n != 0 {
+		t.Fatalf("%d tenant, catalog or River schemas left in %s", n, dbName)
 	}
 	if n := count(`SELECT count(*) FROM pg_database WHERE datname = ANY($1)`, dbs); len(dbs) != 2 || n != 0 {
 		t.Fatalf("tenant databases %v: %d left", dbs, n)

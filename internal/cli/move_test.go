@@ -84,7 +84,7 @@ func TestTenantMoveCommand(t *testing.T) {
 		t.Fatalf("move to database --json: %v %+v", err, r)
 	}
 	if res.Move.To != (tenancycatalog.Placement{Isolation: tenancy.IsolationDatabase, Server: tenancycatalog.DefaultServer}) ||
-		len(res.Tables) != 2 || res.Tables[0].Table != "projects" || res.Tables[0].Rows != 50 || res.Pause <= 0 {
+		len(res.Tables) != 4 || res.Tables[0].Table != "projects" || res.Tables[0].Rows != 50 || res.Pause <= 0 { // projects, exports, tasks, the job outbox
 		t.Fatalf("move to database: %+v", res)
 	}
 	// Moving again finalized the move before: the shared rows are gone, globex's stay.

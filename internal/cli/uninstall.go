@@ -10,6 +10,7 @@ import (
 
 	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyprovision"
+	"github.com/gotenancy/tenancy/tenancyriver"
 )
 
 func uninstall(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -48,6 +49,9 @@ func uninstall(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	rep, err := tenancyprovision.Uninstall(ctx, cat)
+	if err == nil {
+		err = tenancyriver.Uninstall(ctx, pool) // River's schema and its jobs
+	}
 	if rep != nil && *asJSON {
 		if werr := writeJSON(stdout, rep); err == nil {
 			err = werr

@@ -17,6 +17,8 @@ const (
 	// Support's key until 2026-11-28: a second runner then waited on the first's tenant line
 	// while installing support, and recorded a false error instead of skipping the tenant.)
 	TenantDatabase int64 = 0x74656e616e6376
+	// River serializes the migrations of River's tables (the catalog's database).
+	River int64 = 0x74656e616e6377
 )
 
 // TenantLinePrefix starts the text whose hash (hashtextextended(prefix || target, 0)) is the key
@@ -33,4 +35,5 @@ const MovePrefix = "tenancy.move."
 // All lists every key, for the test that they are distinct.
 var All = map[string]int64{
 	"Catalog": Catalog, "SharedLine": SharedLine, "Support": Support, "Template": Template, "TenantDatabase": TenantDatabase,
+	"River": River,
 }

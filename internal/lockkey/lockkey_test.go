@@ -10,7 +10,7 @@ func TestKeysAreDistinct(t *testing.T) {
 		}
 		seen[key] = name
 	}
-	if len(seen) != 5 {
-		t.Fatalf("%d keys, want 5", len(seen))
+	if len(seen) != 6 {
+		t.Fatalf("%d keys, want 6", len(seen))
 	}
 }

@@ -47,6 +47,8 @@ func (s *Server) appRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /projects/{id}/tasks", s.listTasks)
 	mux.HandleFunc("PATCH /tasks/{id}", s.updateTask)
 	mux.HandleFunc("GET /stats", s.stats)
+	mux.HandleFunc("POST /projects/{id}/export", s.createExport)
+	mux.HandleFunc("GET /exports/{id}", s.getExport)
 }
 
 const (

@@ -31,7 +31,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		`tenancy_router_pools`,
 		`tenancy_tenants{isolation="shared",status="active"} 1`,
 		`tenancy_migration_targets{state="current"} 1`,
-		`tenancy_migration_latest_version 1`,
+		`tenancy_migration_latest_version 3`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(body, want) {

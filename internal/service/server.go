@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	"github.com/riverqueue/river"
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancycache"
@@ -30,6 +31,7 @@ import (
 	"github.com/gotenancy/tenancy/tenancyprovision"
 	"github.com/gotenancy/tenancy/tenancyrate"
 	"github.com/gotenancy/tenancy/tenancyredis"
+	"github.com/gotenancy/tenancy/tenancyriver"
 	"github.com/gotenancy/tenancy/tenancyrouter"
 )
 
@@ -75,6 +77,8 @@ type ServerConfig struct {
 	// under which the tenant is named and the units of work are traced. Defaults to false: serve
 	// turns it on when OTEL_EXPORTER_OTLP_ENDPOINT is set.
 	TraceRequests bool
+	// JobWorkers is how many background jobs (exports) run at once. Defaults to 4.
+	JobWorkers int
 	// MoveGrace is how long a tenant's move (POST /admin/tenants/{slug}/move) keeps the old
 	// placement's data before the service removes it. Defaults to 24h.
 	MoveGrace time.Duration
@@ -100,6 +104,9 @@ type Server struct {
 	closers     []func()
 	metrics     http.Handler            // GET /metrics: the toolkit's and the process's metrics (tenancymetrics)
 	activity    *tenancymetrics.Metrics // each tenant's recent requests, for the console
+	river       *river.Client[pgx.Tx]   // background jobs (exports), run by Run
+	jobs        *tenancyriver.Jobs
+	outbox      *tenancyriver.Outbox
 	consoleAuth *consoleAuth
 	mover       *tenancymove.Mover
 	bg          context.Context // the admin API's moves run on it; Close ends it
@@ -223,6 +230,9 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 	if err := s.db.Check(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.startJobs(ctx); err != nil {
+		return nil, err
+	}
 	app := http.NewServeMux()
 	s.appRoutes(app)
 	if s.cfg.PerTenantConcurrency == 0 {
@@ -335,8 +345,9 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Catalog returns the tenant catalog the service reads.
 func (s *Server) Catalog() *tenancycatalog.Catalog { return s.catalog }
 
-// Run keeps the lookup cache current with the catalog's change notifications, and guards the
-// runtime role (tenancycatalog.Catalog.GuardRuntimeRole), until ctx ends.
+// Run keeps the lookup cache current with the catalog's change notifications, guards the
+// runtime role (tenancycatalog.Catalog.GuardRuntimeRole), finalizes moves and works the
+// background jobs, until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	guarded := make(chan struct{})
 	go func() { // the runtime role's session defaults removed, a changed password reported
@@ -350,6 +361,12 @@ func (s *Server) Run(ctx context.Context) error {
 		s.finalizeMoves(ctx)
 	}()
 	defer func() { <-finalized }()
+	jobsDone := make(chan struct{})
+	go func() { // the export jobs, and the outbox that brings them to River
+		defer close(jobsDone)
+		s.runJobs(ctx)
+	}()
+	defer func() { <-jobsDone }()
 	return s.catalog.Watch(ctx, s.invalidate, &tenancycatalog.WatchOpts{
 		OnConnect: func() { s.watchUp.Store(true) },
 		OnDisconnect: func(err error) {
