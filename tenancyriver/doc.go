@@ -26,13 +26,16 @@
 //     discarded at once (ErrUnknownTenant, tenancy.ErrNoTenant);
 //   - a catalog that cannot answer fails the attempt, which River retries.
 //
-// Each outcome is counted (Stats). Fairness: at most Config.PerTenant jobs of one tenant run at
-// once in a client, and with Config.Limiter and Policy each tenant's jobs start at most at its
-// rate (tenancyrate); a job over either is snoozed, not failed, so one tenant's flood of jobs
-// leaves the workers to the others (TestOneTenantsFloodDoesNotStarveAnother: with 400 slow jobs
-// of one tenant queued first, another tenant's job started after about 0.8 s, with 359 of the
-// 400 still to run; without the limit it ran after all of them). The limit is per client: with
-// several clients, a tenant may run PerTenant jobs in each.
+// Each outcome is counted (Stats). Fairness, two ways, so one tenant's flood of jobs leaves the
+// workers to the others: a tenant's jobs beyond Config.FloodAfter in a FloodWindow (100 in 10 s)
+// are inserted at River's lowest priority, so other tenants' jobs are fetched first while the
+// flood still runs at full speed when no one else has work; and at most Config.PerTenant jobs of
+// one tenant run at once in a client (with Config.Limiter and Policy, also at most at its
+// tenancyrate rate) — a job over either is snoozed, not failed. In
+// TestOneTenantsFloodDoesNotStarveAnother (400 jobs of 20 ms of one tenant queued first, 6
+// workers) another tenant's job started after about 0.8 s with 371 (the limit alone) or 299
+// (the demotion alone) of the 400 still to run; with neither it ran after all 400, at 2.5 s.
+// Both are per process: with several clients, a tenant may run PerTenant jobs in each.
 //
 // Transactional enqueue: a job enqueued inside a tenant's unit of work (Enqueue, in db.Tx) is a
 // row of the tenant's own outbox table (add OutboxMigration to the tenant line), so it commits or

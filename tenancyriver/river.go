@@ -51,6 +51,13 @@ type Config struct {
 	// the limit allows it. Defaults to nil: no rate limit.
 	Limiter tenancyrate.Limiter
 	Policy  *tenancyrate.Policy
+	// FloodAfter is how many jobs a tenant may insert in a FloodWindow at their own priority;
+	// the ones beyond go in at River's lowest (4), so the jobs other tenants insert meanwhile are
+	// fetched before the rest of the flood — which still runs at full speed when no one else has
+	// work. Counted per process. Defaults to 100; -1 turns it off.
+	FloodAfter int
+	// FloodWindow is FloodAfter's window. Defaults to 10 s.
+	FloodWindow time.Duration
 	// BusySnooze is how long a job over its tenant's PerTenant waits (with up to half again of
 	// jitter). Defaults to a second.
 	BusySnooze time.Duration
@@ -70,9 +77,17 @@ type Jobs struct {
 	tenantLess map[string]bool
 	mu         sync.Mutex
 	running    map[string]int // jobs running by tenant ID
+	inserts    map[string]*insertWindow
+	sweeps     int
 	stats      struct {
-		inserted, ran, busy, rateLimited, suspended, cancelled, discarded, unavailable atomic.Uint64
+		inserted, demoted, ran, busy, rateLimited, suspended, cancelled, discarded, unavailable atomic.Uint64
 	}
+}
+
+// insertWindow counts a tenant's inserts since start (FloodAfter).
+type insertWindow struct {
+	start time.Time
+	n     int
 }
 
 // New returns Jobs.
@@ -80,9 +95,15 @@ func New(cfg *Config) (*Jobs, error) {
 	if cfg == nil || cfg.Store == nil {
 		return nil, errors.New("tenancyriver: New needs Config.Store")
 	}
-	j := &Jobs{cfg: *cfg, tenantLess: map[string]bool{}, running: map[string]int{}}
-	if j.cfg.PerTenant < 0 || j.cfg.BusySnooze < 0 || j.cfg.SuspendedSnooze < 0 {
-		return nil, errors.New("tenancyriver: PerTenant, BusySnooze and SuspendedSnooze must not be negative")
+	j := &Jobs{cfg: *cfg, tenantLess: map[string]bool{}, running: map[string]int{}, inserts: map[string]*insertWindow{}}
+	if j.cfg.PerTenant < 0 || j.cfg.BusySnooze < 0 || j.cfg.SuspendedSnooze < 0 || j.cfg.FloodWindow < 0 || j.cfg.FloodAfter < -1 {
+		return nil, errors.New("tenancyriver: PerTenant, FloodWindow, BusySnooze and SuspendedSnooze must not be negative (FloodAfter -1 is off)")
+	}
+	if j.cfg.FloodAfter == 0 {
+		j.cfg.FloodAfter = 100
+	}
+	if j.cfg.FloodWindow == 0 {
+		j.cfg.FloodWindow = 10 * time.Second
 	}
 	if (j.cfg.Limiter == nil) != (j.cfg.Policy == nil) {
 		return nil, errors.New("tenancyriver: Limiter and Policy go together")
@@ -113,6 +134,7 @@ func (j *Jobs) Middleware() []rivertype.Middleware {
 // Stats counts what the middleware did.
 type Stats struct {
 	Inserted    uint64 `json:"inserted"`     // jobs inserted with a tenant
+	Demoted     uint64 `json:"demoted"`      // of which inserted at the lowest priority: their tenant's flood (FloodAfter)
 	Ran         uint64 `json:"ran"`          // jobs run as their tenant (or tenant-less)
 	Busy        uint64 `json:"busy"`         // snoozed: their tenant had PerTenant jobs running
 	RateLimited uint64 `json:"rate_limited"` // snoozed: over their tenant's rate
@@ -125,7 +147,7 @@ type Stats struct {
 // Stats returns the counts so far.
 func (j *Jobs) Stats() Stats {
 	s := &j.stats
-	return Stats{Inserted: s.inserted.Load(), Ran: s.ran.Load(), Busy: s.busy.Load(), RateLimited: s.rateLimited.Load(),
+	return Stats{Inserted: s.inserted.Load(), Demoted: s.demoted.Load(), Ran: s.ran.Load(), Busy: s.busy.Load(), RateLimited: s.rateLimited.Load(),
 		Suspended: s.suspended.Load(), Cancelled: s.cancelled.Load(), Discarded: s.discarded.Load(), Unavailable: s.unavailable.Load()}
 }
 
@@ -190,6 +212,10 @@ func (in *inserter) InsertMany(ctx context.Context, params []*rivertype.JobInser
 			return nil, err
 		}
 		p.Metadata = b
+		if in.j.flooding(t.ID) && p.Priority < lowestPriority {
+			p.Priority = lowestPriority
+			in.j.stats.demoted.Add(1)
+		}
 	}
 	res, err := doInner(ctx)
 	if err == nil {
@@ -260,6 +286,35 @@ func (w *worker) Work(ctx context.Context, job *rivertype.JobRow, doInner func(c
 	}
 	j.stats.ran.Add(1)
 	return doInner(tenancy.WithTenant(ctx, t))
+}
+
+// lowestPriority is River's lowest job priority.
+const lowestPriority = 4
+
+// flooding counts one insert of the tenant's and reports whether it is beyond FloodAfter in the
+// current window.
+func (j *Jobs) flooding(id string) bool {
+	if j.cfg.FloodAfter < 0 {
+		return false
+	}
+	now := time.Now()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.sweeps++; j.sweeps >= 4096 { // forget the windows that ended, so idle tenants cost nothing
+		j.sweeps = 0
+		for k, w := range j.inserts {
+			if now.Sub(w.start) >= j.cfg.FloodWindow {
+				delete(j.inserts, k)
+			}
+		}
+	}
+	w := j.inserts[id]
+	if w == nil || now.Sub(w.start) >= j.cfg.FloodWindow {
+		w = &insertWindow{start: now}
+		j.inserts[id] = w
+	}
+	w.n++
+	return w.n > j.cfg.FloodAfter
 }
 
 // acquire takes one of the tenant's PerTenant slots; false when none is free.
