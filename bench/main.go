@@ -60,6 +60,7 @@ var scenarios = []scenario{
 	{"e2e", benchE2E},
 	{"catalog-scale", benchCatalogScale},
 	{"move", benchMove},
+	{"jobs", benchJobs},
 }
 
 func main() {

@@ -44,7 +44,7 @@ type Config struct {
 	TenantLess []string
 	// PerTenant is how many jobs of one tenant may run at once in this client; a job over it is
 	// snoozed for BusySnooze, not failed, so one tenant's flood leaves the workers to the others.
-	// Defaults to 2.
+	// Defaults to 4.
 	PerTenant int
 	// Limiter and Policy, when both set, limit the rate at which each tenant's jobs start
 	// (tenancyrate: the tenant's own limit, else its plan's); a job over it is snoozed until
@@ -59,7 +59,7 @@ type Config struct {
 	// FloodWindow is FloodAfter's window. Defaults to 10 s.
 	FloodWindow time.Duration
 	// BusySnooze is how long a job over its tenant's PerTenant waits (with up to half again of
-	// jitter). Defaults to a second.
+	// jitter). Defaults to 250 ms.
 	BusySnooze time.Duration
 	// SuspendedSnooze is how long a suspended (or still provisioning) tenant's job waits before
 	// it looks at its tenant again. Defaults to a minute.
@@ -109,10 +109,10 @@ func New(cfg *Config) (*Jobs, error) {
 		return nil, errors.New("tenancyriver: Limiter and Policy go together")
 	}
 	if j.cfg.PerTenant == 0 {
-		j.cfg.PerTenant = 2
+		j.cfg.PerTenant = 4
 	}
 	if j.cfg.BusySnooze == 0 {
-		j.cfg.BusySnooze = time.Second
+		j.cfg.BusySnooze = 250 * time.Millisecond
 	}
 	if j.cfg.SuspendedSnooze == 0 {
 		j.cfg.SuspendedSnooze = time.Minute
@@ -160,19 +160,13 @@ func tenantIn(metadata []byte) (string, bool) {
 	if len(metadata) == 0 {
 		return "", false
 	}
-	var m map[string]json.RawMessage
-	if json.Unmarshal(metadata, &m) != nil {
+	var m struct {
+		Tenant *string `json:"tenancy_tenant"` // MetadataKey
+	}
+	if json.Unmarshal(metadata, &m) != nil || m.Tenant == nil || *m.Tenant == "" {
 		return "", false
 	}
-	raw, ok := m[MetadataKey]
-	if !ok {
-		return "", false
-	}
-	var id string
-	if json.Unmarshal(raw, &id) != nil || id == "" {
-		return "", false
-	}
-	return id, true
+	return *m.Tenant, true
 }
 
 // inserter records the inserting context's tenant in each job's metadata.
