@@ -21,7 +21,9 @@
 //	})
 //
 // RequireIsolatedHTTP does the same through your HTTP API (see the reference service's
-// TestReferenceServiceIsIsolated in internal/service). LimiterSuite and CacheStoreSuite are
+// TestReferenceServiceIsIsolated in internal/service), and RequireIsolatedJobs for your River job
+// handlers (each tenant's job, run by a real River client with tenancyriver's middleware, must
+// see its tenant's items and none of another's). LimiterSuite and CacheStoreSuite are
 // the behaviour suites a tenancyrate.Limiter or tenancycache.Store must pass; StartRedis and
 // StartPostgres run a private redis-server or PostgreSQL a test may stop or restart (with the
 // catalog in one of its databases: PrivatePostgres.NewCatalog),
