@@ -40,6 +40,9 @@ var componentHelp = map[string]help{
 	"tenancy_catalog_second_level_purge_failures_total": {"Drops of the Redis second level that failed (retried).", nil},
 	"tenancy_catalog_second_level_stale":                {"1 while the Redis second level is bypassed (a drop has not succeeded yet).", nil},
 
+	"tenancy_jobs_inserted_total": {"Jobs inserted with a tenant (tenancyriver), and of those, demoted: inserted at the lowest priority as part of their tenant's flood.", []string{"priority"}},
+	"tenancy_jobs_total":          {"Jobs by what the tenant middleware did: ran, busy (snoozed: the tenant's running limit), rate_limited (snoozed), suspended (snoozed), cancelled (tenant deleted), discarded (tenant unknown or missing), unavailable (catalog error, retried).", []string{"outcome"}},
+
 	"tenancy_tenants":                    {"Tenants by status and isolation model.", []string{"status", "isolation"}},
 	"tenancy_migration_targets":          {"Targets of the tenant line (the shared schema, schema and database tenants) by state: current, pending, failed (its last run failed).", []string{"state"}},
 	"tenancy_migration_latest_version":   {"The tenant line's last migration.", nil},
@@ -168,6 +171,15 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		c.mu.Unlock()
 		if m.cfg.Migrator != nil {
 			gauge("tenancy_migration_latest_version", float64(m.cfg.Migrator.Latest()))
+		}
+	}
+	if j := m.cfg.Jobs; j != nil {
+		s := j.Stats()
+		counter("tenancy_jobs_inserted_total", s.Inserted-s.Demoted, "own")
+		counter("tenancy_jobs_inserted_total", s.Demoted, "demoted")
+		for outcome, n := range map[string]uint64{"ran": s.Ran, "busy": s.Busy, "rate_limited": s.RateLimited, "suspended": s.Suspended,
+			"cancelled": s.Cancelled, "discarded": s.Discarded, "unavailable": s.Unavailable} {
+			counter("tenancy_jobs_total", n, outcome)
 		}
 	}
 	if l2 := m.cfg.SecondLevel; l2 != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/gotenancy/tenancy/tenancyhttp"
 	"github.com/gotenancy/tenancy/tenancymigrate"
 	"github.com/gotenancy/tenancy/tenancyredis"
+	"github.com/gotenancy/tenancy/tenancyriver"
 	"github.com/gotenancy/tenancy/tenancyrouter"
 )
 
@@ -41,13 +42,14 @@ type Config struct {
 	// Buckets are the request latency histogram's, in seconds. Defaults to
 	// prometheus.DefBuckets.
 	Buckets []float64
-	// Lookup, Router, Cache, Limiter and SecondLevel are components whose statistics are exported
+	// Lookup, Router, Cache, Limiter, SecondLevel and Jobs are components whose statistics are exported
 	// at each scrape. Each defaults to nil: not exported.
 	Lookup      *tenancycache.Lookup
 	Router      *tenancyrouter.Router
 	Cache       *tenancycache.Cache
 	Limiter     *tenancyredis.Limiter
 	SecondLevel *tenancyredis.CatalogStore
+	Jobs        *tenancyriver.Jobs
 	// Catalog, when set, is counted by tenant status and isolation, and Migrator's tenant line
 	// by target state, at a scrape at most every CatalogEvery (each is a query of the whole
 	// catalog). Each defaults to nil: not exported.

@@ -32,6 +32,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		`tenancy_tenants{isolation="shared",status="active"} 1`,
 		`tenancy_migration_targets{state="current"} 1`,
 		`tenancy_migration_latest_version 3`,
+		`tenancy_jobs_total{outcome="ran"}`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(body, want) {

@@ -275,7 +275,7 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 // process's, served by MetricsHandler.
 func (s *Server) newMetrics() (*tenancymetrics.Metrics, error) {
 	cfg := &tenancymetrics.Config{Lookup: s.cache, Router: s.cfg.Router, Cache: s.appCache, SecondLevel: s.secondLevel,
-		Catalog: s.catalog, Migrator: s.cfg.Migrator}
+		Catalog: s.catalog, Migrator: s.cfg.Migrator, Jobs: s.jobs}
 	if l, ok := s.cfg.Limiter.(*tenancyredis.Limiter); ok {
 		cfg.Limiter = l
 	}
