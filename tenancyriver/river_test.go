@@ -18,6 +18,7 @@ import (
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancypgx"
+	"github.com/gotenancy/tenancy/tenancyrate"
 	"github.com/gotenancy/tenancy/tenancyriver"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
@@ -360,5 +361,49 @@ func TestOneTenantsFloodDoesNotStarveAnother(t *testing.T) {
 				t.Fatalf("b's job ran after %d of a's %d jobs; starved %v, want %v", flood-left, flood, starved, c.starved)
 			}
 		})
+	}
+}
+
+// With a limiter, a tenant's jobs start at most at its rate: the ones over it are snoozed until
+// the limit allows them, and all run in the end; another tenant's rate is its own.
+func TestJobsKeepTheirTenantsRate(t *testing.T) {
+	t.Parallel()
+	limiter, err := tenancyrate.NewMemoryLimiter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := &tenancyrate.Policy{Plans: map[string]tenancyrate.Limit{"free": {Rate: 5, Period: time.Second, Burst: 2}}}
+	s := newSetup(t, tenancyriver.Config{Limiter: limiter, Policy: policy}, 6, 0)
+	a, b := s.env.Pair(t, tenancy.IsolationShared)
+	params := make([]river.InsertManyParams, 10)
+	for i := range params {
+		params[i] = river.InsertManyParams{Args: noteArgs{Label: "a"}}
+	}
+	began := time.Now()
+	if _, err := s.client.InsertMany(tenancytest.Context(a), params); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.client.Insert(tenancytest.Context(b), noteArgs{Label: "b"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var aAt []time.Duration
+	var bAt time.Duration
+	for range 11 {
+		r := s.next(t)
+		if r.label == "b" {
+			bAt = r.at.Sub(began)
+		} else {
+			aAt = append(aAt, r.at.Sub(began))
+		}
+	}
+	// 10 jobs at 5 a second with a burst of 2 take at least 1.6 s; b's one is within its own burst.
+	if last := aAt[len(aAt)-1]; last < 1500*time.Millisecond {
+		t.Fatalf("a's 10 jobs all started within %v: faster than its 5/s", last)
+	}
+	if bAt > aAt[len(aAt)-1] {
+		t.Fatalf("b's job started after %v, after all of a's: held by a's rate", bAt)
+	}
+	if st := s.jobs.Stats(); st.RateLimited == 0 || st.Ran != 11 {
+		t.Fatalf("stats %+v, want jobs snoozed for the rate and all 11 run", st)
 	}
 }
