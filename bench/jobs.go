@@ -139,9 +139,11 @@ func client(pool *pgxpool.Pool, jobs *tenancyriver.Jobs, queue string, workers i
 	ws := river.NewWorkers()
 	river.AddWorker(ws, w)
 	// River fetches at most every FetchCooldown (100 ms by default: MaxWorkers jobs a tenth of a
-	// second at most); 1 ms, so the fetch is not the bound of either side.
+	// second at most); 1 ms, so the fetch is not the bound of either side. Both poll, as a
+	// multi-tenant deployment must (tenancyriver's doc: River's notification channels are open to
+	// every session of the database).
 	cfg := &river.Config{Schema: tenancyriver.Schema, Queues: map[string]river.QueueConfig{queue: {MaxWorkers: workers}},
-		Workers: ws, FetchCooldown: time.Millisecond, FetchPollInterval: 50 * time.Millisecond,
+		Workers: ws, FetchCooldown: time.Millisecond, FetchPollInterval: 50 * time.Millisecond, PollOnly: true,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if jobs != nil {
 		cfg.Middleware = jobs.Middleware()

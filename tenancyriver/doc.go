@@ -6,6 +6,7 @@
 //	jobs, err := tenancyriver.New(&tenancyriver.Config{Store: lookups}) // the cached lookup requests use
 //	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 //		Schema:     tenancyriver.Schema, // where Migrate made River's tables
+//		PollOnly:   true,                // see below: River's channels are open to tenants' SQL
 //		Workers:    workers,
 //		Middleware: jobs.Middleware(),
 //		Queues:     map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 10}},
@@ -35,7 +36,11 @@
 // TestOneTenantsFloodDoesNotStarveAnother (400 jobs of 20 ms of one tenant queued first, 6
 // workers) another tenant's job started after about 0.8 s with 371 (the limit alone) or 299
 // (the demotion alone) of the 400 still to run; with neither it ran after all 400, at 2.5 s.
-// Both are per process: with several clients, a tenant may run PerTenant jobs in each.
+// The demotion is what keeps the wait flat: with the running limit alone, each of the flood's
+// queued jobs is fetched and snoozed once before a newer job of another tenant comes up, so the
+// wait grows with the flood (3 s behind 2,000 jobs, 41 s behind 20,000, in a review); demoted, it
+// is the time to fetch the flood's first FloodAfter (bench jobs: 36 ms behind 10,000). Both are
+// per process: with several clients, a tenant may run PerTenant jobs in each.
 //
 // Transactional enqueue: a job enqueued inside a tenant's unit of work (Enqueue, in db.Tx) is a
 // row of the tenant's own outbox table (add OutboxMigration to the tenant line), so it commits or
@@ -46,7 +51,20 @@
 // drain. A row is never moved before its commit and leaves its outbox only once its job is in
 // River: exactly once for shared and schema tenants (the row is deleted in the transaction that
 // inserts the job), at least once for database tenants, whose outbox is in another database
-// (each job carries its row's ID in its metadata under OutboxKey).
+// (each job carries its row's ID in its metadata under OutboxKey). The drains bind each tenant
+// (the outbox is a tenant table: row-level security holds for an owner that is not a
+// superuser), and a row River refuses — a kind no worker knows, or one OutboxConfig.Kinds does
+// not list — stays in the outbox, logged and skipped, so it blocks none of the tenant's later
+// jobs. SQL in a tenant's unit can write any row into its own outbox: list in Kinds the kinds
+// tenants may enqueue, never a tenant-less one. Announcements of commits are coalesced per
+// tenant and only wake drains of shared and schema tenants; each drain has a timeout, and the
+// sweep runs beside them.
+//
+// Set river.Config.PollOnly. River listens for commands — cancel a running job, pause every
+// queue, resign the leader — on LISTEN/NOTIFY channels of its database, and NOTIFY needs no
+// privilege: in the catalog's database, where shared and schema tenants' units of work run, SQL
+// of any tenant could cancel other tenants' jobs or pause all of them. Polling (with a shorter
+// FetchPollInterval, e.g. 100 ms) listens to nothing.
 //
 // Migrate creates River's tables with River's own migrator in the catalog's database, in a schema
 // of their own (Schema). River's client logs in as the migration role; the runtime role, which

@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
 
 	"github.com/gotenancy/tenancy"
@@ -102,7 +106,10 @@ func Enqueue(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.Ins
 	if !uniqueEmpty(o.UniqueOpts) {
 		return errors.New("tenancyriver: Enqueue: unique jobs are not supported through the outbox")
 	}
-	if named, has := tenantIn(o.Metadata); has && named != t.ID {
+	if o.Priority < 0 || o.Priority > lowestPriority {
+		return fmt.Errorf("tenancyriver: Enqueue %s: priority %d is not River's 1 to 4", args.Kind(), o.Priority)
+	}
+	if named, has := tenantIn(o.Metadata); has && !strings.EqualFold(named, t.ID) {
 		return fmt.Errorf("%w: job %s", ErrForgedTenant, args.Kind())
 	}
 	encoded, err := json.Marshal(args)
@@ -163,15 +170,42 @@ type OutboxConfig struct {
 	// SharedSchema is the schema of the shared tenants' tables (tenancymigrate.Migrator's
 	// SharedSchema). Defaults to "public".
 	SharedSchema string
+	// Kinds, when set, are the only job kinds the outbox moves into River; a row of another kind
+	// is refused (kept in the outbox, skipped, logged). The outbox is the tenant's own table, so
+	// SQL in the tenant's unit of work can write any row there: list the kinds tenants may
+	// enqueue, never a tenant-less one. Defaults to nil: any kind River's client knows.
+	Kinds []string
 	// SweepEvery is how often Run drains every tenant's outbox. Defaults to a minute.
 	SweepEvery time.Duration
+	// DrainTimeout bounds one tenant's drain (a database server that does not answer holds no
+	// one else's). Defaults to 30 s.
+	DrainTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
 
 // Outbox moves jobs enqueued in tenants' transactions (Enqueue) into River after they commit.
 type Outbox struct {
-	cfg OutboxConfig
+	cfg   OutboxConfig
+	kinds map[string]bool
+
+	mu       sync.Mutex
+	refused  map[string]map[string]bool // row IDs River (or Kinds) refused, by tenant ID: skipped until restart
+	pending  map[string]bool            // tenant IDs announced, to drain (Run)
+	wake     chan struct{}
+	moved    atomic.Uint64
+	refusals atomic.Uint64
+}
+
+// OutboxStats counts what an Outbox did.
+type OutboxStats struct {
+	Moved   uint64 `json:"moved"`   // jobs moved into River
+	Refused uint64 `json:"refused"` // rows River or Kinds refused (kept in the outbox, skipped)
+}
+
+// Stats returns the counts so far.
+func (o *Outbox) Stats() OutboxStats {
+	return OutboxStats{Moved: o.moved.Load(), Refused: o.refusals.Load()}
 }
 
 // NewOutbox returns an Outbox.
@@ -179,7 +213,16 @@ func NewOutbox(cfg *OutboxConfig) (*Outbox, error) {
 	if cfg == nil || cfg.Client == nil || cfg.Catalog == nil {
 		return nil, errors.New("tenancyriver: NewOutbox needs Client and Catalog")
 	}
-	o := &Outbox{cfg: *cfg}
+	o := &Outbox{cfg: *cfg, refused: map[string]map[string]bool{}, pending: map[string]bool{}, wake: make(chan struct{}, 1)}
+	if len(o.cfg.Kinds) > 0 {
+		o.kinds = map[string]bool{}
+		for _, k := range o.cfg.Kinds {
+			o.kinds[k] = true
+		}
+	}
+	if o.cfg.DrainTimeout <= 0 {
+		o.cfg.DrainTimeout = 30 * time.Second
+	}
 	if o.cfg.SharedSchema == "" {
 		o.cfg.SharedSchema = "public"
 	}
@@ -220,15 +263,21 @@ const drainBatch = 500
 // Drain moves tenant t's committed jobs from its outbox into River and returns how many it moved.
 // Concurrent drains of one tenant each take rows no other holds.
 func (o *Outbox) Drain(ctx context.Context, t *tenancy.Tenant) (int, error) {
-	ctx = tenancy.WithTenant(ctx, t)
+	ctx, cancel := context.WithTimeout(tenancy.WithTenant(ctx, t), o.cfg.DrainTimeout)
+	defer cancel()
+	// Read before any transaction holds a connection: drains at once must not wait for the pool.
+	key, err := o.cfg.Catalog.BindingKey(ctx)
+	if err != nil {
+		return 0, err
+	}
 	total := 0
 	for {
 		var n int
 		var err error
 		if t.Isolation == tenancy.IsolationDatabase {
-			n, err = o.drainDatabase(ctx, t)
+			n, err = o.drainDatabase(ctx, t, key)
 		} else {
-			n, err = o.drainCatalog(ctx, t)
+			n, err = o.drainCatalog(ctx, t, key)
 		}
 		total += n
 		if err != nil || n < drainBatch {
@@ -249,39 +298,60 @@ type outboxRow struct {
 	id, kind string
 	args     []byte
 	opts     outboxOpts
+	bad      error // opts that do not decode
 }
+
+// selectOutbox takes a batch of the tenant's committed rows, oldest first, locked, skipping rows
+// another drain holds and rows refused before.
+const selectOutbox = `SELECT id::text, kind, args, opts FROM %s
+	WHERE tenant_id = $1 AND NOT (id = ANY($2::uuid[])) ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED`
 
 // drainCatalog moves a batch of a shared or schema tenant's rows in one transaction with their
 // jobs' insertion: exactly once.
-func (o *Outbox) drainCatalog(ctx context.Context, t *tenancy.Tenant) (int, error) {
+func (o *Outbox) drainCatalog(ctx context.Context, t *tenancy.Tenant, key *tenancycatalog.BindingKey) (int, error) {
 	tx, err := o.cfg.Catalog.Pool().Begin(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	table := o.outboxIdent(t).Sanitize()
-	rows, err := tx.Query(ctx, `DELETE FROM `+table+` WHERE tenant_id = $1 AND id IN (
-		SELECT id FROM `+table+` WHERE tenant_id = $1 ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
-		RETURNING id::text, kind, args, opts`, t.ID, drainBatch)
-	if err != nil {
-		return 0, fmt.Errorf("tenancyriver: the outbox of %s: %w", t.Slug, err)
-	}
-	batch, err := collectOutbox(rows)
+	batch, err := o.take(ctx, tx, key, t, table)
 	if err != nil || len(batch) == 0 {
 		return 0, err
 	}
-	if _, err := o.cfg.Client.InsertManyTx(ctx, tx, o.params(batch)); err != nil {
-		return 0, fmt.Errorf("tenancyriver: the jobs of %s into River: %w", t.Slug, err)
+	moved := o.insert(ctx, t, batch, func(params []river.InsertManyParams) error {
+		sp, err := tx.Begin(ctx) // a savepoint: a refused batch leaves the transaction usable
+		if err != nil {
+			return err
+		}
+		if _, err := o.cfg.Client.InsertManyTx(ctx, sp, params); err != nil {
+			_ = sp.Rollback(ctx)
+			return err
+		}
+		return sp.Commit(ctx)
+	})
+	if len(moved) == 0 {
+		return len(batch), tx.Commit(ctx) // all refused: the next batch skips them
 	}
-	return len(batch), tx.Commit(ctx)
+	if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE tenant_id = $1 AND id = ANY($2::uuid[])`, t.ID, moved); err != nil {
+		return 0, fmt.Errorf("tenancyriver: the outbox of %s: %w", t.Slug, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, err
+	}
+	o.moved.Add(uint64(len(moved)))
+	return len(batch), nil // the batch's size: a full one means there may be more
 }
 
 // drainDatabase moves a batch of a database tenant's rows: their jobs are inserted, then the rows
 // deleted (at least once).
-func (o *Outbox) drainDatabase(ctx context.Context, t *tenancy.Tenant) (int, error) {
+func (o *Outbox) drainDatabase(ctx context.Context, t *tenancy.Tenant, key *tenancycatalog.BindingKey) (int, error) {
 	cfg, err := o.cfg.Catalog.Servers().ConnConfig(t.Server, t.Database)
 	if err != nil {
 		return 0, err
+	}
+	if cfg.ConnectTimeout == 0 || cfg.ConnectTimeout > 10*time.Second {
+		cfg.ConnectTimeout = 10 * time.Second
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -293,37 +363,113 @@ func (o *Outbox) drainDatabase(ctx context.Context, t *tenancy.Tenant) (int, err
 		return 0, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	rows, err := tx.Query(ctx, `SELECT id::text, kind, args, opts FROM `+OutboxTable+`
-		WHERE tenant_id = $1 ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED`, t.ID, drainBatch)
-	if err != nil {
-		return 0, fmt.Errorf("tenancyriver: the outbox of %s: %w", t.Slug, err)
-	}
-	batch, err := collectOutbox(rows)
+	batch, err := o.take(ctx, tx, key, t, OutboxTable)
 	if err != nil || len(batch) == 0 {
 		return 0, err
 	}
-	if _, err := o.cfg.Client.InsertMany(ctx, o.params(batch)); err != nil {
-		return 0, fmt.Errorf("tenancyriver: the jobs of %s into River: %w", t.Slug, err)
+	moved := o.insert(ctx, t, batch, func(params []river.InsertManyParams) error {
+		_, err := o.cfg.Client.InsertMany(ctx, params)
+		return err
+	})
+	if len(moved) > 0 {
+		if _, err := tx.Exec(ctx, `DELETE FROM `+OutboxTable+` WHERE tenant_id = $1 AND id = ANY($2::uuid[])`, t.ID, moved); err != nil {
+			return 0, fmt.Errorf("tenancyriver: the outbox of %s: %w", t.Slug, err)
+		}
 	}
-	ids := make([]string, len(batch))
-	for i, r := range batch {
-		ids[i] = r.id
+	if err := tx.Commit(ctx); err != nil {
+		return 0, err
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM `+OutboxTable+` WHERE tenant_id = $1 AND id = ANY($2::uuid[])`, t.ID, ids); err != nil {
-		return 0, fmt.Errorf("tenancyriver: the outbox of %s: %w", t.Slug, err)
-	}
-	return len(batch), tx.Commit(ctx)
+	o.moved.Add(uint64(len(moved)))
+	return len(batch), nil
 }
 
-func collectOutbox(rows pgx.Rows) ([]outboxRow, error) {
+// take binds tx to t — the outbox is a tenant table, and row-level security holds for an owner
+// that is not a superuser too — and locks a batch of t's rows.
+func (o *Outbox) take(ctx context.Context, tx pgx.Tx, key *tenancycatalog.BindingKey, t *tenancy.Tenant, table string) ([]outboxRow, error) {
+	if err := key.Bind(ctx, tx, t.ID); err != nil {
+		return nil, err
+	}
+	rows, err := tx.Query(ctx, fmt.Sprintf(selectOutbox, table), t.ID, o.refusedOf(t.ID), drainBatch)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // no outbox in this placement: nothing to move
+			return nil, nil
+		}
+		return nil, fmt.Errorf("tenancyriver: the outbox of %s: %w", t.Slug, err)
+	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (outboxRow, error) {
 		var row outboxRow
 		var opts []byte
 		if err := r.Scan(&row.id, &row.kind, &row.args, &opts); err != nil {
 			return row, err
 		}
-		return row, json.Unmarshal(opts, &row.opts)
+		if err := json.Unmarshal(opts, &row.opts); err != nil {
+			row.bad = fmt.Errorf("opts: %w", err)
+		}
+		return row, nil
 	})
+}
+
+// insert inserts the batch's jobs with do, all at once, or, when River refuses the batch, one by
+// one; it returns the IDs of the rows whose jobs are in, and sets the others aside as refused.
+func (o *Outbox) insert(ctx context.Context, t *tenancy.Tenant, batch []outboxRow, do func([]river.InsertManyParams) error) []string {
+	var ok []outboxRow
+	for _, r := range batch {
+		switch {
+		case r.bad != nil:
+			o.refuse(ctx, t, r, r.bad)
+		case o.kinds != nil && !o.kinds[r.kind]:
+			o.refuse(ctx, t, r, errors.New("a kind OutboxConfig.Kinds does not list"))
+		default:
+			ok = append(ok, r)
+		}
+	}
+	ids := func(rows []outboxRow) []string {
+		out := make([]string, len(rows))
+		for i, r := range rows {
+			out[i] = r.id
+		}
+		return out
+	}
+	if len(ok) == 0 || do(o.params(ok)) == nil {
+		return ids(ok)
+	}
+	var moved []outboxRow
+	for _, r := range ok {
+		if err := do(o.params([]outboxRow{r})); err != nil {
+			o.refuse(ctx, t, r, err)
+			continue
+		}
+		moved = append(moved, r)
+	}
+	return ids(moved)
+}
+
+// refuse sets a row River would not take aside: it stays in the outbox, skipped by this process.
+func (o *Outbox) refuse(ctx context.Context, t *tenancy.Tenant, r outboxRow, err error) {
+	o.refusals.Add(1)
+	o.cfg.Logger.ErrorContext(ctx, "tenancyriver: a job in the outbox was refused; it stays there, skipped until a restart",
+		"tenant", t.Slug, "row", r.id, "kind", r.kind, "err", err)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	m := o.refused[t.ID]
+	if m == nil {
+		m = map[string]bool{}
+		o.refused[t.ID] = m
+	}
+	if len(m) < 10000 {
+		m[r.id] = true
+	}
+}
+
+func (o *Outbox) refusedOf(id string) []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make([]string, 0, len(o.refused[id]))
+	for r := range o.refused[id] {
+		out = append(out, r)
+	}
+	return out
 }
 
 // params are the River insertions of outbox rows, each marked with its row's ID.
@@ -332,7 +478,7 @@ func (o *Outbox) params(batch []outboxRow) []river.InsertManyParams {
 	for i, r := range batch {
 		m := map[string]json.RawMessage{}
 		if len(r.opts.Metadata) > 0 {
-			_ = json.Unmarshal(r.opts.Metadata, &m) // written by Enqueue: an object
+			_ = json.Unmarshal(r.opts.Metadata, &m) // not an object: its keys are dropped
 		}
 		id, _ := json.Marshal(r.id)
 		m[OutboxKey] = id
@@ -356,43 +502,58 @@ type rawArgs struct {
 func (a rawArgs) Kind() string                 { return a.kind }
 func (a rawArgs) MarshalJSON() ([]byte, error) { return a.raw, nil }
 
-// Sweep drains every tenant whose outbox holds jobs: the shared outbox in one query, then each
-// schema and database tenant's. It returns how many jobs it moved, and the tenants' errors
-// joined (one tenant's failure does not stop the others').
+// Sweep drains every tenant whose outbox holds jobs: the shared outbox's tenants (found in one
+// query when the migration role bypasses row-level security, else each shared tenant of the
+// catalog in turn), then each schema and database tenant's. It returns how many jobs it moved,
+// and the tenants' errors joined (one tenant's failure does not stop the others').
 func (o *Outbox) Sweep(ctx context.Context) (int, error) {
 	total := 0
 	var errs []error
-	drain := func(t *tenancy.Tenant) {
+	drain := func(t *tenancy.Tenant) error {
 		n, err := o.Drain(ctx, t)
 		total += n
 		if err != nil {
 			errs = append(errs, err)
 		}
+		return ctx.Err()
 	}
-	var ids []string
-	rows, err := o.cfg.Catalog.Pool().Query(ctx, `SELECT DISTINCT tenant_id::text FROM `+pgx.Identifier{o.cfg.SharedSchema, OutboxTable}.Sanitize())
-	if err == nil {
-		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	var bypass bool
+	if err := o.cfg.Catalog.Pool().QueryRow(ctx, `SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user`).Scan(&bypass); err != nil {
+		return 0, fmt.Errorf("tenancyriver: %w", err)
 	}
-	if err != nil {
-		errs = append(errs, fmt.Errorf("tenancyriver: the shared outbox: %w", err))
-	}
-	for _, id := range ids {
-		t, err := o.cfg.Catalog.TenantByID(ctx, id)
-		if err != nil {
-			errs = append(errs, err)
-			continue
+	if bypass {
+		var ids []string
+		rows, err := o.cfg.Catalog.Pool().Query(ctx, `SELECT DISTINCT tenant_id::text FROM `+pgx.Identifier{o.cfg.SharedSchema, OutboxTable}.Sanitize())
+		if err == nil {
+			ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		}
-		if t.Isolation == tenancy.IsolationShared { // a tenant that moved away takes its rows with it
-			drain(t)
+		var pgErr *pgconn.PgError
+		if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42P01") {
+			errs = append(errs, fmt.Errorf("tenancyriver: the shared outbox: %w", err))
+		}
+		for _, id := range ids {
+			t, err := o.cfg.Catalog.TenantByID(ctx, id)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if t.Isolation == tenancy.IsolationShared { // a tenant that moved away took its rows with it
+				if drain(t) != nil {
+					break
+				}
+			}
 		}
 	}
-	for _, iso := range []tenancy.Isolation{tenancy.IsolationSchema, tenancy.IsolationDatabase} {
+	isolations := []tenancy.Isolation{tenancy.IsolationSchema, tenancy.IsolationDatabase}
+	if !bypass {
+		isolations = append(isolations, tenancy.IsolationShared)
+	}
+	for _, iso := range isolations {
 		err := o.cfg.Catalog.Each(ctx, &tenancycatalog.ListOpts{Isolation: iso}, func(t *tenancy.Tenant) error {
 			if t.Status == tenancy.StatusActive || t.Status == tenancy.StatusSuspended {
-				drain(t)
+				return drain(t)
 			}
-			return ctx.Err()
+			return nil
 		})
 		if err != nil {
 			errs = append(errs, err)
@@ -402,37 +563,74 @@ func (o *Outbox) Sweep(ctx context.Context) (int, error) {
 }
 
 // Run drains a shared or schema tenant's outbox as soon as a commit that enqueued into it is
-// announced, and sweeps every tenant's every SweepEvery (and once at start), until ctx ends.
+// announced, and sweeps every tenant's every SweepEvery (and once at start), until ctx ends. The
+// announcements are coalesced per tenant (anyone may send one: at most one drain of a tenant is
+// pending), and the sweep runs beside them, so a slow tenant holds up neither.
 func (o *Outbox) Run(ctx context.Context) error {
-	sweep := time.NewTicker(o.cfg.SweepEvery)
-	defer sweep.Stop()
-	heard := make(chan string, 1024)
-	go o.listen(ctx, heard)
-	if _, err := o.Sweep(ctx); err != nil && ctx.Err() == nil {
-		o.cfg.Logger.WarnContext(ctx, "tenancyriver: outbox sweep", "err", err)
-	}
+	go o.listen(ctx)
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		tick := time.NewTicker(o.cfg.SweepEvery)
+		defer tick.Stop()
+		for {
+			if _, err := o.Sweep(ctx); err != nil && ctx.Err() == nil {
+				o.cfg.Logger.WarnContext(ctx, "tenancyriver: outbox sweep", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() { <-swept }()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-sweep.C:
-			if _, err := o.Sweep(ctx); err != nil && ctx.Err() == nil {
-				o.cfg.Logger.WarnContext(ctx, "tenancyriver: outbox sweep", "err", err)
-			}
-		case id := <-heard:
+		case <-o.wake:
+		}
+		for _, id := range o.takePending() {
 			t, err := o.cfg.Catalog.TenantByID(ctx, id)
-			if err == nil {
-				_, err = o.Drain(ctx, t)
+			if err != nil || t.Isolation == tenancy.IsolationDatabase {
+				continue // no such tenant, or one whose outbox is elsewhere: a notification nobody committed
 			}
-			if err != nil && ctx.Err() == nil && !errors.Is(err, tenancy.ErrTenantNotFound) {
-				o.cfg.Logger.WarnContext(ctx, "tenancyriver: outbox drain", "tenant_id", id, "err", err)
+			if _, err := o.Drain(ctx, t); err != nil && ctx.Err() == nil {
+				o.cfg.Logger.WarnContext(ctx, "tenancyriver: outbox drain", "tenant", t.Slug, "err", err)
 			}
 		}
 	}
 }
 
-// listen passes on the tenant IDs announced on the outbox channel, reconnecting after a failure.
-func (o *Outbox) listen(ctx context.Context, heard chan<- string) {
+// maxPending bounds the announced tenants waiting for a drain; beyond it, the sweep finds them.
+const maxPending = 10000
+
+func (o *Outbox) announce(id string) {
+	o.mu.Lock()
+	if len(o.pending) < maxPending {
+		o.pending[id] = true
+	}
+	o.mu.Unlock()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (o *Outbox) takePending() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ids := make([]string, 0, len(o.pending))
+	for id := range o.pending {
+		ids = append(ids, id)
+	}
+	clear(o.pending)
+	return ids
+}
+
+// listen announces the tenant IDs notified on the outbox channel, reconnecting after a failure.
+func (o *Outbox) listen(ctx context.Context) {
 	for ctx.Err() == nil {
 		err := func() error {
 			conn, err := o.cfg.Catalog.Pool().Acquire(ctx)
@@ -449,12 +647,8 @@ func (o *Outbox) listen(ctx context.Context, heard chan<- string) {
 				if err != nil {
 					return err
 				}
-				if !isUUID(n.Payload) { // anyone may notify: only a tenant ID is heard
-					continue
-				}
-				select {
-				case heard <- n.Payload:
-				default: // a burst: the next sweep finds what is dropped here
+				if id := strings.ToLower(n.Payload); isUUID(id) { // anyone may notify: only a tenant ID is heard
+					o.announce(id)
 				}
 			}
 		}()

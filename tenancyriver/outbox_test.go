@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
 	"github.com/gotenancy/tenancy"
+	"github.com/gotenancy/tenancy/tenancycatalog"
 	"github.com/gotenancy/tenancy/tenancyriver"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
@@ -212,5 +214,111 @@ func TestOutboxRunHearsTheCommit(t *testing.T) {
 		if r := s.next(t); r.label != label || r.tenant != a.Slug {
 			t.Fatalf("%s: %+v", iso, r)
 		}
+	}
+}
+
+// A migration role that owns the outbox but is not a superuser is held by row-level security like
+// any role: the drains bind each tenant, and the sweep goes through the catalog's tenants.
+func TestOutboxWithAnOwnerThatIsNotASuperuser(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t, tenancyriver.Config{}, 4, 0)
+	ctx := context.Background()
+	a := s.env.NewTenant(t, tenancy.IsolationShared)
+	sc := s.env.NewTenant(t, tenancy.IsolationSchema)
+	role := tenancytest.UniqueName("tenancy_test_owner")
+	id := pgx.Identifier{role}.Sanitize()
+	shared := pgx.Identifier{s.env.Migrator.SharedSchema()}.Sanitize()
+	schema := pgx.Identifier{tenancycatalog.SchemaName(sc.ID)}.Sanitize()
+	for _, q := range []string{
+		"CREATE ROLE " + id + " LOGIN NOSUPERUSER NOBYPASSRLS",
+		"GRANT USAGE ON SCHEMA tenancy, river, " + shared + ", " + schema + " TO " + id,
+		"GRANT ALL ON ALL TABLES IN SCHEMA tenancy, river TO " + id,
+		"GRANT ALL ON ALL SEQUENCES IN SCHEMA river TO " + id,
+		"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tenancy, river TO " + id,
+		"ALTER TABLE " + shared + ".tenancy_job_outbox OWNER TO " + id,
+		"ALTER TABLE " + schema + ".tenancy_job_outbox OWNER TO " + id,
+	} {
+		if _, err := s.env.Pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	cfg := s.env.Pool.Config().Copy()
+	cfg.ConnConfig.User = role
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		pool.Close()
+		s.env.Pool.Exec(context.Background(), "DROP OWNED BY "+id)
+		if _, err := s.env.Pool.Exec(context.Background(), "DROP ROLE "+id); err != nil {
+			t.Errorf("drop role %s: %v", role, err)
+		}
+	})
+	cat, err := tenancycatalog.NewCatalog(pool, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := tenancyriver.NewOutbox(&tenancyriver.OutboxConfig{Client: s.client, Catalog: cat,
+		SharedSchema: s.env.Migrator.SharedSchema(), SweepEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tn := range []*tenancy.Tenant{a, sc} {
+		tctx := tenancytest.Context(tn)
+		label := "owner-" + string(tn.Isolation)
+		if err := s.env.DB.Tx(tctx, func(tx pgx.Tx) error { return tenancyriver.Enqueue(tctx, tx, noteArgs{Label: label}, nil) }); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := o.Sweep(ctx); err != nil || n != 1 || s.riverJobs(t, label) != 1 {
+			t.Fatalf("%s: the sweep moved %d (%v), River has %d; want the job moved", tn.Isolation, n, err, s.riverJobs(t, label))
+		}
+		if r := s.next(t); r.label != label || r.tenant != tn.Slug {
+			t.Fatalf("%s: %+v", tn.Isolation, r)
+		}
+	}
+}
+
+// A row River refuses (a kind no worker knows, a kind the outbox may not move) stays in the outbox
+// and is skipped: the tenant's later jobs still move.
+func TestOutboxRefusedRowDoesNotBlockTheTenant(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t, tenancyriver.Config{}, 4, 0)
+	o, err := tenancyriver.NewOutbox(&tenancyriver.OutboxConfig{Client: s.client, Catalog: s.env.Catalog,
+		SharedSchema: s.env.Migrator.SharedSchema(), SweepEvery: time.Hour, Kinds: []string{"note", "no_such_kind"}}) // River knows no worker of the second
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, iso := range []tenancy.Isolation{tenancy.IsolationShared, tenancy.IsolationDatabase} {
+		a := s.env.NewTenant(t, iso)
+		ctx := tenancytest.Context(a)
+		label := "after-poison-" + string(iso)
+		if err := s.env.DB.Tx(ctx, func(tx pgx.Tx) error {
+			// What SQL in the tenant's own unit can write: a kind nobody works, and a tenant-less one.
+			if _, err := tx.Exec(ctx, `INSERT INTO tenancy_job_outbox (tenant_id, kind, args) VALUES
+				(tenancy.current_tenant()::uuid, 'no_such_kind', '{}'), (tenancy.current_tenant()::uuid, 'sweep', '{}')`); err != nil {
+				return err
+			}
+			return tenancyriver.Enqueue(ctx, tx, noteArgs{Label: label}, nil)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := o.Drain(context.Background(), a); err != nil {
+			t.Fatal(err)
+		}
+		if r := s.next(t); r.label != label || r.tenant != a.Slug {
+			t.Fatalf("%s: %+v, want the good job run after the refused rows", iso, r)
+		}
+		if left := s.outboxRows(t, a); left != 2 {
+			t.Fatalf("%s: %d rows left in the outbox, want the 2 refused", iso, left)
+		}
+	}
+	select {
+	case r := <-s.seen:
+		t.Fatalf("a refused row ran: %+v", r)
+	default:
+	}
+	if st := o.Stats(); st.Refused != 4 || st.Moved != 2 {
+		t.Fatalf("outbox stats %+v, want 4 refused, 2 moved", st)
 	}
 }

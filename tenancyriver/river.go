@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -196,7 +197,7 @@ func (in *inserter) InsertMany(ctx context.Context, params []*rivertype.JobInser
 				return nil, fmt.Errorf("%w: job %s names tenant %s in its metadata, its context none (insert it from the tenant's context)", ErrForgedTenant, p.Kind, named)
 			}
 			return nil, fmt.Errorf("%w: job %s is inserted without a tenant in its context (declare its kind in Config.TenantLess if it has none)", tenancy.ErrNoTenant, p.Kind)
-		case has && named != t.ID:
+		case has && !strings.EqualFold(named, t.ID):
 			return nil, fmt.Errorf("%w: job %s", ErrForgedTenant, p.Kind)
 		}
 		id, _ := json.Marshal(t.ID)
@@ -212,14 +213,14 @@ func (in *inserter) InsertMany(ctx context.Context, params []*rivertype.JobInser
 		}
 	}
 	res, err := doInner(ctx)
-	if err == nil {
-		for _, r := range res {
-			if r != nil && !r.UniqueSkippedAsDuplicate {
-				if _, ok := TenantOf(r.Job); ok {
-					in.j.stats.inserted.Add(1)
-				}
+	if err == nil && hasTenant {
+		n := uint64(len(params))
+		for _, r := range res { // InsertManyFast returns no results: then every job counts
+			if r != nil && r.UniqueSkippedAsDuplicate {
+				n--
 			}
 		}
+		in.j.stats.inserted.Add(n)
 	}
 	return res, err
 }
@@ -257,7 +258,7 @@ func (w *worker) Work(ctx context.Context, job *rivertype.JobRow, doInner func(c
 	case tenancy.StatusActive:
 	case tenancy.StatusSuspended, tenancy.StatusProvisioning:
 		j.stats.suspended.Add(1)
-		return river.JobSnooze(j.cfg.SuspendedSnooze)
+		return river.JobSnooze(jitter(j.cfg.SuspendedSnooze)) // spread: a backlog does not come back at once
 	default: // deleted
 		j.stats.cancelled.Add(1)
 		return river.JobCancel(fmt.Errorf("%w: %s", ErrTenantDeleted, t))

@@ -113,6 +113,7 @@ func newSetup(t *testing.T, cfg tenancyriver.Config, maxWorkers int, hold time.D
 	river.AddWorker(workers, &sweepWorker{seen: s.seen})
 	s.client, err = river.NewClient(riverpgxv5.New(env.Pool), &river.Config{
 		Schema:            tenancyriver.Schema,
+		PollOnly:          true,
 		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: maxWorkers}},
 		Workers:           workers,
 		Middleware:        jobs.Middleware(),

@@ -54,7 +54,7 @@ func RequireIsolatedJobs(t testing.TB, env *Env, iso JobIsolated) {
 	workers := river.NewWorkers()
 	iso.Workers(workers, env.DB)
 	client, err := river.NewClient(riverpgxv5.New(env.Pool), &river.Config{
-		Schema: tenancyriver.Schema, Workers: workers, Middleware: jobs.Middleware(),
+		Schema: tenancyriver.Schema, Workers: workers, Middleware: jobs.Middleware(), PollOnly: true,
 		Queues:        map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}},
 		FetchCooldown: 5 * time.Millisecond, FetchPollInterval: 20 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),

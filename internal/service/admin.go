@@ -225,6 +225,7 @@ func (s *Server) adminStats(w http.ResponseWriter, r *http.Request) {
 		"cache":         s.appCache.Stats(),
 		"catalog_watch": map[string]any{"connected": s.watchUp.Load(), "ignored_notifications": s.ignored.Load()},
 		"jobs":          s.jobs.Stats(),
+		"job_outbox":    s.outbox.Stats(),
 	}
 	if l, ok := s.cfg.Limiter.(interface {
 		Stats() tenancyredis.LimiterStats

@@ -69,14 +69,18 @@ func (s *Server) startJobs(ctx context.Context) error {
 		Queues:     map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: n}},
 		Workers:    workers,
 		Middleware: jobs.Middleware(),
-		Logger:     s.log,
+		// River listens for commands (cancel a job, pause a queue) on channels any session of
+		// the catalog's database may notify — tenants' units of work too: poll instead.
+		PollOnly:          true,
+		FetchPollInterval: 100 * time.Millisecond,
+		Logger:            s.log,
 	})
 	if err != nil {
 		return fmt.Errorf("tenancy: jobs: %w", err)
 	}
 	s.jobs = jobs
 	s.outbox, err = tenancyriver.NewOutbox(&tenancyriver.OutboxConfig{Client: s.river, Catalog: s.catalog,
-		SharedSchema: s.cfg.Migrator.SharedSchema(), Logger: s.log})
+		SharedSchema: s.cfg.Migrator.SharedSchema(), Kinds: []string{exportArgs{}.Kind()}, Logger: s.log})
 	return err
 }
 
