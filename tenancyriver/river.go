@@ -233,7 +233,7 @@ type worker struct {
 
 func (w *worker) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) error {
 	j := w.j
-	log := j.cfg.Logger.With("job_id", job.ID, "job_kind", job.Kind)
+	log := func() *slog.Logger { return j.cfg.Logger.With("job_id", job.ID, "job_kind", job.Kind) } // only when there is something to say
 	id, ok := TenantOf(job)
 	if !ok {
 		if j.tenantLess[job.Kind] {
@@ -241,14 +241,14 @@ func (w *worker) Work(ctx context.Context, job *rivertype.JobRow, doInner func(c
 			return doInner(tenancy.WithTenant(ctx, nil))
 		}
 		j.stats.discarded.Add(1)
-		log.WarnContext(ctx, "tenancyriver: a job without a tenant, of a kind that needs one, discarded")
+		log().WarnContext(ctx, "tenancyriver: a job without a tenant, of a kind that needs one, discarded")
 		return discard(job, fmt.Errorf("%w: job %s has no tenant in its metadata", tenancy.ErrNoTenant, job.Kind))
 	}
 	t, err := j.cfg.Store.TenantByID(ctx, id)
 	switch {
 	case errors.Is(err, tenancy.ErrTenantNotFound):
 		j.stats.discarded.Add(1)
-		log.WarnContext(ctx, "tenancyriver: a job of an unknown tenant, discarded", "tenant_id", id)
+		log().WarnContext(ctx, "tenancyriver: a job of an unknown tenant, discarded", "tenant_id", id)
 		return discard(job, fmt.Errorf("%w: %s", ErrUnknownTenant, id))
 	case err != nil:
 		j.stats.unavailable.Add(1)
