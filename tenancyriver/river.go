@@ -40,8 +40,9 @@ type Config struct {
 	// requests use (tenancycache.Lookup), whose entries the catalog's changes invalidate.
 	Store tenancy.Store
 	// TenantLess are the job kinds that may be inserted without a tenant (maintenance across
-	// tenants); they run with none. Every other kind needs one: inserting it from a context
-	// without a tenant fails with tenancy.ErrNoTenant.
+	// tenants); inserted so, they run with none. Inserted from a tenant's context, such a job
+	// records and runs as that tenant, like any. Every other kind needs a tenant: inserting it
+	// from a context without one fails with tenancy.ErrNoTenant.
 	TenantLess []string
 	// PerTenant is how many jobs of one tenant may run at once in this client; a job over it is
 	// snoozed for BusySnooze, not failed, so one tenant's flood leaves the workers to the others.
