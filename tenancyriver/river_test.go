@@ -166,6 +166,23 @@ func (s *setup) state(t *testing.T, id int64) rivertype.JobState {
 	return j.State
 }
 
+// floodThenOne queues n jobs of a (labelled "a"), then one of b ("b"), and returns when it began.
+func (s *setup) floodThenOne(t *testing.T, a, b *tenancy.Tenant, n int) time.Time {
+	t.Helper()
+	params := make([]river.InsertManyParams, n)
+	for i := range params {
+		params[i] = river.InsertManyParams{Args: noteArgs{Label: "a"}}
+	}
+	began := time.Now()
+	if _, err := s.client.InsertMany(tenancytest.Context(a), params); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.client.Insert(tenancytest.Context(b), noteArgs{Label: "b"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return began
+}
+
 // A job enqueued by a tenant runs as that tenant, in every isolation model: db.Tx in the worker
 // sees that tenant's rows and none of the other's.
 func TestJobRunsAsItsTenant(t *testing.T) {
@@ -334,17 +351,7 @@ func TestOneTenantsFloodDoesNotStarveAnother(t *testing.T) {
 			t.Parallel()
 			s := newSetup(t, c.cfg, 6, 20*time.Millisecond)
 			a, b := s.env.Pair(t, tenancy.IsolationShared)
-			params := make([]river.InsertManyParams, flood)
-			for i := range params {
-				params[i] = river.InsertManyParams{Args: noteArgs{Label: "a"}}
-			}
-			began := time.Now()
-			if _, err := s.client.InsertMany(tenancytest.Context(a), params); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := s.client.Insert(tenancytest.Context(b), noteArgs{Label: "b"}, nil); err != nil {
-				t.Fatal(err)
-			}
+			began := s.floodThenOne(t, a, b, flood)
 			aDone := 0
 			var bAt time.Time
 			for bAt.IsZero() {
@@ -376,17 +383,7 @@ func TestJobsKeepTheirTenantsRate(t *testing.T) {
 	policy := &tenancyrate.Policy{Plans: map[string]tenancyrate.Limit{"free": {Rate: 5, Period: time.Second, Burst: 2}}}
 	s := newSetup(t, tenancyriver.Config{Limiter: limiter, Policy: policy}, 6, 0)
 	a, b := s.env.Pair(t, tenancy.IsolationShared)
-	params := make([]river.InsertManyParams, 10)
-	for i := range params {
-		params[i] = river.InsertManyParams{Args: noteArgs{Label: "a"}}
-	}
-	began := time.Now()
-	if _, err := s.client.InsertMany(tenancytest.Context(a), params); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.client.Insert(tenancytest.Context(b), noteArgs{Label: "b"}, nil); err != nil {
-		t.Fatal(err)
-	}
+	began := s.floodThenOne(t, a, b, 10)
 	var aAt []time.Duration
 	var bAt time.Duration
 	for range 11 {
