@@ -58,7 +58,8 @@
 // jobs. SQL in a tenant's unit can write any row into its own outbox: list in Kinds the kinds
 // tenants may enqueue, never a tenant-less one. Announcements of commits are coalesced per
 // tenant and only wake drains of shared and schema tenants; each drain has a timeout, and the
-// sweep runs beside them.
+// sweep runs beside them. With OutboxConfig.DB (the runtime DB) database tenants' outboxes are
+// drained through its pooled connections; without it, each such drain opens a connection.
 //
 // Set river.Config.PollOnly. River listens for commands — cancel a running job, pause every
 // queue, resign the leader — on LISTEN/NOTIFY channels of its database, and NOTIFY needs no

@@ -170,6 +170,10 @@ type OutboxConfig struct {
 	// SharedSchema is the schema of the shared tenants' tables (tenancymigrate.Migrator's
 	// SharedSchema). Defaults to "public".
 	SharedSchema string
+	// DB, when set, is the runtime DB (*tenancypgx.DB): database tenants' outboxes are drained
+	// through its pooled connections, as the tenant. Defaults to nil: each drain of a database
+	// tenant opens a connection of the migration role (tens of milliseconds, every sweep).
+	DB Unit
 	// Kinds, when set, are the only job kinds the outbox moves into River; a row of another kind
 	// is refused (kept in the outbox, skipped, logged). The outbox is the tenant's own table, so
 	// SQL in the tenant's unit of work can write any row there: list the kinds tenants may
@@ -346,6 +350,15 @@ func (o *Outbox) drainCatalog(ctx context.Context, t *tenancy.Tenant, key *tenan
 // drainDatabase moves a batch of a database tenant's rows: their jobs are inserted, then the rows
 // deleted (at least once).
 func (o *Outbox) drainDatabase(ctx context.Context, t *tenancy.Tenant, key *tenancycatalog.BindingKey) (int, error) {
+	if o.cfg.DB != nil {
+		n := 0
+		err := o.cfg.DB.Tx(ctx, func(tx pgx.Tx) error { // the unit binds the tenant itself
+			var err error
+			n, err = o.drainDatabaseTx(ctx, tx, nil, t)
+			return err
+		})
+		return n, err
+	}
 	cfg, err := o.cfg.Catalog.Servers().ConnConfig(t.Server, t.Database)
 	if err != nil {
 		return 0, err
@@ -363,6 +376,16 @@ func (o *Outbox) drainDatabase(ctx context.Context, t *tenancy.Tenant, key *tena
 		return 0, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	n, err := o.drainDatabaseTx(ctx, tx, key, t)
+	if err != nil {
+		return 0, err
+	}
+	return n, tx.Commit(ctx)
+}
+
+// drainDatabaseTx moves a batch of the rows of tx's database tenant t, binding tx first when key
+// is set; the caller commits.
+func (o *Outbox) drainDatabaseTx(ctx context.Context, tx pgx.Tx, key *tenancycatalog.BindingKey, t *tenancy.Tenant) (int, error) {
 	batch, err := o.take(ctx, tx, key, t, OutboxTable)
 	if err != nil || len(batch) == 0 {
 		return 0, err
@@ -376,18 +399,18 @@ func (o *Outbox) drainDatabase(ctx context.Context, t *tenancy.Tenant, key *tena
 			return 0, fmt.Errorf("tenancyriver: the outbox of %s: %w", t.Slug, err)
 		}
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, err
-	}
-	o.moved.Add(uint64(len(moved)))
+	o.moved.Add(uint64(len(moved))) // counted before the commit: a failed commit inserts them again (at least once)
 	return len(batch), nil
 }
 
-// take binds tx to t — the outbox is a tenant table, and row-level security holds for an owner
-// that is not a superuser too — and locks a batch of t's rows.
+// take binds tx to t (when key is set: a unit of work is bound already) — the outbox is a tenant
+// table, and row-level security holds for an owner that is not a superuser too — and locks a
+// batch of t's rows.
 func (o *Outbox) take(ctx context.Context, tx pgx.Tx, key *tenancycatalog.BindingKey, t *tenancy.Tenant, table string) ([]outboxRow, error) {
-	if err := key.Bind(ctx, tx, t.ID); err != nil {
-		return nil, err
+	if key != nil {
+		if err := key.Bind(ctx, tx, t.ID); err != nil {
+			return nil, err
+		}
 	}
 	rows, err := tx.Query(ctx, fmt.Sprintf(selectOutbox, table), t.ID, o.refusedOf(t.ID), drainBatch)
 	if err != nil {

@@ -18,10 +18,15 @@ import (
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
-func newOutbox(t *testing.T, s *setup) *tenancyriver.Outbox {
+// newOutbox makes the outbox; viaRuntime drains database tenants through the runtime DB's pools,
+// else on connections of the migration role.
+func newOutbox(t *testing.T, s *setup, viaRuntime bool) *tenancyriver.Outbox {
 	t.Helper()
-	o, err := tenancyriver.NewOutbox(&tenancyriver.OutboxConfig{Client: s.client, Catalog: s.env.Catalog,
-		SharedSchema: s.env.Migrator.SharedSchema(), SweepEvery: time.Hour})
+	cfg := &tenancyriver.OutboxConfig{Client: s.client, Catalog: s.env.Catalog, SharedSchema: s.env.Migrator.SharedSchema(), SweepEvery: time.Hour}
+	if viaRuntime {
+		cfg.DB = s.env.DB
+	}
+	o, err := tenancyriver.NewOutbox(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +60,7 @@ func (s *setup) outboxRows(t *testing.T, tn *tenancy.Tenant) int {
 func TestOutboxCommitsAndRollsBackWithTheTenantsData(t *testing.T) {
 	t.Parallel()
 	s := newSetup(t, tenancyriver.Config{}, 4, 0)
-	o := newOutbox(t, s)
+	o := newOutbox(t, s, false)
 	for _, iso := range tenancytest.Models {
 		a := s.env.NewTenant(t, iso)
 		ctx := tenancytest.Context(a)
@@ -100,7 +105,7 @@ func TestOutboxCommitsAndRollsBackWithTheTenantsData(t *testing.T) {
 func TestOutboxLosesNoJobAndSendsNoneEarly(t *testing.T) {
 	t.Parallel()
 	s := newSetup(t, tenancyriver.Config{}, 4, 0)
-	o := newOutbox(t, s)
+	o := newOutbox(t, s, true)
 	for _, iso := range tenancytest.Models {
 		a, b := s.env.Pair(t, iso)
 		ctx := tenancytest.Context(a)
@@ -156,7 +161,7 @@ func TestOutboxLosesNoJobAndSendsNoneEarly(t *testing.T) {
 func TestOutboxConcurrentDrainsMoveEachJobOnce(t *testing.T) {
 	t.Parallel()
 	s := newSetup(t, tenancyriver.Config{}, 4, 0)
-	o := newOutbox(t, s)
+	o := newOutbox(t, s, true)
 	for _, iso := range []tenancy.Isolation{tenancy.IsolationShared, tenancy.IsolationSchema} {
 		a := s.env.NewTenant(t, iso)
 		ctx := tenancytest.Context(a)
@@ -196,7 +201,7 @@ func TestOutboxConcurrentDrainsMoveEachJobOnce(t *testing.T) {
 func TestOutboxRunHearsTheCommit(t *testing.T) {
 	t.Parallel()
 	s := newSetup(t, tenancyriver.Config{}, 4, 0)
-	o := newOutbox(t, s) // sweeps every hour: only the notification can move the job in time
+	o := newOutbox(t, s, true) // sweeps every hour: only the notification can move the job in time
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- o.Run(ctx) }()
