@@ -42,6 +42,7 @@ var componentHelp = map[string]help{
 
 	"tenancy_jobs_inserted_total": {"Jobs inserted with a tenant (tenancyriver), and of those, demoted: inserted at the lowest priority as part of their tenant's flood.", []string{"priority"}},
 	"tenancy_jobs_total":          {"Jobs by what the tenant middleware did: ran, busy (snoozed: the tenant's running limit), rate_limited (snoozed), suspended (snoozed), cancelled (tenant deleted), discarded (tenant unknown or missing), unavailable (catalog error, retried).", []string{"outcome"}},
+	"tenancy_job_outbox_total":    {"Rows of the tenants' job outboxes by result: moved (into River), refused (kept, skipped).", []string{"result"}},
 
 	"tenancy_tenants":                    {"Tenants by status and isolation model.", []string{"status", "isolation"}},
 	"tenancy_migration_targets":          {"Targets of the tenant line (the shared schema, schema and database tenants) by state: current, pending, failed (its last run failed).", []string{"state"}},
@@ -174,7 +175,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if j := m.cfg.Jobs; j != nil {
-		s := j.Stats()
+		s := j()
+		counter("tenancy_job_outbox_total", s.OutboxMoved, "moved")
+		counter("tenancy_job_outbox_total", s.OutboxRefused, "refused")
 		counter("tenancy_jobs_inserted_total", s.Inserted-s.Demoted, "own")
 		counter("tenancy_jobs_inserted_total", s.Demoted, "demoted")
 		for outcome, n := range map[string]uint64{"ran": s.Ran, "busy": s.Busy, "rate_limited": s.RateLimited, "suspended": s.Suspended,

@@ -18,7 +18,6 @@ import (
 	"github.com/gotenancy/tenancy/tenancyhttp"
 	"github.com/gotenancy/tenancy/tenancymigrate"
 	"github.com/gotenancy/tenancy/tenancyredis"
-	"github.com/gotenancy/tenancy/tenancyriver"
 	"github.com/gotenancy/tenancy/tenancyrouter"
 )
 
@@ -42,14 +41,16 @@ type Config struct {
 	// Buckets are the request latency histogram's, in seconds. Defaults to
 	// prometheus.DefBuckets.
 	Buckets []float64
-	// Lookup, Router, Cache, Limiter, SecondLevel and Jobs are components whose statistics are exported
+	// Lookup, Router, Cache, Limiter and SecondLevel are components whose statistics are exported
 	// at each scrape. Each defaults to nil: not exported.
 	Lookup      *tenancycache.Lookup
 	Router      *tenancyrouter.Router
 	Cache       *tenancycache.Cache
 	Limiter     *tenancyredis.Limiter
 	SecondLevel *tenancyredis.CatalogStore
-	Jobs        *tenancyriver.Jobs
+	// Jobs, when set, reads the background jobs' counts at each scrape (from tenancyriver's
+	// Jobs.Stats and Outbox.Stats; a function, so a service without jobs does not build River).
+	Jobs func() JobCounts
 	// Catalog, when set, is counted by tenant status and isolation, and Migrator's tenant line
 	// by target state, at a scrape at most every CatalogEvery (each is a query of the whole
 	// catalog). Each defaults to nil: not exported.
@@ -59,6 +60,13 @@ type Config struct {
 	CatalogEvery time.Duration
 	// Now returns the current time. Defaults to time.Now.
 	Now func() time.Time
+}
+
+// JobCounts are the counts of background jobs Config.Jobs reports: tenancyriver's Stats (what
+// the tenant middleware did) and OutboxStats.
+type JobCounts struct {
+	Inserted, Demoted, Ran, Busy, RateLimited, Suspended, Cancelled, Discarded, Unavailable uint64
+	OutboxMoved, OutboxRefused                                                              uint64
 }
 
 // Metrics is a prometheus.Collector of the toolkit's statistics, and the HTTP middleware that

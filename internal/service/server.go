@@ -275,7 +275,7 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 // process's, served by MetricsHandler.
 func (s *Server) newMetrics() (*tenancymetrics.Metrics, error) {
 	cfg := &tenancymetrics.Config{Lookup: s.cache, Router: s.cfg.Router, Cache: s.appCache, SecondLevel: s.secondLevel,
-		Catalog: s.catalog, Migrator: s.cfg.Migrator, Jobs: s.jobs}
+		Catalog: s.catalog, Migrator: s.cfg.Migrator, Jobs: s.jobCounts}
 	if l, ok := s.cfg.Limiter.(*tenancyredis.Limiter); ok {
 		cfg.Limiter = l
 	}
@@ -288,6 +288,14 @@ func (s *Server) newMetrics() (*tenancymetrics.Metrics, error) {
 	s.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	s.activity = m
 	return m, nil
+}
+
+// jobCounts are the jobs' counts for the metrics.
+func (s *Server) jobCounts() tenancymetrics.JobCounts {
+	j, o := s.jobs.Stats(), s.outbox.Stats()
+	return tenancymetrics.JobCounts{Inserted: j.Inserted, Demoted: j.Demoted, Ran: j.Ran, Busy: j.Busy, RateLimited: j.RateLimited,
+		Suspended: j.Suspended, Cancelled: j.Cancelled, Discarded: j.Discarded, Unavailable: j.Unavailable,
+		OutboxMoved: o.Moved, OutboxRefused: o.Refused}
 }
 
 // MetricsHandler serves the metrics in Prometheus's format, without authentication: for a
