@@ -53,10 +53,12 @@
 // inserts the job), at least once for database tenants, whose outbox is in another database
 // (each job carries its row's ID in its metadata under OutboxKey). The drains bind each tenant
 // (the outbox is a tenant table: row-level security holds for an owner that is not a
-// superuser), and a row River refuses — a kind no worker knows, or one OutboxConfig.Kinds does
-// not list — stays in the outbox, logged and skipped, so it blocks none of the tenant's later
-// jobs. SQL in a tenant's unit can write any row into its own outbox: list in Kinds the kinds
-// tenants may enqueue, never a tenant-less one. Announcements of commits are coalesced per
+// superuser). A row refused for good — a kind OutboxConfig.Kinds does not list or no worker
+// knows, options River cannot take — stays in the outbox, logged once, and blocks none of the
+// tenant's later jobs; a failure that may pass (the database, the network, the drain's time)
+// stops the drain and leaves the rows for the next. A drain takes each row once, in order, so
+// refused rows cannot make it go round. SQL in a tenant's unit can write any row into its own
+// outbox: Kinds (required) lists the kinds tenants may enqueue, never a tenant-less one. Announcements of commits are coalesced per
 // tenant and only wake drains of shared and schema tenants; each drain has a timeout, and the
 // sweep runs beside them. With OutboxConfig.DB (the runtime DB) database tenants' outboxes are
 // drained through its pooled connections; without it, each such drain opens a connection.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -174,10 +175,10 @@ type OutboxConfig struct {
 	// through its pooled connections, as the tenant. Defaults to nil: each drain of a database
 	// tenant opens a connection of the migration role (tens of milliseconds, every sweep).
 	DB Unit
-	// Kinds, when set, are the only job kinds the outbox moves into River; a row of another kind
-	// is refused (kept in the outbox, skipped, logged). The outbox is the tenant's own table, so
-	// SQL in the tenant's unit of work can write any row there: list the kinds tenants may
-	// enqueue, never a tenant-less one. Defaults to nil: any kind River's client knows.
+	// Kinds are the only job kinds the outbox moves into River; a row of another kind is refused
+	// (kept in the outbox, logged). The outbox is the tenant's own table, so SQL in the tenant's
+	// unit of work can write any row there: list the kinds tenants may enqueue, never a
+	// tenant-less one. Required.
 	Kinds []string
 	// SweepEvery is how often Run drains every tenant's outbox. Defaults to a minute.
 	SweepEvery time.Duration
@@ -196,6 +197,7 @@ type Outbox struct {
 	mu       sync.Mutex
 	refused  map[string]map[string]bool // row IDs River (or Kinds) refused, by tenant ID: skipped until restart
 	pending  map[string]bool            // tenant IDs announced, to drain (Run)
+	overflow bool                       // announcements were dropped: sweep
 	wake     chan struct{}
 	moved    atomic.Uint64
 	refusals atomic.Uint64
@@ -214,15 +216,13 @@ func (o *Outbox) Stats() OutboxStats {
 
 // NewOutbox returns an Outbox.
 func NewOutbox(cfg *OutboxConfig) (*Outbox, error) {
-	if cfg == nil || cfg.Client == nil || cfg.Catalog == nil {
-		return nil, errors.New("tenancyriver: NewOutbox needs Client and Catalog")
+	if cfg == nil || cfg.Client == nil || cfg.Catalog == nil || len(cfg.Kinds) == 0 {
+		return nil, errors.New("tenancyriver: NewOutbox needs Client, Catalog and Kinds (the kinds tenants may enqueue)")
 	}
-	o := &Outbox{cfg: *cfg, refused: map[string]map[string]bool{}, pending: map[string]bool{}, wake: make(chan struct{}, 1)}
-	if len(o.cfg.Kinds) > 0 {
-		o.kinds = map[string]bool{}
-		for _, k := range o.cfg.Kinds {
-			o.kinds[k] = true
-		}
+	o := &Outbox{cfg: *cfg, refused: map[string]map[string]bool{}, pending: map[string]bool{}, wake: make(chan struct{}, 1),
+		kinds: map[string]bool{}}
+	for _, k := range o.cfg.Kinds {
+		o.kinds[k] = true
 	}
 	if o.cfg.DrainTimeout <= 0 {
 		o.cfg.DrainTimeout = 30 * time.Second
@@ -255,7 +255,9 @@ func (o *Outbox) Tx(ctx context.Context, db Unit, fn func(pgx.Tx) error) error {
 	if err := db.Tx(ctx, fn); err != nil {
 		return err
 	}
-	if _, err := o.Drain(ctx, t); err != nil {
+	// Committed: a client that goes away now must not cut the move short (the sweep would have
+	// to find the jobs).
+	if _, err := o.Drain(context.WithoutCancel(ctx), t); err != nil {
 		o.cfg.Logger.WarnContext(ctx, "tenancyriver: jobs committed but not yet moved into River; the outbox keeps them", "tenant", t.Slug, "err", err)
 	}
 	return nil
@@ -275,19 +277,32 @@ func (o *Outbox) Drain(ctx context.Context, t *tenancy.Tenant) (int, error) {
 		return 0, err
 	}
 	total := 0
-	for {
-		var n int
-		var err error
+	after := position{at: time.Time{}, id: "00000000-0000-0000-0000-000000000000"}
+	for { // batch after batch, each after the last one's last row: a drain sees each row once
+		var b batchResult
 		if t.Isolation == tenancy.IsolationDatabase {
-			n, err = o.drainDatabase(ctx, t, key)
+			b, err = o.drainDatabase(ctx, t, key, after)
 		} else {
-			n, err = o.drainCatalog(ctx, t, key)
+			b, err = o.drainCatalog(ctx, t, key, after)
 		}
-		total += n
-		if err != nil || n < drainBatch {
+		total += b.moved
+		if err != nil || b.taken < drainBatch {
 			return total, err
 		}
+		after = b.last
 	}
+}
+
+// position is where a drain is in a tenant's outbox: the last row it took.
+type position struct {
+	at time.Time
+	id string
+}
+
+// batchResult is what one batch of a drain did.
+type batchResult struct {
+	taken, moved int
+	last         position
 }
 
 // outboxIdent is the outbox of a tenant whose placement is in the catalog's database.
@@ -300,31 +315,28 @@ func (o *Outbox) outboxIdent(t *tenancy.Tenant) pgx.Identifier {
 
 type outboxRow struct {
 	id, kind string
+	at       time.Time
 	args     []byte
 	opts     outboxOpts
-	bad      error // opts that do not decode
+	bad      error // why it cannot be a job whatever River says: opts that do not decode, a kind Kinds lacks
 }
 
-// selectOutbox takes a batch of the tenant's committed rows, oldest first, locked, skipping rows
-// another drain holds and rows refused before.
-const selectOutbox = `SELECT id::text, kind, args, opts FROM %s
-	WHERE tenant_id = $1 AND NOT (id = ANY($2::uuid[])) ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED`
+// selectOutbox takes a batch of the tenant's committed rows after a position, oldest first,
+// locked, skipping rows another drain holds.
+const selectOutbox = `SELECT id::text, created_at, kind, args, opts FROM %s
+	WHERE tenant_id = $1 AND (created_at, id) > ($2, $3::uuid) ORDER BY created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED`
 
 // drainCatalog moves a batch of a shared or schema tenant's rows in one transaction with their
 // jobs' insertion: exactly once.
-func (o *Outbox) drainCatalog(ctx context.Context, t *tenancy.Tenant, key *tenancycatalog.BindingKey) (int, error) {
+func (o *Outbox) drainCatalog(ctx context.Context, t *tenancy.Tenant, key *tenancycatalog.BindingKey, after position) (batchResult, error) {
 	tx, err := o.cfg.Catalog.Pool().Begin(ctx)
 	if err != nil {
-		return 0, err
+		return batchResult{}, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	table := o.outboxIdent(t).Sanitize()
-	batch, err := o.take(ctx, tx, key, t, table)
-	if err != nil || len(batch) == 0 {
-		return 0, err
-	}
-	moved := o.insert(ctx, t, batch, func(params []river.InsertManyParams) error {
-		sp, err := tx.Begin(ctx) // a savepoint: a refused batch leaves the transaction usable
+	return o.drainTx(ctx, tx, key, t, table, after, func(params []river.InsertManyParams) error {
+		sp, err := tx.Begin(ctx) // a savepoint: a refused insertion leaves the transaction usable
 		if err != nil {
 			return err
 		}
@@ -333,116 +345,113 @@ func (o *Outbox) drainCatalog(ctx context.Context, t *tenancy.Tenant, key *tenan
 			return err
 		}
 		return sp.Commit(ctx)
-	})
-	if len(moved) == 0 {
-		return len(batch), tx.Commit(ctx) // all refused: the next batch skips them
-	}
-	if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE tenant_id = $1 AND id = ANY($2::uuid[])`, t.ID, moved); err != nil {
-		return 0, fmt.Errorf("tenancyriver: the outbox of %s: %w", t.Slug, err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, err
-	}
-	o.moved.Add(uint64(len(moved)))
-	return len(batch), nil // the batch's size: a full one means there may be more
+	}, tx.Commit)
 }
 
 // drainDatabase moves a batch of a database tenant's rows: their jobs are inserted, then the rows
 // deleted (at least once).
-func (o *Outbox) drainDatabase(ctx context.Context, t *tenancy.Tenant, key *tenancycatalog.BindingKey) (int, error) {
+func (o *Outbox) drainDatabase(ctx context.Context, t *tenancy.Tenant, key *tenancycatalog.BindingKey, after position) (batchResult, error) {
+	insert := func(params []river.InsertManyParams) error {
+		_, err := o.cfg.Client.InsertMany(ctx, params)
+		return err
+	}
 	if o.cfg.DB != nil {
-		n := 0
+		var b batchResult
+		var inner error
 		err := o.cfg.DB.Tx(ctx, func(tx pgx.Tx) error { // the unit binds the tenant itself
-			var err error
-			n, err = o.drainDatabaseTx(ctx, tx, nil, t)
-			return err
+			b, inner = o.drainTx(ctx, tx, nil, t, OutboxTable, after, insert, func(context.Context) error { return nil })
+			return nil // commit what moved, also when a later row failed
 		})
-		return n, err
+		if err == nil {
+			err = inner
+		}
+		return b, err
 	}
 	cfg, err := o.cfg.Catalog.Servers().ConnConfig(t.Server, t.Database)
 	if err != nil {
-		return 0, err
+		return batchResult{}, err
 	}
 	if cfg.ConnectTimeout == 0 || cfg.ConnectTimeout > 10*time.Second {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return 0, fmt.Errorf("tenancyriver: the database of %s: %w", t.Slug, err)
+		return batchResult{}, fmt.Errorf("tenancyriver: the database of %s: %w", t.Slug, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return 0, err
+		return batchResult{}, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	n, err := o.drainDatabaseTx(ctx, tx, key, t)
-	if err != nil {
-		return 0, err
-	}
-	return n, tx.Commit(ctx)
+	return o.drainTx(ctx, tx, key, t, OutboxTable, after, insert, tx.Commit)
 }
 
-// drainDatabaseTx moves a batch of the rows of tx's database tenant t, binding tx first when key
-// is set; the caller commits.
-func (o *Outbox) drainDatabaseTx(ctx context.Context, tx pgx.Tx, key *tenancycatalog.BindingKey, t *tenancy.Tenant) (int, error) {
-	batch, err := o.take(ctx, tx, key, t, OutboxTable)
-	if err != nil || len(batch) == 0 {
-		return 0, err
-	}
-	moved := o.insert(ctx, t, batch, func(params []river.InsertManyParams) error {
-		_, err := o.cfg.Client.InsertMany(ctx, params)
-		return err
-	})
-	if len(moved) > 0 {
-		if _, err := tx.Exec(ctx, `DELETE FROM `+OutboxTable+` WHERE tenant_id = $1 AND id = ANY($2::uuid[])`, t.ID, moved); err != nil {
-			return 0, fmt.Errorf("tenancyriver: the outbox of %s: %w", t.Slug, err)
-		}
-	}
-	o.moved.Add(uint64(len(moved))) // counted before the commit: a failed commit inserts them again (at least once)
-	return len(batch), nil
-}
-
-// take binds tx to t (when key is set: a unit of work is bound already) — the outbox is a tenant
-// table, and row-level security holds for an owner that is not a superuser too — and locks a
-// batch of t's rows.
-func (o *Outbox) take(ctx context.Context, tx pgx.Tx, key *tenancycatalog.BindingKey, t *tenancy.Tenant, table string) ([]outboxRow, error) {
+// drainTx takes a batch of t's rows in tx (binding it first when key is set), inserts their jobs
+// with insert, deletes the rows whose jobs are in and commits with commit — also when a row
+// failed for a reason that may pass (then the drain stops there, with that error, and the row
+// waits for the next).
+func (o *Outbox) drainTx(ctx context.Context, tx pgx.Tx, key *tenancycatalog.BindingKey, t *tenancy.Tenant, table string,
+	after position, insert func([]river.InsertManyParams) error, commit func(context.Context) error) (batchResult, error) {
 	if key != nil {
 		if err := key.Bind(ctx, tx, t.ID); err != nil {
-			return nil, err
+			return batchResult{}, err
 		}
 	}
-	rows, err := tx.Query(ctx, fmt.Sprintf(selectOutbox, table), t.ID, o.refusedOf(t.ID), drainBatch)
+	rows, err := tx.Query(ctx, fmt.Sprintf(selectOutbox, table), t.ID, after.at, after.id, drainBatch)
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // no outbox in this placement: nothing to move
-			return nil, nil
+			return batchResult{}, nil
 		}
-		return nil, fmt.Errorf("tenancyriver: the outbox of %s: %w", t.Slug, err)
+		return batchResult{}, fmt.Errorf("tenancyriver: the outbox of %s: %w", t.Slug, err)
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (outboxRow, error) {
+	batch, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (outboxRow, error) {
 		var row outboxRow
 		var opts []byte
-		if err := r.Scan(&row.id, &row.kind, &row.args, &opts); err != nil {
+		if err := r.Scan(&row.id, &row.at, &row.kind, &row.args, &opts); err != nil {
 			return row, err
 		}
 		if err := json.Unmarshal(opts, &row.opts); err != nil {
 			row.bad = fmt.Errorf("opts: %w", err)
+		} else if err := row.opts.check(); err != nil {
+			row.bad = err
+		}
+		if o.kinds != nil && !o.kinds[row.kind] {
+			row.bad = errors.New("a kind OutboxConfig.Kinds does not list")
 		}
 		return row, nil
 	})
+	if err != nil || len(batch) == 0 {
+		return batchResult{}, err
+	}
+	b := batchResult{taken: len(batch), last: position{batch[len(batch)-1].at, batch[len(batch)-1].id}}
+	moved, insertErr := o.insert(ctx, t, batch, insert)
+	if len(moved) > 0 {
+		if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE tenant_id = $1 AND id = ANY($2::uuid[])`, t.ID, moved); err != nil {
+			return batchResult{}, fmt.Errorf("tenancyriver: the outbox of %s: %w", t.Slug, err)
+		}
+	}
+	if err := commit(ctx); err != nil {
+		return batchResult{}, err
+	}
+	b.moved = len(moved)
+	o.moved.Add(uint64(len(moved)))
+	return b, insertErr
 }
 
 // insert inserts the batch's jobs with do, all at once, or, when River refuses the batch, one by
-// one; it returns the IDs of the rows whose jobs are in, and sets the others aside as refused.
-func (o *Outbox) insert(ctx context.Context, t *tenancy.Tenant, batch []outboxRow, do func([]river.InsertManyParams) error) []string {
+// one. It returns the IDs of the rows whose jobs are in. A row refused for good (a kind no
+// worker knows, opts River cannot take, another tenant named) is set aside: it stays in the
+// outbox, logged once. Any other error (the database, the network, the drain's time) stops the
+// insertion there and is returned: the rest wait for the next drain.
+func (o *Outbox) insert(ctx context.Context, t *tenancy.Tenant, batch []outboxRow, do func([]river.InsertManyParams) error) ([]string, error) {
 	var ok []outboxRow
 	for _, r := range batch {
 		switch {
 		case r.bad != nil:
 			o.refuse(ctx, t, r, r.bad)
-		case o.kinds != nil && !o.kinds[r.kind]:
-			o.refuse(ctx, t, r, errors.New("a kind OutboxConfig.Kinds does not list"))
+		case o.wasRefused(t.ID, r.id):
 		default:
 			ok = append(ok, r)
 		}
@@ -454,45 +463,90 @@ func (o *Outbox) insert(ctx context.Context, t *tenancy.Tenant, batch []outboxRo
 		}
 		return out
 	}
-	if len(ok) == 0 || do(o.params(ok)) == nil {
-		return ids(ok)
+	if len(ok) == 0 {
+		return nil, nil
+	}
+	err := do(o.params(ok))
+	if err == nil {
+		return ids(ok), nil
+	}
+	if !refusedForGood(err) {
+		return nil, err
 	}
 	var moved []outboxRow
 	for _, r := range ok {
-		if err := do(o.params([]outboxRow{r})); err != nil {
+		err := do(o.params([]outboxRow{r}))
+		switch {
+		case err == nil:
+			moved = append(moved, r)
+		case refusedForGood(err):
 			o.refuse(ctx, t, r, err)
-			continue
+		default:
+			return ids(moved), err
 		}
-		moved = append(moved, r)
 	}
-	return ids(moved)
+	return ids(moved), nil
 }
 
-// refuse sets a row River would not take aside: it stays in the outbox, skipped by this process.
+// refusedForGood reports whether River (or the middleware) refused a job in a way a retry would
+// repeat.
+func refusedForGood(err error) bool {
+	var unknown *river.UnknownJobKindError
+	return errors.As(err, &unknown) || errors.Is(err, ErrForgedTenant) || errors.Is(err, tenancy.ErrNoTenant)
+}
+
+// check refuses what River would refuse of a row's options, so it is refused for good here.
+func (o outboxOpts) check() error {
+	switch {
+	case o.Priority < 0 || o.Priority > lowestPriority:
+		return fmt.Errorf("priority %d is not River's 1 to 4", o.Priority)
+	case o.Queue != "" && (len(o.Queue) > 64 || !queueName.MatchString(o.Queue)):
+		return fmt.Errorf("queue %q is not a River queue name", o.Queue)
+	case o.MaxAttempts < 0:
+		return fmt.Errorf("max_attempts %d", o.MaxAttempts)
+	}
+	for _, tag := range o.Tags {
+		if len(tag) > 255 {
+			return errors.New("a tag longer than 255 characters")
+		}
+	}
+	return nil
+}
+
+// queueName is what River accepts as a queue's name.
+var queueName = regexp.MustCompile(`^[a-z0-9]+([_|-]?[a-z0-9]+)*$`)
+
+// refuse sets a row River would not take aside: it stays in the outbox, logged the first time;
+// this process remembers it (for at most maxRefused rows of maxRefusedTenants tenants) so it does
+// not offer it to River again.
 func (o *Outbox) refuse(ctx context.Context, t *tenancy.Tenant, r outboxRow, err error) {
 	o.refusals.Add(1)
-	o.cfg.Logger.ErrorContext(ctx, "tenancyriver: a job in the outbox was refused; it stays there, skipped until a restart",
-		"tenant", t.Slug, "row", r.id, "kind", r.kind, "err", err)
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	m := o.refused[t.ID]
-	if m == nil {
+	if m == nil && len(o.refused) < maxRefusedTenants {
 		m = map[string]bool{}
 		o.refused[t.ID] = m
 	}
-	if len(m) < 10000 {
+	first := m == nil || !m[r.id]
+	if m != nil && len(m) < maxRefused {
 		m[r.id] = true
+	}
+	o.mu.Unlock()
+	if first {
+		o.cfg.Logger.ErrorContext(ctx, "tenancyriver: a job in the outbox was refused; it stays there",
+			"tenant", t.Slug, "row", r.id, "kind", r.kind, "err", err)
 	}
 }
 
-func (o *Outbox) refusedOf(id string) []string {
+const (
+	maxRefused        = 1000
+	maxRefusedTenants = 1000
+)
+
+func (o *Outbox) wasRefused(tenant, row string) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	out := make([]string, 0, len(o.refused[id]))
-	for r := range o.refused[id] {
-		out = append(out, r)
-	}
-	return out
+	return o.refused[tenant][row]
 }
 
 // params are the River insertions of outbox rows, each marked with its row's ID.
@@ -560,8 +614,8 @@ func (o *Outbox) Sweep(ctx context.Context) (int, error) {
 				errs = append(errs, err)
 				continue
 			}
-			if t.Isolation == tenancy.IsolationShared { // a tenant that moved away took its rows with it
-				if drain(t) != nil {
+			if t.Isolation == tenancy.IsolationShared && (t.Status == tenancy.StatusActive || t.Status == tenancy.StatusSuspended) {
+				if drain(t) != nil { // (a tenant that moved away took its rows with it)
 					break
 				}
 			}
@@ -608,13 +662,21 @@ func (o *Outbox) Run(ctx context.Context) error {
 		}
 	}()
 	defer func() { <-swept }()
+	var lastFlush time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-o.wake:
 		}
-		for _, id := range o.takePending() {
+		ids, overflow := o.takePending()
+		if overflow && time.Since(lastFlush) > 5*time.Second { // at most every 5 s: the flood goes on
+			lastFlush = time.Now()
+			if _, err := o.Sweep(ctx); err != nil && ctx.Err() == nil {
+				o.cfg.Logger.WarnContext(ctx, "tenancyriver: outbox sweep after a flood of announcements", "err", err)
+			}
+		}
+		for _, id := range ids {
 			t, err := o.cfg.Catalog.TenantByID(ctx, id)
 			if err != nil || t.Isolation == tenancy.IsolationDatabase {
 				continue // no such tenant, or one whose outbox is elsewhere: a notification nobody committed
@@ -633,6 +695,8 @@ func (o *Outbox) announce(id string) {
 	o.mu.Lock()
 	if len(o.pending) < maxPending {
 		o.pending[id] = true
+	} else {
+		o.overflow = true // a flood (of made-up IDs, likely): sweep instead of dropping real ones
 	}
 	o.mu.Unlock()
 	select {
@@ -641,15 +705,16 @@ func (o *Outbox) announce(id string) {
 	}
 }
 
-func (o *Outbox) takePending() []string {
+func (o *Outbox) takePending() (ids []string, overflow bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	ids := make([]string, 0, len(o.pending))
+	ids = make([]string, 0, len(o.pending))
 	for id := range o.pending {
 		ids = append(ids, id)
 	}
 	clear(o.pending)
-	return ids
+	overflow, o.overflow = o.overflow, false
+	return ids, overflow
 }
 
 // listen announces the tenant IDs notified on the outbox channel, reconnecting after a failure.

@@ -22,7 +22,8 @@ import (
 // else on connections of the migration role.
 func newOutbox(t *testing.T, s *setup, viaRuntime bool) *tenancyriver.Outbox {
 	t.Helper()
-	cfg := &tenancyriver.OutboxConfig{Client: s.client, Catalog: s.env.Catalog, SharedSchema: s.env.Migrator.SharedSchema(), SweepEvery: time.Hour}
+	cfg := &tenancyriver.OutboxConfig{Client: s.client, Catalog: s.env.Catalog, SharedSchema: s.env.Migrator.SharedSchema(),
+		SweepEvery: time.Hour, Kinds: []string{"note"}, DrainTimeout: 3 * time.Second}
 	if viaRuntime {
 		cfg.DB = s.env.DB
 	}
@@ -265,7 +266,7 @@ func TestOutboxWithAnOwnerThatIsNotASuperuser(t *testing.T) {
 		t.Fatal(err)
 	}
 	o, err := tenancyriver.NewOutbox(&tenancyriver.OutboxConfig{Client: s.client, Catalog: cat,
-		SharedSchema: s.env.Migrator.SharedSchema(), SweepEvery: time.Hour})
+		SharedSchema: s.env.Migrator.SharedSchema(), SweepEvery: time.Hour, Kinds: []string{"note"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,5 +326,63 @@ func TestOutboxRefusedRowDoesNotBlockTheTenant(t *testing.T) {
 	}
 	if st := o.Stats(); st.Refused != 4 || st.Moved != 2 {
 		t.Fatalf("outbox stats %+v, want 4 refused, 2 moved", st)
+	}
+}
+
+// A failure that may pass (here: River's table locked past the drain's time) strands nothing: the
+// next drain moves the job. And rows refused for good, however many, do not make a drain go round
+// until its time is up: it takes each row once.
+func TestOutboxTransientFailureAndManyRefusedRows(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t, tenancyriver.Config{}, 4, 0)
+	o := newOutbox(t, s, true) // drains time out after 3 s
+	ctx := context.Background()
+	a := s.env.NewTenant(t, tenancy.IsolationShared)
+	actx := tenancytest.Context(a)
+	if err := s.env.DB.Tx(actx, func(tx pgx.Tx) error { return tenancyriver.Enqueue(actx, tx, noteArgs{Label: "held"}, nil) }); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := s.env.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.Exec(ctx, `LOCK TABLE river.river_job IN SHARE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := o.Drain(ctx, a); err == nil || n != 0 {
+		t.Fatalf("a drain while River's table is locked: moved %d, %v; want an error", n, err)
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// (The failed drain's session may hold the row until the server notices it is gone.)
+	tenancytest.WaitFor(t, 10*time.Second, "a drain after the lock moves the held job", func() bool {
+		n, err := o.Drain(ctx, a)
+		return err == nil && n == 1
+	})
+	if r := s.next(t); r.label != "held" || r.tenant != a.Slug {
+		t.Fatalf("%+v", r)
+	}
+
+	// 1,600 rows the outbox refuses for good (a kind Kinds does not list), then one good job.
+	if err := s.env.DB.Tx(actx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(actx, `INSERT INTO tenancy_job_outbox (tenant_id, kind, args)
+			SELECT tenancy.current_tenant()::uuid, 'sweep', '{}' FROM generate_series(1, 1600)`); err != nil {
+			return err
+		}
+		return tenancyriver.Enqueue(actx, tx, noteArgs{Label: "after-many"}, nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second drain finds the same refused rows
+		if n, err := o.Drain(ctx, a); err != nil || n > 1 {
+			t.Fatalf("a drain past 1,600 refused rows: moved %d, %v; want no error (the good job once)", n, err)
+		}
+	}
+	if r := s.next(t); r.label != "after-many" {
+		t.Fatalf("%+v", r)
+	}
+	if st := o.Stats(); st.Moved != 2 {
+		t.Fatalf("outbox stats %+v, want 2 moved", st)
 	}
 }
