@@ -119,8 +119,10 @@ type sessionEnv struct {
 
 func newSessionEnv(t *testing.T) *sessionEnv {
 	t.Helper()
+	// One connection per pool, so the next unit gets the same one; waiting for it may take a while
+	// on a loaded machine (its reset after a held cursor), which is not what this test is about.
 	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: sessionLine,
-		Router: &tenancyrouter.Config{MaxConnsPerPool: 1}})
+		Router: &tenancyrouter.Config{MaxConnsPerPool: 1, AcquireTimeout: 30 * time.Second}})
 	db, single := oneConnectionDB(t, env)
 	return &sessionEnv{Env: env, db: db, runtime: single}
 }
