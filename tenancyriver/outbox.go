@@ -171,6 +171,10 @@ type OutboxConfig struct {
 	// SharedSchema is the schema of the shared tenants' tables (tenancymigrate.Migrator's
 	// SharedSchema). Defaults to "public".
 	SharedSchema string
+	// Store looks up the tenants named by announcements (anyone may send them, with any ID): give
+	// the cached lookup requests use (tenancycache.Lookup), which also remembers unknown IDs
+	// briefly. Defaults to Catalog (a query each).
+	Store tenancy.Store
 	// DB, when set, is the runtime DB (*tenancypgx.DB): database tenants' outboxes are drained
 	// through its pooled connections, as the tenant. Defaults to nil: each drain of a database
 	// tenant opens a connection of the migration role (tens of milliseconds, every sweep).
@@ -223,6 +227,9 @@ func NewOutbox(cfg *OutboxConfig) (*Outbox, error) {
 		kinds: map[string]bool{}}
 	for _, k := range o.cfg.Kinds {
 		o.kinds[k] = true
+	}
+	if o.cfg.Store == nil {
+		o.cfg.Store = o.cfg.Catalog
 	}
 	if o.cfg.DrainTimeout <= 0 {
 		o.cfg.DrainTimeout = 30 * time.Second
@@ -677,7 +684,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 			}
 		}
 		for _, id := range ids {
-			t, err := o.cfg.Catalog.TenantByID(ctx, id)
+			t, err := o.cfg.Store.TenantByID(ctx, id)
 			if err != nil || t.Isolation == tenancy.IsolationDatabase {
 				continue // no such tenant, or one whose outbox is elsewhere: a notification nobody committed
 			}

@@ -80,7 +80,7 @@ func (s *Server) startJobs(ctx context.Context) error {
 	}
 	s.jobs = jobs
 	s.outbox, err = tenancyriver.NewOutbox(&tenancyriver.OutboxConfig{Client: s.river, Catalog: s.catalog,
-		SharedSchema: s.cfg.Migrator.SharedSchema(), DB: s.db, Kinds: []string{exportArgs{}.Kind()}, Logger: s.log})
+		SharedSchema: s.cfg.Migrator.SharedSchema(), Store: s.cache, DB: s.db, Kinds: []string{exportArgs{}.Kind()}, Logger: s.log})
 	return err
 }
 
