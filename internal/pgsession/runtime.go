@@ -152,8 +152,10 @@ func RefuseRoleDefaults(ctx context.Context, conn *pgx.Conn) error {
 // start-up take precedence over the role's session defaults (ALTER ROLE … SET), which SQL in a
 // unit of work can give the role: a library to load that does not exist
 // (local_preload_libraries) would stop every new connection from starting, so no connection
-// could remove it. A setting the URL names is left as the URL says.
-var startupGuard = map[string]string{"local_preload_libraries": ""}
+// could remove it; a statement timeout of a millisecond would cancel the check that finds and
+// removes them (RefuseRoleDefaults) whenever the machine is busy. A setting the URL names is
+// left as the URL says.
+var startupGuard = map[string]string{"local_preload_libraries": "", "statement_timeout": "0"}
 
 // connectGuarded connects with cfg, asking for the guard settings at start-up too; when the
 // server refuses the connection so (a pooler such as PgBouncer refuses start-up settings it does
