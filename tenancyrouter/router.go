@@ -41,7 +41,8 @@ type Config struct {
 	// IdleTimeout closes a tenant pool unused for this long. Defaults to 5 minutes.
 	IdleTimeout time.Duration
 	// AcquireTimeout bounds how long a request waits for room (a pool under the caps, a free
-	// connection in its pool) before ErrCapacityExhausted. Defaults to 2 seconds.
+	// connection in its pool) before ErrCapacityExhausted, and for a connection being opened for
+	// it before ErrTenantUnavailable. Defaults to 2 seconds.
 	AcquireTimeout time.Duration
 	// ConnectTimeout bounds connecting to a tenant database. Defaults to 2 seconds.
 	ConnectTimeout time.Duration
@@ -705,8 +706,9 @@ func (r *Router) Close() {
 // Acquire leases t's pool and takes a connection from it, made ready for a unit of work: the
 // server's janitor connected (see Janitor) and, when check is not nil, check passed on the pool's
 // connections once (tenancypgx passes its runtime role and binding checks; see Check). release must be
-// called with the outcome of the work. A failure to connect is tenancy.ErrTenantUnavailable; no
-// free connection in t's pool within AcquireTimeout is tenancy.ErrCapacityExhausted.
+// called with the outcome of the work. A failure to connect, or a connection not opened within
+// AcquireTimeout, is tenancy.ErrTenantUnavailable; every connection of t's pool in use for
+// AcquireTimeout is tenancy.ErrCapacityExhausted.
 func (r *Router) Acquire(ctx context.Context, t *tenancy.Tenant, check *Check) (*pgxpool.Conn, func(error), error) {
 	lease, err := r.Lease(ctx, t)
 	if err != nil {
@@ -727,6 +729,11 @@ func (r *Router) Acquire(ctx context.Context, t *tenancy.Tenant, check *Check) (
 		case isConnectFailure(err):
 			return nil, nil, fmt.Errorf("%w: %s: %v", tenancy.ErrTenantUnavailable, t.Slug, err)
 		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			if int(lease.Pool().Stat().AcquiredConns()) < r.cfg.MaxConnsPerPool {
+				// Room in the pool, but the connection being opened for this request did not
+				// come up in time: the server is slow, the pool is not full.
+				return nil, nil, fmt.Errorf("%w: %s: no connection could be opened within %v", tenancy.ErrTenantUnavailable, t.Slug, r.cfg.AcquireTimeout)
+			}
 			r.capacityErrors.Add(1)
 			return nil, nil, fmt.Errorf("%w: all %d connections of %s are in use", tenancy.ErrCapacityExhausted, r.cfg.MaxConnsPerPool, t.Slug)
 		}

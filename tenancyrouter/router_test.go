@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -361,5 +363,63 @@ func TestRouterLeaseDoesNotAllocate(t *testing.T) {
 	})
 	if n != 0 {
 		t.Fatalf("Lease+Done on an open pool: %v allocations", n)
+	}
+}
+
+// A request whose connection is slow to open is told the database is unavailable, not that the
+// tenant's connections are all in use: that is said only when they are.
+func TestRouterAcquireTellsSlowFromFull(t *testing.T) {
+	t.Parallel()
+	// A server that accepts connections and never answers.
+	stalled, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted sync.WaitGroup
+	accepted.Go(func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := stalled.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	})
+	servers := tenancytest.RuntimeServers(t, tenancycatalog.Servers{tenancycatalog.DefaultServer: tenancytest.AdminURL(),
+		"stalled": "postgres://postgres@" + stalled.Addr().String() + "/postgres?sslmode=disable"})
+	r := tenancytest.NewRouter(t, tenancyrouter.Config{Servers: servers, MaxConnsPerPool: 1,
+		AcquireTimeout: 300 * time.Millisecond, ConnectTimeout: time.Minute})
+	t.Cleanup(func() { // before the router closes: its connection attempt ends with the server's
+		stalled.Close()
+		accepted.Wait()
+	})
+	ctx := context.Background()
+
+	slow := &tenancy.Tenant{ID: "5a1e0000-0000-4000-8000-000000000001", Slug: "slow", Status: tenancy.StatusActive,
+		Isolation: tenancy.IsolationDatabase, Server: "stalled", Database: "postgres"}
+	_, _, err = r.Acquire(ctx, slow, nil)
+	if !errors.Is(err, tenancy.ErrTenantUnavailable) || errors.Is(err, tenancy.ErrCapacityExhausted) {
+		t.Fatalf("a connection that never opens: %v, want ErrTenantUnavailable", err)
+	}
+
+	// Positive control: a tenant whose one connection is held is told its connections are in use.
+	full := tenantDatabases(t, 1)[0]
+	_, release, err := r.Acquire(ctx, full, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release(nil)
+	_, _, err = r.Acquire(ctx, full, nil)
+	if !errors.Is(err, tenancy.ErrCapacityExhausted) || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("with its one connection held: %v, want ErrCapacityExhausted", err)
+	}
+	if s := r.Stats(); s.CapacityErrors != 1 {
+		t.Fatalf("stats %+v: want one capacity error (the full pool's), not the slow one's", s)
 	}
 }
