@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
@@ -137,9 +138,11 @@ func WaitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 }
 
 // NewRouter returns a pool router on cfg, closed when the test ends. Without cfg.Servers it
-// serves the local server's databases as the runtime role (RuntimeServers of AdminURL).
+// serves the local server's databases as the runtime role (RuntimeServers of AdminURL). The
+// runtime role exists on the local server once it returns (RuntimeRole).
 func NewRouter(t testing.TB, cfg tenancyrouter.Config) *tenancyrouter.Router {
 	t.Helper()
+	RuntimeRole(t)
 	if cfg.Servers == nil {
 		cfg.Servers = RuntimeServers(t, tenancycatalog.Servers{tenancycatalog.DefaultServer: AdminURL()})
 	}
@@ -176,5 +179,27 @@ func DropTenantDatabases(t testing.TB, url string, lines *tenancymigrate.Config)
 	}
 	if m, err := tenancymigrate.New(pool, lines); err == nil {
 		_ = tenancyprovision.DropTemplate(ctx, cat, tenancycatalog.DefaultServer, m)
+	}
+}
+
+// RuntimeRole makes sure the runtime role exists on the local server (AdminURL), for a test that
+// logs in as it without a catalog of its own: on a server no catalog migration has run on yet, it
+// migrates a catalog (NewCatalog), which creates the role. Roles belong to the whole server, and
+// the role stays.
+func RuntimeRole(t testing.TB) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, AdminURL())
+	if err != nil {
+		t.Fatalf("tenancytest: %v", err)
+	}
+	var exists bool
+	err = conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1 AND rolcanlogin)`, tenancycatalog.DefaultRole).Scan(&exists)
+	conn.Close(ctx)
+	if err != nil {
+		t.Fatalf("tenancytest: %v", err)
+	}
+	if !exists {
+		NewCatalog(t)
 	}
 }

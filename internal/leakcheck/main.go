@@ -1,7 +1,13 @@
 // Command leakcheck makes sure the suite leaves nothing behind: `leakcheck snapshot FILE` records
-// the databases, roles and Redis keys that exist before it runs, `leakcheck compare FILE` lists
-// what exists after it and did not before, and exits 1 if anything does. make test runs both
-// around the suite (TEST_DATABASE_URL and TEST_REDIS_URL, as the tests read them).
+// the databases, roles, role settings and passwords, and Redis keys that exist before it runs,
+// `leakcheck compare FILE` lists what exists after it and did not before, and exits 1 if anything
+// does. make test runs both around the suite (TEST_DATABASE_URL and TEST_REDIS_URL, as the tests
+// read them).
+//
+// The runtime role (tenancy_app) is the one role the suite may leave: roles belong to the whole
+// server, the first catalog migration on a server creates it and every catalog there shares it, so
+// no test can drop it while others run — a service leaves it too. What a test may do to it (give
+// it session defaults or a password) must still be undone, and is checked.
 package main
 
 import (
@@ -17,10 +23,16 @@ import (
 )
 
 type state struct {
-	Databases []string `json:"databases"`
-	Roles     []string `json:"roles"`
-	RedisKeys []string `json:"redis_keys"`
+	Databases    []string `json:"databases"`
+	Roles        []string `json:"roles"`
+	RoleSettings []string `json:"role_settings"`
+	Passwords    []string `json:"passwords"`
+	RedisKeys    []string `json:"redis_keys"`
 }
+
+// runtimeRole is the role the suite may leave behind (see the package comment):
+// tenancycatalog.DefaultRole, named here since this command imports none of the toolkit.
+const runtimeRole = "tenancy_app"
 
 func main() {
 	if len(os.Args) != 3 || (os.Args[1] != "snapshot" && os.Args[1] != "compare") {
@@ -55,9 +67,11 @@ func main() {
 	for _, c := range []struct {
 		what        string
 		before, now []string
-	}{{"database", before.Databases, now.Databases}, {"role", before.Roles, now.Roles}, {"Redis key", before.RedisKeys, now.RedisKeys}} {
+	}{{"database", before.Databases, now.Databases}, {"role", before.Roles, now.Roles},
+		{"role setting", before.RoleSettings, now.RoleSettings}, {"role with a password", before.Passwords, now.Passwords},
+		{"Redis key", before.RedisKeys, now.RedisKeys}} {
 		for _, x := range c.now {
-			if !slices.Contains(c.before, x) {
+			if !slices.Contains(c.before, x) && (c.what != "role" || x != runtimeRole) {
 				fmt.Fprintf(os.Stderr, "leakcheck: the suite left a %s behind: %s\n", c.what, x)
 				left++
 			}
@@ -66,7 +80,7 @@ func main() {
 	if left > 0 {
 		os.Exit(1)
 	}
-	fmt.Println("leakcheck: the suite left no database, role or Redis key behind")
+	fmt.Println("leakcheck: the suite left no database, role, role setting, password or Redis key behind")
 }
 
 func firstEnv(def, name string) string {
@@ -86,7 +100,10 @@ func read(ctx context.Context) (state, error) {
 	for _, q := range []struct {
 		sql string
 		out *[]string
-	}{{"SELECT datname FROM pg_database ORDER BY 1", &s.Databases}, {"SELECT rolname FROM pg_roles ORDER BY 1", &s.Roles}} {
+	}{{"SELECT datname FROM pg_database ORDER BY 1", &s.Databases}, {"SELECT rolname FROM pg_roles ORDER BY 1", &s.Roles},
+		{`SELECT r.rolname || ' in ' || coalesce(d.datname, '(all databases)') || ': ' || array_to_string(s.setconfig, ', ')
+		    FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole LEFT JOIN pg_database d ON d.oid = s.setdatabase ORDER BY 1`, &s.RoleSettings},
+		{"SELECT rolname FROM pg_authid WHERE rolpassword IS NOT NULL ORDER BY 1", &s.Passwords}} {
 		rows, _ := conn.Query(ctx, q.sql)
 		if *q.out, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
 			return s, err
