@@ -159,7 +159,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		counter("tenancy_ratelimit_fallbacks_total", s.Fallbacks)
 	}
 	if m.cfg.Catalog != nil || m.cfg.Migrator != nil {
-		m.refreshCounts(m.cfg.Now())
+		m.refreshCounts(m.now())
 		c := &m.counted
 		c.mu.Lock()
 		for _, tc := range c.tenants {

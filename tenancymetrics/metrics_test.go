@@ -334,3 +334,46 @@ func TestActivity(t *testing.T) {
 		t.Fatalf("busy after three quiet minutes: %+v, want nothing", a)
 	}
 }
+
+// With the default clock (monotonic reads, not Config.Now), a request is timed by the time it
+// took: a 50 ms one lands at 50 ms or more, a quick one far below.
+func TestDefaultClockTimesRequests(t *testing.T) {
+	t.Parallel()
+	m, err := tenancymetrics.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	h := m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(50 * time.Millisecond)
+		}
+		w.WriteHeader(200)
+	}))
+	timed := func() (count uint64, sum float64) {
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == "tenancy_http_request_duration_seconds" {
+				for _, mt := range f.GetMetric() {
+					count += mt.GetHistogram().GetSampleCount()
+					sum += mt.GetHistogram().GetSampleSum()
+				}
+			}
+		}
+		return count, sum
+	}
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	n, quick := timed()
+	if n != 1 || quick <= 0 {
+		t.Fatalf("a quick request: %d timed, %v s; want one, over 0", n, quick)
+	}
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/slow", nil))
+	n, sum := timed()
+	if slow := sum - quick; n != 2 || slow < 0.05 || slow > 10 || quick >= slow {
+		t.Fatalf("a 50 ms request timed at %v s (%d timed), a quick one at %v s; want 50 ms or more, and more than the quick one", slow, n, quick)
+	}
+}
