@@ -60,7 +60,8 @@
 // refused rows cannot make it go round. SQL in a tenant's unit can write any row into its own
 // outbox: Kinds (required) lists the kinds tenants may enqueue, never a tenant-less one. Announcements of commits are coalesced per
 // tenant and only wake drains of shared and schema tenants; each drain has a timeout, and the
-// sweep runs beside them. With OutboxConfig.DB (the runtime DB) database tenants' outboxes are
+// sweep runs beside them, draining several tenants at once (OutboxConfig.SweepConcurrency), so a
+// tenant whose database does not answer holds up one drain, not the sweep. With OutboxConfig.DB (the runtime DB) database tenants' outboxes are
 // drained through its pooled connections; without it, each such drain opens a connection.
 //
 // Set river.Config.PollOnly. River listens for commands — cancel a running job, pause every

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/gotenancy/tenancy"
 	"github.com/gotenancy/tenancy/tenancycatalog"
@@ -186,6 +187,11 @@ type OutboxConfig struct {
 	Kinds []string
 	// SweepEvery is how often Run drains every tenant's outbox. Defaults to a minute.
 	SweepEvery time.Duration
+	// SweepConcurrency is how many tenants a sweep drains at once: tenants whose database does
+	// not answer hold up that many drains, not the sweep (each waits up to its connect timeout).
+	// Defaults to half the connections of the catalog's pool, which the drains of shared and
+	// schema tenants use, from 1 to 8.
+	SweepConcurrency int
 	// DrainTimeout bounds one tenant's drain (a database server that does not answer holds no
 	// one else's). Defaults to 30 s.
 	DrainTimeout time.Duration
@@ -239,6 +245,9 @@ func NewOutbox(cfg *OutboxConfig) (*Outbox, error) {
 	}
 	if o.cfg.SweepEvery <= 0 {
 		o.cfg.SweepEvery = time.Minute
+	}
+	if o.cfg.SweepConcurrency <= 0 {
+		o.cfg.SweepConcurrency = min(8, max(1, int(o.cfg.Catalog.Pool().Config().MaxConns)/2))
 	}
 	if o.cfg.Logger == nil {
 		o.cfg.Logger = slog.Default()
@@ -589,16 +598,32 @@ func (a rawArgs) MarshalJSON() ([]byte, error) { return a.raw, nil }
 // Sweep drains every tenant whose outbox holds jobs: the shared outbox's tenants (found in one
 // query when the migration role bypasses row-level security, else each shared tenant of the
 // catalog in turn), then each schema and database tenant's. It returns how many jobs it moved,
-// and the tenants' errors joined (one tenant's failure does not stop the others').
+// and the tenants' errors joined (one tenant's failure does not stop the others'). It drains up
+// to SweepConcurrency tenants at once.
 func (o *Outbox) Sweep(ctx context.Context) (int, error) {
-	total := 0
-	var errs []error
+	var (
+		mu    sync.Mutex
+		total int
+		errs  []error
+		g     errgroup.Group
+	)
+	g.SetLimit(o.cfg.SweepConcurrency)
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
 	drain := func(t *tenancy.Tenant) error {
-		n, err := o.Drain(ctx, t)
-		total += n
-		if err != nil {
-			errs = append(errs, err)
-		}
+		g.Go(func() error {
+			n, err := o.Drain(ctx, t)
+			mu.Lock()
+			total += n
+			mu.Unlock()
+			if err != nil {
+				fail(err)
+			}
+			return nil
+		})
 		return ctx.Err()
 	}
 	var bypass bool
@@ -613,12 +638,12 @@ func (o *Outbox) Sweep(ctx context.Context) (int, error) {
 		}
 		var pgErr *pgconn.PgError
 		if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42P01") {
-			errs = append(errs, fmt.Errorf("tenancyriver: the shared outbox: %w", err))
+			fail(fmt.Errorf("tenancyriver: the shared outbox: %w", err))
 		}
 		for _, id := range ids {
 			t, err := o.cfg.Catalog.TenantByID(ctx, id)
 			if err != nil {
-				errs = append(errs, err)
+				fail(err)
 				continue
 			}
 			if t.Isolation == tenancy.IsolationShared && (t.Status == tenancy.StatusActive || t.Status == tenancy.StatusSuspended) {
@@ -640,9 +665,10 @@ func (o *Outbox) Sweep(ctx context.Context) (int, error) {
 			return nil
 		})
 		if err != nil {
-			errs = append(errs, err)
+			fail(err)
 		}
 	}
+	g.Wait()
 	return total, errors.Join(errs...)
 }
 

@@ -386,3 +386,62 @@ func TestOutboxTransientFailureAndManyRefusedRows(t *testing.T) {
 		t.Fatalf("outbox stats %+v, want 2 moved", st)
 	}
 }
+
+// A tenant whose drain hangs (its outbox locked) holds up one of the sweep's drains, not the
+// sweep: the other tenant's job moves meanwhile, and the hung one's once the lock goes.
+func TestOutboxSweepIsNotHeldUpByOneTenant(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t, tenancyriver.Config{}, 4, 0)
+	o, err := tenancyriver.NewOutbox(&tenancyriver.OutboxConfig{Client: s.client, Catalog: s.env.Catalog,
+		SharedSchema: s.env.Migrator.SharedSchema(), SweepEvery: time.Hour, Kinds: []string{"note"},
+		DrainTimeout: time.Minute, SweepConcurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hung, other := s.env.Pair(t, tenancy.IsolationSchema) // hung's slug sorts first: a sweep meets it first
+	if hung.Slug > other.Slug {
+		hung, other = other, hung
+	}
+	for _, tn := range []*tenancy.Tenant{hung, other} {
+		ctx := tenancytest.Context(tn)
+		if err := s.env.DB.Tx(ctx, func(tx pgx.Tx) error {
+			return tenancyriver.Enqueue(ctx, tx, noteArgs{Label: "swept-" + tn.Slug}, nil)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	lock, err := s.env.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, `LOCK TABLE `+pgx.Identifier{hung.Schema, tenancyriver.OutboxTable}.Sanitize()+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	type swept struct {
+		n   int
+		err error
+	}
+	done := make(chan swept, 1)
+	go func() {
+		n, err := o.Sweep(ctx)
+		done <- swept{n, err}
+	}()
+	tenancytest.WaitFor(t, 20*time.Second, "the other tenant's job in River while the hung tenant's drain waits",
+		func() bool { return s.riverJobs(t, "swept-"+other.Slug) == 1 })
+	select {
+	case r := <-done:
+		t.Fatalf("the sweep returned (%d, %v) while a tenant's outbox was locked", r.n, r.err)
+	default:
+	}
+	if n := s.riverJobs(t, "swept-"+hung.Slug); n != 0 {
+		t.Fatalf("the hung tenant's job reached River (%d) while its outbox was locked", n)
+	}
+	lock.Rollback(ctx)
+	r := <-done
+	if r.err != nil || r.n != 2 || s.riverJobs(t, "swept-"+hung.Slug) != 1 {
+		t.Fatalf("after the lock went the sweep moved %d (%v), the hung tenant's job in River %d; want 2 and 1",
+			r.n, r.err, s.riverJobs(t, "swept-"+hung.Slug))
+	}
+}
