@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gotenancy/tenancy"
@@ -41,6 +42,7 @@ func RateLimit(cfg *RateLimitConfig) (func(http.Handler) http.Handler, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	policies := &policyHeaders{}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			t, ok := tenancy.FromContext(r.Context())
@@ -56,9 +58,18 @@ func RateLimit(cfg *RateLimitConfig) (func(http.Handler) http.Handler, error) {
 					Status: http.StatusServiceUnavailable, Detail: "The rate limiter cannot decide; try again.", RetryAfter: 1})
 				return
 			}
+			// Two allocations: both headers' value slices in one (each capped, so an Add to one
+			// cannot write into the other), and the RateLimit value; the policy's value is
+			// formatted once per limit.
+			var buf [64]byte
+			b := append(buf[:0], `"tenant";r=`...)
+			b = strconv.AppendInt(b, int64(res.Remaining), 10)
+			b = append(b, ";t="...)
+			b = strconv.AppendInt(b, int64(seconds(res.ResetAfter)), 10)
+			vals := []string{policies.header(limit), string(b)}
 			h := w.Header()
-			h["Ratelimit-Policy"] = []string{`"tenant";q=` + strconv.Itoa(limit.Burst) + ";w=" + strconv.Itoa(seconds(limit.Period))}
-			h["Ratelimit"] = []string{`"tenant";r=` + strconv.Itoa(res.Remaining) + ";t=" + strconv.Itoa(seconds(res.ResetAfter))}
+			h["Ratelimit-Policy"] = vals[0:1:1]
+			h["Ratelimit"] = vals[1:2:2]
 			if !res.Allowed {
 				p := cannedRateLimited.p
 				p.RetryAfter = max(1, seconds(res.RetryAfter))
@@ -72,6 +83,28 @@ func RateLimit(cfg *RateLimitConfig) (func(http.Handler) http.Handler, error) {
 
 var cannedRateLimited = newCanned(Problem{Type: ProblemRateLimited, Title: "Too many requests",
 	Status: http.StatusTooManyRequests, Detail: "This tenant's request rate is over its limit; retry after the time given."})
+
+// policyHeaders formats the RateLimit-Policy value of each limit once: the plans' limits, and
+// the first tenants' own (at most maxPolicyHeaders; others are formatted each time).
+type policyHeaders struct {
+	m sync.Map // tenancyrate.Limit -> string
+	n atomic.Int32
+}
+
+const maxPolicyHeaders = 1024
+
+func (p *policyHeaders) header(l tenancyrate.Limit) string {
+	if v, ok := p.m.Load(l); ok {
+		return v.(string)
+	}
+	v := `"tenant";q=` + strconv.Itoa(l.Burst) + ";w=" + strconv.Itoa(seconds(l.Period))
+	if p.n.Load() < maxPolicyHeaders {
+		if _, loaded := p.m.LoadOrStore(l, v); !loaded {
+			p.n.Add(1)
+		}
+	}
+	return v
+}
 
 // seconds rounds d up to whole seconds.
 func seconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }
@@ -138,7 +171,11 @@ type bulkhead struct {
 	mu    sync.Mutex
 	per   int
 	slots map[string]*slots
+	free  []*slots // entries whose tenant's last request left (their channel empty), for reuse
 }
+
+// maxFreeSlots bounds the entries kept for reuse.
+const maxFreeSlots = 64
 
 type slots struct {
 	ch    chan struct{}
@@ -150,7 +187,11 @@ func (b *bulkhead) enter(id string) *slots {
 	defer b.mu.Unlock()
 	s := b.slots[id]
 	if s == nil {
-		s = &slots{ch: make(chan struct{}, b.per)}
+		if n := len(b.free); n > 0 {
+			s, b.free = b.free[n-1], b.free[:n-1]
+		} else {
+			s = &slots{ch: make(chan struct{}, b.per)}
+		}
 		b.slots[id] = s
 	}
 	s.users++
@@ -162,5 +203,8 @@ func (b *bulkhead) leave(id string, s *slots) {
 	defer b.mu.Unlock()
 	if s.users--; s.users == 0 {
 		delete(b.slots, id)
+		if len(b.free) < maxFreeSlots { // every user has left, so every slot is back: ch is empty
+			b.free = append(b.free, s)
+		}
 	}
 }
