@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy/tenancycatalog"
@@ -228,12 +230,19 @@ func (f dbFlags) serverMap() (tenancycatalog.Servers, error) {
 	return tenancycatalog.ParseServers(*f.servers)
 }
 
-// openCatalog opens the catalog of the database setting, creating the database and the catalog
-// when they are missing (the setting's documented behaviour, as for serve).
-func openCatalog(ctx context.Context, f dbFlags) (*tenancycatalog.Catalog, func(), error) {
+// openCatalog opens the catalog of the database setting, applying the catalog migrations it
+// lacks. With create (tenant create, as migrate and serve) it makes the database and the catalog
+// when they are missing; every other command refuses a database without a catalog, so that a
+// mistyped --database-url creates nothing.
+func openCatalog(ctx context.Context, f dbFlags, create bool) (*tenancycatalog.Catalog, func(), error) {
 	servers, err := f.serverMap()
 	if err != nil {
 		return nil, nil, err
+	}
+	if !create {
+		if err := requireCatalog(ctx, *f.url); err != nil {
+			return nil, nil, err
+		}
 	}
 	pool, _, err := prepareDatabase(ctx, *f.url)
 	if err != nil {
@@ -245,6 +254,31 @@ func openCatalog(ctx context.Context, f dbFlags) (*tenancycatalog.Catalog, func(
 		return nil, nil, err
 	}
 	return cat, pool.Close, nil
+}
+
+// requireCatalog fails unless the database at url exists and holds a tenant catalog.
+func requireCatalog(ctx context.Context, url string) error {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return fmt.Errorf("database URL: %w", err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "3D000" { // invalid_catalog_name: no such database
+		return fmt.Errorf("there is no database %q on %s (--database-url, TENANCY_DATABASE_URL): `tenancy migrate` or `tenancy serve` creates it with its catalog", cfg.Database, cfg.Host)
+	}
+	if err != nil {
+		return fmt.Errorf("cannot reach the catalog's database (--database-url, TENANCY_DATABASE_URL): %w", err)
+	}
+	defer conn.Close(ctx)
+	in, err := tenancycatalog.Installed(ctx, conn)
+	if err != nil {
+		return err
+	}
+	if !in.Catalog {
+		return fmt.Errorf("the database %q on %s holds no tenant catalog (--database-url, TENANCY_DATABASE_URL): `tenancy migrate` or `tenancy serve` makes one", cfg.Database, cfg.Host)
+	}
+	return nil
 }
 
 // prepareDatabase creates the database if missing and applies the catalog migrations.

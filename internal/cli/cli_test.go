@@ -21,6 +21,7 @@ import (
 	"github.com/gotenancy/tenancy/internal/cli"
 	"github.com/gotenancy/tenancy/internal/service"
 	"github.com/gotenancy/tenancy/tenancycatalog"
+	"github.com/gotenancy/tenancy/tenancyprovision"
 	"github.com/gotenancy/tenancy/tenancytest"
 )
 
@@ -32,6 +33,29 @@ func newDatabaseURL(t *testing.T) string {
 	t.Cleanup(func() { tenancytest.DropDatabase(t, name) })
 	t.Cleanup(func() { tenancytest.DropTenantDatabases(t, url, service.ReferenceLines()) })
 	return url
+}
+
+// exists reports whether the database of url exists.
+func exists(t *testing.T, url string) bool {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := openPool(t, tenancytest.AdminURL())
+	var ok bool
+	if err := admin.QueryRow(context.Background(), `SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)`, cfg.Database).Scan(&ok); err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// createDatabase creates the (empty) database of url.
+func createDatabase(t *testing.T, url string) {
+	t.Helper()
+	if _, err := tenancyprovision.EnsureDatabase(context.Background(), url); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func openPool(t *testing.T, url string) *pgxpool.Pool {
@@ -60,13 +84,25 @@ func TestTenantCommands(t *testing.T) {
 	t.Parallel()
 	db := newDatabaseURL(t)
 
-	// On a database that does not exist yet, the database and the catalog are made first.
+	// A command that only reads or changes tenants creates nothing where there is no catalog (a
+	// mistyped --database-url): it says which database and what makes one.
 	r := run(t, "tenant", "list", "--json", "--database-url", db)
-	if r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
-		t.Fatalf("list on a new database: %+v; want an empty list", r)
+	if r.code != 1 || !strings.Contains(r.stderr, "no database") || !strings.Contains(r.stderr, "tenancy migrate") {
+		t.Fatalf("list on a database that does not exist: %+v; want refused, naming what makes one", r)
 	}
-	if r = run(t, "migrate", "--shared", "--database-url", db); r.code != 0 || !strings.Contains(r.stdout, "up to date") {
-		t.Fatalf("migrate again: %+v", r)
+	if exists(t, db) {
+		t.Fatal("tenant list created the database")
+	}
+	createDatabase(t, db)
+	if r = run(t, "tenant", "suspend", "acme", "--database-url", db); r.code != 1 || !strings.Contains(r.stderr, "holds no tenant catalog") {
+		t.Fatalf("suspend on a database without a catalog: %+v; want refused", r)
+	}
+	if r = run(t, "migrate", "--shared", "--database-url", db); r.code != 0 {
+		t.Fatalf("migrate: %+v", r)
+	}
+	// Positive control: once migrate made the catalog, list reads it.
+	if r = run(t, "tenant", "list", "--json", "--database-url", db); r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
+		t.Fatalf("list on the new catalog: %+v; want an empty list", r)
 	}
 	if r = run(t, "tenant", "create", "acme", "--name", "Acme Inc", "--plan", "pro", "--domain", "Shop.ACME.com.", "--database-url", db); r.code != 0 {
 		t.Fatalf("create: %+v", r)

@@ -178,7 +178,7 @@ func migrateStatus(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if len(pos) > 0 {
 		return usagef("migrate status takes no arguments, got %q", pos)
 	}
-	cat, closeDB, err := openCatalog(ctx, dbf)
+	cat, closeDB, err := openCatalog(ctx, dbf, false)
 	if err != nil {
 		return err
 	}

@@ -143,7 +143,7 @@ func tenant(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
-	cat, closeDB, err := openCatalog(ctx, dbf)
+	cat, closeDB, err := openCatalog(ctx, dbf, sub == "create")
 	if err != nil {
 		return err
 	}
