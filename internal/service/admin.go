@@ -51,6 +51,11 @@ func (s *Server) admin() http.Handler {
 				Status: http.StatusNotFound, Detail: "The admin API is off: serve has no --admin-token."})
 			return
 		}
+		if s.tenantHost(r) { // as the console: a tenant's host (its custom domain is DNS it may control) is not the operators'
+			tenancyhttp.WriteProblem(w, &tenancyhttp.Problem{Type: tenancyhttp.ProblemNoRoute, Title: "Not found", Status: http.StatusNotFound,
+				Detail: "The admin API is not served on a tenant's host: call it on the service's own host name or address."})
+			return
+		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		sum := sha256.Sum256([]byte(got))
 		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {

@@ -304,8 +304,9 @@ func TestConsoleSignOutEndsTheSession(t *testing.T) {
 	}
 }
 
-// The console is not on a tenant's hosts (a custom domain is DNS the tenant may control), answers
-// browsers that send only Origin, and slows down whoever guesses the token.
+// The console, like the admin API, is not on a tenant's hosts (a custom domain is DNS the tenant
+// may control); it answers browsers that send only Origin, and slows down whoever guesses the
+// token.
 func TestConsoleHostsOriginsAndGuesses(t *testing.T) {
 	t.Parallel()
 	const token = "console-s3cret"
@@ -323,6 +324,12 @@ func TestConsoleHostsOriginsAndGuesses(t *testing.T) {
 		h.ServeHTTP(w, r)
 		if w.Code != want {
 			t.Fatalf("the sign-in page on %s: %d, want %d", host, w.Code, want)
+		}
+		// The admin API and its /metrics, with the token, on the same hosts: the same answer.
+		for _, path := range []string{"/admin/tenants", "/metrics"} {
+			if w := call(h, "GET", host, path, token, ""); w.Code != want {
+				t.Fatalf("%s on %s: %d, want %d", path, host, w.Code, want)
+			}
 		}
 	}
 	o := &operator{t: t, h: h}

@@ -19,6 +19,9 @@
 //	POST   /admin/tenants/{slug}/move {"to","server"} (202: runs in the background) or {"action": "resume"|"abort"|"finalize"}
 //	GET    /admin/stats                      lookup caches, pool router, cache and Redis limiter counters
 //
+// The admin API, /metrics and the console answer 404 on a tenant's host (its subdomain, or a custom
+// domain whose DNS the tenant may control): operators call them on the service's own name.
+//
 // The tenant list is paged by slug: at most limit tenants (100 by default, 1000 at most) after
 // the slug after, and a Link header (rel="next") to the next page while one may follow.
 //
