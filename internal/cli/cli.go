@@ -35,6 +35,8 @@ Usage:
   tenancy tenant provision SLUG           resume a provisioning that failed
   tenancy tenant set-limit SLUG 500/min   the tenant's own request rate ("plan" for its plan's)
   tenancy tenant domain add|remove SLUG DOMAIN
+  tenancy tenant move SLUG --to shared|schema|database [--server ALIAS]   move a live tenant
+  tenancy tenant move SLUG --resume|--abort|--finalize                     go on with its move
   tenancy migrate --shared                the catalog and the shared line
   tenancy migrate --tenant [--only SLUG]... [--workers N] [--dry-run] [--json]   the tenant line: shared, schema and database tenants
   tenancy migrate status [--json]         per tenant: version, pending, last error
@@ -148,6 +150,7 @@ var synopses = map[string]string{
 	"tenant provision": "SLUG [--server ALIAS] [--migrations DIR|demo]",
 	"tenant set-limit": "SLUG LIMIT (500/min, 20/s, 10000/h, or \"plan\" for the plan's)",
 	"tenant domain":    "add|remove SLUG DOMAIN",
+	"tenant move":      "SLUG --to shared|schema|database [--server ALIAS] [--grace D] [--max-pause D] [--migrations DIR|demo] [--json]\n       tenancy tenant move SLUG --resume|--abort|--finalize [--migrations DIR|demo] [--json]",
 	"migrate":          "--shared | --tenant [--only SLUG]... [--workers N] [--dry-run] [--json] [--migrations DIR|demo]",
 	"migrate status":   "[--json] [--migrations DIR|demo]",
 	"uninstall":        "--yes [--json]",

@@ -119,7 +119,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := auditOrRefuse(ctx, auditCat, runtimeCfg.ConnConfig.User, stderr); err != nil {
+	if err := auditOrRefuse(ctx, auditCat, runtimeCfg.ConnConfig.User, log, stderr); err != nil {
 		return err
 	}
 	runtime, err := tenancypgx.NewRuntimePool(ctx, *runtimeURL, &tenancypgx.RuntimePoolOpts{Logger: log})
