@@ -62,6 +62,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(tenancy.NewLogHandler(slog.NewTextHandler(stderr, nil)))
 
+	var rdb redis.UniversalClient // first: an unreachable Redis is said before any work
+	if *redisURL != "" {
+		if rdb, err = tenancyredis.Connect(*redisURL); err != nil {
+			return fmt.Errorf("redis URL: %w", err)
+		}
+		defer rdb.Close()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("redis at %s: %w", redisAddrs(rdb), err)
+		}
+	}
+
 	servers, err := dbf.serverMap()
 	if err != nil {
 		return err
@@ -135,15 +146,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg := &service.ServerConfig{BaseDomain: *base, AdminToken: *token, Logger: log, Migrator: migrator, Servers: servers,
 		Runtime: runtime, RuntimeServers: rtServers, PerTenantConcurrency: *concurrency, Policy: policy}
-	if *redisURL != "" {
-		rdb, err := tenancyredis.Connect(*redisURL)
-		if err != nil {
-			return fmt.Errorf("redis URL: %w", err)
-		}
-		defer rdb.Close()
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			return fmt.Errorf("redis at %s: %w", redisAddrs(rdb), err)
-		}
+	if rdb != nil {
 		cfg.Redis = rdb
 		prefix := *redisPrefix
 		if prefix == "" {
