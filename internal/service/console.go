@@ -451,6 +451,9 @@ type tenantPage struct {
 	Plans      []string
 	Isolations []string
 	Servers    []string
+	// RateLimitInput and DomainInput fill the rate limit's and the new domain's fields: the
+	// tenant's own limit and nothing, or what was typed into a form that was refused.
+	RateLimitInput, DomainInput string
 }
 
 type refusalCount struct {
@@ -477,6 +480,19 @@ func (s *Server) showTenant(w http.ResponseWriter, r *http.Request, code int, do
 		d.Schema = tenancycatalog.SchemaName(t.ID)
 	}
 	d.OwnLimit = t.RateLimit != ""
+	d.RateLimitInput = t.RateLimit
+	if failed != "" && r.Method == http.MethodPost { // the refused form's field keeps what was typed (when it is text)
+		switch typed := r.PostFormValue; r.PathValue("action") {
+		case "rate-limit":
+			if v := typed("rate_limit"); utf8.ValidString(v) && !strings.ContainsRune(v, 0) {
+				d.RateLimitInput = v
+			}
+		case "domain-add":
+			if v := typed("domain"); utf8.ValidString(v) && !strings.ContainsRune(v, 0) {
+				d.DomainInput = v
+			}
+		}
+	}
 	d.Limit = s.cfg.Policy.For(t).String()
 	if v, err := s.view(r.Context(), t); err == nil {
 		d.Move = v.Move

@@ -225,10 +225,11 @@ func TestConsoleActions(t *testing.T) {
 		{"plan", url.Values{"plan": {"pro"}}, 303, ""},
 		{"plan", url.Values{"plan": {"platinum"}}, 400, "Unknown plan"},
 		{"rate-limit", url.Values{"rate_limit": {"500/min"}}, 303, ""},
-		{"rate-limit", url.Values{"rate_limit": {"lots"}}, 400, ""},
+		{"rate-limit", url.Values{"rate_limit": {"lots"}}, 400, `value="lots"`}, // what was typed stays in the field
 		{"domain-add", url.Values{"domain": {"App.Acme.Example"}}, 303, ""},
 		{"domain-add", url.Values{"domain": {"not a domain"}}, 400, "Invalid domain"},
-		{"domain-add", url.Values{"domain": {"newco.localhost"}}, 400, "subdomains, not custom domains"}, // would never route
+		{"domain-add", url.Values{"domain": {"<b>x</b>.example"}}, 400, `value="&lt;b&gt;x&lt;/b&gt;.example"`}, // kept, escaped
+		{"domain-add", url.Values{"domain": {"newco.localhost"}}, 400, "subdomains, not custom domains"},        // would never route
 		{"domain-remove", url.Values{"domain": {"never.acme.example"}, "confirm": {"yes"}}, 404, "no domain"},
 		{"provision", url.Values{}, 409, "Tenant is not provisioning"},
 		{"plan", url.Values{"plan": {"pro\xff"}}, 400, "not text"},
