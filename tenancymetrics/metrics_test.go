@@ -245,16 +245,23 @@ func TestOutcomes(t *testing.T) {
 	}
 }
 
-// TestMiddlewareKeepsTheWritersAbilitiesAndCountsPanics: a handler behind the middleware can
-// flush, and one that panics is counted as an error before the panic goes on.
-func TestMiddlewareKeepsTheWritersAbilitiesAndCountsPanics(t *testing.T) {
-	t.Parallel()
+// registered returns Metrics with the defaults, registered in a registry of their own.
+func registered(t *testing.T) (*tenancymetrics.Metrics, *prometheus.Registry) {
+	t.Helper()
 	m, err := tenancymetrics.New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m)
+	return m, reg
+}
+
+// TestMiddlewareKeepsTheWritersAbilitiesAndCountsPanics: a handler behind the middleware can
+// flush, and one that panics is counted as an error before the panic goes on.
+func TestMiddlewareKeepsTheWritersAbilitiesAndCountsPanics(t *testing.T) {
+	t.Parallel()
+	m, reg := registered(t)
 	flushed := false
 	h := m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/panic" {
@@ -339,12 +346,7 @@ func TestActivity(t *testing.T) {
 // took: a 50 ms one lands at 50 ms or more, a quick one far below.
 func TestDefaultClockTimesRequests(t *testing.T) {
 	t.Parallel()
-	m, err := tenancymetrics.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(m)
+	m, reg := registered(t)
 	h := m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			time.Sleep(50 * time.Millisecond)
