@@ -281,8 +281,11 @@ func isConnectFailure(err error) bool {
 		return false // before ce: declaring it would allocate on the hot path
 	}
 	var ce *pgconn.ConnectError
-	return errors.As(err, &ce)
+	return err == errSlowConnect || errors.As(err, &ce)
 }
+
+// errSlowConnect is what Acquire tells a lease when no connection came up within AcquireTimeout.
+var errSlowConnect = errors.New("tenancyrouter: no connection opened in time")
 
 func (r *Router) shard(id string) *routerShard {
 	return &r.shards[maphash.String(r.seed, id)%uint64(len(r.shards))]
@@ -724,16 +727,20 @@ func (r *Router) Acquire(ctx context.Context, t *tenancy.Tenant, check *Check) (
 	}
 	cancel()
 	if err != nil {
+		// Out of time while a connection was being opened (ours, or one this request waited
+		// for): the server is slow, the pool not full — a failure to connect, which counts
+		// toward the tenant's breaker.
+		slow := ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) && lease.Pool().Stat().ConstructingConns() > 0
+		if slow {
+			err = errSlowConnect
+		}
 		lease.Done(err)
 		switch {
+		case slow:
+			return nil, nil, fmt.Errorf("%w: %s: no connection could be opened within %v", tenancy.ErrTenantUnavailable, t.Slug, r.cfg.AcquireTimeout)
 		case isConnectFailure(err):
 			return nil, nil, fmt.Errorf("%w: %s: %v", tenancy.ErrTenantUnavailable, t.Slug, err)
 		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
-			if int(lease.Pool().Stat().AcquiredConns()) < r.cfg.MaxConnsPerPool {
-				// Room in the pool, but the connection being opened for this request did not
-				// come up in time: the server is slow, the pool is not full.
-				return nil, nil, fmt.Errorf("%w: %s: no connection could be opened within %v", tenancy.ErrTenantUnavailable, t.Slug, r.cfg.AcquireTimeout)
-			}
 			r.capacityErrors.Add(1)
 			return nil, nil, fmt.Errorf("%w: all %d connections of %s are in use", tenancy.ErrCapacityExhausted, r.cfg.MaxConnsPerPool, t.Slug)
 		}

@@ -394,7 +394,7 @@ func TestRouterAcquireTellsSlowFromFull(t *testing.T) {
 	servers := tenancytest.RuntimeServers(t, tenancycatalog.Servers{tenancycatalog.DefaultServer: tenancytest.AdminURL(),
 		"stalled": "postgres://postgres@" + stalled.Addr().String() + "/postgres?sslmode=disable"})
 	r := tenancytest.NewRouter(t, tenancyrouter.Config{Servers: servers, MaxConnsPerPool: 1,
-		AcquireTimeout: 300 * time.Millisecond, ConnectTimeout: time.Minute})
+		AcquireTimeout: 300 * time.Millisecond, ConnectTimeout: time.Minute, FailureThreshold: 2, OpenFor: time.Minute})
 	t.Cleanup(func() { // before the router closes: its connection attempt ends with the server's
 		stalled.Close()
 		accepted.Wait()
@@ -403,9 +403,18 @@ func TestRouterAcquireTellsSlowFromFull(t *testing.T) {
 
 	slow := &tenancy.Tenant{ID: "5a1e0000-0000-4000-8000-000000000001", Slug: "slow", Status: tenancy.StatusActive,
 		Isolation: tenancy.IsolationDatabase, Server: "stalled", Database: "postgres"}
-	_, _, err = r.Acquire(ctx, slow, nil)
-	if !errors.Is(err, tenancy.ErrTenantUnavailable) || errors.Is(err, tenancy.ErrCapacityExhausted) {
-		t.Fatalf("a connection that never opens: %v, want ErrTenantUnavailable", err)
+	for i := range 2 { // as failures to connect, they open the tenant's breaker
+		_, _, err = r.Acquire(ctx, slow, nil)
+		if !errors.Is(err, tenancy.ErrTenantUnavailable) || errors.Is(err, tenancy.ErrCapacityExhausted) {
+			t.Fatalf("attempt %d, a connection that never opens: %v, want ErrTenantUnavailable", i+1, err)
+		}
+	}
+	if s := r.Stats(); len(s.OpenBreakers) != 1 || s.OpenBreakers[0] != slow.ID {
+		t.Fatalf("stats %+v: want the slow tenant's breaker open", s)
+	}
+	began := time.Now()
+	if _, _, err = r.Acquire(ctx, slow, nil); !errors.Is(err, tenancy.ErrTenantUnavailable) || time.Since(began) >= 300*time.Millisecond {
+		t.Fatalf("with its breaker open: %v after %v, want ErrTenantUnavailable at once", err, time.Since(began))
 	}
 
 	// Positive control: a tenant whose one connection is held is told its connections are in use.
@@ -421,5 +430,57 @@ func TestRouterAcquireTellsSlowFromFull(t *testing.T) {
 	}
 	if s := r.Stats(); s.CapacityErrors != 1 {
 		t.Fatalf("stats %+v: want one capacity error (the full pool's), not the slow one's", s)
+	}
+}
+
+// Under real contention — every connection open and busy, requests timing out waiting for one —
+// each refusal is ErrCapacityExhausted, never ErrTenantUnavailable, however the releases and the
+// deadlines interleave.
+func TestRouterContentionIsCapacity(t *testing.T) {
+	t.Parallel()
+	tn := tenantDatabases(t, 1)[0]
+	r := tenancytest.NewRouter(t, tenancyrouter.Config{MaxConnsPerPool: 2, AcquireTimeout: 30 * time.Millisecond, ConnectTimeout: 30 * time.Second})
+	ctx := context.Background()
+	// Both connections opened first (each acquire may wait for a connect of its own).
+	var releases []func(error)
+	for range 2 {
+		_, release, err := r.Acquire(ctx, tn, nil)
+		for try := 0; err != nil && try < 50; try++ { // the deadline may pass while connecting on a busy machine
+			_, release, err = r.Acquire(ctx, tn, nil)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, release)
+	}
+	for _, release := range releases {
+		release(nil)
+	}
+	var capacity, unavailable, served atomic.Int64
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(time.Second)
+	for range 20 {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				_, release, err := r.Acquire(ctx, tn, nil)
+				switch {
+				case err == nil:
+					time.Sleep(5 * time.Millisecond)
+					release(nil)
+					served.Add(1)
+				case errors.Is(err, tenancy.ErrCapacityExhausted):
+					capacity.Add(1)
+				default:
+					unavailable.Add(1)
+					t.Errorf("under contention: %v, want ErrCapacityExhausted", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if served.Load() == 0 || capacity.Load() == 0 || unavailable.Load() != 0 {
+		t.Fatalf("served %d, refused for capacity %d, as unavailable %d: want some of the first two and none of the last",
+			served.Load(), capacity.Load(), unavailable.Load())
 	}
 }
