@@ -268,7 +268,7 @@ func requireCatalog(ctx context.Context, url string) error {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "3D000" { // invalid_catalog_name: no such database
-		return fmt.Errorf("there is no database %q on %s (--database-url, TENANCY_DATABASE_URL): `tenancy migrate` or `tenancy serve` creates it with its catalog", cfg.Database, cfg.Host)
+		return fmt.Errorf("there is no database %q on %s (--database-url, TENANCY_DATABASE_URL): `tenancy migrate --shared` or `tenancy serve` creates it with its catalog", cfg.Database, cfg.Host)
 	}
 	if err != nil {
 		return fmt.Errorf("cannot reach the catalog's database (--database-url, TENANCY_DATABASE_URL): %w", err)
@@ -279,7 +279,7 @@ func requireCatalog(ctx context.Context, url string) error {
 		return err
 	}
 	if !in.Catalog {
-		return fmt.Errorf("the database %q on %s holds no tenant catalog (--database-url, TENANCY_DATABASE_URL): `tenancy migrate` or `tenancy serve` makes one", cfg.Database, cfg.Host)
+		return fmt.Errorf("the database %q on %s holds no tenant catalog (--database-url, TENANCY_DATABASE_URL): `tenancy migrate --shared` or `tenancy serve` makes one", cfg.Database, cfg.Host)
 	}
 	return nil
 }

@@ -51,7 +51,10 @@ func (s *Server) admin() http.Handler {
 				Status: http.StatusNotFound, Detail: "The admin API is off: serve has no --admin-token."})
 			return
 		}
-		if s.tenantHost(r) { // as the console: a tenant's host (its custom domain is DNS it may control) is not the operators'
+		// As the console: a tenant's host (its custom domain is DNS it may control) is not the
+		// operators'. A host the catalog cannot place (it is down) is served: operators need
+		// /admin/stats and /metrics most then.
+		if tenant, _ := s.tenantHost(r); tenant {
 			tenancyhttp.WriteProblem(w, &tenancyhttp.Problem{Type: tenancyhttp.ProblemNoRoute, Title: "Not found", Status: http.StatusNotFound,
 				Detail: "The admin API is not served on a tenant's host: call it on the service's own host name or address."})
 			return

@@ -174,7 +174,11 @@ func (s *Server) console() http.Handler {
 			s.consoleError(w, r, http.StatusNotFound, "The console is off: serve has no --admin-token.")
 			return
 		}
-		if s.tenantHost(r) {
+		switch tenant, err := s.tenantHost(r); {
+		case err != nil: // it may be a tenant's: refused, but not as one
+			s.consoleError(w, r, http.StatusServiceUnavailable, "The catalog cannot say whether this host is a tenant's; try again, or use the service's IP address.")
+			return
+		case tenant:
 			s.consoleError(w, r, http.StatusNotFound, "The console is not served on a tenant's host.")
 			return
 		}
@@ -191,17 +195,23 @@ func (s *Server) console() http.Handler {
 }
 
 // tenantHost reports whether r's host is a tenant's: a subdomain of the base domain that is a
-// tenant's name (not a reserved one), or a custom domain a tenant has.
-func (s *Server) tenantHost(r *http.Request) bool {
+// tenant's name (not a reserved one), or a custom domain a tenant has. The base domain itself
+// and IP addresses never are; the error is the catalog's, when it cannot say of a custom domain.
+func (s *Server) tenantHost(r *http.Request) (bool, error) {
 	host, err := tenancyhttp.NormalizeHost(r.Host)
-	if err != nil { // an IP address, or no host: no tenant's
-		return false
+	if err != nil || host == s.cfg.BaseDomain { // an IP address, no host, or the service's own name
+		return false, nil
 	}
 	if label, ok := strings.CutSuffix(host, "."+s.cfg.BaseDomain); ok && !strings.Contains(label, ".") {
-		return tenancy.ValidateSlug(label) == nil
+		return tenancy.ValidateSlug(label) == nil, nil
 	}
-	_, err = s.cache.TenantByDomain(r.Context(), host)
-	return !errors.Is(err, tenancy.ErrTenantNotFound) // a catalog that cannot answer refuses too
+	switch _, err = s.cache.TenantByDomain(r.Context(), host); {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, tenancy.ErrTenantNotFound):
+		return false, nil
+	}
+	return false, err
 }
 
 // sameOrigin reports whether a form post comes from a page of this origin, as the browser says

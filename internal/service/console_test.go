@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
@@ -22,6 +23,12 @@ import (
 // newConsole returns a server with the admin token (and so the console) on, and its catalog's pool.
 func newConsole(t *testing.T, token string) (*service.Server, *pgxpool.Pool) {
 	t.Helper()
+	return newConsoleWith(t, &service.ServerConfig{AdminToken: token})
+}
+
+// newConsoleWith is newConsole with a configuration of the test's.
+func newConsoleWith(t *testing.T, cfg *service.ServerConfig) (*service.Server, *pgxpool.Pool) {
+	t.Helper()
 	pool, _ := tenancytest.NewCatalog(t)
 	t.Cleanup(func() { tenancytest.DropTenantDatabases(t, pool.Config().ConnString(), service.ReferenceLines()) })
 	m, err := tenancymigrate.New(pool, service.ReferenceLines())
@@ -31,7 +38,7 @@ func newConsole(t *testing.T, token string) (*service.Server, *pgxpool.Pool) {
 	if _, err := m.Migrate(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
-	return startServer(t, pool, &service.ServerConfig{AdminToken: token}), pool
+	return startServer(t, pool, cfg), pool
 }
 
 // operator is a browser's cookie jar against a handler, without a network.
@@ -302,6 +309,59 @@ func TestConsoleSignOutEndsTheSession(t *testing.T) {
 	}
 	if w := other.do("GET", "/console/", nil); w.Code != 200 {
 		t.Fatalf("control: the other session after the first signed out: %d, want 200", w.Code)
+	}
+}
+
+// The base domain is compared as the subdomain resolver has it ("Example.COM." is example.com), so
+// a tenant's subdomain is refused the operators' pages whatever its spelling; and while the catalog
+// cannot answer, the admin API's /metrics is still served on a host that may be a custom domain
+// (operators need it then), where the console says it cannot tell.
+func TestOperatorHostsWithAnOddBaseDomainAndTheCatalogDown(t *testing.T) {
+	t.Parallel()
+	const token = "console-s3cret"
+	srv, pool := newConsoleWith(t, &service.ServerConfig{AdminToken: token, BaseDomain: "Example.COM."})
+	if _, err := srv.Catalog().Create(context.Background(), &tenancycatalog.CreateOpts{Slug: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	h := srv.Handler()
+	if w := call(h, "GET", "acme.example.com", "/whoami", "", ""); w.Code != 200 { // positive control: it is acme's host
+		t.Fatalf("acme's request: %d, want 200", w.Code)
+	}
+	for host, want := range map[string]int{"acme.example.com": 404, "ACME.Example.com.": 404, "example.com": 200, "ops.example.net": 200} {
+		for _, path := range []string{"/admin/tenants", "/metrics", "/console/login"} {
+			if w := call(h, "GET", host, path, token, ""); w.Code != want {
+				t.Fatalf("%s on %s: %d, want %d", path, host, w.Code, want)
+			}
+		}
+	}
+	// The catalog cannot answer from now on: its database refuses connections, its sessions end.
+	admin, err := pgx.Connect(context.Background(), tenancytest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	db := pool.Config().ConnConfig.Database
+	if _, err := admin.Exec(context.Background(), `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` ALLOW_CONNECTIONS false`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // first of the cleanups: theirs connect to it
+		c, err := pgx.Connect(context.Background(), tenancytest.AdminURL())
+		if err == nil {
+			c.Exec(context.Background(), `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` ALLOW_CONNECTIONS true`)
+			c.Close(context.Background())
+		}
+	})
+	if _, err := admin.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, db); err != nil {
+		t.Fatal(err)
+	}
+	if w := call(h, "GET", "ops2.example.net", "/metrics", token, ""); w.Code != 200 {
+		t.Fatalf("/metrics with the catalog down, on a host it cannot place: %d, want 200", w.Code)
+	}
+	if w := call(h, "GET", "ops2.example.net", "/console/login", "", ""); w.Code != 503 || !strings.Contains(w.Body.String(), "cannot say") {
+		t.Fatalf("the console with the catalog down, on a host it cannot place: %d, want 503 saying why", w.Code)
+	}
+	if w := call(h, "GET", "example.com", "/console/login", "", ""); w.Code != 200 {
+		t.Fatalf("the console on the base domain with the catalog down: %d, want 200 (no lookup needed)", w.Code)
 	}
 }
 

@@ -134,6 +134,11 @@ func NewServer(pool *pgxpool.Pool, cfg *ServerConfig) (s *Server, err error) {
 	if s.cfg.BaseDomain == "" {
 		s.cfg.BaseDomain = "localhost"
 	}
+	// As the subdomain resolver has it (Example.com. is example.com), so that every comparison
+	// with a request's normalized host agrees with the resolver's.
+	if s.cfg.BaseDomain, err = tenancyhttp.NormalizeHost(s.cfg.BaseDomain); err != nil {
+		return nil, fmt.Errorf("base domain: %w", err)
+	}
 	s.log = s.cfg.Logger
 	if s.log == nil {
 		s.log = slog.Default()
