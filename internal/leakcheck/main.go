@@ -101,8 +101,8 @@ func read(ctx context.Context) (state, error) {
 		sql string
 		out *[]string
 	}{{"SELECT datname FROM pg_database ORDER BY 1", &s.Databases}, {"SELECT rolname FROM pg_roles ORDER BY 1", &s.Roles},
-		{`SELECT r.rolname || ' in ' || coalesce(d.datname, '(all databases)') || ': ' || array_to_string(s.setconfig, ', ')
-		    FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole LEFT JOIN pg_database d ON d.oid = s.setdatabase ORDER BY 1`, &s.RoleSettings},
+		{`SELECT coalesce(r.rolname, '(all roles)') || ' in ' || coalesce(d.datname, '(all databases)') || ': ' || array_to_string(s.setconfig, ', ')
+		    FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole LEFT JOIN pg_database d ON d.oid = s.setdatabase ORDER BY 1`, &s.RoleSettings},
 		{"SELECT rolname FROM pg_authid WHERE rolpassword IS NOT NULL ORDER BY 1", &s.Passwords}} {
 		rows, _ := conn.Query(ctx, q.sql)
 		if *q.out, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
