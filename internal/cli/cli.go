@@ -266,9 +266,8 @@ func requireCatalog(ctx context.Context, url string) error {
 		return fmt.Errorf("database URL: %w", err)
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "3D000" { // invalid_catalog_name: no such database
-		return fmt.Errorf("there is no database %q on %s (--database-url, TENANCY_DATABASE_URL): `tenancy migrate --shared` or `tenancy serve` creates it with its catalog", cfg.Database, cfg.Host)
+	if missing := noDatabase(err, url); missing != nil {
+		return fmt.Errorf("%w: `tenancy migrate --shared` or `tenancy serve` creates it with its catalog", missing)
 	}
 	if err != nil {
 		return fmt.Errorf("cannot reach the catalog's database (--database-url, TENANCY_DATABASE_URL): %w", err)
@@ -282,6 +281,20 @@ func requireCatalog(ctx context.Context, url string) error {
 		return fmt.Errorf("the database %q on %s holds no tenant catalog (--database-url, TENANCY_DATABASE_URL): `tenancy migrate --shared` or `tenancy serve` makes one", cfg.Database, cfg.Host)
 	}
 	return nil
+}
+
+// noDatabase returns, when err says the database of url does not exist, an error that names it
+// and the setting; nil otherwise.
+func noDatabase(err error, url string) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "3D000" { // invalid_catalog_name: no such database
+		return nil
+	}
+	database, host := "", ""
+	if cfg, err := pgx.ParseConfig(url); err == nil {
+		database, host = cfg.Database, cfg.Host
+	}
+	return fmt.Errorf("there is no database %q on %s (--database-url, TENANCY_DATABASE_URL)", database, host)
 }
 
 // prepareDatabase creates the database if missing and applies the catalog migrations.

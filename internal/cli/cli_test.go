@@ -90,8 +90,13 @@ func TestTenantCommands(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "no database") || !strings.Contains(r.stderr, "tenancy migrate") {
 		t.Fatalf("list on a database that does not exist: %+v; want refused, naming what makes one", r)
 	}
+	for _, cmd := range [][]string{{"doctor"}, {"uninstall", "--yes"}} {
+		if r := run(t, append(cmd, "--database-url", db)...); r.code != 1 || !strings.Contains(r.stderr, "there is no database") {
+			t.Fatalf("%s on a database that does not exist: %+v; want refused, naming it", cmd[0], r)
+		}
+	}
 	if exists(t, db) {
-		t.Fatal("tenant list created the database")
+		t.Fatal("tenant list, doctor or uninstall created the database")
 	}
 	createDatabase(t, db)
 	if r = run(t, "tenant", "suspend", "acme", "--database-url", db); r.code != 1 || !strings.Contains(r.stderr, "holds no tenant catalog") {

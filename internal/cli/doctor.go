@@ -66,6 +66,9 @@ func doctor(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	opts := &tenancyaudit.Options{Role: *role, LoginRole: *loginRole, TenantColumn: *column, Workers: *workers}
 
 	in, err := tenancycatalog.Installed(ctx, pool)
+	if missing := noDatabase(err, *dbf.url); missing != nil {
+		return fmt.Errorf("%w: %s", missing, "nothing to audit")
+	}
 	if err != nil {
 		return err
 	}

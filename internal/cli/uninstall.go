@@ -38,6 +38,9 @@ func uninstall(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer pool.Close()
 	in, err := tenancycatalog.Installed(ctx, pool)
+	if missing := noDatabase(err, *dbf.url); missing != nil {
+		return fmt.Errorf("%w: %s", missing, "nothing to uninstall")
+	}
 	if err != nil {
 		return err
 	}
