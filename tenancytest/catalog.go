@@ -138,11 +138,13 @@ func WaitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 }
 
 // NewRouter returns a pool router on cfg, closed when the test ends. Without cfg.Servers it
-// serves the local server's databases as the runtime role (RuntimeServers of AdminURL). The
-// runtime role exists on the local server once it returns (RuntimeRole).
+// serves the local server's databases as the runtime role (RuntimeServers of AdminURL). Left
+// zero, AcquireTimeout and ConnectTimeout are 30 seconds (testTimeouts). The runtime role exists
+// on the local server once it returns (RuntimeRole).
 func NewRouter(t testing.TB, cfg tenancyrouter.Config) *tenancyrouter.Router {
 	t.Helper()
 	RuntimeRole(t)
+	testTimeouts(&cfg)
 	if cfg.Servers == nil {
 		cfg.Servers = RuntimeServers(t, tenancycatalog.Servers{tenancycatalog.DefaultServer: AdminURL()})
 	}
@@ -201,5 +203,16 @@ func RuntimeRole(t testing.TB) {
 	}
 	if !exists {
 		NewCatalog(t)
+	}
+}
+
+// testTimeouts sets cfg's AcquireTimeout and ConnectTimeout, when zero, to 30 seconds instead of
+// the router's 2: a test suite loads its machine far more than a service does, a connection slow
+// to open counts toward the tenant's breaker, and a slow connection is not what most tests check.
+func testTimeouts(cfg *tenancyrouter.Config) {
+	for _, d := range []*time.Duration{&cfg.AcquireTimeout, &cfg.ConnectTimeout} {
+		if *d == 0 {
+			*d = 30 * time.Second
+		}
 	}
 }

@@ -39,9 +39,9 @@ type EnvOpts struct {
 	// Tenant is the tenant migration line (NNNN_name.sql files calling tenancy.isolate). Required.
 	Tenant fs.FS
 	// Router tunes the pool router of database tenants. Defaults to the router's defaults, but
-	// for AcquireTimeout and ConnectTimeout: left zero, they are 30 seconds, since a test suite
-	// loads its machine far more than a service does and a slow connection is not what an
-	// isolation test checks.
+	// for AcquireTimeout and ConnectTimeout: left zero, they are 30 seconds (as NewRouter's), since
+	// a test suite loads its machine far more than a service does and a slow connection is not
+	// what an isolation test checks.
 	Router *tenancyrouter.Config
 	// DB tunes the DB (its Key and Router are set by NewEnv). Defaults to nil.
 	DB *tenancypgx.Config
@@ -71,11 +71,7 @@ func NewEnv(t testing.TB, opts *EnvOpts) *Env {
 	if opts.Router != nil {
 		rc = *opts.Router
 	}
-	for _, d := range []*time.Duration{&rc.AcquireTimeout, &rc.ConnectTimeout} {
-		if *d == 0 {
-			*d = 30 * time.Second
-		}
-	}
+	testTimeouts(&rc)
 	rc.Servers = RuntimeServers(t, servers)
 	if e.Router, err = tenancyrouter.New(&rc); err != nil {
 		t.Fatalf("tenancytest: %v", err)
