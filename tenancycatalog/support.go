@@ -12,13 +12,15 @@ import (
 )
 
 // supportMigrations are the catalog migrations that a database tenant's own database carries
-// too: the runtime role, tenancy.isolate, the binding, the session reset and shared tables.
-var supportMigrations = []string{"0002_isolation.sql", "0006_binding.sql", "0009_shared_tables.sql", "0012_proven_reset.sql", "0013_unit_end.sql", "0014_move_fence.sql"}
+// too: the runtime role, tenancy.isolate (and its quiet), the binding, the session reset and
+// shared tables.
+var supportMigrations = []string{"0002_isolation.sql", "0006_binding.sql", "0009_shared_tables.sql", "0012_proven_reset.sql", "0013_unit_end.sql",
+	"0014_move_fence.sql", "0017_quiet_isolate.sql"}
 
 // SupportVersion is the version of the isolation support InstallSupport installs (the last
 // support migration's). tenancymigrate records it per database tenant, so older tenant databases
 // are brought up to it.
-const SupportVersion = 14
+const SupportVersion = 17
 
 // InstallSupport installs in the database behind conn what tenant tables need there — the runtime
 // role tenancy_app, the function tenancy.isolate, tenancy.current_tenant and

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gotenancy/tenancy"
@@ -371,5 +372,85 @@ func TestConcurrentRunnerSkipsADatabaseTenant(t *testing.T) {
 	}
 	if r := got[other.Slug]; r.Skipped || r.Version != 3 {
 		t.Fatalf("control: the other tenant: %+v, want migrated to 3", r)
+	}
+}
+
+// tenancy.isolate sends no NOTICE when it isolates a new table (its DROP … IF EXISTS would), and a
+// database tenant's database made with an older isolation support (here, before 0017, which
+// quiets it) is brought up to SupportVersion by the next tenant migration, which records it.
+func TestIsolateIsQuietAndOlderSupportIsBroughtUp(t *testing.T) {
+	t.Parallel()
+	env := tenancytest.NewEnv(t, &tenancytest.EnvOpts{Tenant: tenantV1})
+	tn := env.NewTenant(t, tenancy.IsolationDatabase)
+	ctx := context.Background()
+	cfg, err := env.Catalog.Servers().ConnConfig(tn.Server, tn.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notices []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	isolateNew := func(table string) []string {
+		t.Helper()
+		exec(`CREATE TABLE ` + table + ` (tenant_id uuid NOT NULL, id int, PRIMARY KEY (tenant_id, id))`)
+		notices = nil
+		exec(`SELECT tenancy.isolate('` + table + `')`)
+		return notices
+	}
+	exec(`DROP TABLE IF EXISTS no_such_table`) // positive control: this connection hears notices
+	if len(notices) != 1 {
+		t.Fatalf("notices of a DROP IF EXISTS: %q, want one", notices)
+	}
+	if n := isolateNew("quiet_a"); len(n) != 0 {
+		t.Fatalf("isolating a new table sent %q, want no notice", n)
+	}
+
+	// The database back at the support before 0017: the function loses its setting, the
+	// database's ledger the migration, the catalog's ledger the version.
+	exec(`ALTER FUNCTION tenancy.isolate(regclass, name) RESET client_min_messages`)
+	exec(`DELETE FROM tenancy.support_migrations WHERE version = 17`)
+	if err := tenancycatalog.RecordLine(ctx, env.Pool, tenancycatalog.LineEntry{Target: tn.ID, TenantID: tn.ID, Version: 1, Support: 14}); err != nil {
+		t.Fatal(err)
+	}
+	if n := isolateNew("loud_b"); len(n) == 0 {
+		t.Fatal("control: before 0017 isolating a new table sent no notice")
+	}
+	m, err := tenancymigrate.New(env.Pool, &tenancymigrate.Config{Tenant: tenantV1,
+		Servers: tenancycatalog.Servers{tenancycatalog.DefaultServer: env.Pool.Config().ConnString()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Migrate(ctx, &tenancymigrate.Opts{Tenant: true, Slugs: []string{tn.Slug}})
+	if err != nil || len(res.Targets) != 1 || res.Targets[0].Support != tenancycatalog.SupportVersion || res.Targets[0].Error != "" {
+		t.Fatalf("migrate: %+v, %v; want the tenant brought to support %d", res, err, tenancycatalog.SupportVersion)
+	}
+	if n := isolateNew("quiet_c"); len(n) != 0 {
+		t.Fatalf("after the migration, isolating a new table sent %q, want no notice", n)
+	}
+	st, err := m.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, s := range st {
+		if s.TenantID == tn.ID {
+			found = true
+			if s.Support != tenancycatalog.SupportVersion {
+				t.Fatalf("status of the tenant: %+v, want support %d recorded", s, tenancycatalog.SupportVersion)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("status %+v lists no target of the tenant", st)
 	}
 }
