@@ -2,8 +2,9 @@
 // tenant, opened on first use (concurrent first requests open one), under a cap on open pools and a
 // budget of connections that are never exceeded; the least recently used idle pool makes room for
 // a new one, idle pools close after IdleTimeout, a pool evicted while in use drains. A tenant whose
-// database cannot be reached fails fast (tenancy.ErrTenantUnavailable) once its breaker opens,
-// without slowing the others; a request that finds no room within AcquireTimeout gets
+// database cannot be reached, or opens no connection within AcquireTimeout, fails fast
+// (tenancy.ErrTenantUnavailable) once its breaker opens, without slowing the others; a request
+// that finds every connection busy, or no room for a pool, within AcquireTimeout gets
 // tenancy.ErrCapacityExhausted.
 //
 //	router, _ := tenancyrouter.New(&tenancyrouter.Config{Servers: tenancycatalog.Servers{"default": runtimeURL}})

@@ -46,7 +46,8 @@ type Config struct {
 	AcquireTimeout time.Duration
 	// ConnectTimeout bounds connecting to a tenant database. Defaults to 2 seconds.
 	ConnectTimeout time.Duration
-	// FailureThreshold is how many consecutive failures to connect open a tenant's breaker.
+	// FailureThreshold is how many consecutive failures to connect (a connection refused, or not
+	// opened within AcquireTimeout) open a tenant's breaker.
 	// Defaults to 3.
 	FailureThreshold int
 	// OpenFor is how long an open breaker fails the tenant's requests fast before they try its
